@@ -1,0 +1,325 @@
+use crate::Backoff;
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet,
+    QoS, SubscribeFilter, SubscribeReasonCode,
+};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid broker address {0:?}: expected HOST:PORT")]
+    InvalidAddress(String),
+    #[error("no connection to the broker at {addr} within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("the broker at {addr} refused the connection: {reason}")]
+    Refused { addr: String, reason: String },
+    #[error("the MQTT client is closed")]
+    Closed,
+}
+
+/// How to reach the broker and who to be there.
+#[derive(Debug, Clone)]
+pub struct BusOptions {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    /// rumqttd calls the platform's auth handler only when the CONNECT
+    /// carries a login, so every platform client sends one.
+    pub username: String,
+    pub password: String,
+    pub keep_alive: Duration,
+    /// Largest packet sent or received. rumqttc's default is 10 KiB,
+    /// too small for admin import batches.
+    pub max_packet_size: usize,
+    /// Messages buffered between the network task and the consumer. When
+    /// full, the network task waits: backpressure, not loss.
+    pub inbox_capacity: usize,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Published by the broker if this client vanishes without a DISCONNECT.
+    pub last_will: Option<(String, Vec<u8>)>,
+}
+
+impl BusOptions {
+    /// Options for `addr` ("host:port") with the platform's defaults.
+    pub fn new(addr: &str, client_id: impl Into<String>) -> Result<Self, BusError> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .filter(|(h, p)| !h.is_empty() && *p != 0)
+            .ok_or_else(|| BusError::InvalidAddress(addr.to_owned()))?;
+        Ok(BusOptions {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port,
+            client_id: client_id.into(),
+            username: "anonymous".into(),
+            password: String::new(),
+            keep_alive: Duration::from_secs(30),
+            max_packet_size: 256 * 1024,
+            inbox_capacity: 1024,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(5),
+            last_will: None,
+        })
+    }
+
+    pub fn with_credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.username = username.into();
+        self.password = password.into();
+        self
+    }
+
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// One message received on a subscribed filter.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+}
+
+/// Where the link to the broker stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Not connected yet, or reconnecting after a loss.
+    Connecting,
+    /// Connected, and every filter is subscribed.
+    Ready,
+    /// The broker answered the CONNECT with a refusal; retrying continues.
+    Refused(String),
+    /// Shut down.
+    Closed,
+}
+
+/// A connected MQTT client. Cheap to clone; all clones share one connection.
+#[derive(Clone)]
+pub struct Bus {
+    client: AsyncClient,
+    state: watch::Receiver<LinkState>,
+    addr: Arc<str>,
+}
+
+impl Bus {
+    /// Starts connecting in the background and returns at once. `filters`
+    /// are subscribed at QoS 1 on every (re)connect; messages on them arrive
+    /// on the returned receiver. The connection closes when `shutdown` is
+    /// cancelled, after flushing what was already published.
+    pub fn connect(
+        opts: BusOptions,
+        filters: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> (Bus, mpsc::Receiver<Message>) {
+        let mut mqtt = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
+        mqtt.set_keep_alive(opts.keep_alive)
+            .set_clean_session(true)
+            .set_credentials(opts.username.clone(), opts.password.clone())
+            .set_max_packet_size(opts.max_packet_size, opts.max_packet_size)
+            .set_request_channel_capacity(1024)
+            .set_inflight(256);
+        if let Some((topic, payload)) = &opts.last_will {
+            mqtt.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, false));
+        }
+        let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(5);
+        eventloop.set_network_options(net);
+
+        let (state_tx, state) = watch::channel(LinkState::Connecting);
+        let (inbox_tx, inbox) = mpsc::channel(opts.inbox_capacity.max(1));
+        let addr: Arc<str> = opts.addr().into();
+        let driver = Driver {
+            client: client.clone(),
+            filters,
+            state_tx,
+            inbox_tx,
+            backoff: Backoff::new(opts.backoff_base, opts.backoff_cap),
+            client_id: opts.client_id,
+            addr: addr.clone(),
+        };
+        tokio::spawn(driver.run(eventloop, shutdown));
+        (Bus { client, state, addr }, inbox)
+    }
+
+    /// Waits until connected and subscribed. Fails at once if the broker
+    /// refuses us, and after `timeout` if it cannot be reached.
+    pub async fn ready(&self, timeout: Duration) -> Result<(), BusError> {
+        let mut state = self.state.clone();
+        let wait = async {
+            loop {
+                let now = state.borrow_and_update().clone();
+                match now {
+                    LinkState::Ready => return Ok(()),
+                    LinkState::Refused(reason) => {
+                        return Err(BusError::Refused {
+                            addr: self.addr.to_string(),
+                            reason,
+                        })
+                    }
+                    LinkState::Closed => return Err(BusError::Closed),
+                    LinkState::Connecting => {}
+                }
+                state.changed().await.map_err(|_| BusError::Closed)?;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| BusError::Timeout {
+                addr: self.addr.to_string(),
+                timeout,
+            })?
+    }
+
+    pub fn state(&self) -> LinkState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver that sees every change of [`LinkState`].
+    pub fn watch_state(&self) -> watch::Receiver<LinkState> {
+        self.state.clone()
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Publishes at QoS 1. Returns once the message is queued for the
+    /// network task; while disconnected it waits in the queue.
+    pub async fn publish(&self, topic: impl Into<String>, payload: Vec<u8>) -> Result<(), BusError> {
+        self.client
+            .publish(topic.into(), QoS::AtLeastOnce, false, payload)
+            .await
+            .map_err(|_| BusError::Closed)
+    }
+
+    pub async fn publish_json<T: Serialize>(&self, topic: impl Into<String>, msg: &T) -> Result<(), BusError> {
+        self.publish(topic, protocol::encode(msg)).await
+    }
+}
+
+struct Driver {
+    client: AsyncClient,
+    filters: Vec<String>,
+    state_tx: watch::Sender<LinkState>,
+    inbox_tx: mpsc::Sender<Message>,
+    backoff: Backoff,
+    client_id: String,
+    addr: Arc<str>,
+}
+
+impl Driver {
+    async fn run(mut self, mut eventloop: EventLoop, shutdown: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = eventloop.poll() => ev,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => self.on_connack(),
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                    {
+                        warn!(client_id = %self.client_id, "broker refused a subscription");
+                        self.state_tx
+                            .send_replace(LinkState::Refused("subscription refused".into()));
+                    } else {
+                        self.state_tx.send_replace(LinkState::Ready);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let msg = Message {
+                        topic: p.topic,
+                        payload: p.payload,
+                    };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = self.inbox_tx.send(msg) => {}
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let state = match &e {
+                        ConnectionError::ConnectionRefused(code) => {
+                            LinkState::Refused(format!("{code:?}"))
+                        }
+                        _ => LinkState::Connecting,
+                    };
+                    self.state_tx.send_replace(state);
+                    let delay = self.backoff.next_delay();
+                    if self.backoff.attempts() <= 1 {
+                        info!(client_id = %self.client_id, broker = %self.addr, error = %e, ?delay, "MQTT connection lost; reconnecting");
+                    } else {
+                        debug!(client_id = %self.client_id, broker = %self.addr, error = %e, ?delay, "MQTT reconnect failed");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.flush_and_close(eventloop).await;
+    }
+
+    fn on_connack(&mut self) {
+        self.backoff.reset();
+        debug!(client_id = %self.client_id, broker = %self.addr, "MQTT connected");
+        if self.filters.is_empty() {
+            self.state_tx.send_replace(LinkState::Ready);
+            return;
+        }
+        let subs = self
+            .filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+            .collect::<Vec<_>>();
+        if let Err(e) = self.client.try_subscribe_many(subs) {
+            warn!(client_id = %self.client_id, error = %e, "could not queue subscriptions");
+        }
+    }
+
+    /// Sends what is queued, then a DISCONNECT, so that a clean shutdown
+    /// loses no message that callers already handed over.
+    async fn flush_and_close(self, mut eventloop: EventLoop) {
+        if self.state_tx.borrow().clone() == LinkState::Ready {
+            let _ = self.client.try_disconnect();
+            let flush = async {
+                while let Ok(ev) = eventloop.poll().await {
+                    if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+        }
+        self.state_tx.send_replace(LinkState::Closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse() {
+        let o = BusOptions::new("127.0.0.1:1883", "c").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 1883));
+        let o = BusOptions::new("[::1]:1884", "c").unwrap();
+        assert_eq!((o.host.as_str(), o.port), ("::1", 1884));
+        for bad in ["", "host", "host:", ":1883", "host:0", "host:99999"] {
+            assert!(BusOptions::new(bad, "c").is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Admin requests to the verifier, and its replies.
+//!
+//! `verifier/admin/request`: `{"request_id":"…","op":"enroll","uuid":"…","pass_tmp":"…"}`
+//! `verifier/admin/reply`: `{"request_id":"…","ok":{"kind":"enrolled",…}}` or
+//! `{"request_id":"…","error":{"code":"…","message":"…"}}`
+
+use crate::codes::{AdminErrorCode, ErrorBody};
+use serde::{Deserialize, Serialize};
+
+/// An import batch may be this large; far above the 16 KiB of other messages.
+pub const MAX_ADMIN_PAYLOAD: usize = 192 * 1024;
+/// Rows per import batch, sized to stay well under [`MAX_ADMIN_PAYLOAD`].
+pub const IMPORT_BATCH_ROWS: usize = 500;
+/// Most UUIDs a `list` returns in one page.
+pub const MAX_LIST_PAGE: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRequest {
+    pub request_id: String,
+    #[serde(flatten)]
+    pub op: AdminOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminOp {
+    /// Enroll one device. Re-enrolling with the same pass_tmp is a no-op;
+    /// with another pass_tmp it is refused unless `replace` is set.
+    Enroll {
+        uuid: String,
+        pass_tmp: String,
+        #[serde(default)]
+        replace: bool,
+    },
+    /// One batch of a CSV import.
+    Import { rows: Vec<ImportRow> },
+    Remove { uuid: String },
+    Show { uuid: String },
+    /// A page of enrolled UUIDs in key order, starting after `after`.
+    List {
+        #[serde(default)]
+        after: Option<String>,
+        #[serde(default = "default_list_limit")]
+        limit: usize,
+    },
+}
+
+fn default_list_limit() -> usize {
+    MAX_LIST_PAGE
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportRow {
+    /// Line number in the source file, for the rejection report.
+    pub line: u64,
+    pub uuid: String,
+    pub pass_tmp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminReply {
+    pub request_id: String,
+    #[serde(flatten)]
+    pub outcome: AdminOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminOutcome {
+    Ok(AdminOk),
+    Error(ErrorBody<AdminErrorCode>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AdminOk {
+    Enrolled { uuid: String, created: bool },
+    Imported(ImportReport),
+    Removed { uuid: String },
+    Device { uuid: String, enrolled_at_ms: u64 },
+    List { uuids: Vec<String>, next: Option<String> },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportReport {
+    pub added: u64,
+    /// Already enrolled with the same pass_tmp.
+    pub unchanged: u64,
+    pub rejected: Vec<RejectedRow>,
+}
+
+impl ImportReport {
+    pub fn merge(&mut self, other: ImportReport) {
+        self.added += other.added;
+        self.unchanged += other.unchanged;
+        self.rejected.extend(other.rejected);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRow {
+    pub line: u64,
+    pub uuid: String,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, encode};
+
+    #[test]
+    fn admin_messages_round_trip() {
+        let req = AdminRequest {
+            request_id: "r1".into(),
+            op: AdminOp::Enroll { uuid: "u".into(), pass_tmp: "p".into(), replace: false },
+        };
+        let text = String::from_utf8(encode(&req)).unwrap();
+        assert!(text.contains(r#""op":"enroll""#), "{text}");
+        assert_eq!(decode::<AdminRequest>(text.as_bytes()).unwrap(), req);
+
+        let reply = AdminReply {
+            request_id: "r1".into(),
+            outcome: AdminOutcome::Ok(AdminOk::Imported(ImportReport {
+                added: 2,
+                unchanged: 0,
+                rejected: vec![RejectedRow { line: 3, uuid: "x".into(), reason: "bad".into() }],
+            })),
+        };
+        assert_eq!(decode::<AdminReply>(&encode(&reply)).unwrap(), reply);
+        let err = AdminReply {
+            request_id: "r2".into(),
+            outcome: AdminOutcome::Error(ErrorBody::new(AdminErrorCode::NotFound, "no")),
+        };
+        assert_eq!(decode::<AdminReply>(&encode(&err)).unwrap(), err);
+    }
+
+    #[test]
+    fn list_defaults() {
+        let req: AdminRequest = decode(br#"{"request_id":"r","op":"list"}"#).unwrap();
+        assert_eq!(req.op, AdminOp::List { after: None, limit: MAX_LIST_PAGE });
+    }
+}

@@ -1,0 +1,81 @@
+//! Error codes carried in `{"error":{"code":…,"message":…}}` bodies.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a device was not given network access. Device-facing and fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessErrorCode {
+    /// The verifier has no pass_tmp for this UUID.
+    UnknownDevice,
+    /// The device's pass_tmp differs from the enrolled one.
+    PassTmpMismatch,
+    /// A user (the AP's) declined.
+    Rejected,
+    /// No confirmation, or no verifier answer, in time.
+    Timeout,
+    /// The request did not parse or its fields were wrong.
+    BadRequest,
+}
+
+impl AccessErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessErrorCode::UnknownDevice => "unknown_device",
+            AccessErrorCode::PassTmpMismatch => "pass_tmp_mismatch",
+            AccessErrorCode::Rejected => "rejected",
+            AccessErrorCode::Timeout => "timeout",
+            AccessErrorCode::BadRequest => "bad_request",
+        }
+    }
+}
+
+impl fmt::Display for AccessErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an admin request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminErrorCode {
+    BadRequest,
+    NotFound,
+    AlreadyEnrolled,
+    Internal,
+}
+
+impl AdminErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminErrorCode::BadRequest => "bad_request",
+            AdminErrorCode::NotFound => "not_found",
+            AdminErrorCode::AlreadyEnrolled => "already_enrolled",
+            AdminErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for AdminErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `{"code":…,"message":…}`, generic over the code enum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody<C> {
+    pub code: C,
+    pub message: String,
+}
+
+impl<C> ErrorBody<C> {
+    pub fn new(code: C, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The wire format of the platform, owned in one place.
+//!
+//! Every MQTT topic string is built and parsed here ([`topics`]), every JSON
+//! payload is a type here ([`onboarding`], [`admin`]), and every error code
+//! is an enum here ([`codes`]). No other crate formats a topic by hand.
+//!
+//! This crate does no I/O. Decoding is bounded ([`decode`]): a hostile
+//! payload (huge, deeply nested, not UTF-8, wrong types) becomes a
+//! [`DecodeError`], never a panic.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod codes;
+pub mod decode;
+pub mod ids;
+pub mod onboarding;
+pub mod topics;
+
+pub use codes::{AccessErrorCode, AdminErrorCode, ErrorBody};
+pub use decode::{decode, encode, peek_str_field, DecodeError};
+pub use ids::{DeviceUuid, IdError, Segment};

@@ -1,0 +1,85 @@
+//! Every MQTT topic of the platform: builders, subscription filters and
+//! parsers. Identifiers spliced in here must already be validated
+//! ([`crate::Segment`], [`crate::DeviceUuid`]).
+//!
+//! Device-facing topics (fixed, relied on outside this repository):
+//! - `wlan/{ssid}/access/request`: device -> AP
+//! - `device/{uuid}/access/response`: AP -> device
+//! - `device/{uuid}/confirm`: the device's user -> device
+//!
+//! Internal topics:
+//! - `verifier/verify/request`: AP -> verifier
+//! - `ap/{ap_id}/verify/response`: verifier -> AP
+//! - `ap/{ap_id}/prompt`: AP -> its user
+//! - `ap/{ap_id}/confirm`: the AP's user -> AP
+//! - `verifier/admin/request`, `verifier/admin/reply`: admin CLI <-> verifier
+
+/// AP -> verifier verification messages.
+pub const VERIFY_REQUEST: &str = "verifier/verify/request";
+/// Admin CLI -> verifier.
+pub const VERIFIER_ADMIN_REQUEST: &str = "verifier/admin/request";
+/// Verifier -> admin CLIs. One shared topic: replies pair up by
+/// `request_id`, and a shared topic keeps rumqttd from creating a commit
+/// log per CLI invocation.
+pub const VERIFIER_ADMIN_REPLY: &str = "verifier/admin/reply";
+
+pub fn access_request(ssid: &str) -> String {
+    format!("wlan/{ssid}/access/request")
+}
+
+pub fn access_response(uuid: &str) -> String {
+    format!("device/{uuid}/access/response")
+}
+
+pub fn device_confirm(uuid: &str) -> String {
+    format!("device/{uuid}/confirm")
+}
+
+pub fn verify_response(ap_id: &str) -> String {
+    format!("ap/{ap_id}/verify/response")
+}
+
+pub fn ap_prompt(ap_id: &str) -> String {
+    format!("ap/{ap_id}/prompt")
+}
+
+pub fn ap_confirm(ap_id: &str) -> String {
+    format!("ap/{ap_id}/confirm")
+}
+
+/// The SSID of a `wlan/{ssid}/access/request` topic.
+pub fn parse_access_request(topic: &str) -> Option<&str> {
+    let rest = topic.strip_prefix("wlan/")?;
+    let ssid = rest.strip_suffix("/access/request")?;
+    (!ssid.is_empty() && !ssid.contains('/')).then_some(ssid)
+}
+
+/// The AP id of an `ap/{ap_id}/…` topic and the rest after it.
+pub fn parse_ap_topic(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("ap/")?;
+    let (ap_id, tail) = rest.split_once('/')?;
+    (!ap_id.is_empty()).then_some((ap_id, tail))
+}
+
+/// The UUID of a `device/{uuid}/…` topic and the rest after it.
+pub fn parse_device_topic(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("device/")?;
+    let (id, tail) = rest.split_once('/')?;
+    (!id.is_empty()).then_some((id, tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builders_and_parsers_agree() {
+        assert_eq!(parse_access_request(&access_request("home")), Some("home"));
+        assert_eq!(parse_access_request("wlan//access/request"), None);
+        assert_eq!(parse_access_request("wlan/a/b/access/request"), None);
+        assert_eq!(parse_ap_topic(&verify_response("ap-1")), Some(("ap-1", "verify/response")));
+        assert_eq!(parse_ap_topic(&ap_confirm("ap-1")), Some(("ap-1", "confirm")));
+        assert_eq!(parse_device_topic(&device_confirm("u")), Some(("u", "confirm")));
+        assert_eq!(parse_device_topic(&access_response("u")), Some(("u", "access/response")));
+    }
+}

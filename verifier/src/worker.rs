@@ -1,0 +1,312 @@
+//! The verifier worker: answers verification messages and admin requests.
+
+use crate::store::{EnrollOutcome, Store, StoreError};
+use bus::{Bus, BusError, BusOptions, Message};
+use protocol::admin::{
+    AdminOk, AdminOp, AdminOutcome, AdminReply, AdminRequest, ImportReport, ImportRow, RejectedRow,
+    MAX_ADMIN_PAYLOAD, MAX_LIST_PAGE,
+};
+use protocol::onboarding::{check_pass_tmp, VerifyOutcome, VerifyRequest, VerifyResponse};
+use protocol::{
+    decode, peek_str_field, topics, AccessErrorCode, AdminErrorCode, DecodeError, DeviceUuid,
+    ErrorBody,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// The platform broker, "host:port".
+    pub broker: String,
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    /// The sled database directory; only this worker may open it.
+    pub db_dir: PathBuf,
+}
+
+impl VerifierConfig {
+    pub fn new(broker: impl Into<String>, db_dir: impl Into<PathBuf>) -> Self {
+        VerifierConfig {
+            broker: broker.into(),
+            client_id: "verifier".into(),
+            username: "verifier".into(),
+            password: String::new(),
+            db_dir: db_dir.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Runs the worker until `shutdown` is cancelled, then finishes the admin
+/// requests already taken, flushes the database and returns.
+pub async fn run(config: VerifierConfig, shutdown: CancellationToken) -> Result<(), VerifierError> {
+    let store = Arc::new(Store::open(&config.db_dir)?);
+    info!(db = %config.db_dir.display(), enrolled = store.len(), "verifier store open");
+
+    let opts = BusOptions::new(&config.broker, &config.client_id)?
+        .with_credentials(&config.username, &config.password);
+    // The connection outlives `shutdown` by as long as it takes to answer
+    // the admin requests already queued.
+    let link = CancellationToken::new();
+    let (bus, mut inbox) = Bus::connect(
+        opts,
+        vec![topics::VERIFY_REQUEST.into(), topics::VERIFIER_ADMIN_REQUEST.into()],
+        link.clone(),
+    );
+
+    // Admin requests run one at a time, off the verify path, because each
+    // waits for an fsync.
+    let (admin_tx, admin_rx) = mpsc::channel::<AdminRequest>(256);
+    let admin_task = tokio::spawn(admin_loop(store.clone(), bus.clone(), admin_rx));
+
+    let mut announced = false;
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = inbox.recv() => match msg { Some(m) => m, None => break },
+        };
+        if !announced {
+            announced = true;
+            info!(broker = %config.broker, "verifier serving");
+        }
+        dispatch(&store, &bus, &admin_tx, msg).await;
+    }
+
+    drop(admin_tx);
+    if let Err(e) = admin_task.await {
+        error!(error = %e, "admin task failed");
+    }
+    link.cancel();
+    store.flush().await?;
+    info!("verifier stopped; store flushed");
+    Ok(())
+}
+
+async fn dispatch(store: &Store, bus: &Bus, admin_tx: &mpsc::Sender<AdminRequest>, msg: Message) {
+    match msg.topic.as_str() {
+        topics::VERIFY_REQUEST => handle_verify(store, bus, &msg.payload).await,
+        topics::VERIFIER_ADMIN_REQUEST => {
+            match protocol::decode::decode_limited::<AdminRequest>(&msg.payload, MAX_ADMIN_PAYLOAD) {
+                Ok(req) => {
+                    if admin_tx.send(req).await.is_err() {
+                        warn!("admin queue closed; request dropped");
+                    }
+                }
+                Err(e) => {
+                    warn!(topic = %msg.topic, error = %e, "malformed admin request");
+                    if let Some(request_id) = peek_request_id(&msg.payload) {
+                        let reply = error_reply(request_id, AdminErrorCode::BadRequest, e.to_string());
+                        publish(bus, topics::VERIFIER_ADMIN_REPLY, &reply).await;
+                    }
+                }
+            }
+        }
+        other => debug!(topic = other, "message on an unexpected topic"),
+    }
+}
+
+async fn handle_verify(store: &Store, bus: &Bus, payload: &[u8]) {
+    let checked = decode::<VerifyRequest>(payload).and_then(|req| {
+        let uuid = req.validate()?;
+        Ok((req, uuid))
+    });
+    let (req, uuid) = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            warn!(error = %e, "malformed verification message");
+            answer_bad_verify(bus, payload, &e).await;
+            return;
+        }
+    };
+    let outcome = match store.get(&uuid) {
+        Ok(Some(enrollment)) => VerifyOutcome::Found {
+            pass_tmp: enrollment.pass_tmp,
+        },
+        Ok(None) => VerifyOutcome::Failed {
+            error: ErrorBody::new(AccessErrorCode::UnknownDevice, "no device is enrolled with this UUID"),
+        },
+        Err(e) => {
+            // The AP times out and tells the device; nothing better to say.
+            error!(uuid = %uuid, error = %e, "store lookup failed");
+            return;
+        }
+    };
+    debug!(uuid = %uuid, ap_id = %req.ap_id, request_id = %req.request_id, found = matches!(outcome, VerifyOutcome::Found { .. }), "verification answered");
+    let response = VerifyResponse {
+        request_id: req.request_id,
+        uuid: req.uuid,
+        outcome,
+    };
+    publish(bus, topics::verify_response(&req.ap_id), &response).await;
+}
+
+/// Answers `bad_request` to a verification message that did not validate,
+/// if it names an AP we can answer to.
+async fn answer_bad_verify(bus: &Bus, payload: &[u8], error: &DecodeError) {
+    let (Some(ap_id), Some(request_id)) = (
+        peek_str_field(payload, "ap_id"),
+        peek_str_field(payload, "request_id"),
+    ) else {
+        return;
+    };
+    if protocol::ids::check_segment(&ap_id).is_err() || request_id.len() > 64 {
+        return;
+    }
+    let response = VerifyResponse {
+        request_id,
+        uuid: peek_str_field(payload, "uuid").unwrap_or_default(),
+        outcome: VerifyOutcome::Failed {
+            error: ErrorBody::new(AccessErrorCode::BadRequest, error.to_string()),
+        },
+    };
+    publish(bus, topics::verify_response(&ap_id), &response).await;
+}
+
+async fn admin_loop(store: Arc<Store>, bus: Bus, mut rx: mpsc::Receiver<AdminRequest>) {
+    while let Some(req) = rx.recv().await {
+        let request_id = req.request_id.clone();
+        let outcome = match apply_admin(&store, req.op).await {
+            Ok(ok) => AdminOutcome::Ok(ok),
+            Err(body) => AdminOutcome::Error(body),
+        };
+        let reply = AdminReply { request_id, outcome };
+        publish(&bus, topics::VERIFIER_ADMIN_REPLY, &reply).await;
+    }
+}
+
+type AdminResult = Result<AdminOk, ErrorBody<AdminErrorCode>>;
+
+fn bad(message: impl Into<String>) -> ErrorBody<AdminErrorCode> {
+    ErrorBody::new(AdminErrorCode::BadRequest, message)
+}
+
+fn internal(e: StoreError) -> ErrorBody<AdminErrorCode> {
+    error!(error = %e, "verifier store failure");
+    ErrorBody::new(AdminErrorCode::Internal, e.to_string())
+}
+
+fn parse_uuid(uuid: &str) -> Result<DeviceUuid, ErrorBody<AdminErrorCode>> {
+    DeviceUuid::parse(uuid).map_err(|e| bad(format!("uuid {uuid:?} {e}")))
+}
+
+async fn apply_admin(store: &Store, op: AdminOp) -> AdminResult {
+    match op {
+        AdminOp::Enroll { uuid, pass_tmp, replace } => {
+            let id = parse_uuid(&uuid)?;
+            check_pass_tmp(&pass_tmp).map_err(|e| bad(format!("pass_tmp {e}")))?;
+            let outcome = store.enroll(&id, &pass_tmp, replace).map_err(internal)?;
+            if outcome == EnrollOutcome::Conflict {
+                return Err(ErrorBody::new(
+                    AdminErrorCode::AlreadyEnrolled,
+                    format!("{} is enrolled with another pass_tmp; use --replace to change it", id.key()),
+                ));
+            }
+            store.flush().await.map_err(internal)?;
+            info!(uuid = %id.key(), ?outcome, "device enrolled");
+            Ok(AdminOk::Enrolled {
+                uuid: id.key().to_owned(),
+                created: outcome == EnrollOutcome::Created,
+            })
+        }
+        AdminOp::Import { rows } => {
+            let report = import(store, rows).map_err(internal)?;
+            store.flush().await.map_err(internal)?;
+            info!(added = report.added, unchanged = report.unchanged, rejected = report.rejected.len(), "import batch applied");
+            Ok(AdminOk::Imported(report))
+        }
+        AdminOp::Remove { uuid } => {
+            let id = parse_uuid(&uuid)?;
+            if !store.remove(&id).map_err(internal)? {
+                return Err(ErrorBody::new(AdminErrorCode::NotFound, format!("{} is not enrolled", id.key())));
+            }
+            store.flush().await.map_err(internal)?;
+            info!(uuid = %id.key(), "device removed");
+            Ok(AdminOk::Removed { uuid: id.key().to_owned() })
+        }
+        AdminOp::Show { uuid } => {
+            let id = parse_uuid(&uuid)?;
+            match store.get(&id).map_err(internal)? {
+                Some(e) => Ok(AdminOk::Device {
+                    uuid: id.key().to_owned(),
+                    enrolled_at_ms: e.enrolled_at_ms,
+                }),
+                None => Err(ErrorBody::new(AdminErrorCode::NotFound, format!("{} is not enrolled", id.key()))),
+            }
+        }
+        AdminOp::List { after, limit } => {
+            let (uuids, next) = store
+                .list(after.as_deref(), limit.clamp(1, MAX_LIST_PAGE))
+                .map_err(internal)?;
+            Ok(AdminOk::List { uuids, next })
+        }
+    }
+}
+
+fn import(store: &Store, rows: Vec<ImportRow>) -> Result<ImportReport, StoreError> {
+    let mut report = ImportReport::default();
+    for row in rows {
+        let reject = |reason: String| RejectedRow {
+            line: row.line,
+            uuid: row.uuid.clone(),
+            reason,
+        };
+        let id = match DeviceUuid::parse(&row.uuid) {
+            Ok(id) => id,
+            Err(e) => {
+                report.rejected.push(reject(format!("uuid {e}")));
+                continue;
+            }
+        };
+        if let Err(e) = check_pass_tmp(&row.pass_tmp) {
+            report.rejected.push(reject(format!("pass_tmp {e}")));
+            continue;
+        }
+        match store.enroll(&id, &row.pass_tmp, false)? {
+            EnrollOutcome::Created | EnrollOutcome::Replaced => report.added += 1,
+            EnrollOutcome::Unchanged => report.unchanged += 1,
+            EnrollOutcome::Conflict => {
+                report
+                    .rejected
+                    .push(reject("already enrolled with another pass_tmp".into()));
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn peek_request_id(payload: &[u8]) -> Option<String> {
+    protocol::decode::decode_limited::<serde_json::Value>(payload, MAX_ADMIN_PAYLOAD)
+        .ok()?
+        .get("request_id")?
+        .as_str()
+        .filter(|id| !id.is_empty() && id.len() <= 64)
+        .map(str::to_owned)
+}
+
+fn error_reply(request_id: String, code: AdminErrorCode, message: String) -> AdminReply {
+    AdminReply {
+        request_id,
+        outcome: AdminOutcome::Error(ErrorBody::new(code, message)),
+    }
+}
+
+async fn publish<T: serde::Serialize>(bus: &Bus, topic: impl Into<String>, msg: &T) {
+    if let Err(e) = bus.publish_json(topic, msg).await {
+        warn!(error = %e, "publish failed");
+    }
+}
+
+/// How long a CLI waits for the worker to answer one request.
+pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
