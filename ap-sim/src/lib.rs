@@ -1,1 +1,466 @@
-//! placeholder
+//! A simulated Wi-Fi access point.
+//!
+//! For each access request on `wlan/{ssid}/access/request` of an SSID it
+//! serves, the AP asks the verifier for the UUID's pass_tmp, compares it
+//! with the device's in constant time, prompts its user, and on accept
+//! answers the device with the network password. Each request runs in its
+//! own task, so a prompt waiting for a human blocks nobody else.
+//!
+//! Confirmation comes from `auto_confirm`, from `ap/{ap_id}/confirm`
+//! messages, or from whoever holds [`Confirmations`] (the binary's
+//! terminal reader).
+
+#![forbid(unsafe_code)]
+
+use bus::{Bus, BusError, BusOptions, Message, Pending};
+use protocol::onboarding::{
+    check_ssid, check_wifi_password, AccessGranted, AccessRequest, AccessResponse, ApConfirm,
+    ApPrompt, VerifyOutcome, VerifyRequest, VerifyResponse,
+};
+use protocol::{decode, peek_str_field, topics, AccessErrorCode, DeviceUuid, Segment};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApError {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("AP task panicked: {0}")]
+    Panicked(String),
+}
+
+/// One network this AP serves.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub ssid: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApConfig {
+    pub broker: String,
+    pub ap_id: String,
+    pub networks: Vec<Network>,
+    pub auto_confirm: bool,
+    /// How long a prompt waits for its user before the device gets `timeout`.
+    pub confirm_timeout: Duration,
+    /// How long to wait for the verifier's answer.
+    pub verify_timeout: Duration,
+    pub username: String,
+    pub password: String,
+}
+
+impl ApConfig {
+    pub fn new(
+        broker: impl Into<String>,
+        ap_id: impl Into<String>,
+        networks: Vec<Network>,
+    ) -> Self {
+        ApConfig {
+            broker: broker.into(),
+            ap_id: ap_id.into(),
+            networks,
+            auto_confirm: false,
+            confirm_timeout: Duration::from_secs(60),
+            verify_timeout: Duration::from_secs(5),
+            username: "ap".into(),
+            password: String::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ApError> {
+        let invalid = |field, reason: String| ApError::Invalid { field, reason };
+        Segment::parse(&self.ap_id).map_err(|e| invalid("ap id", e.to_string()))?;
+        protocol::check_client_id(&self.ap_id).map_err(|e| invalid("ap id", e.to_string()))?;
+        if self.networks.is_empty() {
+            return Err(invalid("networks", "at least one SSID is needed".into()));
+        }
+        for n in &self.networks {
+            check_ssid(&n.ssid).map_err(|e| invalid("ssid", format!("{:?} {e}", n.ssid)))?;
+            check_wifi_password(&n.password)
+                .map_err(|e| invalid("password", format!("for {:?} {e}", n.ssid)))?;
+        }
+        Ok(())
+    }
+}
+
+/// What the AP tells its user (the binary prints these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApEvent {
+    /// A verified device wants to join; answer through [`Confirmations`]
+    /// or `ap/{ap_id}/confirm`.
+    Prompt { uuid: String, ssid: String },
+    /// A request was answered.
+    Answered {
+        uuid: String,
+        outcome: Result<(), AccessErrorCode>,
+        elapsed: Duration,
+    },
+}
+
+/// Pending prompts, keyed by the device's canonical UUID.
+#[derive(Clone, Default)]
+pub struct Confirmations {
+    waiters: Arc<Pending<String, bool>>,
+}
+
+impl Confirmations {
+    /// Answers the prompt for `uuid`. False if no prompt was waiting.
+    pub fn confirm(&self, uuid: &str, accept: bool) -> bool {
+        match DeviceUuid::parse(uuid) {
+            Ok(id) => self.waiters.complete(&id.key().to_owned(), accept),
+            Err(_) => false,
+        }
+    }
+
+    pub fn is_pending(&self, uuid: &str) -> bool {
+        DeviceUuid::parse(uuid).is_ok_and(|id| self.waiters.contains(&id.key().to_owned()))
+    }
+}
+
+/// A running AP.
+pub struct Ap {
+    pub confirmations: Confirmations,
+    pub events: mpsc::UnboundedReceiver<ApEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ap {
+    /// Waits until the AP has stopped (after shutdown) and its in-flight
+    /// requests are answered.
+    pub async fn join(self) -> Result<(), ApError> {
+        self.task
+            .await
+            .map_err(|e| ApError::Panicked(e.to_string()))
+    }
+}
+
+struct Shared {
+    config: ApConfig,
+    passwords: HashMap<String, String>,
+    bus: Bus,
+    verifications: Pending<String, VerifyResponse>,
+    confirmations: Confirmations,
+    /// UUIDs with a request in progress: a device's retries while its
+    /// prompt is open must not raise a second prompt.
+    in_flight: Mutex<HashSet<String>>,
+    events: mpsc::UnboundedSender<ApEvent>,
+}
+
+/// Connects, subscribes, and serves until `shutdown`.
+pub async fn start(config: ApConfig, shutdown: CancellationToken) -> Result<Ap, ApError> {
+    config.validate()?;
+    let mut filters: Vec<String> = config
+        .networks
+        .iter()
+        .map(|n| topics::access_request(&n.ssid))
+        .collect();
+    filters.push(topics::verify_response(&config.ap_id));
+    filters.push(topics::ap_confirm(&config.ap_id));
+    let opts = BusOptions::new(&config.broker, format!("ap.{}", config.ap_id))?
+        .with_credentials(&config.username, &config.password);
+    let link = CancellationToken::new();
+    let (bus, inbox) = Bus::connect(opts, filters, link.clone());
+    if let Err(e) = bus.ready(Duration::from_secs(10)).await {
+        link.cancel();
+        return Err(e.into());
+    }
+    info!(ap_id = %config.ap_id, ssids = ?config.networks.iter().map(|n| &n.ssid).collect::<Vec<_>>(), "AP serving");
+
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let confirmations = Confirmations::default();
+    let shared = Arc::new(Shared {
+        passwords: config
+            .networks
+            .iter()
+            .map(|n| (n.ssid.clone(), n.password.clone()))
+            .collect(),
+        config,
+        bus,
+        verifications: Pending::default(),
+        confirmations: confirmations.clone(),
+        in_flight: Mutex::default(),
+        events: events_tx,
+    });
+    let task = tokio::spawn(serve(shared, inbox, link, shutdown));
+    Ok(Ap {
+        confirmations,
+        events,
+        task,
+    })
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    mut inbox: mpsc::Receiver<Message>,
+    link: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = inbox.recv() => match msg { Some(m) => m, None => break },
+        };
+        if let Some(ssid) = topics::parse_access_request(&msg.topic) {
+            let ssid = ssid.to_owned();
+            let shared = shared.clone();
+            tracker.spawn(async move { handle_request(&shared, &ssid, &msg.payload).await });
+            continue;
+        }
+        match topics::parse_ap_topic(&msg.topic) {
+            Some((_, "verify/response")) => match decode::<VerifyResponse>(&msg.payload) {
+                Ok(resp) => {
+                    let id = resp.request_id.clone();
+                    if !shared.verifications.complete(&id, resp) {
+                        debug!(request_id = %id, "late or unsolicited verification response");
+                    }
+                }
+                Err(e) => warn!(error = %e, "malformed verification response"),
+            },
+            Some((_, "confirm")) => match decode::<ApConfirm>(&msg.payload) {
+                Ok(c) => {
+                    if !shared.confirmations.confirm(&c.uuid, c.accept) {
+                        warn!(uuid = %c.uuid.escape_debug(), "confirmation for a device with no open prompt");
+                    }
+                }
+                Err(e) => warn!(error = %e, "malformed confirmation"),
+            },
+            _ => debug!(topic = %msg.topic, "message on an unexpected topic"),
+        }
+    }
+    // Prompts still open are answered `timeout` by their tasks; give them
+    // no new work and wait for the ones running.
+    tracker.close();
+    shared.cancel_prompts();
+    tracker.wait().await;
+    link.cancel();
+}
+
+impl Shared {
+    fn cancel_prompts(&self) {
+        // Dropping the waiters wakes their tasks at once with "no answer".
+        for key in self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            self.confirmations.waiters.remove(key);
+        }
+    }
+
+    fn deny(
+        &self,
+        uuid: &str,
+        code: AccessErrorCode,
+        message: impl Into<String>,
+    ) -> (AccessResponse, Result<(), AccessErrorCode>) {
+        (AccessResponse::denied(uuid, code, message), Err(code))
+    }
+}
+
+/// Removes the UUID from the in-flight set however the request ends.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) {
+    let started = Instant::now();
+    let checked = decode::<AccessRequest>(payload).and_then(|req| {
+        let uuid = req.validate(ssid)?;
+        Ok((req, uuid))
+    });
+    let (req, uuid) = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            warn!(ssid, error = %e, "malformed access request");
+            // Answer only where the device can be addressed safely.
+            if let Some(uuid) =
+                peek_str_field(payload, "uuid").and_then(|u| DeviceUuid::parse(&u).ok())
+            {
+                let resp = AccessResponse::denied(
+                    uuid.as_str(),
+                    AccessErrorCode::BadRequest,
+                    e.to_string(),
+                );
+                publish(shared, &uuid, &resp).await;
+            }
+            return;
+        }
+    };
+    let key = uuid.key().to_owned();
+    if !shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.clone())
+    {
+        debug!(uuid = %uuid, "request already in progress; retry ignored");
+        return;
+    }
+    let _guard = InFlight {
+        set: &shared.in_flight,
+        key,
+    };
+    let (response, outcome) = decide(shared, &req, &uuid).await;
+    publish(shared, &uuid, &response).await;
+    let elapsed = started.elapsed();
+    match outcome {
+        Ok(()) => info!(uuid = %uuid, ssid, ?elapsed, "access granted"),
+        Err(code) => info!(uuid = %uuid, ssid, %code, ?elapsed, "access refused"),
+    }
+    let _ = shared.events.send(ApEvent::Answered {
+        uuid: uuid.as_str().to_owned(),
+        outcome,
+        elapsed,
+    });
+}
+
+async fn decide(
+    shared: &Shared,
+    req: &AccessRequest,
+    uuid: &DeviceUuid,
+) -> (AccessResponse, Result<(), AccessErrorCode>) {
+    let config = &shared.config;
+    let Some(password) = shared.passwords.get(&req.ssid) else {
+        return shared.deny(
+            uuid.as_str(),
+            AccessErrorCode::BadRequest,
+            "this AP does not serve that SSID",
+        );
+    };
+
+    // Steps 3-4: ask the verifier, compare.
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let answer = shared.verifications.insert(request_id.clone());
+    let ask = VerifyRequest {
+        request_id: request_id.clone(),
+        ap_id: config.ap_id.clone(),
+        uuid: uuid.key().to_owned(),
+    };
+    if shared
+        .bus
+        .publish_json(topics::VERIFY_REQUEST, &ask)
+        .await
+        .is_err()
+    {
+        shared.verifications.remove(&request_id);
+        return shared.deny(
+            uuid.as_str(),
+            AccessErrorCode::Timeout,
+            "the AP lost its connection to the verifier",
+        );
+    }
+    let verified = match tokio::time::timeout(config.verify_timeout, answer).await {
+        Ok(Ok(resp)) => resp,
+        _ => {
+            shared.verifications.remove(&request_id);
+            return shared.deny(
+                uuid.as_str(),
+                AccessErrorCode::Timeout,
+                "the verifier did not answer in time",
+            );
+        }
+    };
+    let stored = match verified.outcome {
+        VerifyOutcome::Found { pass_tmp } => pass_tmp,
+        VerifyOutcome::Failed { error } => {
+            return shared.deny(uuid.as_str(), error.code, error.message)
+        }
+    };
+    if !bool::from(stored.as_bytes().ct_eq(req.pass_tmp.as_bytes())) {
+        return shared.deny(
+            uuid.as_str(),
+            AccessErrorCode::PassTmpMismatch,
+            "pass_tmp does not match the enrolled one",
+        );
+    }
+
+    // Step 4: prompt the AP's user and wait.
+    let _ = shared.events.send(ApEvent::Prompt {
+        uuid: uuid.as_str().to_owned(),
+        ssid: req.ssid.clone(),
+    });
+    let accepted = if config.auto_confirm {
+        true
+    } else {
+        let answer = shared.confirmations.waiters.insert(uuid.key().to_owned());
+        let prompt = ApPrompt {
+            uuid: uuid.as_str().to_owned(),
+            ssid: req.ssid.clone(),
+            expires_in_secs: config.confirm_timeout.as_secs(),
+        };
+        if let Err(e) = shared
+            .bus
+            .publish_json(topics::ap_prompt(&config.ap_id), &prompt)
+            .await
+        {
+            warn!(error = %e, "could not publish the prompt");
+        }
+        match tokio::time::timeout(config.confirm_timeout, answer).await {
+            Ok(Ok(accept)) => accept,
+            Ok(Err(_)) => {
+                return shared.deny(
+                    uuid.as_str(),
+                    AccessErrorCode::Timeout,
+                    "the AP shut down before its user answered",
+                );
+            }
+            Err(_) => {
+                shared.confirmations.waiters.remove(&uuid.key().to_owned());
+                return shared.deny(
+                    uuid.as_str(),
+                    AccessErrorCode::Timeout,
+                    format!(
+                        "the AP's user did not answer within {} s",
+                        config.confirm_timeout.as_secs()
+                    ),
+                );
+            }
+        }
+    };
+    if !accepted {
+        return shared.deny(
+            uuid.as_str(),
+            AccessErrorCode::Rejected,
+            "the AP's user declined",
+        );
+    }
+
+    // Step 5: the access response with the real password.
+    let granted = AccessResponse::Granted(AccessGranted {
+        uuid: uuid.as_str().to_owned(),
+        ssid: req.ssid.clone(),
+        password: password.clone(),
+    });
+    (granted, Ok(()))
+}
+
+async fn publish(shared: &Shared, uuid: &DeviceUuid, resp: &AccessResponse) {
+    if let Err(e) = shared
+        .bus
+        .publish_json(topics::access_response(uuid.as_str()), resp)
+        .await
+    {
+        warn!(uuid = %uuid, error = %e, "could not answer the device");
+    }
+}

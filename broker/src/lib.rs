@@ -1,1 +1,16 @@
-//! placeholder
+//! The platform process.
+//!
+//! [`embedded`] runs rumqttd (MQTT 3.1.1 only) on its own thread behind an
+//! auth handler that turns away clients rumqttd's router would refuse;
+//! [`platform`] starts it with the in-process workers and drains them on
+//! shutdown; [`config`] is the TOML configuration with its built-in default.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod embedded;
+pub mod platform;
+
+pub use config::{Config, ConfigError};
+pub use embedded::{BrokerError, EmbeddedBroker};
+pub use platform::{Platform, PlatformError, StartOptions};

@@ -67,6 +67,10 @@ mod tests {
             let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
             seen.insert(b.next_delay());
         }
-        assert!(seen.len() > 10, "jitter produced only {} distinct delays", seen.len());
+        assert!(
+            seen.len() > 10,
+            "jitter produced only {} distinct delays",
+            seen.len()
+        );
     }
 }

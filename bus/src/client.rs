@@ -55,7 +55,10 @@ impl BusOptions {
             .filter(|(h, p)| !h.is_empty() && *p != 0)
             .ok_or_else(|| BusError::InvalidAddress(addr.to_owned()))?;
         Ok(BusOptions {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             client_id: client_id.into(),
             username: "anonymous".into(),
@@ -69,7 +72,11 @@ impl BusOptions {
         })
     }
 
-    pub fn with_credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn with_credentials(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         self.username = username.into();
         self.password = password.into();
         self
@@ -126,7 +133,12 @@ impl Bus {
             .set_request_channel_capacity(1024)
             .set_inflight(256);
         if let Some((topic, payload)) = &opts.last_will {
-            mqtt.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, false));
+            mqtt.set_last_will(LastWill::new(
+                topic,
+                payload.clone(),
+                QoS::AtLeastOnce,
+                false,
+            ));
         }
         let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
         let mut net = NetworkOptions::new();
@@ -147,7 +159,14 @@ impl Bus {
             addr: addr.clone(),
         };
         tokio::spawn(driver.run(eventloop, shutdown));
-        (Bus { client, state, addr }, inbox)
+        (
+            Bus {
+                client,
+                state,
+                addr,
+            },
+            inbox,
+        )
     }
 
     /// Waits until connected and subscribed. Fails at once if the broker
@@ -194,14 +213,22 @@ impl Bus {
 
     /// Publishes at QoS 1. Returns once the message is queued for the
     /// network task; while disconnected it waits in the queue.
-    pub async fn publish(&self, topic: impl Into<String>, payload: Vec<u8>) -> Result<(), BusError> {
+    pub async fn publish(
+        &self,
+        topic: impl Into<String>,
+        payload: Vec<u8>,
+    ) -> Result<(), BusError> {
         self.client
             .publish(topic.into(), QoS::AtLeastOnce, false, payload)
             .await
             .map_err(|_| BusError::Closed)
     }
 
-    pub async fn publish_json<T: Serialize>(&self, topic: impl Into<String>, msg: &T) -> Result<(), BusError> {
+    pub async fn publish_json<T: Serialize>(
+        &self,
+        topic: impl Into<String>,
+        msg: &T,
+    ) -> Result<(), BusError> {
         self.publish(topic, protocol::encode(msg)).await
     }
 }

@@ -1,1 +1,259 @@
-//! placeholder
+//! A simulated headless device.
+//!
+//! [`onboard`] runs one device through Wi-Fi onboarding: it sends its
+//! access request {uuid, ssid, pass_tmp} to whichever AP serves the SSID,
+//! re-sending with capped, jittered backoff while nobody answers; on an
+//! access response it prompts its own user and, on accept, "joins" (records
+//! the credentials). The same function serves one device or, later, each
+//! device of a fleet.
+
+#![forbid(unsafe_code)]
+
+use bus::{Backoff, Bus, BusError, BusOptions, Message};
+use protocol::onboarding::{check_pass_tmp, check_ssid, AccessRequest, AccessResponse, Confirm};
+use protocol::{decode, topics, AccessErrorCode, DeviceUuid};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("refused by the AP: {code}: {message}")]
+    Refused {
+        code: AccessErrorCode,
+        message: String,
+    },
+    #[error("no AP answered within {0:?}; is an AP serving this SSID?")]
+    NoAnswer(Duration),
+    #[error("the device's user declined to join")]
+    Declined,
+    #[error("the device's user did not confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("stopped before joining")]
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// The platform broker, "host:port".
+    pub broker: String,
+    pub uuid: String,
+    pub pass_tmp: String,
+    pub ssid: String,
+    pub auto_confirm: bool,
+    /// How long the device's own prompt waits for its user.
+    pub confirm_timeout: Duration,
+    /// Give up if no AP has answered by then. Longer than an AP's prompt
+    /// timeout (60 s), so a slow human on the AP side is not cut off.
+    pub answer_timeout: Duration,
+    /// First wait before re-sending the request; doubles up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub username: String,
+    pub password: String,
+}
+
+impl DeviceConfig {
+    pub fn new(
+        broker: impl Into<String>,
+        uuid: impl Into<String>,
+        pass_tmp: impl Into<String>,
+        ssid: impl Into<String>,
+    ) -> Self {
+        DeviceConfig {
+            broker: broker.into(),
+            uuid: uuid.into(),
+            pass_tmp: pass_tmp.into(),
+            ssid: ssid.into(),
+            auto_confirm: false,
+            confirm_timeout: Duration::from_secs(60),
+            answer_timeout: Duration::from_secs(90),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(15),
+            username: "device".into(),
+            password: String::new(),
+        }
+    }
+}
+
+/// Steps of the flow, for whoever shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEvent {
+    Connected {
+        broker: String,
+    },
+    RequestSent {
+        attempt: u32,
+    },
+    /// The AP answered with the credentials; the device's user must confirm.
+    Prompt {
+        ssid: String,
+    },
+    Joined {
+        ssid: String,
+    },
+}
+
+/// The result of a successful onboarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub ssid: String,
+    pub password: String,
+    /// From sending the first access request to receiving the response.
+    pub access_latency: Duration,
+}
+
+/// Runs the onboarding flow for one device. `local_confirm` carries the
+/// device user's answers from elsewhere (a terminal); `device/{uuid}/confirm`
+/// messages work too.
+pub async fn onboard(
+    config: &DeviceConfig,
+    events: &mpsc::UnboundedSender<DeviceEvent>,
+    mut local_confirm: Option<mpsc::Receiver<bool>>,
+    shutdown: &CancellationToken,
+) -> Result<Joined, DeviceError> {
+    let uuid = DeviceUuid::parse(&config.uuid).map_err(|e| DeviceError::Invalid {
+        field: "uuid",
+        reason: e.to_string(),
+    })?;
+    check_ssid(&config.ssid).map_err(|reason| DeviceError::Invalid {
+        field: "ssid",
+        reason,
+    })?;
+    check_pass_tmp(&config.pass_tmp).map_err(|reason| DeviceError::Invalid {
+        field: "pass_tmp",
+        reason,
+    })?;
+
+    let link = shutdown.child_token();
+    let _close = link.clone().drop_guard();
+    let opts = BusOptions::new(&config.broker, uuid.as_str())?
+        .with_credentials(&config.username, &config.password);
+    let response_topic = topics::access_response(uuid.as_str());
+    let confirm_topic = topics::device_confirm(uuid.as_str());
+    let (bus, mut inbox) = Bus::connect(
+        opts,
+        vec![response_topic.clone(), confirm_topic.clone()],
+        link,
+    );
+    bus.ready(Duration::from_secs(10)).await?;
+    let _ = events.send(DeviceEvent::Connected {
+        broker: config.broker.clone(),
+    });
+
+    // Step 2: the access request, re-sent while nobody answers.
+    let request = AccessRequest {
+        uuid: uuid.as_str().to_owned(),
+        ssid: config.ssid.clone(),
+        pass_tmp: config.pass_tmp.clone(),
+    };
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + config.answer_timeout;
+    let mut backoff = Backoff::new(config.retry_base, config.retry_cap);
+    let mut attempt = 0;
+    let granted = 'wait: loop {
+        attempt += 1;
+        bus.publish_json(topics::access_request(&config.ssid), &request)
+            .await?;
+        let _ = events.send(DeviceEvent::RequestSent { attempt });
+        let resend_at = (tokio::time::Instant::now() + backoff.next_delay()).min(deadline);
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return Err(DeviceError::Stopped),
+                _ = tokio::time::sleep_until(resend_at) => {
+                    if resend_at >= deadline {
+                        return Err(DeviceError::NoAnswer(config.answer_timeout));
+                    }
+                    continue 'wait;
+                }
+                msg = inbox.recv() => msg.ok_or(DeviceError::Stopped)?,
+            };
+            if msg.topic != response_topic {
+                debug!(topic = %msg.topic, "ignored before the access response");
+                continue;
+            }
+            match read_response(&msg, &uuid) {
+                Some(AccessResponse::Granted(g)) if g.ssid == config.ssid => break 'wait g,
+                Some(AccessResponse::Granted(g)) => {
+                    warn!(ssid = %g.ssid, "access response for another SSID ignored");
+                }
+                Some(AccessResponse::Denied(d)) => {
+                    return Err(DeviceError::Refused {
+                        code: d.error.code,
+                        message: d.error.message,
+                    })
+                }
+                None => {}
+            }
+        }
+    };
+    let access_latency = started.elapsed();
+
+    // Step 6: the device's own prompt.
+    let _ = events.send(DeviceEvent::Prompt {
+        ssid: granted.ssid.clone(),
+    });
+    if !config.auto_confirm {
+        let answer = async {
+            loop {
+                tokio::select! {
+                    Some(accept) = recv_local(&mut local_confirm) => return Ok(accept),
+                    msg = inbox.recv() => {
+                        let msg = msg.ok_or(DeviceError::Stopped)?;
+                        if msg.topic == confirm_topic {
+                            match decode::<Confirm>(&msg.payload) {
+                                Ok(c) => return Ok(c.accept),
+                                Err(e) => warn!(error = %e, "malformed confirmation ignored"),
+                            }
+                        }
+                    }
+                    _ = shutdown.cancelled() => return Err(DeviceError::Stopped),
+                }
+            }
+        };
+        match tokio::time::timeout(config.confirm_timeout, answer).await {
+            Err(_) => return Err(DeviceError::ConfirmTimeout(config.confirm_timeout)),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(false)) => return Err(DeviceError::Declined),
+            Ok(Ok(true)) => {}
+        }
+    }
+
+    // Step 7: join. In simulation, keep the credentials and report.
+    let _ = events.send(DeviceEvent::Joined {
+        ssid: granted.ssid.clone(),
+    });
+    Ok(Joined {
+        ssid: granted.ssid,
+        password: granted.password,
+        access_latency,
+    })
+}
+
+fn read_response(msg: &Message, uuid: &DeviceUuid) -> Option<AccessResponse> {
+    match decode::<AccessResponse>(&msg.payload) {
+        Ok(resp) if DeviceUuid::parse(resp.uuid()).is_ok_and(|u| u.key() == uuid.key()) => {
+            Some(resp)
+        }
+        Ok(_) => {
+            warn!("access response for another device ignored");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "malformed access response ignored");
+            None
+        }
+    }
+}
+
+async fn recv_local(rx: &mut Option<mpsc::Receiver<bool>>) -> Option<bool> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -33,9 +33,15 @@ pub enum AdminOp {
         replace: bool,
     },
     /// One batch of a CSV import.
-    Import { rows: Vec<ImportRow> },
-    Remove { uuid: String },
-    Show { uuid: String },
+    Import {
+        rows: Vec<ImportRow>,
+    },
+    Remove {
+        uuid: String,
+    },
+    Show {
+        uuid: String,
+    },
     /// A page of enrolled UUIDs in key order, starting after `after`.
     List {
         #[serde(default)]
@@ -74,11 +80,22 @@ pub enum AdminOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AdminOk {
-    Enrolled { uuid: String, created: bool },
+    Enrolled {
+        uuid: String,
+        created: bool,
+    },
     Imported(ImportReport),
-    Removed { uuid: String },
-    Device { uuid: String, enrolled_at_ms: u64 },
-    List { uuids: Vec<String>, next: Option<String> },
+    Removed {
+        uuid: String,
+    },
+    Device {
+        uuid: String,
+        enrolled_at_ms: u64,
+    },
+    List {
+        uuids: Vec<String>,
+        next: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +130,11 @@ mod tests {
     fn admin_messages_round_trip() {
         let req = AdminRequest {
             request_id: "r1".into(),
-            op: AdminOp::Enroll { uuid: "u".into(), pass_tmp: "p".into(), replace: false },
+            op: AdminOp::Enroll {
+                uuid: "u".into(),
+                pass_tmp: "p".into(),
+                replace: false,
+            },
         };
         let text = String::from_utf8(encode(&req)).unwrap();
         assert!(text.contains(r#""op":"enroll""#), "{text}");
@@ -124,7 +145,11 @@ mod tests {
             outcome: AdminOutcome::Ok(AdminOk::Imported(ImportReport {
                 added: 2,
                 unchanged: 0,
-                rejected: vec![RejectedRow { line: 3, uuid: "x".into(), reason: "bad".into() }],
+                rejected: vec![RejectedRow {
+                    line: 3,
+                    uuid: "x".into(),
+                    reason: "bad".into(),
+                }],
             })),
         };
         assert_eq!(decode::<AdminReply>(&encode(&reply)).unwrap(), reply);
@@ -138,6 +163,12 @@ mod tests {
     #[test]
     fn list_defaults() {
         let req: AdminRequest = decode(br#"{"request_id":"r","op":"list"}"#).unwrap();
-        assert_eq!(req.op, AdminOp::List { after: None, limit: MAX_LIST_PAGE });
+        assert_eq!(
+            req.op,
+            AdminOp::List {
+                after: None,
+                limit: MAX_LIST_PAGE
+            }
+        );
     }
 }

@@ -80,19 +80,31 @@ mod tests {
     #[test]
     fn hostile_payloads_are_errors() {
         assert!(matches!(decode::<Msg>(b""), Err(DecodeError::Empty)));
-        assert!(matches!(decode::<Msg>(&[0xff, 0xfe]), Err(DecodeError::NotUtf8)));
+        assert!(matches!(
+            decode::<Msg>(&[0xff, 0xfe]),
+            Err(DecodeError::NotUtf8)
+        ));
         assert!(matches!(
             decode::<Msg>(&vec![b' '; MAX_PAYLOAD + 1]),
             Err(DecodeError::TooLarge { .. })
         ));
-        assert!(matches!(decode::<Msg>(b"{\"a\":1}"), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            decode::<Msg>(b"{\"a\":1}"),
+            Err(DecodeError::Json(_))
+        ));
         let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-        assert!(matches!(decode::<serde_json::Value>(deep.as_bytes()), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            decode::<serde_json::Value>(deep.as_bytes()),
+            Err(DecodeError::Json(_))
+        ));
     }
 
     #[test]
     fn peek_finds_field_in_otherwise_bad_message() {
-        assert_eq!(peek_str_field(br#"{"uuid":"x","pass_tmp":5}"#, "uuid").as_deref(), Some("x"));
+        assert_eq!(
+            peek_str_field(br#"{"uuid":"x","pass_tmp":5}"#, "uuid").as_deref(),
+            Some("x")
+        );
         assert_eq!(peek_str_field(b"nope", "uuid"), None);
     }
 }

@@ -19,4 +19,4 @@ pub mod topics;
 
 pub use codes::{AccessErrorCode, AdminErrorCode, ErrorBody};
 pub use decode::{decode, encode, peek_str_field, DecodeError};
-pub use ids::{DeviceUuid, IdError, Segment};
+pub use ids::{check_client_id, DeviceUuid, IdError, Segment};

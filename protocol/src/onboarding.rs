@@ -31,7 +31,10 @@ impl AccessRequest {
         if self.ssid != topic_ssid {
             return Err(DecodeError::field(
                 "ssid",
-                format!("{:?} differs from the topic's SSID {topic_ssid:?}", self.ssid),
+                format!(
+                    "{:?} differs from the topic's SSID {topic_ssid:?}",
+                    self.ssid
+                ),
             ));
         }
         check_pass_tmp(&self.pass_tmp).map_err(|e| DecodeError::field("pass_tmp", e))?;
@@ -137,7 +140,10 @@ pub struct ApConfirm {
 
 pub fn check_ssid(ssid: &str) -> Result<(), String> {
     if ssid.len() > MAX_SSID_LEN {
-        return Err(format!("is {} bytes; an SSID has at most {MAX_SSID_LEN}", ssid.len()));
+        return Err(format!(
+            "is {} bytes; an SSID has at most {MAX_SSID_LEN}",
+            ssid.len()
+        ));
     }
     check_segment(ssid).map_err(|e| e.to_string())
 }
@@ -147,7 +153,10 @@ pub fn check_pass_tmp(pass_tmp: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if pass_tmp.len() > MAX_PASS_TMP_LEN {
-        return Err(format!("is {} bytes; at most {MAX_PASS_TMP_LEN} are allowed", pass_tmp.len()));
+        return Err(format!(
+            "is {} bytes; at most {MAX_PASS_TMP_LEN} are allowed",
+            pass_tmp.len()
+        ));
     }
     if pass_tmp.chars().any(char::is_control) {
         return Err("contains control characters".into());
@@ -158,7 +167,10 @@ pub fn check_pass_tmp(pass_tmp: &str) -> Result<(), String> {
 /// A WPA2/WPA3 passphrase: 8 to 63 printable ASCII characters.
 pub fn check_wifi_password(password: &str) -> Result<(), String> {
     if !(8..=63).contains(&password.len()) {
-        return Err(format!("is {} characters; a Wi-Fi passphrase has 8 to 63", password.len()));
+        return Err(format!(
+            "is {} characters; a Wi-Fi passphrase has 8 to 63",
+            password.len()
+        ));
     }
     if !password.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err("must be printable ASCII".into());
@@ -203,22 +215,40 @@ mod tests {
 
     #[test]
     fn access_request_validation() {
-        let req = AccessRequest { uuid: U.into(), ssid: "home".into(), pass_tmp: "p".into() };
+        let req = AccessRequest {
+            uuid: U.into(),
+            ssid: "home".into(),
+            pass_tmp: "p".into(),
+        };
         assert!(req.validate("home").is_ok());
         assert!(req.validate("other").is_err());
-        let bad = AccessRequest { pass_tmp: String::new(), ..req.clone() };
+        let bad = AccessRequest {
+            pass_tmp: String::new(),
+            ..req.clone()
+        };
         assert!(bad.validate("home").is_err());
-        let bad = AccessRequest { uuid: "x".into(), ..req };
+        let bad = AccessRequest {
+            uuid: "x".into(),
+            ..req
+        };
         assert!(bad.validate("home").is_err());
     }
 
     #[test]
     fn verify_response_round_trips_both_outcomes() {
         for outcome in [
-            VerifyOutcome::Found { pass_tmp: "p".into() },
-            VerifyOutcome::Failed { error: ErrorBody::new(AccessErrorCode::UnknownDevice, "no") },
+            VerifyOutcome::Found {
+                pass_tmp: "p".into(),
+            },
+            VerifyOutcome::Failed {
+                error: ErrorBody::new(AccessErrorCode::UnknownDevice, "no"),
+            },
         ] {
-            let msg = VerifyResponse { request_id: "r".into(), uuid: U.into(), outcome };
+            let msg = VerifyResponse {
+                request_id: "r".into(),
+                uuid: U.into(),
+                outcome,
+            };
             assert_eq!(decode::<VerifyResponse>(&encode(&msg)).unwrap(), msg);
         }
     }

@@ -77,9 +77,21 @@ mod tests {
         assert_eq!(parse_access_request(&access_request("home")), Some("home"));
         assert_eq!(parse_access_request("wlan//access/request"), None);
         assert_eq!(parse_access_request("wlan/a/b/access/request"), None);
-        assert_eq!(parse_ap_topic(&verify_response("ap-1")), Some(("ap-1", "verify/response")));
-        assert_eq!(parse_ap_topic(&ap_confirm("ap-1")), Some(("ap-1", "confirm")));
-        assert_eq!(parse_device_topic(&device_confirm("u")), Some(("u", "confirm")));
-        assert_eq!(parse_device_topic(&access_response("u")), Some(("u", "access/response")));
+        assert_eq!(
+            parse_ap_topic(&verify_response("ap-1")),
+            Some(("ap-1", "verify/response"))
+        );
+        assert_eq!(
+            parse_ap_topic(&ap_confirm("ap-1")),
+            Some(("ap-1", "confirm"))
+        );
+        assert_eq!(
+            parse_device_topic(&device_confirm("u")),
+            Some(("u", "confirm"))
+        );
+        assert_eq!(
+            parse_device_topic(&access_response("u")),
+            Some(("u", "access/response"))
+        );
     }
 }

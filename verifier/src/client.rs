@@ -35,12 +35,19 @@ impl AdminClient {
     /// Connects to the platform broker and waits until replies can be received.
     pub async fn connect(opts: BusOptions, timeout: Duration) -> Result<Self, ClientError> {
         let shutdown = CancellationToken::new();
-        let (bus, mut inbox) = Bus::connect(opts, vec![topics::VERIFIER_ADMIN_REPLY.into()], shutdown.clone());
+        let (bus, mut inbox) = Bus::connect(
+            opts,
+            vec![topics::VERIFIER_ADMIN_REPLY.into()],
+            shutdown.clone(),
+        );
         let pending: Arc<Pending<String, AdminReply>> = Arc::default();
         let router = pending.clone();
         tokio::spawn(async move {
             while let Some(msg) = inbox.recv().await {
-                match protocol::decode::decode_limited::<AdminReply>(&msg.payload, MAX_ADMIN_PAYLOAD) {
+                match protocol::decode::decode_limited::<AdminReply>(
+                    &msg.payload,
+                    MAX_ADMIN_PAYLOAD,
+                ) {
                     Ok(reply) => {
                         let id = reply.request_id.clone();
                         if !router.complete(&id, reply) {
@@ -68,7 +75,9 @@ impl AdminClient {
             request_id: request_id.clone(),
             op,
         };
-        self.bus.publish_json(topics::VERIFIER_ADMIN_REQUEST, &req).await?;
+        self.bus
+            .publish_json(topics::VERIFIER_ADMIN_REQUEST, &req)
+            .await?;
         let reply = match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(reply)) => reply,
             _ => {
@@ -92,7 +101,9 @@ impl AdminClient {
         let mut report = ImportReport::default();
         let mut done = 0;
         for batch in rows.chunks(IMPORT_BATCH_ROWS) {
-            let op = AdminOp::Import { rows: batch.to_vec() };
+            let op = AdminOp::Import {
+                rows: batch.to_vec(),
+            };
             match self.request(op).await? {
                 AdminOk::Imported(part) => report.merge(part),
                 other => return Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -107,6 +118,10 @@ impl AdminClient {
     pub async fn close(self) {
         self.shutdown.cancel();
         let mut state = self.bus.watch_state();
-        let _ = tokio::time::timeout(Duration::from_secs(2), state.wait_for(|s| *s == bus::LinkState::Closed)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            state.wait_for(|s| *s == bus::LinkState::Closed),
+        )
+        .await;
     }
 }

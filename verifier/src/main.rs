@@ -24,22 +24,42 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(version, about = "Enroll devices' temporary passwords, and run the verifier worker.", long_about = "\
+#[command(
+    version,
+    about = "Enroll devices' temporary passwords, and run the verifier worker.",
+    long_about = "\
 The verifier keeps each device's factory UUID -> pass_tmp and answers access points \
 that verify a device. The admin commands (enroll, import, remove, show, list) talk to \
 the running worker over MQTT; they never open its database.
 
 Exit codes: 0 done; 1 refused by the verifier (or some import rows rejected); \
-2 bad command line; 3 platform unreachable or no answer; 4 other failure.")]
+2 bad command line; 3 platform unreachable or no answer; 4 other failure."
+)]
 struct Cli {
     /// Platform broker address.
-    #[arg(long, global = true, env = "PLATFORM_BROKER", default_value = "127.0.0.1:1883")]
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_BROKER",
+        default_value = "127.0.0.1:1883"
+    )]
     broker: String,
     /// MQTT username to present.
-    #[arg(long, global = true, env = "PLATFORM_USERNAME", default_value = "admin")]
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_USERNAME",
+        default_value = "admin"
+    )]
     username: String,
     /// MQTT password to present.
-    #[arg(long, global = true, env = "PLATFORM_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     password: String,
     /// Seconds to wait for the platform to answer.
     #[arg(long, global = true, default_value_t = 10)]
@@ -88,7 +108,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,verifier=info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,verifier=info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -123,17 +146,29 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 
     let client_id = format!("verifier-cli-{}", uuid::Uuid::new_v4().simple());
-    let opts = BusOptions::new(&cli.broker, client_id)?.with_credentials(&cli.username, &cli.password);
+    let opts =
+        BusOptions::new(&cli.broker, client_id)?.with_credentials(&cli.username, &cli.password);
     let client = AdminClient::connect(opts, Duration::from_secs(cli.timeout)).await?;
     let code = match cli.command {
         Command::Serve { .. } => exit::OK,
-        Command::Enroll { uuid, pass_tmp, replace } => {
-            let ok = client.request(AdminOp::Enroll { uuid, pass_tmp, replace }).await?;
+        Command::Enroll {
+            uuid,
+            pass_tmp,
+            replace,
+        } => {
+            let ok = client
+                .request(AdminOp::Enroll {
+                    uuid,
+                    pass_tmp,
+                    replace,
+                })
+                .await?;
             print(&ok, cli.json);
             exit::OK
         }
         Command::Import { file } => {
-            let reader = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            let reader = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
             let (rows, early_rejects) = verifier::manifest::parse(reader);
             let json = cli.json;
             let mut report = client
@@ -148,7 +183,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             report.rejected.extend(early_rejects);
             report.rejected.sort_by_key(|r| r.line);
-            let code = if report.rejected.is_empty() { exit::OK } else { exit::REFUSED };
+            let code = if report.rejected.is_empty() {
+                exit::OK
+            } else {
+                exit::REFUSED
+            };
             print(&AdminOk::Imported(report), cli.json);
             code
         }
@@ -175,7 +214,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     other => anyhow::bail!("unexpected reply {other:?}"),
                 }
             }
-            print(&AdminOk::List { uuids: all, next: None }, cli.json);
+            print(
+                &AdminOk::List {
+                    uuids: all,
+                    next: None,
+                },
+                cli.json,
+            );
             exit::OK
         }
     };
@@ -189,17 +234,36 @@ fn print(ok: &AdminOk, json: bool) {
         return;
     }
     match ok {
-        AdminOk::Enrolled { uuid, created: true } => println!("enrolled {uuid}"),
-        AdminOk::Enrolled { uuid, created: false } => println!("{uuid} was already enrolled with this pass_tmp"),
-        AdminOk::Imported(ImportReport { added, unchanged, rejected }) => {
-            println!("added {added}, unchanged {unchanged}, rejected {}", rejected.len());
+        AdminOk::Enrolled {
+            uuid,
+            created: true,
+        } => println!("enrolled {uuid}"),
+        AdminOk::Enrolled {
+            uuid,
+            created: false,
+        } => println!("{uuid} was already enrolled with this pass_tmp"),
+        AdminOk::Imported(ImportReport {
+            added,
+            unchanged,
+            rejected,
+        }) => {
+            println!(
+                "added {added}, unchanged {unchanged}, rejected {}",
+                rejected.len()
+            );
             for r in rejected {
                 println!("  line {}: {} {}", r.line, r.uuid, r.reason);
             }
         }
         AdminOk::Removed { uuid } => println!("removed {uuid}"),
-        AdminOk::Device { uuid, enrolled_at_ms } => {
-            println!("{uuid} enrolled at {} (unix ms {enrolled_at_ms})", format_ms(*enrolled_at_ms))
+        AdminOk::Device {
+            uuid,
+            enrolled_at_ms,
+        } => {
+            println!(
+                "{uuid} enrolled at {} (unix ms {enrolled_at_ms})",
+                format_ms(*enrolled_at_ms)
+            )
         }
         AdminOk::List { uuids, .. } => {
             for u in uuids {

@@ -37,13 +37,21 @@ pub fn parse<R: Read>(reader: R) -> (Vec<ImportRow>, Vec<RejectedRow>) {
         if fields.iter().all(|f| f.is_empty()) {
             continue;
         }
-        if line == 1 && fields.first().is_some_and(|f| f.eq_ignore_ascii_case(b"uuid")) {
+        if line == 1
+            && fields
+                .first()
+                .is_some_and(|f| f.eq_ignore_ascii_case(b"uuid"))
+        {
             continue;
         }
         let text = |b: &[u8]| String::from_utf8(b.to_vec());
         match fields.as_slice() {
             [uuid, pass_tmp] => match (text(uuid), text(pass_tmp)) {
-                (Ok(uuid), Ok(pass_tmp)) => rows.push(ImportRow { line, uuid, pass_tmp }),
+                (Ok(uuid), Ok(pass_tmp)) => rows.push(ImportRow {
+                    line,
+                    uuid,
+                    pass_tmp,
+                }),
                 _ => rejected.push(RejectedRow {
                     line,
                     uuid: String::from_utf8_lossy(uuid).into_owned(),

@@ -71,7 +71,12 @@ impl Store {
     }
 
     /// Enrolls or re-enrolls one device. Not durable until [`Store::flush`].
-    pub fn enroll(&self, uuid: &DeviceUuid, pass_tmp: &str, replace: bool) -> Result<EnrollOutcome, StoreError> {
+    pub fn enroll(
+        &self,
+        uuid: &DeviceUuid,
+        pass_tmp: &str,
+        replace: bool,
+    ) -> Result<EnrollOutcome, StoreError> {
         let outcome = match self.get(uuid)? {
             None => EnrollOutcome::Created,
             Some(old) if old.pass_tmp == pass_tmp => return Ok(EnrollOutcome::Unchanged),
@@ -97,7 +102,11 @@ impl Store {
 
     /// Up to `limit` UUIDs in key order after `after`, and the cursor for
     /// the next page if there is more.
-    pub fn list(&self, after: Option<&str>, limit: usize) -> Result<(Vec<String>, Option<String>), StoreError> {
+    pub fn list(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
         let range = match after {
             Some(a) => self.enrollments.range::<&[u8], _>((
                 std::ops::Bound::Excluded(a.as_bytes()),
@@ -153,12 +162,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            assert_eq!(s.enroll(&uuid(1), "a", false).unwrap(), EnrollOutcome::Created);
-            assert_eq!(s.enroll(&uuid(1), "a", false).unwrap(), EnrollOutcome::Unchanged);
-            assert_eq!(s.enroll(&uuid(1), "b", false).unwrap(), EnrollOutcome::Conflict);
+            assert_eq!(
+                s.enroll(&uuid(1), "a", false).unwrap(),
+                EnrollOutcome::Created
+            );
+            assert_eq!(
+                s.enroll(&uuid(1), "a", false).unwrap(),
+                EnrollOutcome::Unchanged
+            );
+            assert_eq!(
+                s.enroll(&uuid(1), "b", false).unwrap(),
+                EnrollOutcome::Conflict
+            );
             assert_eq!(s.get(&uuid(1)).unwrap().unwrap().pass_tmp, "a");
-            assert_eq!(s.enroll(&uuid(1), "b", true).unwrap(), EnrollOutcome::Replaced);
-            assert_eq!(s.enroll(&uuid(2), "c", false).unwrap(), EnrollOutcome::Created);
+            assert_eq!(
+                s.enroll(&uuid(1), "b", true).unwrap(),
+                EnrollOutcome::Replaced
+            );
+            assert_eq!(
+                s.enroll(&uuid(2), "c", false).unwrap(),
+                EnrollOutcome::Created
+            );
             assert!(s.remove(&uuid(2)).unwrap());
             assert!(!s.remove(&uuid(2)).unwrap());
             s.flush().await.unwrap();

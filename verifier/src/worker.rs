@@ -47,11 +47,32 @@ pub enum VerifierError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error("verifier task panicked: {0}")]
+    Panicked(String),
 }
 
-/// Runs the worker until `shutdown` is cancelled, then finishes the admin
-/// requests already taken, flushes the database and returns.
-pub async fn run(config: VerifierConfig, shutdown: CancellationToken) -> Result<(), VerifierError> {
+/// A started worker; [`Worker::join`] waits for it to drain and stop.
+pub struct Worker {
+    task: tokio::task::JoinHandle<Result<(), VerifierError>>,
+}
+
+impl Worker {
+    pub async fn join(self) -> Result<(), VerifierError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(VerifierError::Panicked(e.to_string())),
+        }
+    }
+}
+
+/// Opens the store, connects, and spawns the worker. With
+/// `ready_timeout`, returns only once subscribed (or fails); without, the
+/// worker keeps trying to reach the broker in the background.
+pub async fn start(
+    config: VerifierConfig,
+    shutdown: CancellationToken,
+    ready_timeout: Option<Duration>,
+) -> Result<Worker, VerifierError> {
     let store = Arc::new(Store::open(&config.db_dir)?);
     info!(db = %config.db_dir.display(), enrolled = store.len(), "verifier store open");
 
@@ -60,27 +81,48 @@ pub async fn run(config: VerifierConfig, shutdown: CancellationToken) -> Result<
     // The connection outlives `shutdown` by as long as it takes to answer
     // the admin requests already queued.
     let link = CancellationToken::new();
-    let (bus, mut inbox) = Bus::connect(
+    let (bus, inbox) = Bus::connect(
         opts,
-        vec![topics::VERIFY_REQUEST.into(), topics::VERIFIER_ADMIN_REQUEST.into()],
+        vec![
+            topics::VERIFY_REQUEST.into(),
+            topics::VERIFIER_ADMIN_REQUEST.into(),
+        ],
         link.clone(),
     );
+    if let Some(timeout) = ready_timeout {
+        if let Err(e) = bus.ready(timeout).await {
+            link.cancel();
+            return Err(e.into());
+        }
+        info!(broker = %config.broker, "verifier serving");
+    }
+    let task = tokio::spawn(serve(store, bus, inbox, link, shutdown));
+    Ok(Worker { task })
+}
 
+/// Runs the worker until `shutdown` is cancelled, then finishes the admin
+/// requests already taken, flushes the database and returns.
+pub async fn run(config: VerifierConfig, shutdown: CancellationToken) -> Result<(), VerifierError> {
+    start(config, shutdown, None).await?.join().await
+}
+
+async fn serve(
+    store: Arc<Store>,
+    bus: Bus,
+    mut inbox: mpsc::Receiver<Message>,
+    link: CancellationToken,
+    shutdown: CancellationToken,
+) -> Result<(), VerifierError> {
     // Admin requests run one at a time, off the verify path, because each
     // waits for an fsync.
     let (admin_tx, admin_rx) = mpsc::channel::<AdminRequest>(256);
     let admin_task = tokio::spawn(admin_loop(store.clone(), bus.clone(), admin_rx));
 
-    let mut announced = false;
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
             msg = inbox.recv() => match msg { Some(m) => m, None => break },
         };
-        if !announced {
-            announced = true;
-            info!(broker = %config.broker, "verifier serving");
-        }
         dispatch(&store, &bus, &admin_tx, msg).await;
     }
 
@@ -89,6 +131,12 @@ pub async fn run(config: VerifierConfig, shutdown: CancellationToken) -> Result<
         error!(error = %e, "admin task failed");
     }
     link.cancel();
+    let mut state = bus.watch_state();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(3),
+        state.wait_for(|s| *s == bus::LinkState::Closed),
+    )
+    .await;
     store.flush().await?;
     info!("verifier stopped; store flushed");
     Ok(())
@@ -98,7 +146,8 @@ async fn dispatch(store: &Store, bus: &Bus, admin_tx: &mpsc::Sender<AdminRequest
     match msg.topic.as_str() {
         topics::VERIFY_REQUEST => handle_verify(store, bus, &msg.payload).await,
         topics::VERIFIER_ADMIN_REQUEST => {
-            match protocol::decode::decode_limited::<AdminRequest>(&msg.payload, MAX_ADMIN_PAYLOAD) {
+            match protocol::decode::decode_limited::<AdminRequest>(&msg.payload, MAX_ADMIN_PAYLOAD)
+            {
                 Ok(req) => {
                     if admin_tx.send(req).await.is_err() {
                         warn!("admin queue closed; request dropped");
@@ -107,7 +156,8 @@ async fn dispatch(store: &Store, bus: &Bus, admin_tx: &mpsc::Sender<AdminRequest
                 Err(e) => {
                     warn!(topic = %msg.topic, error = %e, "malformed admin request");
                     if let Some(request_id) = peek_request_id(&msg.payload) {
-                        let reply = error_reply(request_id, AdminErrorCode::BadRequest, e.to_string());
+                        let reply =
+                            error_reply(request_id, AdminErrorCode::BadRequest, e.to_string());
                         publish(bus, topics::VERIFIER_ADMIN_REPLY, &reply).await;
                     }
                 }
@@ -135,7 +185,10 @@ async fn handle_verify(store: &Store, bus: &Bus, payload: &[u8]) {
             pass_tmp: enrollment.pass_tmp,
         },
         Ok(None) => VerifyOutcome::Failed {
-            error: ErrorBody::new(AccessErrorCode::UnknownDevice, "no device is enrolled with this UUID"),
+            error: ErrorBody::new(
+                AccessErrorCode::UnknownDevice,
+                "no device is enrolled with this UUID",
+            ),
         },
         Err(e) => {
             // The AP times out and tells the device; nothing better to say.
@@ -181,7 +234,10 @@ async fn admin_loop(store: Arc<Store>, bus: Bus, mut rx: mpsc::Receiver<AdminReq
             Ok(ok) => AdminOutcome::Ok(ok),
             Err(body) => AdminOutcome::Error(body),
         };
-        let reply = AdminReply { request_id, outcome };
+        let reply = AdminReply {
+            request_id,
+            outcome,
+        };
         publish(&bus, topics::VERIFIER_ADMIN_REPLY, &reply).await;
     }
 }
@@ -203,14 +259,21 @@ fn parse_uuid(uuid: &str) -> Result<DeviceUuid, ErrorBody<AdminErrorCode>> {
 
 async fn apply_admin(store: &Store, op: AdminOp) -> AdminResult {
     match op {
-        AdminOp::Enroll { uuid, pass_tmp, replace } => {
+        AdminOp::Enroll {
+            uuid,
+            pass_tmp,
+            replace,
+        } => {
             let id = parse_uuid(&uuid)?;
             check_pass_tmp(&pass_tmp).map_err(|e| bad(format!("pass_tmp {e}")))?;
             let outcome = store.enroll(&id, &pass_tmp, replace).map_err(internal)?;
             if outcome == EnrollOutcome::Conflict {
                 return Err(ErrorBody::new(
                     AdminErrorCode::AlreadyEnrolled,
-                    format!("{} is enrolled with another pass_tmp; use --replace to change it", id.key()),
+                    format!(
+                        "{} is enrolled with another pass_tmp; use --replace to change it",
+                        id.key()
+                    ),
                 ));
             }
             store.flush().await.map_err(internal)?;
@@ -223,17 +286,27 @@ async fn apply_admin(store: &Store, op: AdminOp) -> AdminResult {
         AdminOp::Import { rows } => {
             let report = import(store, rows).map_err(internal)?;
             store.flush().await.map_err(internal)?;
-            info!(added = report.added, unchanged = report.unchanged, rejected = report.rejected.len(), "import batch applied");
+            info!(
+                added = report.added,
+                unchanged = report.unchanged,
+                rejected = report.rejected.len(),
+                "import batch applied"
+            );
             Ok(AdminOk::Imported(report))
         }
         AdminOp::Remove { uuid } => {
             let id = parse_uuid(&uuid)?;
             if !store.remove(&id).map_err(internal)? {
-                return Err(ErrorBody::new(AdminErrorCode::NotFound, format!("{} is not enrolled", id.key())));
+                return Err(ErrorBody::new(
+                    AdminErrorCode::NotFound,
+                    format!("{} is not enrolled", id.key()),
+                ));
             }
             store.flush().await.map_err(internal)?;
             info!(uuid = %id.key(), "device removed");
-            Ok(AdminOk::Removed { uuid: id.key().to_owned() })
+            Ok(AdminOk::Removed {
+                uuid: id.key().to_owned(),
+            })
         }
         AdminOp::Show { uuid } => {
             let id = parse_uuid(&uuid)?;
@@ -242,7 +315,10 @@ async fn apply_admin(store: &Store, op: AdminOp) -> AdminResult {
                     uuid: id.key().to_owned(),
                     enrolled_at_ms: e.enrolled_at_ms,
                 }),
-                None => Err(ErrorBody::new(AdminErrorCode::NotFound, format!("{} is not enrolled", id.key()))),
+                None => Err(ErrorBody::new(
+                    AdminErrorCode::NotFound,
+                    format!("{} is not enrolled", id.key()),
+                )),
             }
         }
         AdminOp::List { after, limit } => {

@@ -1,0 +1,202 @@
+//! Configuration: serde structs that refuse unknown keys, a built-in
+//! default (config/default.toml, compiled in), and validation that names
+//! the offending key.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The built-in default configuration, with its comments.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}: {source}")]
+    Parse {
+        origin: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: `{key}` {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub platform: BrokerSettings,
+    pub verifier: VerifierSection,
+}
+
+/// One embedded broker's listener and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSettings {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_payload_size: usize,
+    pub connection_timeout_ms: u16,
+    pub max_inflight: usize,
+    pub segment_size: usize,
+    pub segment_count: usize,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_connections: 10_000,
+            max_payload_size: 256 * 1024,
+            connection_timeout_ms: 5_000,
+            max_inflight: 100,
+            segment_size: 1024 * 1024,
+            segment_count: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifierSection {
+    pub enabled: bool,
+}
+
+impl Default for VerifierSection {
+    fn default() -> Self {
+        VerifierSection { enabled: true }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            origin: origin.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The built-in default.
+    pub fn builtin() -> Result<Self, ConfigError> {
+        Self::from_toml(DEFAULT_TOML, "(built-in default)")
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.platform.validate("platform")
+    }
+}
+
+impl BrokerSettings {
+    fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            key: format!("{section}.{key}"),
+            problem,
+        };
+        if !(1..=19_000).contains(&self.max_connections) {
+            return Err(invalid(
+                "max_connections",
+                format!(
+                    "is {}; it must be 1 to 19000 (a process may hold about 20000 open files)",
+                    self.max_connections
+                ),
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_payload_size) {
+            return Err(invalid(
+                "max_payload_size",
+                format!(
+                    "is {}; it must be 1024 to 16777216 bytes",
+                    self.max_payload_size
+                ),
+            ));
+        }
+        if self.connection_timeout_ms < 100 {
+            return Err(invalid(
+                "connection_timeout_ms",
+                format!("is {}; it must be at least 100", self.connection_timeout_ms),
+            ));
+        }
+        if !(1..=u16::MAX as usize).contains(&self.max_inflight) {
+            return Err(invalid(
+                "max_inflight",
+                format!("is {}; it must be 1 to 65535", self.max_inflight),
+            ));
+        }
+        if self.segment_size < self.max_payload_size {
+            return Err(invalid(
+                "segment_size",
+                format!(
+                    "is {}; it must be at least max_payload_size ({}) so one message fits a segment",
+                    self.segment_size, self.max_payload_size
+                ),
+            ));
+        }
+        if !(1..=64).contains(&self.segment_count) {
+            return Err(invalid(
+                "segment_count",
+                format!("is {}; it must be 1 to 64", self.segment_count),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_default_file_matches_the_code_defaults() {
+        assert_eq!(Config::builtin().unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::from_toml("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("[platform]\nlisten_addr = \"1.2.3.4:1\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+        let err = Config::from_toml("[verifer]\nenabled = true\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("verifer"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::from_toml("[platform]\nlisten = \"nope\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = Config::from_toml("[platform]\nmax_connections = 0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("platform.max_connections"), "{err}");
+        let err = Config::from_toml("[platform]\nsegment_size = 10\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("platform.segment_size"), "{err}");
+        let err = Config::from_toml("[verifier]\nenabled = \"yes\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("enabled"), "{err}");
+    }
+}

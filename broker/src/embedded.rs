@@ -1,0 +1,217 @@
+//! rumqttd 0.20, embedded and fenced.
+//!
+//! What this module guards against, all checked in rumqttd's source:
+//! - `Broker::start()` blocks forever and cannot be stopped, so the broker
+//!   runs on its own thread for the life of the process.
+//! - `Config::default()` is unusable (`max_connections` 0, tiny segments),
+//!   so every field is set from [`BrokerSettings`].
+//! - MQTT v5 is incomplete (a v5 PUBLISH with properties breaks v4
+//!   subscribers), so only a v4 (MQTT 3.1.1) listener is configured.
+//! - A client id the router refuses (`+ $ # /`) that reconnects with the
+//!   same id can poison a mutex in the listener and brick it. The auth
+//!   handler refuses such ids before the router sees them. rumqttd calls
+//!   the handler only when CONNECT carries a login, and refuses a CONNECT
+//!   without one, so every client must send a username.
+//! - With `dynamic_filters` off, a PUBLISH to a topic nobody subscribes to
+//!   disconnects the publisher; it is on, which costs a commit log per such
+//!   topic (bounded by `segment_size * segment_count`).
+
+use crate::config::BrokerSettings;
+use protocol::check_client_id;
+use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+use tracing::{error, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the broker thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the broker did not start listening on {0} within 5 s")]
+    NotListening(SocketAddr),
+}
+
+/// A running embedded broker. It lives until the process exits.
+#[derive(Debug, Clone)]
+pub struct EmbeddedBroker {
+    name: String,
+    addr: SocketAddr,
+}
+
+impl EmbeddedBroker {
+    /// Starts a broker on `settings.listen` and returns once it accepts
+    /// connections. Port 0 picks a free port; [`EmbeddedBroker::addr`] tells which.
+    pub fn start(name: &str, settings: &BrokerSettings) -> Result<Self, BrokerError> {
+        // Bind once ourselves: a port in use becomes a clear error here,
+        // not a log line on a thread nobody watches; port 0 becomes real.
+        let probe = TcpListener::bind(settings.listen).map_err(|source| BrokerError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let addr = probe.local_addr().map_err(|source| BrokerError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        drop(probe);
+
+        let config = rumqttd_config(name, addr, settings);
+        let thread_name = format!("broker-{name}");
+        std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                if let Err(e) = broker.start() {
+                    error!(error = %e, "embedded broker stopped");
+                }
+            })
+            .map_err(BrokerError::Thread)?;
+
+        wait_listening(addr)?;
+        Ok(EmbeddedBroker {
+            name: name.to_owned(),
+            addr,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The broker is up once it completes an MQTT handshake: CONNECT,
+/// CONNACK (accepted), DISCONNECT. A bare TCP connect would race the
+/// listener's bind and make rumqttd log a failed handshake.
+fn wait_listening(addr: SocketAddr) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if handshake(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(BrokerError::NotListening(addr))
+}
+
+fn handshake(addr: SocketAddr) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    const CLIENT_ID: &[u8] = b"platform-startup-probe";
+    const USERNAME: &[u8] = b"probe";
+    let mut packet = vec![0x10, 0];
+    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0b1000_0010, 0, 10]);
+    for field in [CLIENT_ID, USERNAME] {
+        packet.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        packet.extend_from_slice(field);
+    }
+    packet[1] = (packet.len() - 2) as u8;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    stream.write_all(&packet)?;
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack)?;
+    stream.write_all(&[0xE0, 0])?;
+    if connack == [0x20, 2, 0, 0] {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "unexpected CONNACK {connack:?}"
+        )))
+    }
+}
+
+/// Decides whether a CONNECT may reach rumqttd's router.
+///
+/// An empty client id is admitted: rumqttd then assigns `rumqtt-<uuid>`
+/// (mosquitto_pub and mosquitto_sub send an empty id by default).
+pub fn admit(client_id: &str, username: &str) -> bool {
+    if client_id.is_empty() {
+        return !username.is_empty();
+    }
+    if let Err(e) = check_client_id(client_id) {
+        warn!(client_id = %client_id.escape_debug(), reason = %e, "connection refused: bad client id");
+        return false;
+    }
+    if username.is_empty() {
+        warn!(client_id, "connection refused: no username");
+        return false;
+    }
+    true
+}
+
+fn rumqttd_config(name: &str, addr: SocketAddr, s: &BrokerSettings) -> rumqttd::Config {
+    let mut connections = ConnectionSettings {
+        connection_timeout_ms: s.connection_timeout_ms,
+        max_payload_size: s.max_payload_size,
+        max_inflight_count: s.max_inflight,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    connections.set_auth_handler(
+        |client_id: String, username: String, _password: String| async move {
+            admit(&client_id, &username)
+        },
+    );
+    let server = ServerSettings {
+        name: name.to_owned(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    rumqttd::Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: s.max_connections,
+            max_outgoing_packet_count: 200,
+            max_segment_size: s.segment_size,
+            max_segment_count: s.segment_count,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([(name.to_owned(), server)])),
+        v5: None,
+        ws: None,
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admit_refuses_what_the_router_would() {
+        assert!(admit("device-1", "u"));
+        assert!(admit("", "u"), "mosquitto clients send an empty id");
+        for id in ["a/b", "a+", "#", "$sys", "x$y"] {
+            assert!(!admit(id, "u"), "{id:?} admitted");
+        }
+        assert!(!admit("ok", ""));
+    }
+
+    #[test]
+    fn a_port_in_use_is_a_clear_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let settings = BrokerSettings {
+            listen: taken.local_addr().unwrap(),
+            ..BrokerSettings::default()
+        };
+        let err = EmbeddedBroker::start("t", &settings).unwrap_err();
+        assert!(matches!(err, BrokerError::Bind { .. }), "{err}");
+    }
+}

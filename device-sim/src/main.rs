@@ -1,0 +1,177 @@
+//! `device-sim`: run one simulated device through Wi-Fi onboarding.
+
+use clap::Parser;
+use device_sim::{DeviceConfig, DeviceError, DeviceEvent};
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Exit codes a script can rely on.
+mod exit {
+    /// Joined the network.
+    pub const JOINED: u8 = 0;
+    /// The AP refused: unknown_device, pass_tmp_mismatch, rejected, timeout, bad_request.
+    pub const REFUSED: u8 = 1;
+    // 2 is clap's: bad command line.
+    /// The platform could not be reached, or no AP answered.
+    pub const UNREACHABLE: u8 = 3;
+    /// The device's own user declined or did not answer.
+    pub const DECLINED: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A simulated headless device that onboards onto Wi-Fi through an AP.",
+    long_about = "\
+Sends an access request {uuid, ssid, pass_tmp} to whichever AP serves the SSID, waits for \
+the access response, asks its own user to confirm, and joins.
+
+Confirm with --auto-confirm, by typing y or n when running in a terminal, or with
+  mosquitto_pub -u me -t device/UUID/confirm -m '{\"accept\":true}'
+
+Exit codes: 0 joined; 1 refused by the AP (the reason is printed); 2 bad command line; \
+3 platform unreachable or no AP answered; 4 declined by the device's user."
+)]
+struct Cli {
+    /// The device's factory UUID.
+    #[arg(long)]
+    uuid: String,
+    /// The device's factory temporary password.
+    #[arg(long, env = "DEVICE_PASS_TMP", hide_env_values = true)]
+    pass_tmp: String,
+    /// The SSID to join.
+    #[arg(long)]
+    ssid: String,
+    /// Accept the access response without asking.
+    #[arg(long)]
+    auto_confirm: bool,
+    /// Seconds to wait for an AP's answer, re-sending with backoff meanwhile.
+    #[arg(long, default_value_t = 90)]
+    answer_timeout: u64,
+    /// Seconds the device's own prompt waits for its user.
+    #[arg(long, default_value_t = 60)]
+    confirm_timeout: u64,
+    /// Platform broker address.
+    #[arg(long, env = "PLATFORM_BROKER", default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// MQTT username to present.
+    #[arg(long, env = "PLATFORM_USERNAME", default_value = "device")]
+    username: String,
+    /// MQTT password to present.
+    #[arg(
+        long = "mqtt-password",
+        env = "PLATFORM_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    mqtt_password: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::UNREACHABLE);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // The stdin reader thread may still be blocked on a read.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    ExitCode::from(code)
+}
+
+async fn run(cli: Cli) -> u8 {
+    let mut config = DeviceConfig::new(&cli.broker, &cli.uuid, &cli.pass_tmp, &cli.ssid);
+    config.auto_confirm = cli.auto_confirm;
+    config.answer_timeout = Duration::from_secs(cli.answer_timeout);
+    config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
+    config.username = cli.username;
+    config.password = cli.mqtt_password;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
+    let interactive = !cli.auto_confirm && std::io::stdin().is_terminal();
+    let (confirm_tx, confirm_rx) = mpsc::channel(1);
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let tag = format!("[device {}]", cli.uuid);
+
+    let printer = {
+        let tag = tag.clone();
+        let uuid = cli.uuid.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let ms = started.elapsed().as_millis();
+                match event {
+                    DeviceEvent::Connected { broker } => println!("{tag} {ms:>6} ms  connected to {broker}"),
+                    DeviceEvent::RequestSent { attempt: 1 } => println!("{tag} {ms:>6} ms  access request sent"),
+                    DeviceEvent::RequestSent { attempt } => println!("{tag} {ms:>6} ms  no answer yet; access request re-sent (attempt {attempt})"),
+                    DeviceEvent::Prompt { ssid } => {
+                        println!("{tag} {ms:>6} ms  access response received for {ssid:?}");
+                        if cli.auto_confirm {
+                            println!("{tag} {ms:>6} ms  auto-confirmed");
+                        } else if interactive {
+                            println!("join {ssid:?}? [y/n]");
+                            spawn_stdin_answer(confirm_tx.clone());
+                        } else {
+                            println!("{tag} waiting for confirmation: mosquitto_pub -u me -t {} -m '{{\"accept\":true}}'",
+                                protocol::topics::device_confirm(&uuid));
+                        }
+                    }
+                    DeviceEvent::Joined { ssid } => println!("{tag} {ms:>6} ms  joined {ssid:?}"),
+                }
+            }
+        })
+    };
+    let result = device_sim::onboard(&config, &events_tx, Some(confirm_rx), &shutdown).await;
+    drop(events_tx);
+    let _ = printer.await;
+    match result {
+        Ok(joined) => {
+            println!(
+                "{tag} credentials recorded: ssid {:?}, password of {} characters",
+                joined.ssid,
+                joined.password.len()
+            );
+            exit::JOINED
+        }
+        Err(e) => {
+            eprintln!("{tag} not joined: {e}");
+            match e {
+                DeviceError::Refused { .. } => exit::REFUSED,
+                DeviceError::Declined | DeviceError::ConfirmTimeout(_) => exit::DECLINED,
+                _ => exit::UNREACHABLE,
+            }
+        }
+    }
+}
+
+/// Reads y/n answers from the terminal until one is clear.
+fn spawn_stdin_answer(tx: mpsc::Sender<bool>) {
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let answer = match line.trim() {
+                "y" | "Y" | "yes" => true,
+                "n" | "N" | "no" => false,
+                _ => {
+                    println!("please answer y or n");
+                    continue;
+                }
+            };
+            let _ = tx.blocking_send(answer);
+            break;
+        }
+    });
+}
