@@ -152,7 +152,20 @@ struct Shared {
     /// UUIDs with a request in progress: a device's retries while its
     /// prompt is open must not raise a second prompt.
     in_flight: Mutex<HashSet<String>>,
+    /// Answers given in the last [`REPEAT_WINDOW`]: a device's re-send
+    /// that crossed its answer gets the same answer again instead of a
+    /// second prompt for the AP's user.
+    recent: Mutex<HashMap<String, Recent>>,
     events: mpsc::UnboundedSender<ApEvent>,
+}
+
+/// How long an answer is remembered for repeats of the same request.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(10);
+
+struct Recent {
+    pass_tmp: String,
+    response: AccessResponse,
+    at: Instant,
 }
 
 /// Connects, subscribes, and serves until `shutdown`.
@@ -188,6 +201,7 @@ pub async fn start(config: ApConfig, shutdown: CancellationToken) -> Result<Ap, 
         verifications: Pending::default(),
         confirmations: confirmations.clone(),
         in_flight: Mutex::default(),
+        recent: Mutex::default(),
         events: events_tx,
     });
     let task = tokio::spawn(serve(shared, inbox, link, shutdown));
@@ -258,6 +272,27 @@ impl Shared {
         }
     }
 
+    /// The answer to an identical request from the last few seconds.
+    fn repeat_of(&self, key: &str, pass_tmp: &str) -> Option<AccessResponse> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let r = recent.get(key)?;
+        let same = bool::from(r.pass_tmp.as_bytes().ct_eq(pass_tmp.as_bytes()));
+        (same && r.at.elapsed() < REPEAT_WINDOW).then(|| r.response.clone())
+    }
+
+    fn remember(&self, key: String, pass_tmp: &str, response: &AccessResponse) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|_, r| r.at.elapsed() < REPEAT_WINDOW);
+        recent.insert(
+            key,
+            Recent {
+                pass_tmp: pass_tmp.to_owned(),
+                response: response.clone(),
+                at: Instant::now(),
+            },
+        );
+    }
+
     fn deny(
         &self,
         uuid: &str,
@@ -319,10 +354,16 @@ async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) {
     }
     let _guard = InFlight {
         set: &shared.in_flight,
-        key,
+        key: key.clone(),
     };
+    if let Some(previous) = shared.repeat_of(&key, &req.pass_tmp) {
+        debug!(uuid = %uuid, "repeat of a request answered moments ago; same answer re-sent");
+        publish(shared, &uuid, &previous).await;
+        return;
+    }
     let (response, outcome) = decide(shared, &req, &uuid).await;
     publish(shared, &uuid, &response).await;
+    shared.remember(key, &req.pass_tmp, &response);
     let elapsed = started.elapsed();
     match outcome {
         Ok(()) => info!(uuid = %uuid, ssid, ?elapsed, "access granted"),
@@ -395,15 +436,15 @@ async fn decide(
         );
     }
 
-    // Step 4: prompt the AP's user and wait.
+    // Step 4: prompt the AP's user and wait. The waiter exists before
+    // anyone hears of the prompt, so no answer can arrive too early.
+    let answer =
+        (!config.auto_confirm).then(|| shared.confirmations.waiters.insert(uuid.key().to_owned()));
     let _ = shared.events.send(ApEvent::Prompt {
         uuid: uuid.as_str().to_owned(),
         ssid: req.ssid.clone(),
     });
-    let accepted = if config.auto_confirm {
-        true
-    } else {
-        let answer = shared.confirmations.waiters.insert(uuid.key().to_owned());
+    let accepted = if let Some(answer) = answer {
         let prompt = ApPrompt {
             uuid: uuid.as_str().to_owned(),
             ssid: req.ssid.clone(),
@@ -437,6 +478,8 @@ async fn decide(
                 );
             }
         }
+    } else {
+        true
     };
     if !accepted {
         return shared.deny(

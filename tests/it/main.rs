@@ -1,0 +1,10 @@
+//! Integration tests, in one binary. Every test starts its own platform
+//! (broker + verifier) in-process on a free port and talks to it through
+//! real MQTT clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod mosquitto;
+mod onboarding;
+mod robustness;
