@@ -6,69 +6,77 @@
 //! verifier validates the values themselves.
 
 use protocol::admin::{ImportRow, RejectedRow};
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 
-/// Rows to send, and lines rejected before sending.
+/// Rows to send, and lines rejected before sending. Line numbers are
+/// physical lines of the file, counting blank and comment lines (the csv
+/// crate's own positions skip those), so a report points at the right line.
 pub fn parse<R: Read>(reader: R) -> (Vec<ImportRow>, Vec<RejectedRow>) {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .comment(Some(b'#'))
-        .trim(csv::Trim::All)
-        .from_reader(reader);
     let mut rows = Vec::new();
     let mut rejected = Vec::new();
-    for (index, record) in csv.byte_records().enumerate() {
-        let fallback_line = index as u64 + 1;
-        let record = match record {
-            Ok(r) => r,
+    for (index, line) in BufReader::new(reader).split(b'\n').enumerate() {
+        let line_no = index as u64 + 1;
+        let raw = match line {
+            Ok(raw) => raw,
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(fallback_line);
                 rejected.push(RejectedRow {
-                    line,
+                    line: line_no,
                     uuid: String::new(),
-                    reason: format!("unreadable line: {e}"),
+                    reason: format!("unreadable: {e}"),
+                });
+                break;
+            }
+        };
+        let text = raw.trim_ascii();
+        if text.is_empty() || text.starts_with(b"#") {
+            continue;
+        }
+        let fields = match split_fields(text) {
+            Ok(f) => f,
+            Err(reason) => {
+                rejected.push(RejectedRow {
+                    line: line_no,
+                    uuid: String::new(),
+                    reason,
                 });
                 continue;
             }
         };
-        let line = record.position().map(|p| p.line()).unwrap_or(fallback_line);
-        let fields: Vec<&[u8]> = record.iter().collect();
-        if fields.iter().all(|f| f.is_empty()) {
+        if line_no == 1 && fields.first().is_some_and(|f| f.eq_ignore_ascii_case("uuid")) {
             continue;
         }
-        if line == 1
-            && fields
-                .first()
-                .is_some_and(|f| f.eq_ignore_ascii_case(b"uuid"))
-        {
-            continue;
-        }
-        let text = |b: &[u8]| String::from_utf8(b.to_vec());
-        match fields.as_slice() {
-            [uuid, pass_tmp] => match (text(uuid), text(pass_tmp)) {
-                (Ok(uuid), Ok(pass_tmp)) => rows.push(ImportRow {
-                    line,
-                    uuid,
-                    pass_tmp,
-                }),
-                _ => rejected.push(RejectedRow {
-                    line,
-                    uuid: String::from_utf8_lossy(uuid).into_owned(),
-                    reason: "not UTF-8".into(),
-                }),
-            },
-            other => rejected.push(RejectedRow {
-                line,
-                uuid: other
-                    .first()
-                    .map(|f| String::from_utf8_lossy(f).into_owned())
-                    .unwrap_or_default(),
+        match <[String; 2]>::try_from(fields) {
+            Ok([uuid, pass_tmp]) => rows.push(ImportRow {
+                line: line_no,
+                uuid,
+                pass_tmp,
+            }),
+            Err(other) => rejected.push(RejectedRow {
+                line: line_no,
+                uuid: other.first().cloned().unwrap_or_default(),
                 reason: format!("expected 2 fields (uuid,pass_tmp), found {}", other.len()),
             }),
         }
     }
     (rows, rejected)
+}
+
+/// One line's fields, with RFC 4180 quoting.
+fn split_fields(line: &[u8]) -> Result<Vec<String>, String> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(line);
+    let record = match csv.byte_records().next() {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Err(format!("unreadable line: {e}")),
+        None => return Ok(Vec::new()),
+    };
+    record
+        .iter()
+        .map(|f| String::from_utf8(f.to_vec()).map_err(|_| "not UTF-8".to_string()))
+        .collect()
 }
 
 #[cfg(test)]
