@@ -5,6 +5,7 @@ use crate::embedded::{BrokerError, EmbeddedBroker};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use verifier::{VerifierConfig, VerifierError};
@@ -37,7 +38,7 @@ pub struct StartOptions {
 pub struct Platform {
     broker: EmbeddedBroker,
     shutdown: CancellationToken,
-    verifier: Option<verifier::Worker>,
+    workers: JoinSet<(&'static str, Result<(), PlatformError>)>,
 }
 
 impl Platform {
@@ -55,16 +56,19 @@ impl Platform {
         info!(listen = %broker.addr(), protocol = "MQTT 3.1.1", "platform broker listening");
 
         let shutdown = CancellationToken::new();
-        let verifier = if config.verifier.enabled && !opts.broker_only {
+        let mut workers = JoinSet::new();
+        if config.verifier.enabled && !opts.broker_only {
             let vc = VerifierConfig::new(broker.addr().to_string(), data_dir.join("verifier"));
-            Some(verifier::start(vc, shutdown.child_token(), Some(Duration::from_secs(10))).await?)
-        } else {
-            None
-        };
+            let worker =
+                verifier::start(vc, shutdown.child_token(), Some(Duration::from_secs(10))).await?;
+            workers.spawn(
+                async move { ("verifier", worker.join().await.map_err(PlatformError::from)) },
+            );
+        }
         Ok(Platform {
             broker,
             shutdown,
-            verifier,
+            workers,
         })
     }
 
@@ -72,29 +76,35 @@ impl Platform {
         self.broker.addr()
     }
 
-    /// Runs until `stop` is cancelled or a worker fails, then drains.
+    /// Runs until `stop` is cancelled or a worker stops on its own (an
+    /// error), then drains every worker within [`DRAIN_GRACE`].
     pub async fn run_until(mut self, stop: CancellationToken) -> Result<(), PlatformError> {
-        let failed = match self.verifier.take() {
-            Some(worker) => {
-                let mut join = tokio::spawn(worker.join());
-                tokio::select! {
-                    _ = stop.cancelled() => { self.verifier = None; self.shutdown.cancel(); await_worker(&mut join).await }
-                    res = &mut join => Some(flatten(res)),
+        let mut result = Ok(());
+        if !self.workers.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                Some(done) = self.workers.join_next() => result = worker_result(done),
+            }
+        } else {
+            stop.cancelled().await;
+        }
+        self.shutdown.cancel();
+        let drain = async {
+            while let Some(done) = self.workers.join_next().await {
+                let r = worker_result(done);
+                if result.is_ok() {
+                    result = r;
                 }
             }
-            None => {
-                stop.cancelled().await;
-                None
-            }
         };
-        self.shutdown.cancel();
-        match failed {
-            Some(Err(e)) => Err(e),
-            _ => {
-                info!("platform stopped");
-                Ok(())
-            }
+        if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
+            error!(grace = ?DRAIN_GRACE, "workers did not drain in time");
+            return Err(PlatformError::DrainTimeout(DRAIN_GRACE));
         }
+        if result.is_ok() {
+            info!("platform stopped");
+        }
+        result
     }
 
     /// Stops the workers, waiting for them to drain and flush. The broker
@@ -106,25 +116,17 @@ impl Platform {
     }
 }
 
-type JoinResult = Result<Result<(), VerifierError>, tokio::task::JoinError>;
+type WorkerExit = Result<(&'static str, Result<(), PlatformError>), tokio::task::JoinError>;
 
-fn flatten(res: JoinResult) -> Result<(), PlatformError> {
-    match res {
-        Ok(inner) => inner.map_err(PlatformError::from),
+fn worker_result(done: WorkerExit) -> Result<(), PlatformError> {
+    match done {
+        Ok((_, Ok(()))) => Ok(()),
+        Ok((name, Err(e))) => {
+            error!(worker = name, error = %e, "worker failed");
+            Err(e)
+        }
         Err(e) => Err(PlatformError::Verifier(VerifierError::Panicked(
             e.to_string(),
         ))),
-    }
-}
-
-async fn await_worker(
-    join: &mut tokio::task::JoinHandle<Result<(), VerifierError>>,
-) -> Option<Result<(), PlatformError>> {
-    match tokio::time::timeout(DRAIN_GRACE, join).await {
-        Ok(res) => Some(flatten(res)),
-        Err(_) => {
-            error!("verifier did not drain in time");
-            Some(Err(PlatformError::DrainTimeout(DRAIN_GRACE)))
-        }
     }
 }

@@ -12,22 +12,40 @@ const BROKER: &str = env!("CARGO_BIN_EXE_broker");
 
 /// The verifier CLI, built beside this binary by `cargo test --workspace`.
 fn verifier_bin() -> PathBuf {
-    let path = Path::new(BROKER).with_file_name(format!("verifier{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} not built; run the tests with `cargo test --workspace`", path.display());
+    let path =
+        Path::new(BROKER).with_file_name(format!("verifier{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A broker process on a free port over `data_dir`. Returns once it logs
 /// that the verifier serves.
 fn spawn_platform(data_dir: &Path, port: u16) -> Child {
     let config = data_dir.join("test.toml");
-    std::fs::write(&config, format!("[platform]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("[platform]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
     let mut child = Command::new(BROKER)
-        .args(["--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ])
         .env("RUST_LOG", "info,rumqttd=off")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -44,7 +62,8 @@ fn spawn_platform(data_dir: &Path, port: u16) -> Child {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(20)).expect("the platform did not start");
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the platform did not start");
     child
 }
 
@@ -69,28 +88,50 @@ fn default_config_is_printed_and_valid() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("default.toml");
     std::fs::write(&file, &text).unwrap();
-    let check = Command::new(BROKER).arg("check-config").arg(&file).output().unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let check = Command::new(BROKER)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]
 fn a_bad_config_key_or_value_is_a_clear_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     for (text, named) in [
-        ("[platform]\nlisten_adress = \"127.0.0.1:1\"\n", "listen_adress"),
-        ("[platform]\nmax_connections = 0\n", "platform.max_connections"),
+        (
+            "[platform]\nlisten_adress = \"127.0.0.1:1\"\n",
+            "listen_adress",
+        ),
+        (
+            "[platform]\nmax_connections = 0\n",
+            "platform.max_connections",
+        ),
         ("[platform]\nlisten = \"not an address\"\n", "listen"),
         ("[verifer]\n", "verifer"),
     ] {
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, text).unwrap();
         let out = Command::new(BROKER)
-            .args(["--config", file.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()])
+            .args([
+                "--config",
+                file.to_str().unwrap(),
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{text:?}: {stderr}");
-        assert!(stderr.contains(named), "{text:?} should name {named}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{text:?} should name {named}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -101,8 +142,21 @@ fn an_enrollment_the_cli_reported_survives_kill_9() {
     let port = free_port();
     let mut broker = spawn_platform(dir.path(), port);
     for n in 0..20 {
-        let out = verifier(port, &["enroll", "--uuid", &uuid(n), "--pass-tmp", &format!("pt-{n}")]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = verifier(
+            port,
+            &[
+                "enroll",
+                "--uuid",
+                &uuid(n),
+                "--pass-tmp",
+                &format!("pt-{n}"),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // No grace: SIGKILL right after the last acknowledgement.
     broker.kill().unwrap();
@@ -112,7 +166,12 @@ fn an_enrollment_the_cli_reported_survives_kill_9() {
     let mut broker = spawn_platform(dir.path(), port);
     for n in 0..20 {
         let out = verifier(port, &["show", "--uuid", &uuid(n)]);
-        assert!(out.status.success(), "{} lost: {}", uuid(n), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{} lost: {}",
+            uuid(n),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     broker.kill().unwrap();
     broker.wait().unwrap();
@@ -125,21 +184,29 @@ fn sigterm_drains_flushes_and_exits_0() {
     let mut broker = spawn_platform(dir.path(), port);
     let out = verifier(port, &["enroll", "--uuid", &uuid(7), "--pass-tmp", "pt"]);
     assert!(out.status.success());
-    let term = Command::new("kill").args(["-TERM", &broker.id().to_string()]).status().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &broker.id().to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(status) = broker.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "broker did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "broker did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
 
     let port = free_port();
     let mut broker = spawn_platform(dir.path(), port);
-    assert!(verifier(port, &["show", "--uuid", &uuid(7)]).status.success());
+    assert!(verifier(port, &["show", "--uuid", &uuid(7)])
+        .status
+        .success());
     broker.kill().unwrap();
     broker.wait().unwrap();
 }
@@ -150,9 +217,18 @@ fn a_second_platform_on_the_same_data_dir_is_refused_clearly() {
     let port = free_port();
     let mut first = spawn_platform(dir.path(), port);
     let config = dir.path().join("second.toml");
-    std::fs::write(&config, format!("[platform]\nlisten = \"127.0.0.1:{}\"\n", free_port())).unwrap();
+    std::fs::write(
+        &config,
+        format!("[platform]\nlisten = \"127.0.0.1:{}\"\n", free_port()),
+    )
+    .unwrap();
     let out = Command::new(BROKER)
-        .args(["--config", config.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -42,7 +42,11 @@ pub fn parse<R: Read>(reader: R) -> (Vec<ImportRow>, Vec<RejectedRow>) {
                 continue;
             }
         };
-        if line_no == 1 && fields.first().is_some_and(|f| f.eq_ignore_ascii_case("uuid")) {
+        if line_no == 1
+            && fields
+                .first()
+                .is_some_and(|f| f.eq_ignore_ascii_case("uuid"))
+        {
             continue;
         }
         match <[String; 2]>::try_from(fields) {

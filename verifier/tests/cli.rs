@@ -18,9 +18,19 @@ fn help_lists_every_command() {
 
 #[test]
 fn an_unreachable_platform_exits_3_with_a_message() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let out = Command::new(VERIFIER)
-        .args(["--broker", &format!("127.0.0.1:{port}"), "--timeout", "1", "list"])
+        .args([
+            "--broker",
+            &format!("127.0.0.1:{port}"),
+            "--timeout",
+            "1",
+            "list",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
@@ -29,6 +39,9 @@ fn an_unreachable_platform_exits_3_with_a_message() {
 
 #[test]
 fn a_bad_command_line_exits_2() {
-    let out = Command::new(VERIFIER).args(["enroll", "--uuid"]).output().unwrap();
+    let out = Command::new(VERIFIER)
+        .args(["enroll", "--uuid"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
