@@ -25,11 +25,76 @@ pub enum ConfigError {
     Invalid { key: String, problem: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub platform: BrokerSettings,
     pub verifier: VerifierSection,
+    pub registry: RegistrySection,
+    /// Gateways run in this process. `[[gateways]]` in a file replaces the
+    /// default pair; `gateways = []` runs none.
+    pub gateways: Vec<GatewaySection>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let gateway = |id: &str, port: u16| GatewaySection {
+            id: id.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            advertise: None,
+            weight: 1,
+        };
+        Config {
+            platform: BrokerSettings::default(),
+            verifier: VerifierSection::default(),
+            registry: RegistrySection::default(),
+            gateways: vec![gateway("gw-1", 1884), gateway("gw-2", 1885)],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    pub enabled: bool,
+    /// hashed | least-loaded | static
+    pub policy: registry::Policy,
+    /// Whether a device the registry has never seen gets a gateway.
+    pub allow_unknown: bool,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        RegistrySection {
+            enabled: true,
+            policy: registry::Policy::Hashed,
+            allow_unknown: true,
+        }
+    }
+}
+
+/// One gateway: an embedded broker plus its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    pub id: String,
+    pub listen: SocketAddr,
+    /// The "host:port" devices are told to connect to; defaults to `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl GatewaySection {
+    /// The address handed to devices.
+    pub fn advertised(&self, bound: SocketAddr) -> String {
+        self.advertise.clone().unwrap_or_else(|| bound.to_string())
+    }
 }
 
 /// One embedded broker's listener and limits.
@@ -95,7 +160,40 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.platform.validate("platform")
+        self.platform.validate("platform")?;
+        let mut ids = std::collections::HashSet::new();
+        let mut ports = std::collections::HashSet::from([self.platform.listen]);
+        for (i, g) in self.gateways.iter().enumerate() {
+            let invalid = |key: &str, problem: String| ConfigError::Invalid {
+                key: format!("gateways[{i}].{key}"),
+                problem,
+            };
+            protocol::Segment::parse(&g.id)
+                .and_then(|_| protocol::check_client_id(&g.id))
+                .map_err(|e| invalid("id", format!("{:?} {e}", g.id)))?;
+            if !ids.insert(g.id.as_str()) {
+                return Err(invalid("id", format!("{:?} is used by two gateways", g.id)));
+            }
+            if g.listen.port() != 0 && !ports.insert(g.listen) {
+                return Err(invalid(
+                    "listen",
+                    format!("{} is already used by another listener", g.listen),
+                ));
+            }
+            if g.weight == 0 || g.weight > 1000 {
+                return Err(invalid(
+                    "weight",
+                    format!("is {}; it must be 1 to 1000", g.weight),
+                ));
+            }
+            if g.advertise.is_none() && g.listen.ip().is_unspecified() {
+                return Err(invalid(
+                    "advertise",
+                    format!("is needed: devices cannot connect to {}", g.listen),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -178,6 +276,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("verifer"), "{err}");
+    }
+
+    #[test]
+    fn gateway_problems_are_named() {
+        let two = "[[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:1900\"\n[[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:1901\"\n";
+        let err = Config::from_toml(two, "t").unwrap_err().to_string();
+        assert!(err.contains("gateways[1].id"), "{err}");
+        let clash = "[[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:1883\"\n";
+        let err = Config::from_toml(clash, "t").unwrap_err().to_string();
+        assert!(err.contains("gateways[0].listen"), "{err}");
+        let err = Config::from_toml("[registry]\npolicy = \"random\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("random"), "{err}");
+        let none = Config::from_toml("gateways = []\n", "t").unwrap();
+        assert!(none.gateways.is_empty());
     }
 
     #[test]

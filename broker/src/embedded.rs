@@ -21,7 +21,9 @@ use protocol::check_client_id;
 use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 use tracing::{error, warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,17 +39,43 @@ pub enum BrokerError {
     NotListening(SocketAddr),
 }
 
+/// Who may connect, beyond the checks every broker makes (a client id
+/// rumqttd accepts, a username). The platform admits everyone; a gateway
+/// admits only the devices assigned to it.
+pub trait Admission: Send + Sync + 'static {
+    fn admit(&self, client_id: &str, username: &str) -> bool;
+}
+
+/// Admits every well-formed client.
+pub struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn admit(&self, _client_id: &str, _username: &str) -> bool {
+        true
+    }
+}
+
+/// The username of this process's own clients of its brokers (the startup
+/// probe, a gateway's agent). Its password is random per broker and never
+/// leaves the process.
+pub const INTERNAL_USER: &str = "platform-internal";
+
 /// A running embedded broker. It lives until the process exits.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
     name: String,
     addr: SocketAddr,
+    internal_password: String,
 }
 
 impl EmbeddedBroker {
     /// Starts a broker on `settings.listen` and returns once it accepts
     /// connections. Port 0 picks a free port; [`EmbeddedBroker::addr`] tells which.
-    pub fn start(name: &str, settings: &BrokerSettings) -> Result<Self, BrokerError> {
+    pub fn start(
+        name: &str,
+        settings: &BrokerSettings,
+        admission: Arc<dyn Admission>,
+    ) -> Result<Self, BrokerError> {
         // Bind once ourselves: a port in use becomes a clear error here,
         // not a log line on a thread nobody watches; port 0 becomes real.
         let probe = TcpListener::bind(settings.listen).map_err(|source| BrokerError::Bind {
@@ -60,7 +88,8 @@ impl EmbeddedBroker {
         })?;
         drop(probe);
 
-        let config = rumqttd_config(name, addr, settings);
+        let internal_password = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let config = rumqttd_config(name, addr, settings, admission, internal_password.clone());
         let thread_name = format!("broker-{name}");
         std::thread::Builder::new()
             .name(thread_name)
@@ -72,11 +101,17 @@ impl EmbeddedBroker {
             })
             .map_err(BrokerError::Thread)?;
 
-        wait_listening(addr)?;
+        wait_listening(addr, &internal_password)?;
         Ok(EmbeddedBroker {
             name: name.to_owned(),
             addr,
+            internal_password,
         })
+    }
+
+    /// Credentials for this process's own clients of this broker.
+    pub fn internal_login(&self) -> (&str, &str) {
+        (INTERNAL_USER, &self.internal_password)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -91,10 +126,10 @@ impl EmbeddedBroker {
 /// The broker is up once it completes an MQTT handshake: CONNECT,
 /// CONNACK (accepted), DISCONNECT. A bare TCP connect would race the
 /// listener's bind and make rumqttd log a failed handshake.
-fn wait_listening(addr: SocketAddr) -> Result<(), BrokerError> {
+fn wait_listening(addr: SocketAddr, password: &str) -> Result<(), BrokerError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if handshake(addr).is_ok() {
+        if handshake(addr, password).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -102,13 +137,12 @@ fn wait_listening(addr: SocketAddr) -> Result<(), BrokerError> {
     Err(BrokerError::NotListening(addr))
 }
 
-fn handshake(addr: SocketAddr) -> std::io::Result<()> {
+fn handshake(addr: SocketAddr, password: &str) -> std::io::Result<()> {
     use std::io::{Read, Write};
     const CLIENT_ID: &[u8] = b"platform-startup-probe";
-    const USERNAME: &[u8] = b"probe";
     let mut packet = vec![0x10, 0];
-    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0b1000_0010, 0, 10]);
-    for field in [CLIENT_ID, USERNAME] {
+    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 10]);
+    for field in [CLIENT_ID, INTERNAL_USER.as_bytes(), password.as_bytes()] {
         packet.extend_from_slice(&(field.len() as u16).to_be_bytes());
         packet.extend_from_slice(field);
     }
@@ -128,7 +162,8 @@ fn handshake(addr: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-/// Decides whether a CONNECT may reach rumqttd's router.
+/// The checks every broker makes before a CONNECT may reach rumqttd's
+/// router.
 ///
 /// An empty client id is admitted: rumqttd then assigns `rumqtt-<uuid>`
 /// (mosquitto_pub and mosquitto_sub send an empty id by default).
@@ -147,7 +182,13 @@ pub fn admit(client_id: &str, username: &str) -> bool {
     true
 }
 
-fn rumqttd_config(name: &str, addr: SocketAddr, s: &BrokerSettings) -> rumqttd::Config {
+fn rumqttd_config(
+    name: &str,
+    addr: SocketAddr,
+    s: &BrokerSettings,
+    admission: Arc<dyn Admission>,
+    internal_password: String,
+) -> rumqttd::Config {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: s.connection_timeout_ms,
         max_payload_size: s.max_payload_size,
@@ -157,8 +198,14 @@ fn rumqttd_config(name: &str, addr: SocketAddr, s: &BrokerSettings) -> rumqttd::
         dynamic_filters: true,
     };
     connections.set_auth_handler(
-        |client_id: String, username: String, _password: String| async move {
-            admit(&client_id, &username)
+        move |client_id: String, username: String, password: String| {
+            let admitted = admit(&client_id, &username)
+                && if username == INTERNAL_USER {
+                    bool::from(password.as_bytes().ct_eq(internal_password.as_bytes()))
+                } else {
+                    admission.admit(&client_id, &username)
+                };
+            async move { admitted }
         },
     );
     let server = ServerSettings {
@@ -211,7 +258,7 @@ mod tests {
             listen: taken.local_addr().unwrap(),
             ..BrokerSettings::default()
         };
-        let err = EmbeddedBroker::start("t", &settings).unwrap_err();
+        let err = EmbeddedBroker::start("t", &settings, Arc::new(AdmitAll)).unwrap_err();
         assert!(matches!(err, BrokerError::Bind { .. }), "{err}");
     }
 }

@@ -2,13 +2,16 @@
 //!
 //! [`embedded`] runs rumqttd (MQTT 3.1.1 only) on its own thread behind an
 //! auth handler that turns away clients rumqttd's router would refuse;
-//! [`platform`] starts it with the in-process workers and drains them on
-//! shutdown; [`config`] is the TOML configuration with its built-in default.
+//! [`gateway`] is a gateway broker plus its agent; [`platform`] starts the
+//! platform broker with the in-process workers (verifier, registry) and
+//! gateways, and drains them on shutdown; [`config`] is the TOML
+//! configuration with its built-in default.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod embedded;
+pub mod gateway;
 pub mod platform;
 
 pub use config::{Config, ConfigError};

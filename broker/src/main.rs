@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
     about = "Run the IoT onboarding platform: the MQTT broker and its workers.",
     long_about = "\
 Runs the platform broker (MQTT 3.1.1, 127.0.0.1:1883 by default) and, in the same \
-process, the verifier worker. With no arguments it runs on the built-in default \
-config; `broker default-config` prints it. Ctrl-C or SIGTERM drains the workers, \
+process, the verifier and registry workers and gateways gw-1 (127.0.0.1:1884) and \
+gw-2 (127.0.0.1:1885). With no arguments it runs on the built-in default \
+config; `broker default-config` prints it. `broker gateway` runs one more gateway \
+as its own process. Ctrl-C or SIGTERM drains the workers, \
 flushes storage and exits 0.
 
 Log verbosity follows RUST_LOG (default: info,rumqttd=off; rumqttd logs ordinary disconnects as errors)."
@@ -39,6 +41,25 @@ enum Command {
     DefaultConfig,
     /// Check a config file and exit: 0 if valid, 1 with the problem if not.
     CheckConfig { file: PathBuf },
+    /// Run one gateway (broker + agent) as its own process, pointed at a
+    /// running platform broker.
+    Gateway {
+        /// The gateway's id, e.g. gw-3.
+        #[arg(long)]
+        id: String,
+        /// Where devices connect.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The "host:port" devices are told; default: --listen.
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Relative share of devices under the hashed policy.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// The platform broker.
+        #[arg(long, env = "PLATFORM_BROKER", default_value = "127.0.0.1:1883")]
+        platform: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,7 +81,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        None => {}
+        Some(Command::Gateway { .. }) | None => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -69,6 +90,30 @@ fn main() -> ExitCode {
         )
         .init();
 
+    if let Some(Command::Gateway {
+        id,
+        listen,
+        advertise,
+        weight,
+        platform,
+    }) = cli.command
+    {
+        let section = broker::config::GatewaySection {
+            id,
+            listen,
+            advertise,
+            weight,
+        };
+        let config = Config {
+            gateways: vec![section.clone()],
+            ..Config::default()
+        };
+        if let Err(e) = config.validate() {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        return run_gateway(section, platform);
+    }
     let config = match &cli.config {
         Some(path) => Config::from_file(path),
         None => Config::builtin(),
@@ -95,6 +140,31 @@ fn main() -> ExitCode {
         tokio::spawn(bus::cancel_on_signal(stop.clone()));
         let platform = Platform::start(&config, &cli.data_dir, opts).await?;
         platform.run_until(stop).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_gateway(section: broker::config::GatewaySection, platform: String) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let stop = CancellationToken::new();
+        tokio::spawn(bus::cancel_on_signal(stop.clone()));
+        let settings = broker::config::BrokerSettings::default();
+        let gw = broker::gateway::start(&section, &settings, &platform, stop.clone()).await?;
+        gw.join().await;
+        Ok::<(), broker::gateway::GatewayError>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

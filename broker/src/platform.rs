@@ -1,9 +1,12 @@
 //! The platform: the embedded broker plus its in-process workers.
 
 use crate::config::Config;
-use crate::embedded::{BrokerError, EmbeddedBroker};
+use crate::embedded::{AdmitAll, BrokerError, EmbeddedBroker};
+use crate::gateway;
+use registry::RegistryConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +22,12 @@ pub enum PlatformError {
     Broker(#[from] BrokerError),
     #[error("verifier: {0}")]
     Verifier(#[from] VerifierError),
+    #[error("registry: {0}")]
+    Registry(#[from] registry::RegistryError),
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
+    #[error("{0} task panicked")]
+    Panicked(&'static str),
     #[error("cannot create data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -39,6 +48,7 @@ pub struct Platform {
     broker: EmbeddedBroker,
     shutdown: CancellationToken,
     workers: JoinSet<(&'static str, Result<(), PlatformError>)>,
+    gateways: Vec<(String, String)>,
 }
 
 impl Platform {
@@ -52,7 +62,7 @@ impl Platform {
             path: data_dir.to_owned(),
             source,
         })?;
-        let broker = EmbeddedBroker::start("platform", &config.platform)?;
+        let broker = EmbeddedBroker::start("platform", &config.platform, Arc::new(AdmitAll))?;
         info!(listen = %broker.addr(), protocol = "MQTT 3.1.1", "platform broker listening");
 
         let shutdown = CancellationToken::new();
@@ -65,11 +75,44 @@ impl Platform {
                 async move { ("verifier", worker.join().await.map_err(PlatformError::from)) },
             );
         }
+        if config.registry.enabled && !opts.broker_only {
+            let mut rc = RegistryConfig::new(broker.addr().to_string(), data_dir.join("registry"));
+            rc.policy = config.registry.policy;
+            rc.allow_unknown = config.registry.allow_unknown;
+            let worker =
+                registry::start(rc, shutdown.child_token(), Some(Duration::from_secs(10))).await?;
+            workers.spawn(
+                async move { ("registry", worker.join().await.map_err(PlatformError::from)) },
+            );
+        }
+        let mut gateways = Vec::new();
+        if !opts.broker_only {
+            for section in &config.gateways {
+                let gw = gateway::start(
+                    section,
+                    &config.platform,
+                    &broker.addr().to_string(),
+                    shutdown.child_token(),
+                )
+                .await?;
+                gateways.push((gw.id.clone(), gw.address.clone()));
+                workers.spawn(async move {
+                    gw.join().await;
+                    ("gateway", Ok(()))
+                });
+            }
+        }
         Ok(Platform {
             broker,
             shutdown,
             workers,
+            gateways,
         })
+    }
+
+    /// The in-process gateways: (id, advertised address).
+    pub fn gateways(&self) -> &[(String, String)] {
+        &self.gateways
     }
 
     pub fn broker_addr(&self) -> SocketAddr {

@@ -34,11 +34,7 @@ fn free_port() -> u16 {
 /// that the verifier serves.
 fn spawn_platform(data_dir: &Path, port: u16) -> Child {
     let config = data_dir.join("test.toml");
-    std::fs::write(
-        &config,
-        format!("[platform]\nlisten = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&config, platform_toml(port)).unwrap();
     let mut child = Command::new(BROKER)
         .args([
             "--config",
@@ -65,6 +61,15 @@ fn spawn_platform(data_dir: &Path, port: u16) -> Child {
     rx.recv_timeout(Duration::from_secs(20))
         .expect("the platform did not start");
     child
+}
+
+/// A config on free ports: the platform on `port`, two gateways on port 0.
+fn platform_toml(port: u16) -> String {
+    format!(
+        "[platform]\nlisten = \"127.0.0.1:{port}\"\n\
+         [[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:0\"\n\
+         [[gateways]]\nid = \"gw-2\"\nlisten = \"127.0.0.1:0\"\n"
+    )
 }
 
 fn verifier(port: u16, args: &[&str]) -> Output {
@@ -217,11 +222,7 @@ fn a_second_platform_on_the_same_data_dir_is_refused_clearly() {
     let port = free_port();
     let mut first = spawn_platform(dir.path(), port);
     let config = dir.path().join("second.toml");
-    std::fs::write(
-        &config,
-        format!("[platform]\nlisten = \"127.0.0.1:{}\"\n", free_port()),
-    )
-    .unwrap();
+    std::fs::write(&config, platform_toml(free_port())).unwrap();
     let out = Command::new(BROKER)
         .args([
             "--config",

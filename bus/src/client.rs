@@ -103,6 +103,9 @@ pub enum LinkState {
     Ready,
     /// The broker answered the CONNECT with a refusal; retrying continues.
     Refused(String),
+    /// The connection failed or was lost (refused without a CONNACK,
+    /// unreachable, closed); retrying continues after a backoff.
+    Down(String),
     /// Shut down.
     Closed,
 }
@@ -179,6 +182,36 @@ impl Bus {
                 match now {
                     LinkState::Ready => return Ok(()),
                     LinkState::Refused(reason) => {
+                        return Err(BusError::Refused {
+                            addr: self.addr.to_string(),
+                            reason,
+                        })
+                    }
+                    LinkState::Closed => return Err(BusError::Closed),
+                    LinkState::Connecting | LinkState::Down(_) => {}
+                }
+                state.changed().await.map_err(|_| BusError::Closed)?;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| BusError::Timeout {
+                addr: self.addr.to_string(),
+                timeout,
+            })?
+    }
+
+    /// Like [`Bus::ready`], but the first failed attempt is an error:
+    /// for a connection that is worth only one try, such as a device's to
+    /// a gateway that may refuse it.
+    pub async fn ready_once(&self, timeout: Duration) -> Result<(), BusError> {
+        let mut state = self.state.clone();
+        let wait = async {
+            loop {
+                let now = state.borrow_and_update().clone();
+                match now {
+                    LinkState::Ready => return Ok(()),
+                    LinkState::Refused(reason) | LinkState::Down(reason) => {
                         return Err(BusError::Refused {
                             addr: self.addr.to_string(),
                             reason,
@@ -281,7 +314,7 @@ impl Driver {
                         ConnectionError::ConnectionRefused(code) => {
                             LinkState::Refused(format!("{code:?}"))
                         }
-                        _ => LinkState::Connecting,
+                        other => LinkState::Down(other.to_string()),
                     };
                     self.state_tx.send_replace(state);
                     let delay = self.backoff.next_delay();

@@ -9,16 +9,19 @@
 //!   [`Backoff`] between attempts;
 //! - its default maximum packet size is 10 KiB: [`BusOptions`] raises it.
 //!
-//! [`Pending`] pairs answers with questions by request id.
+//! [`Pending`] pairs answers with questions by request id; [`RpcClient`]
+//! builds request/response on it for the admin CLIs.
 
 #![forbid(unsafe_code)]
 
 mod backoff;
 mod client;
 mod pending;
+mod rpc;
 mod signal;
 
 pub use backoff::Backoff;
 pub use client::{Bus, BusError, BusOptions, LinkState, Message};
 pub use pending::Pending;
+pub use rpc::{Correlated, RpcClient, RpcError};
 pub use signal::cancel_on_signal;

@@ -4,10 +4,12 @@
 //! access request {uuid, ssid, pass_tmp} to whichever AP serves the SSID,
 //! re-sending with capped, jittered backoff while nobody answers; on an
 //! access response it prompts its own user and, on accept, "joins" (records
-//! the credentials). The same function serves one device or, later, each
-//! device of a fleet.
+//! the credentials). Then [`gateway::stay_homed`] keeps it on its gateway.
+//! The same functions serve one device or, later, each device of a fleet.
 
 #![forbid(unsafe_code)]
+
+pub mod gateway;
 
 use bus::{Backoff, Bus, BusError, BusOptions, Message};
 use protocol::onboarding::{check_pass_tmp, check_ssid, AccessRequest, AccessResponse, Confirm};

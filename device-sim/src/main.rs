@@ -1,6 +1,7 @@
 //! `device-sim`: run one simulated device through Wi-Fi onboarding.
 
 use clap::Parser;
+use device_sim::gateway::{stay_homed, HomeConfig, HomeEvent, KnownGateway};
 use device_sim::{DeviceConfig, DeviceError, DeviceEvent};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -40,11 +41,27 @@ struct Cli {
     #[arg(long)]
     uuid: String,
     /// The device's factory temporary password.
-    #[arg(long, env = "DEVICE_PASS_TMP", hide_env_values = true)]
-    pass_tmp: String,
+    #[arg(
+        long,
+        env = "DEVICE_PASS_TMP",
+        hide_env_values = true,
+        required_unless_present = "gateway_only"
+    )]
+    pass_tmp: Option<String>,
     /// The SSID to join.
+    #[arg(long, required_unless_present = "gateway_only")]
+    ssid: Option<String>,
+    /// Stop after joining Wi-Fi; do not look for a gateway.
+    #[arg(long, conflicts_with = "gateway_only")]
+    no_gateway: bool,
+    /// Skip Wi-Fi onboarding (as if already joined): only find the gateway
+    /// and stay on it.
     #[arg(long)]
-    ssid: String,
+    gateway_only: bool,
+    /// Remember the last gateway in this file and try it first on the next
+    /// start, as a device does after a reboot.
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<std::path::PathBuf>,
     /// Accept the access response without asking.
     #[arg(long)]
     auto_confirm: bool,
@@ -92,15 +109,118 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> u8 {
-    let mut config = DeviceConfig::new(&cli.broker, &cli.uuid, &cli.pass_tmp, &cli.ssid);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
+    let tag = format!("[device {}]", cli.uuid);
+    if !cli.gateway_only {
+        let code = onboard(&cli, &shutdown).await;
+        if code != exit::JOINED || cli.no_gateway {
+            return code;
+        }
+    }
+    home(&cli, &tag, &shutdown).await
+}
+
+async fn home(cli: &Cli, tag: &str, shutdown: &CancellationToken) -> u8 {
+    let mut config = HomeConfig::new(&cli.broker, &cli.uuid);
+    config.username = cli.username.clone();
+    config.password = cli.mqtt_password.clone();
+    config.last_known = cli
+        .state_file
+        .as_ref()
+        .and_then(|f| std::fs::read(f).ok())
+        .and_then(|raw| serde_json::from_slice::<KnownGateway>(&raw).ok());
+    if let Some(k) = &config.last_known {
+        println!(
+            "{tag}      0 ms  trying the last known gateway {} at {} first",
+            k.gateway_id, k.address
+        );
+    }
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let printer = {
+        let tag = tag.to_owned();
+        let state_file = cli.state_file.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let ms = started.elapsed().as_millis();
+                match event {
+                    HomeEvent::Assigned {
+                        gateway_id,
+                        address,
+                        epoch,
+                    } => {
+                        println!("{tag} {ms:>6} ms  registry: gateway {gateway_id} at {address} (epoch {epoch})")
+                    }
+                    HomeEvent::Connected {
+                        gateway_id,
+                        address,
+                        epoch,
+                        from,
+                        elapsed,
+                    } => {
+                        match from {
+                            None => println!("{tag} {ms:>6} ms  connected to {gateway_id}"),
+                            Some(from) => println!(
+                                "{tag} {ms:>6} ms  moved {from} -> {gateway_id} in {} ms",
+                                elapsed.as_millis()
+                            ),
+                        }
+                        if let Some(file) = &state_file {
+                            let known = KnownGateway {
+                                gateway_id,
+                                address,
+                                epoch,
+                            };
+                            if let Err(e) = std::fs::write(file, protocol::encode(&known)) {
+                                eprintln!("{tag} cannot write {}: {e}", file.display());
+                            }
+                        }
+                    }
+                    HomeEvent::Redirected {
+                        gateway_id,
+                        reason,
+                        epoch,
+                    } => {
+                        println!("{tag} {ms:>6} ms  redirect from {gateway_id}: {reason} (epoch {epoch}); asking the registry")
+                    }
+                    HomeEvent::Refused { gateway_id, reason } => {
+                        println!("{tag} {ms:>6} ms  {gateway_id} refused the connection ({reason}); asking the registry again")
+                    }
+                    HomeEvent::Lost { gateway_id } => {
+                        println!("{tag} {ms:>6} ms  lost {gateway_id}; asking the registry again")
+                    }
+                    HomeEvent::QueryRefused { code, message } => {
+                        println!("{tag} {ms:>6} ms  registry: {code}: {message}; retrying")
+                    }
+                }
+            }
+        })
+    };
+    let result = stay_homed(&config, &events_tx, shutdown).await;
+    drop(events_tx);
+    let _ = printer.await;
+    match result {
+        Ok(()) => exit::JOINED,
+        Err(e) => {
+            eprintln!("{tag} gateway: {e}");
+            exit::UNREACHABLE
+        }
+    }
+}
+
+async fn onboard(cli: &Cli, shutdown: &CancellationToken) -> u8 {
+    let (Some(pass_tmp), Some(ssid)) = (&cli.pass_tmp, &cli.ssid) else {
+        eprintln!("error: --pass-tmp and --ssid are needed for Wi-Fi onboarding");
+        return 2;
+    };
+    let mut config = DeviceConfig::new(&cli.broker, &cli.uuid, pass_tmp, ssid);
     config.auto_confirm = cli.auto_confirm;
     config.answer_timeout = Duration::from_secs(cli.answer_timeout);
     config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
-    config.username = cli.username;
-    config.password = cli.mqtt_password;
+    config.username = cli.username.clone();
+    config.password = cli.mqtt_password.clone();
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
     let interactive = !cli.auto_confirm && std::io::stdin().is_terminal();
     let (confirm_tx, confirm_rx) = mpsc::channel(1);
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -110,6 +230,7 @@ async fn run(cli: Cli) -> u8 {
     let printer = {
         let tag = tag.clone();
         let uuid = cli.uuid.clone();
+        let auto_confirm = cli.auto_confirm;
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 let ms = started.elapsed().as_millis();
@@ -119,7 +240,7 @@ async fn run(cli: Cli) -> u8 {
                     DeviceEvent::RequestSent { attempt } => println!("{tag} {ms:>6} ms  no answer yet; access request re-sent (attempt {attempt})"),
                     DeviceEvent::Prompt { ssid } => {
                         println!("{tag} {ms:>6} ms  access response received for {ssid:?}");
-                        if cli.auto_confirm {
+                        if auto_confirm {
                             println!("{tag} {ms:>6} ms  auto-confirmed");
                         } else if interactive {
                             println!("join {ssid:?}? [y/n]");
@@ -134,7 +255,7 @@ async fn run(cli: Cli) -> u8 {
             }
         })
     };
-    let result = device_sim::onboard(&config, &events_tx, Some(confirm_rx), &shutdown).await;
+    let result = device_sim::onboard(&config, &events_tx, Some(confirm_rx), shutdown).await;
     drop(events_tx);
     let _ = printer.await;
     match result {

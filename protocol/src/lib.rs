@@ -1,7 +1,7 @@
 //! The wire format of the platform, owned in one place.
 //!
 //! Every MQTT topic string is built and parsed here ([`topics`]), every JSON
-//! payload is a type here ([`onboarding`], [`admin`]), and every error code
+//! payload is a type here ([`onboarding`], [`gateway`], [`admin`], [`registry_admin`]), and every error code
 //! is an enum here ([`codes`]). No other crate formats a topic by hand.
 //!
 //! This crate does no I/O. Decoding is bounded ([`decode`]): a hostile
@@ -13,8 +13,10 @@
 pub mod admin;
 pub mod codes;
 pub mod decode;
+pub mod gateway;
 pub mod ids;
 pub mod onboarding;
+pub mod registry_admin;
 pub mod topics;
 
 pub use codes::{AccessErrorCode, AdminErrorCode, ErrorBody};

@@ -13,6 +13,20 @@
 //! - `ap/{ap_id}/prompt`: AP -> its user
 //! - `ap/{ap_id}/confirm`: the AP's user -> AP
 //! - `verifier/admin/request`, `verifier/admin/reply`: admin CLI <-> verifier
+//!
+//! Gateway assignment, device-facing and fixed:
+//! - `registry/query` (platform broker): device -> registry
+//! - `device/{device_id}/gateway` (platform broker): registry -> device
+//! - `device/{device_id}/redirect` (gateway broker): gateway -> device
+//!
+//! Gateway assignment, internal:
+//! - `device/{device_id}/presence` (gateway broker): device -> gateway agent
+//! - `gateway/{gateway_id}/status`: agent -> registry (liveness, last will)
+//! - `gateway/{gateway_id}/assign`: registry -> agent (who may connect)
+//! - `gateway/{gateway_id}/notify`: registry -> agent (send a redirect)
+//! - `gateway/{gateway_id}/presence`: agent -> registry (who is connected)
+//! - `registry/sync`: agent -> registry (send my snapshot)
+//! - `registry/admin/request`, `registry/admin/reply`: admin CLI <-> registry
 
 /// AP -> verifier verification messages.
 pub const VERIFY_REQUEST: &str = "verifier/verify/request";
@@ -22,6 +36,54 @@ pub const VERIFIER_ADMIN_REQUEST: &str = "verifier/admin/request";
 /// `request_id`, and a shared topic keeps rumqttd from creating a commit
 /// log per CLI invocation.
 pub const VERIFIER_ADMIN_REPLY: &str = "verifier/admin/reply";
+
+/// Devices -> registry: "which gateway is mine?"
+pub const REGISTRY_QUERY: &str = "registry/query";
+/// Gateway agents -> registry: "send my assignment snapshot".
+pub const REGISTRY_SYNC: &str = "registry/sync";
+pub const REGISTRY_ADMIN_REQUEST: &str = "registry/admin/request";
+pub const REGISTRY_ADMIN_REPLY: &str = "registry/admin/reply";
+/// Every gateway's status, for the registry.
+pub const GATEWAY_STATUS_ALL: &str = "gateway/+/status";
+/// Every gateway's presence reports, for the registry.
+pub const GATEWAY_PRESENCE_ALL: &str = "gateway/+/presence";
+/// Every device's presence, for a gateway agent on its own broker.
+pub const DEVICE_PRESENCE_ALL: &str = "device/+/presence";
+
+pub fn device_gateway(device_id: &str) -> String {
+    format!("device/{device_id}/gateway")
+}
+
+pub fn device_redirect(device_id: &str) -> String {
+    format!("device/{device_id}/redirect")
+}
+
+pub fn device_presence(device_id: &str) -> String {
+    format!("device/{device_id}/presence")
+}
+
+pub fn gateway_status(gateway_id: &str) -> String {
+    format!("gateway/{gateway_id}/status")
+}
+
+pub fn gateway_assign(gateway_id: &str) -> String {
+    format!("gateway/{gateway_id}/assign")
+}
+
+pub fn gateway_notify(gateway_id: &str) -> String {
+    format!("gateway/{gateway_id}/notify")
+}
+
+pub fn gateway_presence(gateway_id: &str) -> String {
+    format!("gateway/{gateway_id}/presence")
+}
+
+/// The gateway id of a `gateway/{gateway_id}/…` topic and the rest after it.
+pub fn parse_gateway_topic(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("gateway/")?;
+    let (id, tail) = rest.split_once('/')?;
+    (!id.is_empty()).then_some((id, tail))
+}
 
 pub fn access_request(ssid: &str) -> String {
     format!("wlan/{ssid}/access/request")

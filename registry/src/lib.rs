@@ -1,7 +1,25 @@
 //! The gateway registry: device id -> gateway id, gateway id -> address.
 //!
-//! Not built yet. This crate holds the place in the workspace for the
-//! gateway-assignment work (registry worker, allocation policies, admin
-//! CLI); nothing depends on it today.
+//! Devices know only the platform broker. They ask the registry for their
+//! gateway on `registry/query`; the registry answers from its sled store
+//! ([`store`]), allocating by [`policy`] when a device has no assignment or
+//! its gateway is dead. It learns gateways' liveness from their status
+//! messages and last wills, keeps each gateway agent's list of admitted
+//! devices current, and on a remap or drain tells the old gateway to send
+//! the device a redirect notice ([`worker`]). Admins drive it over MQTT
+//! through [`client`], never by opening the database.
+//!
+//! Invariant: an assignment is flushed to disk before anyone hears of it:
+//! the device's answer, the CLI's reply, the gateways' updates.
 
 #![forbid(unsafe_code)]
+
+pub mod client;
+pub mod policy;
+pub mod store;
+pub mod worker;
+
+pub use client::{RegistryClient, RegistryClientError};
+pub use policy::Policy;
+pub use store::{Store, StoreError};
+pub use worker::{start, RegistryConfig, RegistryError, Worker};

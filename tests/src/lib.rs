@@ -8,7 +8,10 @@
 use ap_sim::{Ap, ApConfig, Network};
 use broker::{Config, Platform, StartOptions};
 use bus::{Bus, BusOptions, Message};
+use device_sim::gateway::{stay_homed, HomeConfig, HomeEvent, KnownGateway};
 use device_sim::{DeviceConfig, DeviceError, DeviceEvent, Joined};
+use protocol::registry_admin::{RegistryOk, RegistryOp};
+use registry::RegistryClient;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -24,11 +27,17 @@ pub struct TestPlatform {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     opts: StartOptions,
+    config: Config,
 }
 
+/// The default config on free ports: the platform and gateways gw-1 and
+/// gw-2 all on port 0.
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.platform.listen = "127.0.0.1:0".parse().unwrap();
+    for g in &mut config.gateways {
+        g.listen = "127.0.0.1:0".parse().unwrap();
+    }
     config
 }
 
@@ -48,18 +57,70 @@ impl TestPlatform {
     }
 
     pub async fn start_with(opts: StartOptions) -> Self {
+        Self::start_config(test_config(), opts).await
+    }
+
+    pub async fn start_config(config: Config, opts: StartOptions) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
-        let platform = Platform::start(&test_config(), dir.path(), opts.clone())
+        let platform = Platform::start(&config, dir.path(), opts.clone())
             .await
             .unwrap();
         let addr = platform.broker_addr();
-        TestPlatform {
+        let p = TestPlatform {
             platform: Some(platform),
             dir,
             addr,
             opts,
+            config,
+        };
+        p.wait_for_gateways().await;
+        p
+    }
+
+    async fn wait_for_gateways(&self) {
+        if !self.opts.broker_only && self.config.registry.enabled {
+            self.wait_gateways_alive(self.config.gateways.len()).await;
         }
+    }
+
+    /// Waits until the registry has heard `n` gateways announce themselves.
+    pub async fn wait_gateways_alive(&self, n: usize) {
+        let client = self.registry().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let RegistryOk::Gateways { gateways } =
+                client.request(RegistryOp::Gateways).await.unwrap()
+            {
+                if gateways.iter().filter(|g| g.alive).count() >= n {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateways did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        client.close().await;
+    }
+
+    pub async fn registry(&self) -> RegistryClient {
+        let opts = BusOptions::new(&self.broker(), unique_id("reg-admin")).unwrap();
+        RegistryClient::connect(opts, Duration::from_secs(10))
+            .await
+            .unwrap()
+    }
+
+    /// A device that stays on its gateway, reporting what it does.
+    pub fn home(&self, device_id: &str, last_known: Option<KnownGateway>) -> HomedDevice {
+        let mut config = HomeConfig::new(self.broker(), device_id);
+        config.last_known = last_known;
+        let (tx, events) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move { stay_homed(&config, &tx, &token).await });
+        HomedDevice { events, stop, task }
     }
 
     pub fn broker(&self) -> String {
@@ -72,11 +133,12 @@ impl TestPlatform {
         if let Some(p) = self.platform.take() {
             p.stop().await.unwrap();
         }
-        let platform = Platform::start(&test_config(), self.dir.path(), self.opts.clone())
+        let platform = Platform::start(&self.config, self.dir.path(), self.opts.clone())
             .await
             .unwrap();
         self.addr = platform.broker_addr();
         self.platform = Some(platform);
+        self.wait_for_gateways().await;
     }
 
     pub async fn admin(&self) -> AdminClient {
@@ -134,6 +196,46 @@ impl TestPlatform {
         let (bus, inbox) = Bus::connect(opts, filters.to_vec(), token.clone());
         bus.ready(Duration::from_secs(10)).await.unwrap();
         (bus, inbox, token)
+    }
+}
+
+/// A device running [`stay_homed`] in the background.
+pub struct HomedDevice {
+    pub events: mpsc::UnboundedReceiver<HomeEvent>,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), DeviceError>>,
+}
+
+impl HomedDevice {
+    /// Waits for the next connection to a gateway: (gateway, previous).
+    pub async fn connected(&mut self, secs: u64) -> (String, Option<String>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("the device did not connect in time")
+                .expect("the device stopped");
+            if let HomeEvent::Connected {
+                gateway_id, from, ..
+            } = event
+            {
+                return (gateway_id, from);
+            }
+        }
+    }
+
+    /// Waits for an event matching `pred`.
+    pub async fn until(&mut self, secs: u64, pred: impl Fn(&HomeEvent) -> bool) -> HomeEvent {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("no such event in time")
+                .expect("the device stopped");
+            if pred(&event) {
+                return event;
+            }
+        }
     }
 }
 

@@ -1,16 +1,13 @@
 //! The admin side: what `verifier enroll|import|remove|show|list` use to talk
 //! to the running worker over MQTT.
 
-use bus::{Bus, BusError, BusOptions, Pending};
+use bus::{BusError, BusOptions, RpcClient, RpcError};
 use protocol::admin::{
     AdminOk, AdminOp, AdminOutcome, AdminReply, AdminRequest, ImportReport, ImportRow,
     IMPORT_BATCH_ROWS, MAX_ADMIN_PAYLOAD,
 };
 use protocol::{topics, AdminErrorCode, ErrorBody};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -24,67 +21,39 @@ pub enum ClientError {
     Unexpected(String),
 }
 
+impl From<RpcError> for ClientError {
+    fn from(e: RpcError) -> Self {
+        match e {
+            RpcError::Bus(b) => ClientError::Bus(b),
+            RpcError::NoAnswer(t) => ClientError::NoAnswer(t),
+        }
+    }
+}
+
 pub struct AdminClient {
-    bus: Bus,
-    pending: Arc<Pending<String, AdminReply>>,
-    timeout: Duration,
-    shutdown: CancellationToken,
+    rpc: RpcClient<AdminReply>,
 }
 
 impl AdminClient {
     /// Connects to the platform broker and waits until replies can be received.
     pub async fn connect(opts: BusOptions, timeout: Duration) -> Result<Self, ClientError> {
-        let shutdown = CancellationToken::new();
-        let (bus, mut inbox) = Bus::connect(
+        let rpc = RpcClient::connect(
             opts,
-            vec![topics::VERIFIER_ADMIN_REPLY.into()],
-            shutdown.clone(),
-        );
-        let pending: Arc<Pending<String, AdminReply>> = Arc::default();
-        let router = pending.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = inbox.recv().await {
-                match protocol::decode::decode_limited::<AdminReply>(
-                    &msg.payload,
-                    MAX_ADMIN_PAYLOAD,
-                ) {
-                    Ok(reply) => {
-                        let id = reply.request_id.clone();
-                        if !router.complete(&id, reply) {
-                            debug!(request_id = %id, "reply for another admin client");
-                        }
-                    }
-                    Err(e) => debug!(error = %e, "unreadable admin reply"),
-                }
-            }
-        });
-        bus.ready(timeout).await?;
-        Ok(AdminClient {
-            bus,
-            pending,
+            topics::VERIFIER_ADMIN_REQUEST,
+            topics::VERIFIER_ADMIN_REPLY,
+            MAX_ADMIN_PAYLOAD,
             timeout,
-            shutdown,
-        })
+        )
+        .await?;
+        Ok(AdminClient { rpc })
     }
 
     /// Sends one request and waits for its answer.
     pub async fn request(&self, op: AdminOp) -> Result<AdminOk, ClientError> {
-        let request_id = uuid::Uuid::new_v4().simple().to_string();
-        let answer = self.pending.insert(request_id.clone());
-        let req = AdminRequest {
-            request_id: request_id.clone(),
-            op,
-        };
-        self.bus
-            .publish_json(topics::VERIFIER_ADMIN_REQUEST, &req)
+        let reply = self
+            .rpc
+            .call(|request_id| AdminRequest { request_id, op })
             .await?;
-        let reply = match tokio::time::timeout(self.timeout, answer).await {
-            Ok(Ok(reply)) => reply,
-            _ => {
-                self.pending.remove(&request_id);
-                return Err(ClientError::NoAnswer(self.timeout));
-            }
-        };
         match reply.outcome {
             AdminOutcome::Ok(ok) => Ok(ok),
             AdminOutcome::Error(body) => Err(ClientError::Refused(body)),
@@ -116,12 +85,6 @@ impl AdminClient {
 
     /// Closes the connection, flushing what was sent.
     pub async fn close(self) {
-        self.shutdown.cancel();
-        let mut state = self.bus.watch_state();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            state.wait_for(|s| *s == bus::LinkState::Closed),
-        )
-        .await;
+        self.rpc.close().await;
     }
 }

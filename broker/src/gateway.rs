@@ -1,0 +1,281 @@
+//! A gateway: an embedded broker devices connect to, plus its agent.
+//!
+//! The agent connects to the platform broker, announces the gateway
+//! (`alive: true`, with a last will `alive: false`), keeps the set of
+//! devices the registry assigned here, and admits only those at CONNECT
+//! (a device that moved while offline is refused and re-queries). It turns
+//! the registry's notifications into redirect notices on its own broker,
+//! and reports which devices are connected.
+
+use crate::config::{BrokerSettings, GatewaySection};
+use crate::embedded::{Admission, BrokerError, EmbeddedBroker};
+use bus::{Bus, BusError, BusOptions, LinkState, Message};
+use protocol::gateway::{
+    AssignUpdate, GatewayStatus, Presence, PresenceReport, Redirect, SyncRequest,
+};
+use protocol::{decode, topics};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("gateway {id}: {source}")]
+    Broker { id: String, source: BrokerError },
+    #[error("gateway {id}: {source}")]
+    Bus { id: String, source: BusError },
+}
+
+/// The devices this gateway admits, as the registry last told it.
+#[derive(Default)]
+struct Assigned {
+    /// False until the first snapshot: admit nobody before knowing.
+    synced: AtomicBool,
+    devices: RwLock<HashSet<String>>,
+}
+
+impl Assigned {
+    fn apply(&self, update: AssignUpdate) {
+        let mut devices = self.devices.write().unwrap_or_else(|e| e.into_inner());
+        if update.reset {
+            devices.clear();
+            self.synced.store(true, Ordering::Release);
+        }
+        for d in update.remove {
+            devices.remove(&d);
+        }
+        devices.extend(update.add);
+    }
+
+    fn forget(&self, device_id: &str) {
+        self.devices
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(device_id);
+    }
+}
+
+impl Admission for Assigned {
+    fn admit(&self, client_id: &str, _username: &str) -> bool {
+        let ok = self.synced.load(Ordering::Acquire)
+            && self
+                .devices
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(client_id);
+        if !ok {
+            debug!(client_id, "device not assigned here: refused at connect");
+        }
+        ok
+    }
+}
+
+/// A running gateway. The broker lives until the process exits; the agent
+/// stops on shutdown, announcing `alive: false` first.
+pub struct Gateway {
+    pub id: String,
+    pub address: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the gateway broker and its agent; returns once the agent is
+/// connected to both brokers.
+pub async fn start(
+    section: &GatewaySection,
+    settings: &BrokerSettings,
+    platform: &str,
+    shutdown: CancellationToken,
+) -> Result<Gateway, GatewayError> {
+    let id = section.id.clone();
+    let assigned = Arc::new(Assigned::default());
+    let gw_settings = BrokerSettings {
+        listen: section.listen,
+        ..settings.clone()
+    };
+    let broker = EmbeddedBroker::start(&format!("gateway-{id}"), &gw_settings, assigned.clone())
+        .map_err(|source| GatewayError::Broker {
+            id: id.clone(),
+            source,
+        })?;
+    let address = section.advertised(broker.addr());
+    let bus_err = |source| GatewayError::Bus {
+        id: id.clone(),
+        source,
+    };
+
+    let status = |alive: bool| GatewayStatus {
+        gateway_id: id.clone(),
+        alive,
+        address: alive.then(|| address.clone()),
+        weight: alive.then_some(section.weight),
+    };
+    let mut up_opts = BusOptions::new(platform, format!("gateway.{id}"))
+        .map_err(bus_err)?
+        .with_credentials("gateway", "");
+    up_opts.last_will = Some((
+        topics::gateway_status(&id),
+        protocol::encode(&status(false)),
+    ));
+    let up_link = CancellationToken::new();
+    let (up, up_inbox) = Bus::connect(
+        up_opts,
+        vec![topics::gateway_assign(&id), topics::gateway_notify(&id)],
+        up_link.clone(),
+    );
+
+    let (user, password) = broker.internal_login();
+    let local_opts = BusOptions::new(&broker.addr().to_string(), "gateway-agent")
+        .map_err(bus_err)?
+        .with_credentials(user, password);
+    let local_link = CancellationToken::new();
+    let (local, local_inbox) = Bus::connect(
+        local_opts,
+        vec![topics::DEVICE_PRESENCE_ALL.into()],
+        local_link.clone(),
+    );
+    local
+        .ready(Duration::from_secs(10))
+        .await
+        .map_err(bus_err)?;
+    up.ready(Duration::from_secs(10)).await.map_err(bus_err)?;
+    info!(gateway_id = %id, listen = %broker.addr(), advertise = %address, "gateway listening");
+
+    let agent = Agent {
+        id: id.clone(),
+        up,
+        local,
+        assigned,
+        alive: status(true),
+        dead: status(false),
+    };
+    let task = tokio::spawn(agent.run(up_inbox, local_inbox, up_link, local_link, shutdown));
+    Ok(Gateway { id, address, task })
+}
+
+struct Agent {
+    id: String,
+    up: Bus,
+    local: Bus,
+    assigned: Arc<Assigned>,
+    alive: GatewayStatus,
+    dead: GatewayStatus,
+}
+
+impl Agent {
+    async fn run(
+        self,
+        mut up_inbox: tokio::sync::mpsc::Receiver<Message>,
+        mut local_inbox: tokio::sync::mpsc::Receiver<Message>,
+        up_link: CancellationToken,
+        local_link: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let mut up_state = self.up.watch_state();
+        // Announce on this connection and on every reconnect.
+        self.announce().await;
+        up_state.borrow_and_update();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = up_state.changed() => {
+                    if changed.is_err() { break; }
+                    let now = up_state.borrow_and_update().clone();
+                    if now == LinkState::Ready {
+                        self.announce().await;
+                    }
+                }
+                Some(msg) = up_inbox.recv() => self.on_registry_message(msg).await,
+                Some(msg) = local_inbox.recv() => self.on_device_message(msg).await,
+            }
+        }
+        if let Err(e) = self
+            .up
+            .publish_json(topics::gateway_status(&self.id), &self.dead)
+            .await
+        {
+            warn!(error = %e, "could not announce shutdown");
+        }
+        local_link.cancel();
+        up_link.cancel();
+        let mut state = self.up.watch_state();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(3),
+            state.wait_for(|s| *s == LinkState::Closed),
+        )
+        .await;
+        info!(gateway_id = %self.id, "gateway agent stopped");
+    }
+
+    async fn announce(&self) {
+        let sync = SyncRequest {
+            gateway_id: self.id.clone(),
+        };
+        if let Err(e) = self
+            .up
+            .publish_json(topics::gateway_status(&self.id), &self.alive)
+            .await
+        {
+            warn!(error = %e, "could not announce the gateway");
+        }
+        if let Err(e) = self.up.publish_json(topics::REGISTRY_SYNC, &sync).await {
+            warn!(error = %e, "could not ask for the assignment snapshot");
+        }
+    }
+
+    async fn on_registry_message(&self, msg: Message) {
+        match topics::parse_gateway_topic(&msg.topic) {
+            Some((_, "assign")) => match decode::<AssignUpdate>(&msg.payload) {
+                Ok(update) => self.assigned.apply(update),
+                Err(e) => warn!(error = %e, "malformed assignment update"),
+            },
+            Some((_, "notify")) => match decode::<Redirect>(&msg.payload) {
+                Ok(notice) if protocol::check_client_id(&notice.device_id).is_ok() => {
+                    self.assigned.forget(&notice.device_id);
+                    debug!(device_id = %notice.device_id, reason = %notice.reason, "redirect notice sent");
+                    if let Err(e) = self
+                        .local
+                        .publish_json(topics::device_redirect(&notice.device_id), &notice)
+                        .await
+                    {
+                        warn!(error = %e, "could not send a redirect notice");
+                    }
+                }
+                Ok(_) => warn!("redirect for an invalid device id ignored"),
+                Err(e) => warn!(error = %e, "malformed redirect notice"),
+            },
+            _ => debug!(topic = %msg.topic, "unexpected topic"),
+        }
+    }
+
+    async fn on_device_message(&self, msg: Message) {
+        let Some((device_id, "presence")) = topics::parse_device_topic(&msg.topic) else {
+            return;
+        };
+        let presence = match decode::<Presence>(&msg.payload) {
+            Ok(p) => p,
+            Err(e) => return warn!(device_id, error = %e, "malformed presence"),
+        };
+        let mut report = PresenceReport::default();
+        if presence.online {
+            report.online.push(device_id.to_owned());
+        } else {
+            report.offline.push(device_id.to_owned());
+        }
+        if let Err(e) = self
+            .up
+            .publish_json(topics::gateway_presence(&self.id), &report)
+            .await
+        {
+            warn!(error = %e, "could not report presence");
+        }
+    }
+}

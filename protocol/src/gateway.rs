@@ -1,0 +1,207 @@
+//! Payloads of gateway assignment: the device's query and answer, the
+//! redirect notice, and the registry <-> gateway agent messages.
+
+use crate::codes::ErrorBody;
+use crate::decode::DecodeError;
+use crate::ids::check_segment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Device -> registry on `registry/query`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayQuery {
+    pub device_id: String,
+}
+
+impl GatewayQuery {
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        check_segment(&self.device_id).map_err(|e| DecodeError::field("device_id", e))?;
+        crate::check_client_id(&self.device_id).map_err(|e| DecodeError::field("device_id", e))
+    }
+}
+
+/// Why a device got no gateway. Device-facing and fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayErrorCode {
+    /// The device has no assignment and the policy gives none.
+    Unassigned,
+    /// No gateway is alive.
+    NoGateway,
+    BadRequest,
+}
+
+impl fmt::Display for GatewayErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GatewayErrorCode::Unassigned => "unassigned",
+            GatewayErrorCode::NoGateway => "no_gateway",
+            GatewayErrorCode::BadRequest => "bad_request",
+        })
+    }
+}
+
+/// Registry -> device on `device/{device_id}/gateway`, success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayAssigned {
+    pub device_id: String,
+    pub gateway_id: String,
+    /// "host:port" of the gateway's broker.
+    pub address: String,
+    /// Increases at each change of this device's assignment.
+    pub epoch: u64,
+}
+
+/// Registry -> device on `device/{device_id}/gateway`, failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRefused {
+    pub device_id: String,
+    pub error: ErrorBody<GatewayErrorCode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GatewayAnswer {
+    Assigned(GatewayAssigned),
+    Refused(GatewayRefused),
+}
+
+impl GatewayAnswer {
+    pub fn refused(device_id: &str, code: GatewayErrorCode, message: impl Into<String>) -> Self {
+        GatewayAnswer::Refused(GatewayRefused {
+            device_id: device_id.to_owned(),
+            error: ErrorBody::new(code, message),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedirectReason {
+    Remapped,
+    Draining,
+}
+
+impl fmt::Display for RedirectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RedirectReason::Remapped => "remapped",
+            RedirectReason::Draining => "draining",
+        })
+    }
+}
+
+/// Gateway -> device on the gateway broker's `device/{device_id}/redirect`;
+/// also registry -> gateway agent on `gateway/{gateway_id}/notify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    pub device_id: String,
+    pub reason: RedirectReason,
+    /// The device's new assignment epoch.
+    pub epoch: u64,
+}
+
+/// Device -> its gateway on `device/{device_id}/presence`; the device
+/// leaves `{"online":false}` as its last will, so the gateway learns of
+/// every disconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub online: bool,
+}
+
+/// Gateway agent -> registry on `gateway/{gateway_id}/status`. The agent
+/// publishes `alive: true` on every connect and leaves `alive: false` as
+/// its last will.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    pub gateway_id: String,
+    pub alive: bool,
+    /// "host:port" devices connect to; absent in the last will.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+/// Registry -> gateway agent on `gateway/{gateway_id}/assign`: which devices
+/// may connect. `reset` starts a snapshot (forget everything first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignUpdate {
+    #[serde(default)]
+    pub reset: bool,
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// Gateway agent -> registry on `gateway/{gateway_id}/presence`: devices
+/// that connected to or left the gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceReport {
+    #[serde(default)]
+    pub online: Vec<String>,
+    #[serde(default)]
+    pub offline: Vec<String>,
+}
+
+/// Gateway agent -> registry on `registry/sync`: "send me my snapshot".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub gateway_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, encode};
+
+    #[test]
+    fn gateway_answers_match_the_contract() {
+        let ok = GatewayAnswer::Assigned(GatewayAssigned {
+            device_id: "d1".into(),
+            gateway_id: "gw-1".into(),
+            address: "127.0.0.1:1884".into(),
+            epoch: 3,
+        });
+        assert_eq!(
+            String::from_utf8(encode(&ok)).unwrap(),
+            r#"{"device_id":"d1","gateway_id":"gw-1","address":"127.0.0.1:1884","epoch":3}"#
+        );
+        let no = GatewayAnswer::refused("d1", GatewayErrorCode::NoGateway, "none alive");
+        let text = String::from_utf8(encode(&no)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"device_id":"d1","error":{"code":"no_gateway","message":"none alive"}}"#
+        );
+        assert_eq!(decode::<GatewayAnswer>(text.as_bytes()).unwrap(), no);
+        let r = Redirect {
+            device_id: "d1".into(),
+            reason: RedirectReason::Draining,
+            epoch: 4,
+        };
+        assert_eq!(
+            String::from_utf8(encode(&r)).unwrap(),
+            r#"{"device_id":"d1","reason":"draining","epoch":4}"#
+        );
+    }
+
+    #[test]
+    fn query_validation() {
+        assert!(GatewayQuery {
+            device_id: "dev-1".into()
+        }
+        .validate()
+        .is_ok());
+        for bad in ["", "a/b", "+", "x$y"] {
+            assert!(
+                GatewayQuery {
+                    device_id: bad.into()
+                }
+                .validate()
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
