@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod gateway;
 mod mosquitto;
 mod onboarding;
 mod robustness;
