@@ -10,16 +10,24 @@ use std::time::{Duration, Instant};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_broker");
 
-/// The verifier CLI, built beside this binary by `cargo test --workspace`.
-fn verifier_bin() -> PathBuf {
-    let path =
-        Path::new(BROKER).with_file_name(format!("verifier{}", std::env::consts::EXE_SUFFIX));
+/// A sibling CLI (verifier, registry), built beside this binary by
+/// `cargo test --workspace`.
+fn sibling_bin(name: &str) -> PathBuf {
+    let path = Path::new(BROKER).with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
         "{} not built; run the tests with `cargo test --workspace`",
         path.display()
     );
     path
+}
+
+fn registry_cli(port: u16, args: &[&str]) -> Output {
+    Command::new(sibling_bin("registry"))
+        .args(["--broker", &format!("127.0.0.1:{port}"), "--timeout", "10"])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn free_port() -> u16 {
@@ -73,7 +81,7 @@ fn platform_toml(port: u16) -> String {
 }
 
 fn verifier(port: u16, args: &[&str]) -> Output {
-    Command::new(verifier_bin())
+    Command::new(sibling_bin("verifier"))
         .args(["--broker", &format!("127.0.0.1:{port}"), "--timeout", "10"])
         .args(args)
         .output()
@@ -237,4 +245,59 @@ fn a_second_platform_on_the_same_data_dir_is_refused_clearly() {
     assert!(stderr.contains("another verifier"), "{stderr}");
     first.kill().unwrap();
     first.wait().unwrap();
+}
+
+#[test]
+fn registry_cli_exit_codes_and_json_and_kill_9_durability() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = spawn_platform(dir.path(), port);
+    // The gateways announce themselves just after the verifier is up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = registry_cli(port, &["--json", "gateways"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.matches("\"alive\": true").count() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateways did not come up: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = registry_cli(port, &["assign", "--device", "cli-1", "--gateway", "gw-1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = registry_cli(port, &["remap", "--device", "cli-1", "--gateway", "gw-404"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_gateway"));
+    let out = registry_cli(port, &["remap", "--device", "cli-1", "--gateway", "gw-2"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = registry_cli(port, &["show", "--device", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // Reported done, then SIGKILL: the assignment is still there.
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    let port = free_port();
+    let mut broker = spawn_platform(dir.path(), port);
+    let out = registry_cli(port, &["--json", "show", "--device", "cli-1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\"gateway_id\": \"gw-2\"") && text.contains("\"epoch\": 2"),
+        "{text}"
+    );
+    broker.kill().unwrap();
+    broker.wait().unwrap();
 }
