@@ -12,6 +12,7 @@ use crate::embedded::{Admission, BrokerError, EmbeddedBroker};
 use bus::{Bus, BusError, BusOptions, LinkState, Message};
 use protocol::gateway::{
     AssignUpdate, GatewayStatus, Presence, PresenceReport, Redirect, SyncRequest,
+    GATEWAY_AGENT_CLIENT_ID, MAX_ASSIGN_PAYLOAD,
 };
 use protocol::{decode, topics};
 use std::collections::HashSet;
@@ -60,7 +61,8 @@ impl Assigned {
 
 impl Admission for Assigned {
     fn admit(&self, client_id: &str, _username: &str) -> bool {
-        let ok = self.synced.load(Ordering::Acquire)
+        let ok = client_id != GATEWAY_AGENT_CLIENT_ID
+            && self.synced.load(Ordering::Acquire)
             && self
                 .devices
                 .read()
@@ -133,7 +135,7 @@ pub async fn start(
     );
 
     let (user, password) = broker.internal_login();
-    let local_opts = BusOptions::new(&broker.addr().to_string(), "gateway-agent")
+    let local_opts = BusOptions::new(&broker.addr().to_string(), GATEWAY_AGENT_CLIENT_ID)
         .map_err(bus_err)?
         .with_credentials(user, password);
     let local_link = CancellationToken::new();
@@ -233,7 +235,10 @@ impl Agent {
 
     async fn on_registry_message(&self, msg: Message) {
         match topics::parse_gateway_topic(&msg.topic) {
-            Some((_, "assign")) => match decode::<AssignUpdate>(&msg.payload) {
+            Some((_, "assign")) => match protocol::decode::decode_limited::<AssignUpdate>(
+                &msg.payload,
+                MAX_ASSIGN_PAYLOAD,
+            ) {
                 Ok(update) => self.assigned.apply(update),
                 Err(e) => warn!(error = %e, "malformed assignment update"),
             },

@@ -15,9 +15,19 @@ pub struct GatewayQuery {
 
 impl GatewayQuery {
     pub fn validate(&self) -> Result<(), DecodeError> {
-        check_segment(&self.device_id).map_err(|e| DecodeError::field("device_id", e))?;
-        crate::check_client_id(&self.device_id).map_err(|e| DecodeError::field("device_id", e))
+        check_device_id(&self.device_id).map_err(|e| DecodeError::field("device_id", e))
     }
+}
+
+/// A device id must work as an MQTT client id and a topic level, and must
+/// not be a gateway agent's.
+pub fn check_device_id(device_id: &str) -> Result<(), String> {
+    check_segment(device_id).map_err(|e| e.to_string())?;
+    crate::check_client_id(device_id).map_err(|e| e.to_string())?;
+    if device_id == GATEWAY_AGENT_CLIENT_ID {
+        return Err(format!("{GATEWAY_AGENT_CLIENT_ID:?} is reserved"));
+    }
+    Ok(())
 }
 
 /// Why a device got no gateway. Device-facing and fixed.
@@ -123,6 +133,17 @@ pub struct GatewayStatus {
     pub weight: Option<u32>,
 }
 
+/// Device ids per [`AssignUpdate`] message. At the 128-byte id limit a
+/// chunk stays under [`MAX_ASSIGN_PAYLOAD`].
+pub const ASSIGN_CHUNK: usize = 500;
+/// Largest [`AssignUpdate`] a gateway agent decodes.
+pub const MAX_ASSIGN_PAYLOAD: usize = 128 * 1024;
+
+/// The client id a gateway's agent uses on its own broker. No device may
+/// have it: the registry refuses it as a device id, and the gateway admits
+/// it only with the internal credentials.
+pub const GATEWAY_AGENT_CLIENT_ID: &str = "gateway-agent";
+
 /// Registry -> gateway agent on `gateway/{gateway_id}/assign`: which devices
 /// may connect. `reset` starts a snapshot (forget everything first).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,13 +208,29 @@ mod tests {
     }
 
     #[test]
+    fn a_full_assign_chunk_of_longest_ids_fits_the_decoder() {
+        let longest = "d".repeat(crate::ids::MAX_SEGMENT_LEN);
+        let update = AssignUpdate {
+            reset: true,
+            add: vec![longest; ASSIGN_CHUNK],
+            remove: Vec::new(),
+        };
+        let bytes = encode(&update);
+        assert!(bytes.len() <= MAX_ASSIGN_PAYLOAD, "{} bytes", bytes.len());
+        assert_eq!(
+            crate::decode::decode_limited::<AssignUpdate>(&bytes, MAX_ASSIGN_PAYLOAD).unwrap(),
+            update
+        );
+    }
+
+    #[test]
     fn query_validation() {
         assert!(GatewayQuery {
             device_id: "dev-1".into()
         }
         .validate()
         .is_ok());
-        for bad in ["", "a/b", "+", "x$y"] {
+        for bad in ["", "a/b", "+", "x$y", GATEWAY_AGENT_CLIENT_ID] {
             assert!(
                 GatewayQuery {
                     device_id: bad.into()

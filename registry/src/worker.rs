@@ -5,8 +5,8 @@ use crate::policy::{Candidate, Policy};
 use crate::store::{now_ms, Assignment, GatewayRecord, Store, StoreError};
 use bus::{Bus, BusError, BusOptions, Message};
 use protocol::gateway::{
-    AssignUpdate, GatewayAnswer, GatewayAssigned, GatewayErrorCode, GatewayQuery, GatewayStatus,
-    PresenceReport, Redirect, RedirectReason, SyncRequest,
+    check_device_id, AssignUpdate, GatewayAnswer, GatewayAssigned, GatewayErrorCode, GatewayQuery,
+    GatewayStatus, PresenceReport, Redirect, RedirectReason, SyncRequest, ASSIGN_CHUNK,
 };
 use protocol::registry_admin::{
     AssignmentView, DrainReport, GatewayView, LastSeen, RegistryErrorCode, RegistryOk, RegistryOp,
@@ -19,9 +19,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-
-/// Devices per assignment-snapshot message to a gateway agent.
-const SNAPSHOT_CHUNK: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -276,7 +273,7 @@ impl Registry {
             }
         }
         for (gw, devices) in adds {
-            for chunk in devices.chunks(SNAPSHOT_CHUNK) {
+            for chunk in devices.chunks(ASSIGN_CHUNK) {
                 let update = AssignUpdate {
                     add: chunk.to_vec(),
                     ..Default::default()
@@ -285,7 +282,7 @@ impl Registry {
             }
         }
         for (gw, devices) in removes {
-            for chunk in devices.chunks(SNAPSHOT_CHUNK) {
+            for chunk in devices.chunks(ASSIGN_CHUNK) {
                 let update = AssignUpdate {
                     remove: chunk.to_vec(),
                     ..Default::default()
@@ -477,7 +474,7 @@ impl Registry {
             }
         }
         debug!(gateway_id = %req.gateway_id, devices = devices.len(), "sending assignment snapshot");
-        let mut chunks = devices.chunks(SNAPSHOT_CHUNK);
+        let mut chunks = devices.chunks(ASSIGN_CHUNK);
         let first = AssignUpdate {
             reset: true,
             add: chunks.next().map(<[String]>::to_vec).unwrap_or_default(),
@@ -556,7 +553,7 @@ impl Registry {
     }
 
     fn check_device(device_id: &str) -> Result<(), ErrorBody<RegistryErrorCode>> {
-        protocol::check_client_id(device_id).map_err(|e| {
+        check_device_id(device_id).map_err(|e| {
             refuse(
                 RegistryErrorCode::BadRequest,
                 format!("device id {device_id:?} {e}"),
@@ -722,19 +719,11 @@ impl Registry {
     }
 
     async fn drain(&mut self, gateway_id: &str, to: Option<&str>, limit: usize) -> AdminResult {
-        let Some(g) = self.gateways.get_mut(gateway_id) else {
+        if !self.gateways.contains_key(gateway_id) {
             return Err(refuse(
                 RegistryErrorCode::UnknownGateway,
                 format!("no gateway {gateway_id:?}"),
             ));
-        };
-        if !g.record.draining {
-            g.record.draining = true;
-            let record = g.record.clone();
-            self.store
-                .put_gateway(gateway_id, &record)
-                .map_err(internal)?;
-            info!(gateway_id, "gateway draining");
         }
         if let Some(to) = to {
             if to == gateway_id {
@@ -754,6 +743,17 @@ impl Registry {
                 RegistryErrorCode::NoGateway,
                 "no other live gateway can take the devices",
             ));
+        }
+        // Only a drain that can proceed marks the gateway.
+        if let Some(g) = self.gateways.get_mut(gateway_id) {
+            if !g.record.draining {
+                g.record.draining = true;
+                let record = g.record.clone();
+                self.store
+                    .put_gateway(gateway_id, &record)
+                    .map_err(internal)?;
+                info!(gateway_id, "gateway draining");
+            }
         }
         let mut on_gateway = Vec::new();
         for item in self.store.assignments() {

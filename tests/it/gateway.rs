@@ -382,6 +382,37 @@ async fn bad_input_and_bad_targets_change_nothing() {
     );
     assert_eq!(show(&p, "bad-1").await, ("gw-1".to_string(), 1));
 
+    // A refused drain leaves the gateway open.
+    assert_eq!(
+        refused_code(
+            client
+                .request(RegistryOp::Drain {
+                    gateway_id: "gw-1".into(),
+                    to: Some("gw-1".into()),
+                    limit: 10
+                })
+                .await
+        ),
+        RegistryErrorCode::BadRequest
+    );
+    match client.request(RegistryOp::Gateways).await.unwrap() {
+        RegistryOk::Gateways { gateways } => {
+            assert!(gateways.iter().all(|g| !g.draining), "{gateways:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        refused_code(
+            client
+                .request(RegistryOp::Assign {
+                    device_id: "gateway-agent".into(),
+                    gateway_id: "gw-1".into()
+                })
+                .await
+        ),
+        RegistryErrorCode::BadRequest
+    );
+
     // Malformed queries get bad_request where the device id is usable, and
     // a flood of garbage on every registry topic crashes nothing.
     let (bus, mut inbox, _t) = p.client(&[topics::device_gateway("dev-x")]).await;
