@@ -1,6 +1,7 @@
 //! `ap-sim`: run one simulated access point.
 
 use ap_sim::{ApConfig, ApEvent, Network};
+use bus::cli::ConnectArgs;
 use clap::Parser;
 use std::collections::VecDeque;
 use std::io::{BufRead, IsTerminal};
@@ -36,20 +37,8 @@ struct Cli {
     /// Seconds a prompt waits for an answer before the device gets `timeout`.
     #[arg(long, default_value_t = 60)]
     confirm_timeout: u64,
-    /// Platform broker address.
-    #[arg(long, env = "PLATFORM_BROKER", default_value = "127.0.0.1:1883")]
-    broker: String,
-    /// MQTT username to present.
-    #[arg(long, env = "PLATFORM_USERNAME", default_value = "ap")]
-    username: String,
-    /// MQTT password to present.
-    #[arg(
-        long = "mqtt-password",
-        env = "PLATFORM_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    mqtt_password: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 fn main() -> ExitCode {
@@ -78,7 +67,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), ap_sim::ApError> {
     let mut config = ApConfig::new(
-        &cli.broker,
+        &cli.connect.broker,
         &cli.ap_id,
         vec![Network {
             ssid: cli.ssid.clone(),
@@ -87,15 +76,15 @@ async fn run(cli: Cli) -> Result<(), ap_sim::ApError> {
     );
     config.auto_confirm = cli.auto_confirm;
     config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
-    config.username = cli.username;
-    config.password = cli.mqtt_password;
+    config.username = cli.connect.username_or("ap");
+    config.password = cli.connect.mqtt_password.clone();
 
     let shutdown = CancellationToken::new();
     tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
     let mut ap = ap_sim::start(config, shutdown.clone()).await?;
     println!(
         "[ap {}] serving SSID {:?} on {}",
-        cli.ap_id, cli.ssid, cli.broker
+        cli.ap_id, cli.ssid, cli.connect.broker
     );
 
     let interactive = !cli.auto_confirm && std::io::stdin().is_terminal();

@@ -175,50 +175,37 @@ impl Bus {
     /// Waits until connected and subscribed. Fails at once if the broker
     /// refuses us, and after `timeout` if it cannot be reached.
     pub async fn ready(&self, timeout: Duration) -> Result<(), BusError> {
-        let mut state = self.state.clone();
-        let wait = async {
-            loop {
-                let now = state.borrow_and_update().clone();
-                match now {
-                    LinkState::Ready => return Ok(()),
-                    LinkState::Refused(reason) => {
-                        return Err(BusError::Refused {
-                            addr: self.addr.to_string(),
-                            reason,
-                        })
-                    }
-                    LinkState::Closed => return Err(BusError::Closed),
-                    LinkState::Connecting | LinkState::Down(_) => {}
-                }
-                state.changed().await.map_err(|_| BusError::Closed)?;
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| BusError::Timeout {
-                addr: self.addr.to_string(),
-                timeout,
-            })?
+        self.wait_ready(timeout, false).await
     }
 
     /// Like [`Bus::ready`], but the first failed attempt is an error:
     /// for a connection that is worth only one try, such as a device's to
     /// a gateway that may refuse it.
     pub async fn ready_once(&self, timeout: Duration) -> Result<(), BusError> {
+        self.wait_ready(timeout, true).await
+    }
+
+    async fn wait_ready(
+        &self,
+        timeout: Duration,
+        first_failure_is_final: bool,
+    ) -> Result<(), BusError> {
         let mut state = self.state.clone();
+        let refused = |reason| BusError::Refused {
+            addr: self.addr.to_string(),
+            reason,
+        };
         let wait = async {
             loop {
                 let now = state.borrow_and_update().clone();
                 match now {
                     LinkState::Ready => return Ok(()),
-                    LinkState::Refused(reason) | LinkState::Down(reason) => {
-                        return Err(BusError::Refused {
-                            addr: self.addr.to_string(),
-                            reason,
-                        })
+                    LinkState::Refused(reason) => return Err(refused(reason)),
+                    LinkState::Down(reason) if first_failure_is_final => {
+                        return Err(refused(reason))
                     }
                     LinkState::Closed => return Err(BusError::Closed),
-                    LinkState::Connecting => {}
+                    LinkState::Connecting | LinkState::Down(_) => {}
                 }
                 state.changed().await.map_err(|_| BusError::Closed)?;
             }

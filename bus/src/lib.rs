@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod backoff;
+pub mod cli;
 mod client;
 mod pending;
 mod rpc;

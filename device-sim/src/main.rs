@@ -1,5 +1,6 @@
 //! `device-sim`: run one simulated device through Wi-Fi onboarding.
 
+use bus::cli::ConnectArgs;
 use clap::Parser;
 use device_sim::gateway::{stay_homed, HomeConfig, HomeEvent, KnownGateway};
 use device_sim::{DeviceConfig, DeviceError, DeviceEvent};
@@ -71,20 +72,8 @@ struct Cli {
     /// Seconds the device's own prompt waits for its user.
     #[arg(long, default_value_t = 60)]
     confirm_timeout: u64,
-    /// Platform broker address.
-    #[arg(long, env = "PLATFORM_BROKER", default_value = "127.0.0.1:1883")]
-    broker: String,
-    /// MQTT username to present.
-    #[arg(long, env = "PLATFORM_USERNAME", default_value = "device")]
-    username: String,
-    /// MQTT password to present.
-    #[arg(
-        long = "mqtt-password",
-        env = "PLATFORM_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    mqtt_password: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 fn main() -> ExitCode {
@@ -122,9 +111,9 @@ async fn run(cli: Cli) -> u8 {
 }
 
 async fn home(cli: &Cli, tag: &str, shutdown: &CancellationToken) -> u8 {
-    let mut config = HomeConfig::new(&cli.broker, &cli.uuid);
-    config.username = cli.username.clone();
-    config.password = cli.mqtt_password.clone();
+    let mut config = HomeConfig::new(&cli.connect.broker, &cli.uuid);
+    config.username = cli.connect.username_or("device");
+    config.password = cli.connect.mqtt_password.clone();
     config.last_known = cli
         .state_file
         .as_ref()
@@ -214,12 +203,12 @@ async fn onboard(cli: &Cli, shutdown: &CancellationToken) -> u8 {
         eprintln!("error: --pass-tmp and --ssid are needed for Wi-Fi onboarding");
         return 2;
     };
-    let mut config = DeviceConfig::new(&cli.broker, &cli.uuid, pass_tmp, ssid);
+    let mut config = DeviceConfig::new(&cli.connect.broker, &cli.uuid, pass_tmp, ssid);
     config.auto_confirm = cli.auto_confirm;
     config.answer_timeout = Duration::from_secs(cli.answer_timeout);
     config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
-    config.username = cli.username.clone();
-    config.password = cli.mqtt_password.clone();
+    config.username = cli.connect.username_or("device");
+    config.password = cli.connect.mqtt_password.clone();
 
     let interactive = !cli.auto_confirm && std::io::stdin().is_terminal();
     let (confirm_tx, confirm_rx) = mpsc::channel(1);

@@ -1,6 +1,6 @@
 //! `registry`: administer the running gateway registry.
 
-use bus::BusOptions;
+use bus::cli::AdminArgs;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol::registry_admin::{AssignmentView, RegistryOk, RegistryOp, MAX_DRAIN_BATCH};
@@ -31,37 +31,8 @@ Exit codes: 0 done; 1 refused by the registry (the reason is printed); 2 bad com
 3 platform unreachable or no answer."
 )]
 struct Cli {
-    /// Platform broker address.
-    #[arg(
-        long,
-        global = true,
-        env = "PLATFORM_BROKER",
-        default_value = "127.0.0.1:1883"
-    )]
-    broker: String,
-    /// MQTT username to present.
-    #[arg(
-        long,
-        global = true,
-        env = "PLATFORM_USERNAME",
-        default_value = "admin"
-    )]
-    username: String,
-    /// MQTT password to present.
-    #[arg(
-        long,
-        global = true,
-        env = "PLATFORM_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    password: String,
-    /// Seconds to wait for each answer.
-    #[arg(long, global = true, default_value_t = 10)]
-    timeout: u64,
-    /// Print results as JSON on stdout.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    admin: AdminArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -140,11 +111,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), RegistryClientError> {
-    let client_id = format!("registry-cli-{}", uuid::Uuid::new_v4().simple());
-    let opts =
-        BusOptions::new(&cli.broker, client_id)?.with_credentials(&cli.username, &cli.password);
-    let client = RegistryClient::connect(opts, Duration::from_secs(cli.timeout)).await?;
-    let json = cli.json;
+    let opts = cli.admin.options("registry")?;
+    let client = RegistryClient::connect(opts, cli.admin.timeout()).await?;
+    let json = cli.admin.json;
     let result = match cli.command {
         Command::Assign { device, gateway } => {
             let ok = client

@@ -1,7 +1,7 @@
 //! `verifier`: run the verifier worker, or administer the running one.
 
 use anyhow::Context;
-use bus::BusOptions;
+use bus::cli::AdminArgs;
 use clap::{Parser, Subcommand};
 use protocol::admin::{AdminOk, AdminOp, ImportReport};
 use std::path::PathBuf;
@@ -36,37 +36,8 @@ Exit codes: 0 done; 1 refused by the verifier (or some import rows rejected); \
 2 bad command line; 3 platform unreachable or no answer; 4 other failure."
 )]
 struct Cli {
-    /// Platform broker address.
-    #[arg(
-        long,
-        global = true,
-        env = "PLATFORM_BROKER",
-        default_value = "127.0.0.1:1883"
-    )]
-    broker: String,
-    /// MQTT username to present.
-    #[arg(
-        long,
-        global = true,
-        env = "PLATFORM_USERNAME",
-        default_value = "admin"
-    )]
-    username: String,
-    /// MQTT password to present.
-    #[arg(
-        long,
-        global = true,
-        env = "PLATFORM_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    password: String,
-    /// Seconds to wait for the platform to answer.
-    #[arg(long, global = true, default_value_t = 10)]
-    timeout: u64,
-    /// Print the result as JSON on stdout.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    admin: AdminArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,16 +110,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Serve { data_dir } = &cli.command {
         let shutdown = CancellationToken::new();
         tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
-        let mut config = VerifierConfig::new(&cli.broker, data_dir.join("verifier"));
-        config.password = cli.password.clone();
+        let mut config = VerifierConfig::new(&cli.admin.connect.broker, data_dir.join("verifier"));
+        config.username = cli.admin.connect.username_or("verifier");
+        config.password = cli.admin.connect.mqtt_password.clone();
         verifier::run(config, shutdown).await?;
         return Ok(exit::OK);
     }
 
-    let client_id = format!("verifier-cli-{}", uuid::Uuid::new_v4().simple());
-    let opts =
-        BusOptions::new(&cli.broker, client_id)?.with_credentials(&cli.username, &cli.password);
-    let client = AdminClient::connect(opts, Duration::from_secs(cli.timeout)).await?;
+    let opts = cli.admin.options("verifier")?;
+    let client = AdminClient::connect(opts, cli.admin.timeout()).await?;
+    let json = cli.admin.json;
     let code = match cli.command {
         Command::Serve { .. } => exit::OK,
         Command::Enroll {
@@ -163,14 +134,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     replace,
                 })
                 .await?;
-            print(&ok, cli.json);
+            print(&ok, json);
             exit::OK
         }
         Command::Import { file } => {
             let reader = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
             let (rows, early_rejects) = verifier::manifest::parse(reader);
-            let json = cli.json;
             let mut report = client
                 .import(rows, |done, total| {
                     if !json {
@@ -188,15 +158,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 exit::REFUSED
             };
-            print(&AdminOk::Imported(report), cli.json);
+            print(&AdminOk::Imported(report), json);
             code
         }
         Command::Remove { uuid } => {
-            print(&client.request(AdminOp::Remove { uuid }).await?, cli.json);
+            print(&client.request(AdminOp::Remove { uuid }).await?, json);
             exit::OK
         }
         Command::Show { uuid } => {
-            print(&client.request(AdminOp::Show { uuid }).await?, cli.json);
+            print(&client.request(AdminOp::Show { uuid }).await?, json);
             exit::OK
         }
         Command::List => {
@@ -219,7 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     uuids: all,
                     next: None,
                 },
-                cli.json,
+                json,
             );
             exit::OK
         }
