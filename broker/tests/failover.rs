@@ -14,7 +14,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const BROKER: &str = env!("CARGO_BIN_EXE_broker");
-const DEVICES: usize = 30;
+/// Devices on the gateway that dies. FAILOVER_DEVICES raises it for a
+/// measurement run (`cargo test --release -p broker --test failover -- --nocapture`).
+fn device_count() -> usize {
+    std::env::var("FAILOVER_DEVICES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(30)
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -105,9 +112,10 @@ async fn devices_of_a_killed_gateway_fail_over() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    let devices = device_count();
     let stop = CancellationToken::new();
     let (tx, mut events) = mpsc::unbounded_channel();
-    for n in 0..DEVICES {
+    for n in 0..devices {
         let id = format!("fo-{n}");
         client
             .request(RegistryOp::Assign {
@@ -132,7 +140,7 @@ async fn devices_of_a_killed_gateway_fail_over() {
         });
     }
     let mut on_gw9 = std::collections::HashSet::new();
-    while on_gw9.len() < DEVICES {
+    while on_gw9.len() < devices {
         let (id, e) = tokio::time::timeout(Duration::from_secs(20), events.recv())
             .await
             .unwrap()
@@ -146,7 +154,7 @@ async fn devices_of_a_killed_gateway_fail_over() {
     gateway.wait().unwrap();
     let killed = Instant::now();
     let mut rehomed = std::collections::HashMap::new();
-    while rehomed.len() < DEVICES {
+    while rehomed.len() < devices {
         let (id, e) = tokio::time::timeout(Duration::from_secs(30), events.recv())
             .await
             .expect("devices did not all fail over")
@@ -157,7 +165,7 @@ async fn devices_of_a_killed_gateway_fail_over() {
         }
     }
     eprintln!(
-        "{DEVICES} devices re-homed {:.0} ms after SIGKILL of gw-9",
+        "{devices} devices re-homed {:.0} ms after SIGKILL of gw-9",
         killed.elapsed().as_secs_f64() * 1000.0
     );
     assert!(rehomed.values().all(|g| g == "gw-1" || g == "gw-2"));
