@@ -52,7 +52,8 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Starts the broker and the workers, and returns once they serve.
+    /// Starts the broker, the workers and the gateways, and returns once
+    /// every one of them serves; then logs "platform ready".
     pub async fn start(
         config: &Config,
         data_dir: &Path,
@@ -102,6 +103,12 @@ impl Platform {
                 });
             }
         }
+        info!(
+            listen = %broker.addr(),
+            workers = workers.len() - gateways.len(),
+            gateways = gateways.len(),
+            "platform ready"
+        );
         Ok(Platform {
             broker,
             shutdown,

@@ -39,7 +39,7 @@ fn free_port() -> u16 {
 }
 
 /// A broker process on a free port over `data_dir`. Returns once it logs
-/// that the verifier serves.
+/// that the platform is ready.
 fn spawn_platform(data_dir: &Path, port: u16) -> Child {
     let config = data_dir.join("test.toml");
     std::fs::write(&config, platform_toml(port)).unwrap();
@@ -61,7 +61,7 @@ fn spawn_platform(data_dir: &Path, port: u16) -> Child {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if line.contains("verifier serving") {
+            if line.contains("platform ready") {
                 let _ = tx.send(());
             }
         }

@@ -86,7 +86,7 @@ async fn devices_of_a_killed_gateway_fail_over() {
             "--data-dir",
             dir.path().to_str().unwrap(),
         ],
-        "registry serving",
+        "platform ready",
     );
     let gw_listen = format!("127.0.0.1:{}", free_port());
     let mut gateway = spawn(
