@@ -7,7 +7,6 @@ use platform_tests::*;
 use protocol::onboarding::{AccessResponse, ApConfirm, Confirm};
 use protocol::{decode, topics, AccessErrorCode};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn refused_code(result: Result<device_sim::Joined, DeviceError>) -> AccessErrorCode {
@@ -135,24 +134,14 @@ async fn the_devices_user_confirms_or_declines_over_mqtt() {
     for accept in [true, false] {
         let uuid = new_uuid();
         p.enroll(&uuid, "pt").await;
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        let config = p.device_config(&uuid, "pt", false);
-        let device = tokio::spawn(async move {
-            device_sim::onboard(&config, &events_tx, None, &CancellationToken::new()).await
-        });
-        loop {
-            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            if matches!(event, DeviceEvent::Prompt { .. }) {
-                break;
-            }
-        }
+        let mut device = OnboardingDevice::spawn(p.device_config(&uuid, "pt", false));
+        device
+            .until(10, |e| matches!(e, DeviceEvent::Prompt { .. }))
+            .await;
         bus.publish_json(topics::device_confirm(&uuid), &Confirm { accept })
             .await
             .unwrap();
-        let result = device.await.unwrap();
+        let result = device.task.await.unwrap();
         if accept {
             assert_eq!(result.unwrap().password, WIFI_PASSWORD);
         } else {
@@ -215,26 +204,19 @@ async fn a_device_retries_until_an_ap_appears() {
     let p = TestPlatform::start().await;
     let uuid = new_uuid();
     p.enroll(&uuid, "pt").await;
-    let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut config = p.device_config(&uuid, "pt", true);
     config.retry_base = Duration::from_millis(100);
     config.retry_cap = Duration::from_millis(400);
-    let device = tokio::spawn(async move {
-        device_sim::onboard(&config, &events_tx, None, &CancellationToken::new()).await
-    });
-    // Wait for at least one re-send, then bring the AP up.
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if matches!(event, DeviceEvent::RequestSent { attempt } if attempt >= 2) {
-            break;
-        }
-    }
+    let mut device = OnboardingDevice::spawn(config);
+    device
+        .until(
+            10,
+            |e| matches!(e, DeviceEvent::RequestSent { attempt } if *attempt >= 2),
+        )
+        .await;
     let stop = CancellationToken::new();
     let _ap = p.start_ap(p.ap_config("ap-7", true), &stop).await;
-    assert_eq!(device.await.unwrap().unwrap().password, WIFI_PASSWORD);
+    assert_eq!(device.task.await.unwrap().unwrap().password, WIFI_PASSWORD);
     stop.cancel();
 }
 

@@ -10,7 +10,6 @@ use protocol::topics;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn malformed(i: usize) -> Vec<u8> {
@@ -36,20 +35,10 @@ async fn a_thousand_malformed_messages_per_topic_crash_nothing() {
     // A device parked at its own prompt, so its topics are live too.
     let uuid = new_uuid();
     p.enroll(&uuid, "pt").await;
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let config = p.device_config(&uuid, "pt", false);
-    let device = tokio::spawn(async move {
-        device_sim::onboard(&config, &events_tx, None, &CancellationToken::new()).await
-    });
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if matches!(event, DeviceEvent::Prompt { .. }) {
-            break;
-        }
-    }
+    let mut device = OnboardingDevice::spawn(p.device_config(&uuid, "pt", false));
+    device
+        .until(10, |e| matches!(e, DeviceEvent::Prompt { .. }))
+        .await;
 
     let subscribed = [
         topics::access_request(SSID),
@@ -73,7 +62,7 @@ async fn a_thousand_malformed_messages_per_topic_crash_nothing() {
     bus.publish_json(topics::device_confirm(&uuid), &Confirm { accept: true })
         .await
         .unwrap();
-    let joined = tokio::time::timeout(Duration::from_secs(60), device)
+    let joined = tokio::time::timeout(Duration::from_secs(60), device.task)
         .await
         .unwrap()
         .unwrap()

@@ -239,6 +239,36 @@ impl HomedDevice {
     }
 }
 
+/// A device running [`device_sim::onboard`] in the background.
+pub struct OnboardingDevice {
+    pub events: mpsc::UnboundedReceiver<DeviceEvent>,
+    pub task: tokio::task::JoinHandle<Result<Joined, DeviceError>>,
+}
+
+impl OnboardingDevice {
+    pub fn spawn(config: DeviceConfig) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            device_sim::onboard(&config, &tx, None, &CancellationToken::new()).await
+        });
+        OnboardingDevice { events, task }
+    }
+
+    /// Waits for a step matching `pred`.
+    pub async fn until(&mut self, secs: u64, pred: impl Fn(&DeviceEvent) -> bool) -> DeviceEvent {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("no such step in time")
+                .expect("the device stopped");
+            if pred(&event) {
+                return event;
+            }
+        }
+    }
+}
+
 /// Runs one device to the end with no interaction.
 pub async fn onboard(config: DeviceConfig) -> Result<Joined, DeviceError> {
     let (tx, _rx) = mpsc::unbounded_channel::<DeviceEvent>();
