@@ -6,6 +6,18 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
+/// A child process that is killed when dropped, so a failing assertion
+/// does not leave a broker running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 use std::time::{Duration, Instant};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_broker");
@@ -40,7 +52,7 @@ fn free_port() -> u16 {
 
 /// A broker process on a free port over `data_dir`. Returns once it logs
 /// that the platform is ready.
-fn spawn_platform(data_dir: &Path, port: u16) -> Child {
+fn spawn_platform(data_dir: &Path, port: u16) -> Proc {
     let config = data_dir.join("test.toml");
     std::fs::write(&config, platform_toml(port)).unwrap();
     let mut child = Command::new(BROKER)
@@ -68,7 +80,7 @@ fn spawn_platform(data_dir: &Path, port: u16) -> Child {
     });
     rx.recv_timeout(Duration::from_secs(20))
         .expect("the platform did not start");
-    child
+    Proc(child)
 }
 
 /// A config on free ports: the platform on `port`, two gateways on port 0.
@@ -172,8 +184,8 @@ fn an_enrollment_the_cli_reported_survives_kill_9() {
         );
     }
     // No grace: SIGKILL right after the last acknowledgement.
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    broker.0.kill().unwrap();
+    broker.0.wait().unwrap();
 
     let port = free_port();
     let mut broker = spawn_platform(dir.path(), port);
@@ -186,8 +198,8 @@ fn an_enrollment_the_cli_reported_survives_kill_9() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    broker.0.kill().unwrap();
+    broker.0.wait().unwrap();
 }
 
 #[test]
@@ -198,13 +210,13 @@ fn sigterm_drains_flushes_and_exits_0() {
     let out = verifier(port, &["enroll", "--uuid", &uuid(7), "--pass-tmp", "pt"]);
     assert!(out.status.success());
     let term = Command::new("kill")
-        .args(["-TERM", &broker.id().to_string()])
+        .args(["-TERM", &broker.0.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(status) = broker.try_wait().unwrap() {
+        if let Some(status) = broker.0.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -220,8 +232,8 @@ fn sigterm_drains_flushes_and_exits_0() {
     assert!(verifier(port, &["show", "--uuid", &uuid(7)])
         .status
         .success());
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    broker.0.kill().unwrap();
+    broker.0.wait().unwrap();
 }
 
 #[test]
@@ -243,8 +255,8 @@ fn a_second_platform_on_the_same_data_dir_is_refused_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("another verifier"), "{stderr}");
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
 }
 
 #[test]
@@ -282,8 +294,8 @@ fn registry_cli_exit_codes_and_json_and_kill_9_durability() {
     assert_eq!(out.status.code(), Some(1));
 
     // Reported done, then SIGKILL: the assignment is still there.
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    broker.0.kill().unwrap();
+    broker.0.wait().unwrap();
     let port = free_port();
     let mut broker = spawn_platform(dir.path(), port);
     let out = registry_cli(port, &["--json", "show", "--device", "cli-1"]);
@@ -298,6 +310,6 @@ fn registry_cli_exit_codes_and_json_and_kill_9_durability() {
         text.contains("\"gateway_id\": \"gw-2\"") && text.contains("\"epoch\": 2"),
         "{text}"
     );
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    broker.0.kill().unwrap();
+    broker.0.wait().unwrap();
 }

@@ -9,6 +9,18 @@ use protocol::registry_admin::{RegistryErrorCode, RegistryOk, RegistryOp};
 use registry::{RegistryClient, RegistryClientError};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+
+/// A child process that is killed when dropped, so a failing assertion
+/// does not leave a broker running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +44,7 @@ fn free_port() -> u16 {
 }
 
 /// Spawns `broker` with `args` and waits for a stdout line containing `ready`.
-fn spawn(args: &[&str], ready: &str) -> Child {
+fn spawn(args: &[&str], ready: &str) -> Proc {
     let mut child = Command::new(BROKER)
         .args(args)
         .env("RUST_LOG", "info,rumqttd=off")
@@ -54,7 +66,7 @@ fn spawn(args: &[&str], ready: &str) -> Child {
     });
     rx.recv_timeout(Duration::from_secs(20))
         .expect("process did not start");
-    child
+    Proc(child)
 }
 
 async fn gateway_alive(client: &RegistryClient, id: &str) -> bool {
@@ -150,8 +162,8 @@ async fn devices_of_a_killed_gateway_fail_over() {
         }
     }
 
-    gateway.kill().unwrap();
-    gateway.wait().unwrap();
+    gateway.0.kill().unwrap();
+    gateway.0.wait().unwrap();
     let killed = Instant::now();
     let mut rehomed = std::collections::HashMap::new();
     while rehomed.len() < devices {
@@ -195,6 +207,6 @@ async fn devices_of_a_killed_gateway_fail_over() {
     }
     stop.cancel();
     client.close().await;
-    platform.kill().unwrap();
-    platform.wait().unwrap();
+    platform.0.kill().unwrap();
+    platform.0.wait().unwrap();
 }
