@@ -3,24 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-/// A child process that is killed when dropped, so a failing assertion
-/// does not leave a broker running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{Command, Output};
 
 use std::time::{Duration, Instant};
 
-const BROKER: &str = env!("CARGO_BIN_EXE_broker");
+mod common;
+
+use common::{free_port, platform_toml, spawn_platform, BROKER};
 
 /// A sibling CLI (verifier, registry), built beside this binary by
 /// `cargo test --workspace`.
@@ -40,56 +30,6 @@ fn registry_cli(port: u16, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A broker process on a free port over `data_dir`. Returns once it logs
-/// that the platform is ready.
-fn spawn_platform(data_dir: &Path, port: u16) -> Proc {
-    let config = data_dir.join("test.toml");
-    std::fs::write(&config, platform_toml(port)).unwrap();
-    let mut child = Command::new(BROKER)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "info,rumqttd=off")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("platform ready") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("the platform did not start");
-    Proc(child)
-}
-
-/// A config on free ports: the platform on `port`, two gateways on port 0.
-fn platform_toml(port: u16) -> String {
-    format!(
-        "[platform]\nlisten = \"127.0.0.1:{port}\"\n\
-         [[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:0\"\n\
-         [[gateways]]\nid = \"gw-2\"\nlisten = \"127.0.0.1:0\"\n"
-    )
 }
 
 fn verifier(port: u16, args: &[&str]) -> Output {

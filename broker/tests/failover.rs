@@ -7,25 +7,14 @@ use bus::BusOptions;
 use device_sim::gateway::{stay_homed, HomeConfig, HomeEvent};
 use protocol::registry_admin::{RegistryErrorCode, RegistryOk, RegistryOp};
 use registry::{RegistryClient, RegistryClientError};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-/// A child process that is killed when dropped, so a failing assertion
-/// does not leave a broker running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const BROKER: &str = env!("CARGO_BIN_EXE_broker");
+mod common;
+
+use common::{free_port, spawn_broker};
 /// Devices on the gateway that dies. FAILOVER_DEVICES raises it for a
 /// measurement run (`cargo test --release -p broker --test failover -- --nocapture`).
 fn device_count() -> usize {
@@ -33,40 +22,6 @@ fn device_count() -> usize {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(30)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Spawns `broker` with `args` and waits for a stdout line containing `ready`.
-fn spawn(args: &[&str], ready: &str) -> Proc {
-    let mut child = Command::new(BROKER)
-        .args(args)
-        .env("RUST_LOG", "info,rumqttd=off")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let ready = ready.to_owned();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains(&ready) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("process did not start");
-    Proc(child)
 }
 
 async fn gateway_alive(client: &RegistryClient, id: &str) -> bool {
@@ -91,7 +46,7 @@ async fn devices_of_a_killed_gateway_fail_over() {
         ),
     )
     .unwrap();
-    let mut platform = spawn(
+    let mut platform = spawn_broker(
         &[
             "--config",
             config.to_str().unwrap(),
@@ -101,7 +56,7 @@ async fn devices_of_a_killed_gateway_fail_over() {
         "platform ready",
     );
     let gw_listen = format!("127.0.0.1:{}", free_port());
-    let mut gateway = spawn(
+    let mut gateway = spawn_broker(
         &[
             "gateway",
             "--id",
