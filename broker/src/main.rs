@@ -83,12 +83,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Gateway { .. }) | None => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rumqttd=off".into()),
-        )
-        .init();
+    bus::cli::init_logging("info,rumqttd=off", bus::cli::LogOutput::Stdout);
 
     if let Some(Command::Gateway {
         id,
@@ -125,12 +120,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match bus::cli::runtime(ExitCode::FAILURE) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let opts = StartOptions {
         broker_only: cli.broker_only,
@@ -151,12 +143,9 @@ fn main() -> ExitCode {
 }
 
 fn run_gateway(section: broker::config::GatewaySection, platform: String) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match bus::cli::runtime(ExitCode::FAILURE) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();

@@ -70,3 +70,36 @@ impl AdminArgs {
         self.connect.options(client_id, "admin")
     }
 }
+
+/// Where a binary's logs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Services: logs are their output.
+    Stdout,
+    /// Interactive tools: stdout is for results.
+    Stderr,
+}
+
+/// Installs the log subscriber of a binary: `RUST_LOG`, or `default` when
+/// it is unset. Only a binary's `main` calls this; libraries never install
+/// a subscriber.
+pub fn init_logging(default: &str, output: LogOutput) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match output {
+        LogOutput::Stdout => builder.init(),
+        LogOutput::Stderr => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+/// The async runtime of a binary, or the exit code to stop with after
+/// printing why it could not start.
+pub fn runtime(
+    failure: std::process::ExitCode,
+) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        failure
+    })
+}

@@ -78,18 +78,10 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    bus::cli::init_logging("warn", bus::cli::LogOutput::Stderr);
+    let runtime = match bus::cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::UNREACHABLE);
-        }
+        Err(code) => return code,
     };
     let code = runtime.block_on(run(cli));
     // The stdin reader thread may still be blocked on a read.

@@ -78,19 +78,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,verifier=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    bus::cli::init_logging("warn,verifier=info", bus::cli::LogOutput::Stderr);
+    let runtime = match bus::cli::runtime(ExitCode::from(exit::FAILED)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::FAILED);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
