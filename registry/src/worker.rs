@@ -142,7 +142,17 @@ impl GatewayState {
     }
 }
 
+/// Gateway queries handled in one group commit at most.
+const MAX_QUERY_BATCH: usize = 1024;
+
+/// How a query is answered: at once, or once its new assignment is durable.
+enum Resolved {
+    Now(GatewayAnswer),
+    Moved(Move),
+}
+
 /// One assignment change, announced to the gateways after it is durable.
+#[derive(Clone)]
 struct Move {
     device_id: String,
     from: Option<String>,
@@ -177,12 +187,33 @@ impl Registry {
         link: CancellationToken,
         shutdown: CancellationToken,
     ) -> Result<(), RegistryError> {
+        let mut queries = Vec::new();
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 msg = inbox.recv() => match msg { Some(m) => m, None => break },
             };
-            self.dispatch(msg).await;
+            // Group commit: the queries already waiting are answered
+            // together, after one flush, in the order they arrived. Any
+            // other message first settles the queries before it.
+            let mut next = Some(msg);
+            while let Some(msg) = next {
+                if msg.topic == topics::REGISTRY_QUERY {
+                    queries.push(msg.payload);
+                    if queries.len() >= MAX_QUERY_BATCH {
+                        self.on_queries(std::mem::take(&mut queries)).await;
+                    }
+                } else {
+                    if !queries.is_empty() {
+                        self.on_queries(std::mem::take(&mut queries)).await;
+                    }
+                    self.dispatch(msg).await;
+                }
+                next = inbox.try_recv().ok();
+            }
+            if !queries.is_empty() {
+                self.on_queries(std::mem::take(&mut queries)).await;
+            }
         }
         link.cancel();
         let mut state = self.bus.watch_state();
@@ -198,7 +229,7 @@ impl Registry {
 
     async fn dispatch(&mut self, msg: Message) {
         match msg.topic.as_str() {
-            topics::REGISTRY_QUERY => self.on_query(&msg.payload).await,
+            topics::REGISTRY_QUERY => self.on_queries(vec![msg.payload]).await,
             topics::REGISTRY_SYNC => self.on_sync(&msg.payload).await,
             topics::REGISTRY_ADMIN_REQUEST => self.on_admin(&msg.payload).await,
             topic => match topics::parse_gateway_topic(topic) {
@@ -310,50 +341,91 @@ impl Registry {
         }
     }
 
-    async fn on_query(&mut self, payload: &[u8]) {
-        let query = match decode::<GatewayQuery>(payload).and_then(|q| q.validate().map(|()| q)) {
-            Ok(q) => q,
-            Err(e) => {
-                warn!(error = %e, "malformed gateway query");
-                if let Some(id) = peek_str_field(payload, "device_id")
-                    .filter(|id| protocol::check_client_id(id).is_ok())
-                {
-                    let answer =
-                        GatewayAnswer::refused(&id, GatewayErrorCode::BadRequest, e.to_string());
-                    self.publish(topics::device_gateway(&id), &answer).await;
+    /// Answers a batch of gateway queries. Every new assignment among them
+    /// is made durable by one flush before any answer goes out, so a
+    /// thousand devices failing over cost one fsync, not a thousand.
+    async fn on_queries(&mut self, payloads: Vec<bytes::Bytes>) {
+        let mut answers: Vec<(String, Resolved)> = Vec::with_capacity(payloads.len());
+        let mut moves = Vec::new();
+        for payload in &payloads {
+            let query = match decode::<GatewayQuery>(payload).and_then(|q| q.validate().map(|()| q))
+            {
+                Ok(q) => q,
+                Err(e) => {
+                    warn!(error = %e, "malformed gateway query");
+                    if let Some(id) = peek_str_field(payload, "device_id")
+                        .filter(|id| protocol::check_client_id(id).is_ok())
+                    {
+                        let answer = GatewayAnswer::refused(
+                            &id,
+                            GatewayErrorCode::BadRequest,
+                            e.to_string(),
+                        );
+                        answers.push((id, Resolved::Now(answer)));
+                    }
+                    continue;
                 }
-                return;
+            };
+            let resolved = self.resolve(&query.device_id);
+            if let Resolved::Moved(m) = &resolved {
+                moves.push(m.clone());
+            }
+            answers.push((query.device_id, resolved));
+        }
+        let durable = if moves.is_empty() {
+            true
+        } else {
+            match self.store.flush().await {
+                Ok(()) => {
+                    self.announce(&moves).await;
+                    true
+                }
+                Err(e) => {
+                    error!(error = %e, devices = moves.len(), "flush failed; the assignments are not confirmed");
+                    false
+                }
             }
         };
-        let answer = self.resolve(&query.device_id).await;
-        self.publish(topics::device_gateway(&query.device_id), &answer)
-            .await;
+        for (device_id, resolved) in answers {
+            let answer = match resolved {
+                Resolved::Now(answer) => answer,
+                Resolved::Moved(m) if durable => self.assigned(&device_id, &m.to, m.epoch),
+                Resolved::Moved(_) => GatewayAnswer::refused(
+                    &device_id,
+                    GatewayErrorCode::NoGateway,
+                    "registry storage failure",
+                ),
+            };
+            self.publish(topics::device_gateway(&device_id), &answer)
+                .await;
+        }
     }
 
     /// The device's live gateway, allocating one if it has none or its
-    /// gateway is dead.
-    async fn resolve(&mut self, device_id: &str) -> GatewayAnswer {
+    /// gateway is dead. A new assignment is recorded but not yet durable:
+    /// the caller flushes before answering.
+    fn resolve(&mut self, device_id: &str) -> Resolved {
         let current = match self.store.assignment(device_id) {
             Ok(a) => a,
             Err(e) => {
                 error!(device_id, error = %e, "store lookup failed");
-                return GatewayAnswer::refused(
+                return Resolved::Now(GatewayAnswer::refused(
                     device_id,
                     GatewayErrorCode::NoGateway,
                     "registry storage failure",
-                );
+                ));
             }
         };
         if let Some(a) = &current {
             if self.is_alive(&a.gateway_id) {
-                return self.assigned(device_id, &a.gateway_id, a.epoch);
+                return Resolved::Now(self.assigned(device_id, &a.gateway_id, a.epoch));
             }
         } else if !self.allow_unknown {
-            return GatewayAnswer::refused(
+            return Resolved::Now(GatewayAnswer::refused(
                 device_id,
                 GatewayErrorCode::Unassigned,
                 "this device is not registered",
-            );
+            ));
         }
         let reason = if current.is_some() {
             "failover"
@@ -365,7 +437,7 @@ impl Registry {
             .choose(device_id, &self.candidates(None))
             .map(str::to_owned);
         let Some(to) = choice else {
-            return if self.policy == Policy::Static && current.is_none() {
+            return Resolved::Now(if self.policy == Policy::Static && current.is_none() {
                 GatewayAnswer::refused(
                     device_id,
                     GatewayErrorCode::Unassigned,
@@ -377,29 +449,19 @@ impl Registry {
                     GatewayErrorCode::NoGateway,
                     "no live gateway can take this device",
                 )
-            };
+            });
         };
-        let moved = match self.set(device_id, &to, current.as_ref(), reason, None) {
-            Ok(m) => m,
+        match self.set(device_id, &to, current.as_ref(), reason, None) {
+            Ok(m) => Resolved::Moved(m),
             Err(e) => {
                 error!(device_id, error = %e, "cannot record assignment");
-                return GatewayAnswer::refused(
+                Resolved::Now(GatewayAnswer::refused(
                     device_id,
                     GatewayErrorCode::NoGateway,
                     "registry storage failure",
-                );
+                ))
             }
-        };
-        if let Err(e) = self.store.flush().await {
-            error!(error = %e, "flush failed");
-            return GatewayAnswer::refused(
-                device_id,
-                GatewayErrorCode::NoGateway,
-                "registry storage failure",
-            );
         }
-        self.announce(std::slice::from_ref(&moved)).await;
-        self.assigned(device_id, &to, moved.epoch)
     }
 
     fn assigned(&self, device_id: &str, gateway_id: &str, epoch: u64) -> GatewayAnswer {
