@@ -7,8 +7,9 @@
 //! jittered backoff, so that thousands of devices losing one gateway at
 //! once reach the registry spread out in time.
 
+use crate::link::{LinkConfig, PlatformLink};
 use crate::DeviceError;
-use bus::{Backoff, Bus, BusOptions, LinkState, Message};
+use bus::{Backoff, Bus, BusOptions, LinkState};
 use protocol::gateway::{
     GatewayAnswer, GatewayErrorCode, GatewayQuery, Presence, Redirect, RedirectReason,
 };
@@ -62,21 +63,39 @@ impl HomeConfig {
     }
 }
 
+impl HomeConfig {
+    /// The device's session on the platform broker, for queries.
+    pub fn link(&self) -> LinkConfig {
+        LinkConfig {
+            broker: self.registry.clone(),
+            device_id: self.device_id.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            timeout: self.query_timeout,
+        }
+    }
+}
+
 /// What the device does, for whoever shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HomeEvent {
+    /// The registry's answer; `latency` runs from sending the query.
     Assigned {
         gateway_id: String,
         address: String,
         epoch: u64,
+        latency: Duration,
     },
     /// Connected to the gateway; `from` is the previous one after a move.
+    /// `elapsed` runs from losing the previous gateway (or from the start),
+    /// `connect_latency` from opening the connection to being subscribed.
     Connected {
         gateway_id: String,
         address: String,
         epoch: u64,
         from: Option<String>,
         elapsed: Duration,
+        connect_latency: Duration,
     },
     Redirected {
         gateway_id: String,
@@ -103,18 +122,27 @@ pub async fn stay_homed(
     events: &mpsc::UnboundedSender<HomeEvent>,
     shutdown: &CancellationToken,
 ) -> Result<(), DeviceError> {
-    let link = shutdown.child_token();
-    let _close = link.clone().drop_guard();
-    let opts = BusOptions::new(&config.registry, &config.device_id)?
-        .with_credentials(&config.username, &config.password);
-    let answer_topic = topics::device_gateway(&config.device_id);
-    let (registry, mut answers) = Bus::connect(opts, vec![answer_topic], link);
-    registry.ready(Duration::from_secs(10)).await?;
+    stay_homed_with(config, None, events, shutdown).await
+}
 
+/// [`stay_homed`], starting with the device's platform session when it is
+/// still open from onboarding. The session is closed once the device is on
+/// its gateway and reopened whenever it must ask the registry again.
+pub async fn stay_homed_with(
+    config: &HomeConfig,
+    mut registry: Option<PlatformLink>,
+    events: &mpsc::UnboundedSender<HomeEvent>,
+    shutdown: &CancellationToken,
+) -> Result<(), DeviceError> {
     let mut backoff = Backoff::new(config.retry_base, config.retry_cap);
     let mut current: Option<(String, u64)> = None;
     let mut move_started = Instant::now();
     let mut remembered = config.last_known.clone();
+    if registry.is_none() && remembered.is_none() {
+        // A registry that cannot be reached at all is an error to report,
+        // not a state to wait in; later losses are retried.
+        registry = Some(PlatformLink::open(&config.link(), shutdown).await?);
+    }
     loop {
         let (gateway_id, address, epoch) = match remembered.take() {
             Some(k) => {
@@ -122,15 +150,8 @@ pub async fn stay_homed(
                 (k.gateway_id, k.address, k.epoch)
             }
             None => {
-                let Some(found) = query(
-                    config,
-                    &registry,
-                    &mut answers,
-                    &mut backoff,
-                    events,
-                    shutdown,
-                )
-                .await?
+                let Some((found, latency)) =
+                    query(config, &mut registry, &mut backoff, events, shutdown).await?
                 else {
                     return Ok(());
                 };
@@ -138,10 +159,12 @@ pub async fn stay_homed(
                     gateway_id: found.0.clone(),
                     address: found.1.clone(),
                     epoch: found.2,
+                    latency,
                 });
                 found
             }
         };
+        let connecting = Instant::now();
         match connect(config, &address).await {
             Err(reason) => {
                 let _ = events.send(HomeEvent::Refused { gateway_id, reason });
@@ -151,6 +174,10 @@ pub async fn stay_homed(
                 continue;
             }
             Ok((gateway, inbox, token)) => {
+                let connect_latency = connecting.elapsed();
+                // On the gateway now: the platform session is not needed
+                // until the next query.
+                registry = None;
                 backoff.reset();
                 let from = current
                     .as_ref()
@@ -162,6 +189,7 @@ pub async fn stay_homed(
                     epoch,
                     from,
                     elapsed: move_started.elapsed(),
+                    connect_latency,
                 });
                 current = Some((gateway_id.clone(), epoch));
                 let outcome = stay(config, &gateway, inbox, epoch, shutdown).await;
@@ -204,20 +232,40 @@ async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> bool {
     }
 }
 
-/// Asks the registry until it assigns a gateway; None on shutdown.
+/// Asks the registry until it assigns a gateway, over the platform session
+/// (opened if needed); None on shutdown. Also returns how long the answer
+/// took.
 async fn query(
     config: &HomeConfig,
-    registry: &Bus,
-    answers: &mut mpsc::Receiver<Message>,
+    registry: &mut Option<PlatformLink>,
     backoff: &mut Backoff,
     events: &mpsc::UnboundedSender<HomeEvent>,
     shutdown: &CancellationToken,
-) -> Result<Option<(String, String, u64)>, DeviceError> {
+) -> Result<Option<((String, String, u64), Duration)>, DeviceError> {
     let question = GatewayQuery {
         device_id: config.device_id.clone(),
     };
+    let answer_topic = topics::device_gateway(&config.device_id);
     loop {
-        registry
+        let link = match registry {
+            Some(link) => link,
+            None => match PlatformLink::open(&config.link(), shutdown).await {
+                Ok(link) => registry.insert(link),
+                Err(e) if shutdown.is_cancelled() => {
+                    debug!(error = %e, "stopped while connecting to the registry");
+                    return Ok(None);
+                }
+                Err(e) => {
+                    warn!(device_id = %config.device_id, error = %e, "registry unreachable; retrying");
+                    if !pause(backoff, shutdown).await {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+            },
+        };
+        let asked = Instant::now();
+        link.bus
             .publish_json(topics::REGISTRY_QUERY, &question)
             .await?;
         let deadline = tokio::time::Instant::now() + config.query_timeout;
@@ -225,11 +273,15 @@ async fn query(
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep_until(deadline) => break,
-                msg = answers.recv() => msg.ok_or(DeviceError::Stopped)?,
+                msg = link.inbox.recv() => msg.ok_or(DeviceError::Stopped)?,
             };
+            if msg.topic != answer_topic {
+                debug!(topic = %msg.topic, "ignored while waiting for the registry");
+                continue;
+            }
             match decode::<GatewayAnswer>(&msg.payload) {
                 Ok(GatewayAnswer::Assigned(a)) if a.device_id == config.device_id => {
-                    return Ok(Some((a.gateway_id, a.address, a.epoch)));
+                    return Ok(Some(((a.gateway_id, a.address, a.epoch), asked.elapsed())));
                 }
                 Ok(GatewayAnswer::Refused(r)) if r.device_id == config.device_id => {
                     let _ = events.send(HomeEvent::QueryRefused {
@@ -254,7 +306,7 @@ async fn query(
     }
 }
 
-type Connection = (Bus, mpsc::Receiver<Message>, CancellationToken);
+type Connection = (Bus, mpsc::Receiver<bus::Message>, CancellationToken);
 
 /// One attempt to connect to a gateway.
 async fn connect(config: &HomeConfig, address: &str) -> Result<Connection, String> {
@@ -302,7 +354,7 @@ enum Stay {
 async fn stay(
     config: &HomeConfig,
     gateway: &Bus,
-    mut inbox: mpsc::Receiver<Message>,
+    mut inbox: mpsc::Receiver<bus::Message>,
     epoch: u64,
     shutdown: &CancellationToken,
 ) -> Stay {

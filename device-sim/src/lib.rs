@@ -9,9 +9,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 pub mod gateway;
+mod link;
+pub mod manifest;
+pub mod report;
 
-use bus::{Backoff, Bus, BusError, BusOptions, Message};
+pub use link::{LinkConfig, PlatformLink};
+
+use bus::{Backoff, BusError, Message};
 use protocol::onboarding::{check_pass_tmp, check_ssid, AccessRequest, AccessResponse, Confirm};
 use protocol::{decode, topics, AccessErrorCode, DeviceUuid};
 use std::time::{Duration, Instant};
@@ -83,6 +89,36 @@ impl DeviceConfig {
     }
 }
 
+impl DeviceConfig {
+    /// Checks the factory identity before anything goes on the wire.
+    pub fn validate(&self) -> Result<DeviceUuid, DeviceError> {
+        let uuid = DeviceUuid::parse(&self.uuid).map_err(|e| DeviceError::Invalid {
+            field: "uuid",
+            reason: e.to_string(),
+        })?;
+        check_ssid(&self.ssid).map_err(|reason| DeviceError::Invalid {
+            field: "ssid",
+            reason,
+        })?;
+        check_pass_tmp(&self.pass_tmp).map_err(|reason| DeviceError::Invalid {
+            field: "pass_tmp",
+            reason,
+        })?;
+        Ok(uuid)
+    }
+
+    /// The device's session on the platform broker.
+    pub fn link(&self) -> LinkConfig {
+        LinkConfig {
+            broker: self.broker.clone(),
+            device_id: self.uuid.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Steps of the flow, for whoever shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceEvent {
@@ -93,8 +129,10 @@ pub enum DeviceEvent {
         attempt: u32,
     },
     /// The AP answered with the credentials; the device's user must confirm.
+    /// `latency`: from the first access request to the response.
     Prompt {
         ssid: String,
+        latency: Duration,
     },
     Joined {
         ssid: String,
@@ -110,43 +148,37 @@ pub struct Joined {
     pub access_latency: Duration,
 }
 
-/// Runs the onboarding flow for one device. `local_confirm` carries the
-/// device user's answers from elsewhere (a terminal); `device/{uuid}/confirm`
-/// messages work too.
+/// Runs the onboarding flow for one device on its own connection, closed
+/// when it returns. `local_confirm` carries the device user's answers from
+/// elsewhere (a terminal); `device/{uuid}/confirm` messages work too.
 pub async fn onboard(
+    config: &DeviceConfig,
+    events: &mpsc::UnboundedSender<DeviceEvent>,
+    local_confirm: Option<mpsc::Receiver<bool>>,
+    shutdown: &CancellationToken,
+) -> Result<Joined, DeviceError> {
+    config.validate()?;
+    let mut link = PlatformLink::open(&config.link(), shutdown).await?;
+    onboard_on(&mut link, config, events, local_confirm, shutdown).await
+}
+
+/// Runs the onboarding flow over an open [`PlatformLink`], which stays
+/// open for the gateway query.
+pub async fn onboard_on(
+    link: &mut PlatformLink,
     config: &DeviceConfig,
     events: &mpsc::UnboundedSender<DeviceEvent>,
     mut local_confirm: Option<mpsc::Receiver<bool>>,
     shutdown: &CancellationToken,
 ) -> Result<Joined, DeviceError> {
-    let uuid = DeviceUuid::parse(&config.uuid).map_err(|e| DeviceError::Invalid {
-        field: "uuid",
-        reason: e.to_string(),
-    })?;
-    check_ssid(&config.ssid).map_err(|reason| DeviceError::Invalid {
-        field: "ssid",
-        reason,
-    })?;
-    check_pass_tmp(&config.pass_tmp).map_err(|reason| DeviceError::Invalid {
-        field: "pass_tmp",
-        reason,
-    })?;
-
-    let link = shutdown.child_token();
-    let _close = link.clone().drop_guard();
-    let opts = BusOptions::new(&config.broker, uuid.as_str())?
-        .with_credentials(&config.username, &config.password);
+    let uuid = config.validate()?;
     let response_topic = topics::access_response(uuid.as_str());
     let confirm_topic = topics::device_confirm(uuid.as_str());
-    let (bus, mut inbox) = Bus::connect(
-        opts,
-        vec![response_topic.clone(), confirm_topic.clone()],
-        link,
-    );
-    bus.ready(Duration::from_secs(10)).await?;
     let _ = events.send(DeviceEvent::Connected {
-        broker: config.broker.clone(),
+        broker: link.broker().to_owned(),
     });
+    let bus = &link.bus;
+    let inbox = &mut link.inbox;
 
     // Step 2: the access request, re-sent while nobody answers.
     let request = AccessRequest {
@@ -173,7 +205,7 @@ pub async fn onboard(
                     }
                     continue 'wait;
                 }
-                msg = inbox.recv() => msg.ok_or(DeviceError::Stopped)?,
+                    msg = inbox.recv() => msg.ok_or(DeviceError::Stopped)?,
             };
             if msg.topic != response_topic {
                 debug!(topic = %msg.topic, "ignored before the access response");
@@ -199,6 +231,7 @@ pub async fn onboard(
     // Step 6: the device's own prompt.
     let _ = events.send(DeviceEvent::Prompt {
         ssid: granted.ssid.clone(),
+        latency: access_latency,
     });
     if !config.auto_confirm {
         let answer = async {
@@ -235,6 +268,30 @@ pub async fn onboard(
         password: granted.password,
         access_latency,
     })
+}
+
+/// Where [`live`] reports each step.
+#[derive(Debug, Clone)]
+pub struct LifeEvents {
+    pub device: mpsc::UnboundedSender<DeviceEvent>,
+    pub home: mpsc::UnboundedSender<gateway::HomeEvent>,
+}
+
+/// A device's whole life: Wi-Fi onboarding, then its gateway, until
+/// `shutdown`. One platform session carries the access request and the
+/// first gateway query; it closes once the device is on its gateway.
+/// `device-sim` runs this for one device and `device-sim fleet` for each.
+pub async fn live(
+    device: &DeviceConfig,
+    home: &gateway::HomeConfig,
+    events: &LifeEvents,
+    local_confirm: Option<mpsc::Receiver<bool>>,
+    shutdown: &CancellationToken,
+) -> Result<(), DeviceError> {
+    device.validate()?;
+    let mut link = PlatformLink::open(&device.link(), shutdown).await?;
+    onboard_on(&mut link, device, &events.device, local_confirm, shutdown).await?;
+    gateway::stay_homed_with(home, Some(link), &events.home, shutdown).await
 }
 
 fn read_response(msg: &Message, uuid: &DeviceUuid) -> Option<AccessResponse> {

@@ -1,10 +1,13 @@
-//! `device-sim`: run one simulated device through Wi-Fi onboarding.
+//! `device-sim`: one simulated device, a fleet of them, or a fleet manifest.
+
+mod fleet_cmd;
 
 use bus::cli::ConnectArgs;
-use clap::Parser;
-use device_sim::gateway::{stay_homed, HomeConfig, HomeEvent, KnownGateway};
-use device_sim::{DeviceConfig, DeviceError, DeviceEvent};
+use clap::{Parser, Subcommand};
+use device_sim::gateway::{stay_homed_with, HomeConfig, HomeEvent, KnownGateway};
+use device_sim::{DeviceConfig, DeviceError, DeviceEvent, PlatformLink};
 use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -26,21 +29,121 @@ mod exit {
 #[derive(Parser)]
 #[command(
     version,
-    about = "A simulated headless device that onboards onto Wi-Fi through an AP.",
+    about = "A simulated headless device: Wi-Fi onboarding through an AP, then its gateway.",
     long_about = "\
-Sends an access request {uuid, ssid, pass_tmp} to whichever AP serves the SSID, waits for \
-the access response, asks its own user to confirm, and joins.
+Runs one device, or with `fleet` thousands of them, through the whole life: sends an access \
+request {uuid, ssid, pass_tmp} to whichever AP serves the SSID, waits for the access response, \
+asks its own user to confirm, joins, asks the registry for its gateway, connects there and \
+follows redirects.
 
 Confirm with --auto-confirm, by typing y or n when running in a terminal, or with
   mosquitto_pub -u me -t device/UUID/confirm -m '{\"accept\":true}'
 
-Exit codes: 0 joined; 1 refused by the AP (the reason is printed); 2 bad command line; \
-3 platform unreachable or no AP answered; 4 declined by the device's user."
+Fleets: `device-sim manifest --count 10000 --out fleet.csv`, `verifier import fleet.csv`, then \
+`device-sim fleet --manifest fleet.csv --ssid home-wifi --auto-confirm`.
+
+Exit codes: 0 joined (fleet: every device connected); 1 refused by the AP (fleet: some devices \
+failed); 2 bad command line; 3 platform unreachable or no AP answered; 4 declined by the \
+device's user.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
-    /// The device's factory UUID.
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    single: Single,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write N device identities (uuid,pass_tmp) in the CSV format `verifier import` reads.
+    Manifest(ManifestArgs),
+    /// Run every device of a manifest through the whole life, in one process.
+    Fleet(FleetArgs),
+}
+
+#[derive(clap::Args)]
+struct ManifestArgs {
+    /// How many devices.
     #[arg(long)]
-    uuid: String,
+    count: usize,
+    /// The same seed writes the same identities.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write the manifest.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct FleetArgs {
+    /// The manifest to run (uuid,pass_tmp per line), enrolled beforehand
+    /// with `verifier import`.
+    #[arg(long, value_name = "FILE")]
+    manifest: PathBuf,
+    /// The SSID(s) to join; with several (comma-separated or repeated),
+    /// device i joins the (i mod n)-th, spreading the fleet over APs.
+    #[arg(long, required = true, value_delimiter = ',')]
+    ssid: Vec<String>,
+    /// Accept every access response without asking. Without it, each
+    /// device waits for a message on device/UUID/confirm.
+    #[arg(long)]
+    auto_confirm: bool,
+    /// Devices between power-on and their first gateway connection at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// Power-ons per second [default: as fast as --concurrency allows].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Keep the fleet connected this long after the last device connected,
+    /// e.g. 30s or 5m [default: until Ctrl-C].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Run only slice I of N of the manifest, e.g. 2/4, so that N processes
+    /// share one fleet.
+    #[arg(long, value_name = "I/N", value_parser = parse_slice)]
+    slice: Option<(usize, usize)>,
+    /// Seconds each device waits for an AP's answer before failing.
+    #[arg(long, default_value_t = 30)]
+    answer_timeout: u64,
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also draw the latency distribution and the timeline to FILE.svg.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// No live status line.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+fn parse_slice(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected I/N, e.g. 1/4"))?;
+    let i: usize = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("{i:?} is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{n:?} is not a number"))?;
+    if n == 0 || i == 0 || i > n {
+        return Err(format!("{s:?}: need 1 <= I <= N"));
+    }
+    Ok((i, n))
+}
+
+/// One device.
+#[derive(clap::Args)]
+struct Single {
+    /// The device's factory UUID.
+    #[arg(long, required = true)]
+    uuid: Option<String>,
     /// The device's factory temporary password.
     #[arg(
         long,
@@ -79,31 +182,71 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     bus::cli::init_logging("warn", bus::cli::LogOutput::Stderr);
+    let command = match cli.command {
+        Some(Command::Manifest(args)) => {
+            return fleet_cmd::manifest(&args.out, args.count, args.seed)
+        }
+        Some(Command::Fleet(args)) => Either::Fleet(args),
+        None => Either::Single(cli.single),
+    };
     let runtime = match bus::cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let code = runtime.block_on(run(cli));
+    let code = match command {
+        Either::Fleet(args) => runtime.block_on(fleet_cmd::run(fleet_cmd::Options {
+            manifest: args.manifest,
+            ssids: args.ssid,
+            auto_confirm: args.auto_confirm,
+            concurrency: args.concurrency as usize,
+            rate: args.rate,
+            duration: args.duration,
+            slice: args.slice,
+            answer_timeout: Duration::from_secs(args.answer_timeout),
+            json: args.json,
+            plot: args.plot,
+            quiet: args.quiet,
+            connect: args.connect,
+        })),
+        Either::Single(single) => runtime.block_on(run(single)),
+    };
     // The stdin reader thread may still be blocked on a read.
     runtime.shutdown_timeout(Duration::from_millis(100));
     ExitCode::from(code)
 }
 
-async fn run(cli: Cli) -> u8 {
+enum Either {
+    Single(Single),
+    Fleet(FleetArgs),
+}
+
+async fn run(cli: Single) -> u8 {
+    let Some(uuid) = cli.uuid.clone() else {
+        eprintln!("error: --uuid is required");
+        return 2;
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
-    let tag = format!("[device {}]", cli.uuid);
+    let tag = format!("[device {uuid}]");
+    let mut link = None;
     if !cli.gateway_only {
-        let code = onboard(&cli, &shutdown).await;
+        let (code, open) = onboard(&cli, &uuid, &shutdown).await;
         if code != exit::JOINED || cli.no_gateway {
             return code;
         }
+        link = open;
     }
-    home(&cli, &tag, &shutdown).await
+    home(&cli, &uuid, &tag, link, &shutdown).await
 }
 
-async fn home(cli: &Cli, tag: &str, shutdown: &CancellationToken) -> u8 {
-    let mut config = HomeConfig::new(&cli.connect.broker, &cli.uuid);
+async fn home(
+    cli: &Single,
+    uuid: &str,
+    tag: &str,
+    link: Option<PlatformLink>,
+    shutdown: &CancellationToken,
+) -> u8 {
+    let mut config = HomeConfig::new(&cli.connect.broker, uuid);
     config.username = cli.connect.username_or("device");
     config.password = cli.connect.mqtt_password.clone();
     config.last_known = cli
@@ -130,6 +273,7 @@ async fn home(cli: &Cli, tag: &str, shutdown: &CancellationToken) -> u8 {
                         gateway_id,
                         address,
                         epoch,
+                        ..
                     } => {
                         println!("{tag} {ms:>6} ms  registry: gateway {gateway_id} at {address} (epoch {epoch})")
                     }
@@ -139,6 +283,7 @@ async fn home(cli: &Cli, tag: &str, shutdown: &CancellationToken) -> u8 {
                         epoch,
                         from,
                         elapsed,
+                        ..
                     } => {
                         match from {
                             None => println!("{tag} {ms:>6} ms  connected to {gateway_id}"),
@@ -178,7 +323,7 @@ async fn home(cli: &Cli, tag: &str, shutdown: &CancellationToken) -> u8 {
             }
         })
     };
-    let result = stay_homed(&config, &events_tx, shutdown).await;
+    let result = stay_homed_with(&config, link, &events_tx, shutdown).await;
     drop(events_tx);
     let _ = printer.await;
     match result {
@@ -190,12 +335,18 @@ async fn home(cli: &Cli, tag: &str, shutdown: &CancellationToken) -> u8 {
     }
 }
 
-async fn onboard(cli: &Cli, shutdown: &CancellationToken) -> u8 {
+/// Onboards; on success also returns the still-open platform session, for
+/// the gateway query.
+async fn onboard(
+    cli: &Single,
+    uuid: &str,
+    shutdown: &CancellationToken,
+) -> (u8, Option<PlatformLink>) {
     let (Some(pass_tmp), Some(ssid)) = (&cli.pass_tmp, &cli.ssid) else {
         eprintln!("error: --pass-tmp and --ssid are needed for Wi-Fi onboarding");
-        return 2;
+        return (2, None);
     };
-    let mut config = DeviceConfig::new(&cli.connect.broker, &cli.uuid, pass_tmp, ssid);
+    let mut config = DeviceConfig::new(&cli.connect.broker, uuid, pass_tmp, ssid);
     config.auto_confirm = cli.auto_confirm;
     config.answer_timeout = Duration::from_secs(cli.answer_timeout);
     config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
@@ -206,11 +357,11 @@ async fn onboard(cli: &Cli, shutdown: &CancellationToken) -> u8 {
     let (confirm_tx, confirm_rx) = mpsc::channel(1);
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let started = Instant::now();
-    let tag = format!("[device {}]", cli.uuid);
+    let tag = format!("[device {uuid}]");
 
     let printer = {
         let tag = tag.clone();
-        let uuid = cli.uuid.clone();
+        let uuid = uuid.to_owned();
         let auto_confirm = cli.auto_confirm;
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
@@ -219,7 +370,7 @@ async fn onboard(cli: &Cli, shutdown: &CancellationToken) -> u8 {
                     DeviceEvent::Connected { broker } => println!("{tag} {ms:>6} ms  connected to {broker}"),
                     DeviceEvent::RequestSent { attempt: 1 } => println!("{tag} {ms:>6} ms  access request sent"),
                     DeviceEvent::RequestSent { attempt } => println!("{tag} {ms:>6} ms  no answer yet; access request re-sent (attempt {attempt})"),
-                    DeviceEvent::Prompt { ssid } => {
+                    DeviceEvent::Prompt { ssid, .. } => {
                         println!("{tag} {ms:>6} ms  access response received for {ssid:?}");
                         if auto_confirm {
                             println!("{tag} {ms:>6} ms  auto-confirmed");
@@ -236,25 +387,35 @@ async fn onboard(cli: &Cli, shutdown: &CancellationToken) -> u8 {
             }
         })
     };
-    let result = device_sim::onboard(&config, &events_tx, Some(confirm_rx), shutdown).await;
+    let result = async {
+        config.validate()?;
+        let mut link = PlatformLink::open(&config.link(), shutdown).await?;
+        let joined =
+            device_sim::onboard_on(&mut link, &config, &events_tx, Some(confirm_rx), shutdown)
+                .await?;
+        Ok((joined, link))
+    }
+    .await;
     drop(events_tx);
     let _ = printer.await;
     match result {
-        Ok(joined) => {
+        Ok((joined, link)) => {
             println!(
                 "{tag} credentials recorded: ssid {:?}, password of {} characters",
                 joined.ssid,
                 joined.password.len()
             );
-            exit::JOINED
+            (exit::JOINED, Some(link))
         }
         Err(e) => {
             eprintln!("{tag} not joined: {e}");
-            match e {
+            let code = match e {
                 DeviceError::Refused { .. } => exit::REFUSED,
                 DeviceError::Declined | DeviceError::ConfirmTimeout(_) => exit::DECLINED,
+                DeviceError::Invalid { .. } => 2,
                 _ => exit::UNREACHABLE,
-            }
+            };
+            (code, None)
         }
     }
 }

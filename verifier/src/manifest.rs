@@ -6,7 +6,22 @@
 //! verifier validates the values themselves.
 
 use protocol::admin::{ImportRow, RejectedRow};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+
+/// Writes a manifest that [`parse`] reads back: the header, then one
+/// `uuid,pass_tmp` row per device, quoted where a field needs it.
+pub fn write<'a, W: Write>(
+    out: W,
+    rows: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), csv::Error> {
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record(["uuid", "pass_tmp"])?;
+    for (uuid, pass_tmp) in rows {
+        csv.write_record([uuid, pass_tmp])?;
+    }
+    csv.flush()?;
+    Ok(())
+}
 
 /// Rows to send, and lines rejected before sending. Line numbers are
 /// physical lines of the file, counting blank and comment lines (the csv
@@ -104,5 +119,25 @@ mod tests {
         assert_eq!(rejected[0].line, 5);
         assert!(rejected[0].reason.contains("2 fields"));
         assert_eq!(rejected[1].line, 6);
+    }
+
+    #[test]
+    fn what_write_writes_parse_reads() {
+        let rows = [
+            ("6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b", "plain"),
+            (
+                "00000000-0000-4000-8000-000000000001",
+                "with,comma \"and quote\"",
+            ),
+        ];
+        let mut out = Vec::new();
+        write(&mut out, rows).unwrap();
+        let (parsed, rejected) = parse(out.as_slice());
+        assert!(rejected.is_empty(), "{rejected:?}");
+        let back: Vec<_> = parsed
+            .iter()
+            .map(|r| (r.uuid.as_str(), r.pass_tmp.as_str()))
+            .collect();
+        assert_eq!(back, rows);
     }
 }

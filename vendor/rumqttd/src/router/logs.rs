@@ -61,6 +61,14 @@ pub struct DataLog {
     retained_publishes: HashMap<Topic, PublishData>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+    /// PATCH(platform): the filters with `+` or `#`. A topic can match
+    /// any of these, but of the others only the filter equal to itself, so
+    /// a new topic or filter is matched against these few instead of all.
+    wildcard_filters: HashMap<Filter, FilterIdx>,
+}
+
+fn is_wildcard(filter: &str) -> bool {
+    filter.contains(['+', '#'])
 }
 
 impl DataLog {
@@ -69,6 +77,7 @@ impl DataLog {
         let mut filter_indexes = HashMap::new();
         let retained_publishes = HashMap::new();
         let publish_filters = HashMap::new();
+        let mut wildcard_filters = HashMap::new();
 
         if let Some(warmup_filters) = config.initialized_filters.clone() {
             for filter in warmup_filters {
@@ -77,6 +86,9 @@ impl DataLog {
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
                 let idx = native.insert(data);
+                if is_wildcard(&filter) {
+                    wildcard_filters.insert(filter.clone(), idx);
+                }
                 filter_indexes.insert(filter, idx);
             }
         }
@@ -87,6 +99,7 @@ impl DataLog {
             publish_filters,
             filter_indexes,
             retained_publishes,
+            wildcard_filters,
         })
     }
 
@@ -128,11 +141,21 @@ impl DataLog {
         match &self.publish_filters.get(topic) {
             Some(v) => Some(v.to_vec()),
             None => {
-                let v: Vec<usize> = self
+                // PATCH(platform): the exact filter plus the wildcard ones,
+                // not a scan of every filter (O(devices) per new topic).
+                let exact = self
                     .filter_indexes
-                    .iter()
-                    .filter(|(filter, _)| matches(topic, filter))
-                    .map(|(_, filter_idx)| *filter_idx)
+                    .get(topic)
+                    .filter(|_| !is_wildcard(topic))
+                    .copied();
+                let v: Vec<usize> = exact
+                    .into_iter()
+                    .chain(
+                        self.wildcard_filters
+                            .iter()
+                            .filter(|(filter, _)| matches(topic, filter))
+                            .map(|(_, filter_idx)| *filter_idx),
+                    )
                     .collect();
 
                 if !v.is_empty() {
@@ -159,10 +182,17 @@ impl DataLog {
                 self.filter_indexes.insert(filter.to_owned(), idx);
 
                 // Match new filter to existing topics and add to publish_filters if it matches
-                for (topic, filters) in publish_filters.iter_mut() {
-                    if matches(topic, filter) {
-                        filters.push(idx);
+                // PATCH(platform): a filter without wildcards matches only
+                // the topic equal to it; skip the scan of every topic.
+                if is_wildcard(filter) {
+                    self.wildcard_filters.insert(filter.to_owned(), idx);
+                    for (topic, filters) in publish_filters.iter_mut() {
+                        if matches(topic, filter) {
+                            filters.push(idx);
+                        }
                     }
+                } else if let Some(filters) = publish_filters.get_mut(filter) {
+                    filters.push(idx);
                 }
 
                 (idx, self.native.get(idx).unwrap())
@@ -252,6 +282,24 @@ impl DataLog {
             inflight.append(&mut data.waiters.remove(id));
         }
 
+        inflight
+    }
+
+    /// PATCH(platform): [`DataLog::clean`] limited to `filters`.
+    pub fn clean_filters<'a>(
+        &mut self,
+        id: ConnectionId,
+        filters: impl Iterator<Item = &'a Filter>,
+    ) -> Vec<DataRequest> {
+        let mut inflight = Vec::new();
+        for filter in filters {
+            let Some(idx) = self.filter_indexes.get(filter) else {
+                continue;
+            };
+            if let Some(data) = self.native.get_mut(*idx) {
+                inflight.append(&mut data.waiters.remove(id));
+            }
+        }
         inflight
     }
 

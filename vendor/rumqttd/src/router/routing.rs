@@ -463,7 +463,14 @@ impl Router {
         // connection in readyqueue and allow 'consume()' method to deal with this
         // self.readyqueue.remove(id);
 
-        let inflight_data_requests = self.datalog.clean(id);
+        // PATCH(platform): waiters are registered only on the filters the
+        // connection subscribed to; clean those instead of every filter
+        // (O(devices) per disconnect). Shared groups keep the full scan.
+        let inflight_data_requests = if self.shared_subscriptions.is_empty() {
+            self.datalog.clean_filters(id, connection.subscriptions.iter())
+        } else {
+            self.datalog.clean(id)
+        };
         let retransmissions = outgoing.retransmission_map();
 
         // Remove connections from all groups and
