@@ -8,14 +8,20 @@
 //!
 //! Confirmation comes from `auto_confirm`, from `ap/{ap_id}/confirm`
 //! messages, or from whoever holds [`Confirmations`] (the binary's
-//! terminal reader).
+//! terminal reader). After each answer it decides, the AP reports the
+//! outcome on `ap/{ap_id}/outcome`, for the platform's metrics.
+//!
+//! One process can run many APs: call [`start`] once per AP. [`aps`]
+//! reads the `--aps` file that lists them.
 
 #![forbid(unsafe_code)]
 
+pub mod aps;
+
 use bus::{Bus, BusError, BusOptions, Message, Pending};
 use protocol::onboarding::{
-    check_ssid, check_wifi_password, AccessGranted, AccessRequest, AccessResponse, ApConfirm,
-    ApPrompt, VerifyOutcome, VerifyRequest, VerifyResponse,
+    check_ssid, check_wifi_password, AccessGranted, AccessOutcome, AccessRequest, AccessResponse,
+    ApConfirm, ApPrompt, OutcomeReport, VerifyOutcome, VerifyRequest, VerifyResponse,
 };
 use protocol::{decode, peek_str_field, topics, AccessErrorCode, DeviceUuid, Segment};
 use std::collections::{HashMap, HashSet};
@@ -338,6 +344,8 @@ async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) {
                     e.to_string(),
                 );
                 publish(shared, &uuid, &resp).await;
+                let outcome = AccessOutcome::Refused(AccessErrorCode::BadRequest);
+                report(shared, &uuid, outcome, started.elapsed()).await;
             }
             return;
         }
@@ -365,6 +373,7 @@ async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) {
     publish(shared, &uuid, &response).await;
     shared.remember(key, &req.pass_tmp, &response);
     let elapsed = started.elapsed();
+    report(shared, &uuid, outcome.into(), elapsed).await;
     match outcome {
         Ok(()) => info!(uuid = %uuid, ssid, ?elapsed, "access granted"),
         Err(code) => info!(uuid = %uuid, ssid, %code, ?elapsed, "access refused"),
@@ -505,5 +514,22 @@ async fn publish(shared: &Shared, uuid: &DeviceUuid, resp: &AccessResponse) {
         .await
     {
         warn!(uuid = %uuid, error = %e, "could not answer the device");
+    }
+}
+
+/// Tells the platform how a request ended, for its metrics. Sent once per
+/// answer the AP decided; a repeat of a recent answer is not reported.
+async fn report(shared: &Shared, uuid: &DeviceUuid, outcome: AccessOutcome, elapsed: Duration) {
+    let report = OutcomeReport {
+        uuid: uuid.as_str().to_owned(),
+        outcome,
+        latency_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+    };
+    if let Err(e) = shared
+        .bus
+        .publish_json(topics::ap_outcome(&shared.config.ap_id), &report)
+        .await
+    {
+        warn!(uuid = %uuid, error = %e, "could not report the outcome");
     }
 }

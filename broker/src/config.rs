@@ -31,6 +31,7 @@ pub struct Config {
     pub platform: BrokerSettings,
     pub verifier: VerifierSection,
     pub registry: RegistrySection,
+    pub metrics: MetricsSection,
     /// Gateways run in this process. `[[gateways]]` in a file replaces the
     /// default pair; `gateways = []` runs none.
     pub gateways: Vec<GatewaySection>,
@@ -48,6 +49,7 @@ impl Default for Config {
             platform: BrokerSettings::default(),
             verifier: VerifierSection::default(),
             registry: RegistrySection::default(),
+            metrics: MetricsSection::default(),
             gateways: vec![gateway("gw-1", 1884), gateway("gw-2", 1885)],
         }
     }
@@ -69,6 +71,25 @@ impl Default for RegistrySection {
             enabled: true,
             policy: registry::Policy::Hashed,
             allow_unknown: true,
+        }
+    }
+}
+
+/// The Prometheus endpoint: `GET http://{listen}/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// `false` serves no endpoint; the workers still count.
+    pub enabled: bool,
+    /// Port 0 picks a free port (tests); the log says which.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9898)),
         }
     }
 }
@@ -193,6 +214,13 @@ impl Config {
                 ));
             }
         }
+        let m = &self.metrics;
+        if m.enabled && m.listen.port() != 0 && ports.contains(&m.listen) {
+            return Err(ConfigError::Invalid {
+                key: "metrics.listen".into(),
+                problem: format!("{} is already used by a broker listener", m.listen),
+            });
+        }
         Ok(())
     }
 }
@@ -292,6 +320,27 @@ mod tests {
         assert!(err.contains("random"), "{err}");
         let none = Config::from_toml("gateways = []\n", "t").unwrap();
         assert!(none.gateways.is_empty());
+    }
+
+    #[test]
+    fn metrics_problems_are_named() {
+        let clash = "[metrics]\nlisten = \"127.0.0.1:1884\"\n";
+        let err = Config::from_toml(clash, "t").unwrap_err().to_string();
+        assert!(err.contains("metrics.listen"), "{err}");
+        let off = Config::from_toml(
+            "[metrics]\nenabled = false\nlisten = \"127.0.0.1:1883\"\n",
+            "t",
+        )
+        .unwrap();
+        assert!(!off.metrics.enabled);
+        let err = Config::from_toml("[metrics]\nport = 9\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+        let err = Config::from_toml("[metrics]\nlisten = \"\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen"), "{err}");
     }
 
     #[test]

@@ -59,6 +59,10 @@ enum Command {
         /// The platform broker.
         #[arg(long, env = "PLATFORM_BROKER", default_value = "127.0.0.1:1883")]
         platform: String,
+        /// Devices this gateway accepts at once (a process holds at most
+        /// about 20,000 open files here).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=19_000))]
+        max_connections: u32,
     },
 }
 
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         advertise,
         weight,
         platform,
+        max_connections,
     }) = cli.command
     {
         let section = broker::config::GatewaySection {
@@ -107,7 +112,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
-        return run_gateway(section, platform);
+        return run_gateway(section, platform, max_connections as usize);
     }
     let config = match &cli.config {
         Some(path) => Config::from_file(path),
@@ -142,7 +147,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_gateway(section: broker::config::GatewaySection, platform: String) -> ExitCode {
+fn run_gateway(
+    section: broker::config::GatewaySection,
+    platform: String,
+    max_connections: usize,
+) -> ExitCode {
     let runtime = match bus::cli::runtime(ExitCode::FAILURE) {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -150,7 +159,10 @@ fn run_gateway(section: broker::config::GatewaySection, platform: String) -> Exi
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
         tokio::spawn(bus::cancel_on_signal(stop.clone()));
-        let settings = broker::config::BrokerSettings::default();
+        let settings = broker::config::BrokerSettings {
+            max_connections,
+            ..broker::config::BrokerSettings::default()
+        };
         let gw = broker::gateway::start(&section, &settings, &platform, stop.clone()).await?;
         gw.join().await;
         Ok::<(), broker::gateway::GatewayError>(())

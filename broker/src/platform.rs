@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::embedded::{AdmitAll, BrokerError, EmbeddedBroker};
 use crate::gateway;
+use bus::Metrics;
 use registry::RegistryConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,11 @@ pub enum PlatformError {
     Gateway(#[from] crate::gateway::GatewayError),
     #[error("{0} task panicked")]
     Panicked(&'static str),
+    #[error("cannot serve metrics on {addr} (`metrics.listen`): {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -49,6 +55,9 @@ pub struct Platform {
     shutdown: CancellationToken,
     workers: JoinSet<(&'static str, Result<(), PlatformError>)>,
     gateways: Vec<(String, String)>,
+    metrics: Metrics,
+    /// The bound endpoint and its server task, unless `metrics.enabled` is off.
+    metrics_endpoint: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Platform {
@@ -63,13 +72,37 @@ impl Platform {
             path: data_dir.to_owned(),
             source,
         })?;
+        // Bound before the broker starts, so a port in use fails cleanly.
+        let metrics_listener = if config.metrics.enabled {
+            let addr = config.metrics.listen;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| PlatformError::Metrics { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| PlatformError::Metrics { addr, source })?;
+            Some((listener, bound))
+        } else {
+            None
+        };
         let broker = EmbeddedBroker::start("platform", &config.platform, Arc::new(AdmitAll))?;
         info!(listen = %broker.addr(), protocol = "MQTT 3.1.1", "platform broker listening");
 
         let shutdown = CancellationToken::new();
+        let metrics = Metrics::new();
+        let metrics_endpoint = metrics_listener.map(|(listener, bound)| {
+            let task = tokio::spawn(bus::metrics::serve(
+                listener,
+                metrics.clone(),
+                shutdown.child_token(),
+            ));
+            info!(listen = %bound, "metrics at http://{bound}{}", bus::metrics::METRICS_PATH);
+            (bound, task)
+        });
         let mut workers = JoinSet::new();
         if config.verifier.enabled && !opts.broker_only {
-            let vc = VerifierConfig::new(broker.addr().to_string(), data_dir.join("verifier"));
+            let mut vc = VerifierConfig::new(broker.addr().to_string(), data_dir.join("verifier"));
+            vc.metrics = metrics.clone();
             let worker =
                 verifier::start(vc, shutdown.child_token(), Some(Duration::from_secs(10))).await?;
             workers.spawn(
@@ -80,6 +113,7 @@ impl Platform {
             let mut rc = RegistryConfig::new(broker.addr().to_string(), data_dir.join("registry"));
             rc.policy = config.registry.policy;
             rc.allow_unknown = config.registry.allow_unknown;
+            rc.metrics = metrics.clone();
             let worker =
                 registry::start(rc, shutdown.child_token(), Some(Duration::from_secs(10))).await?;
             workers.spawn(
@@ -114,7 +148,20 @@ impl Platform {
             shutdown,
             workers,
             gateways,
+            metrics,
+            metrics_endpoint,
         })
+    }
+
+    /// Where the metrics endpoint listens, if it is enabled: the bound
+    /// address, so a config with port 0 learns its port here.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_endpoint.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// The platform's metrics, served or not.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The in-process gateways: (id, advertised address).
@@ -139,12 +186,17 @@ impl Platform {
             stop.cancelled().await;
         }
         self.shutdown.cancel();
+        let metrics_task = self.metrics_endpoint.take().map(|(_, task)| task);
         let drain = async {
             while let Some(done) = self.workers.join_next().await {
                 let r = worker_result(done);
                 if result.is_ok() {
                     result = r;
                 }
+            }
+            // Scrapes in progress end with the shutdown token.
+            if let Some(task) = metrics_task {
+                let _ = task.await;
             }
         };
         if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {

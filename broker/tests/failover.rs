@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 
-use common::{free_port, spawn_broker};
+use common::{free_port, platform_toml, spawn_broker};
 /// Devices on the gateway that dies. FAILOVER_DEVICES raises it for a
 /// measurement run (`cargo test --release -p broker --test failover -- --nocapture`).
 fn device_count() -> usize {
@@ -37,15 +37,7 @@ async fn devices_of_a_killed_gateway_fail_over() {
     let port = free_port();
     let platform_addr = format!("127.0.0.1:{port}");
     let config = dir.path().join("p.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[platform]\nlisten = \"{platform_addr}\"\n\
-             [[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:0\"\n\
-             [[gateways]]\nid = \"gw-2\"\nlisten = \"127.0.0.1:0\"\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, platform_toml(port)).unwrap();
     let mut platform = spawn_broker(
         &[
             "--config",

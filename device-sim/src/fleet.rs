@@ -399,6 +399,9 @@ async fn one_device(
                 }
                 HomeEvent::Connected { gateway_id, from, elapsed, connect_latency, .. } => {
                     stats.record(Phase::Connect, connect_latency);
+                    // Placement first, so that whoever sees the count
+                    // rise also sees where the device is.
+                    stats.arrive(&gateway_id, !ever_connected);
                     if ever_connected {
                         stats.record(Phase::Move, elapsed);
                         if from.is_some() {
@@ -409,7 +412,6 @@ async fn one_device(
                         stats.bump(&stats.connected);
                         permit.take();
                     }
-                    stats.arrive(&gateway_id, !ever_connected);
                     ever_connected = true;
                     current = Some(gateway_id);
                 }

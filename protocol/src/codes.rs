@@ -20,6 +20,20 @@ pub enum AccessErrorCode {
 }
 
 impl AccessErrorCode {
+    /// Every code, for whoever needs to enumerate them (metrics).
+    pub const ALL: [AccessErrorCode; 5] = [
+        AccessErrorCode::UnknownDevice,
+        AccessErrorCode::PassTmpMismatch,
+        AccessErrorCode::Rejected,
+        AccessErrorCode::Timeout,
+        AccessErrorCode::BadRequest,
+    ];
+
+    /// The code with this wire spelling.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AccessErrorCode::UnknownDevice => "unknown_device",

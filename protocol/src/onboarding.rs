@@ -138,6 +138,80 @@ pub struct ApConfirm {
     pub accept: bool,
 }
 
+/// How an access request ended: the device got the password, or an error
+/// code. On the wire, `"granted"` or the [`AccessErrorCode`] itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessOutcome {
+    Granted,
+    Refused(AccessErrorCode),
+}
+
+impl AccessOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessOutcome::Granted => "granted",
+            AccessOutcome::Refused(code) => code.as_str(),
+        }
+    }
+}
+
+impl From<Result<(), AccessErrorCode>> for AccessOutcome {
+    fn from(result: Result<(), AccessErrorCode>) -> Self {
+        match result {
+            Ok(()) => AccessOutcome::Granted,
+            Err(code) => AccessOutcome::Refused(code),
+        }
+    }
+}
+
+impl Serialize for AccessOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessOutcome {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        if text == "granted" {
+            return Ok(AccessOutcome::Granted);
+        }
+        AccessErrorCode::parse(&text)
+            .map(AccessOutcome::Refused)
+            .ok_or_else(|| {
+                serde::de::Error::unknown_variant(
+                    &text,
+                    &[
+                        "granted",
+                        "unknown_device",
+                        "pass_tmp_mismatch",
+                        "rejected",
+                        "timeout",
+                        "bad_request",
+                    ],
+                )
+            })
+    }
+}
+
+/// AP -> verifier on `ap/{ap_id}/outcome`, after each access response the
+/// AP decided (not after a repeat of a recent answer): what the device was
+/// told and how long the request took, for the platform's metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeReport {
+    pub uuid: String,
+    pub outcome: AccessOutcome,
+    /// From the AP receiving the request to its answer, in milliseconds;
+    /// includes the wait for the AP's user.
+    pub latency_ms: u64,
+}
+
+impl OutcomeReport {
+    pub fn validate(&self) -> Result<DeviceUuid, DecodeError> {
+        DeviceUuid::parse(&self.uuid).map_err(|e| DecodeError::field("uuid", e))
+    }
+}
+
 pub fn check_ssid(ssid: &str) -> Result<(), String> {
     if ssid.len() > MAX_SSID_LEN {
         return Err(format!(
@@ -251,6 +325,45 @@ mod tests {
             };
             assert_eq!(decode::<VerifyResponse>(&encode(&msg)).unwrap(), msg);
         }
+    }
+
+    #[test]
+    fn outcome_reports_use_the_access_codes() {
+        let granted = OutcomeReport {
+            uuid: U.into(),
+            outcome: AccessOutcome::Granted,
+            latency_ms: 45,
+        };
+        assert_eq!(
+            String::from_utf8(encode(&granted)).unwrap(),
+            format!(r#"{{"uuid":"{U}","outcome":"granted","latency_ms":45}}"#)
+        );
+        let refused: OutcomeReport = decode(
+            format!(r#"{{"uuid":"{U}","outcome":"pass_tmp_mismatch","latency_ms":3}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            refused.outcome,
+            AccessOutcome::Refused(AccessErrorCode::PassTmpMismatch)
+        );
+        for code in AccessErrorCode::ALL {
+            let outcome = AccessOutcome::Refused(code);
+            let back: AccessOutcome = serde_json::from_slice(&encode(&outcome)).unwrap();
+            assert_eq!(back, outcome);
+        }
+        assert!(decode::<OutcomeReport>(
+            format!(r#"{{"uuid":"{U}","outcome":"maybe","latency_ms":3}}"#).as_bytes()
+        )
+        .is_err());
+        assert!(decode::<OutcomeReport>(
+            format!(r#"{{"uuid":"{U}","outcome":"granted","latency_ms":-1}}"#).as_bytes()
+        )
+        .is_err());
+        let bad_uuid = OutcomeReport {
+            uuid: "x".into(),
+            ..granted
+        };
+        assert!(bad_uuid.validate().is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - `ap/{ap_id}/verify/response`: verifier -> AP
 //! - `ap/{ap_id}/prompt`: AP -> its user
 //! - `ap/{ap_id}/confirm`: the AP's user -> AP
+//! - `ap/{ap_id}/outcome`: AP -> verifier (how a request ended, for metrics)
 //! - `verifier/admin/request`, `verifier/admin/reply`: admin CLI <-> verifier
 //!
 //! Gateway assignment, device-facing and fixed:
@@ -36,6 +37,9 @@ pub const VERIFIER_ADMIN_REQUEST: &str = "verifier/admin/request";
 /// `request_id`, and a shared topic keeps rumqttd from creating a commit
 /// log per CLI invocation.
 pub const VERIFIER_ADMIN_REPLY: &str = "verifier/admin/reply";
+
+/// Every AP's outcome reports, for the verifier's metrics.
+pub const AP_OUTCOME_ALL: &str = "ap/+/outcome";
 
 /// Devices -> registry: "which gateway is mine?"
 pub const REGISTRY_QUERY: &str = "registry/query";
@@ -109,6 +113,18 @@ pub fn ap_confirm(ap_id: &str) -> String {
     format!("ap/{ap_id}/confirm")
 }
 
+pub fn ap_outcome(ap_id: &str) -> String {
+    format!("ap/{ap_id}/outcome")
+}
+
+/// The AP id of an `ap/{ap_id}/outcome` topic.
+pub fn parse_ap_outcome(topic: &str) -> Option<&str> {
+    match parse_ap_topic(topic)? {
+        (ap_id, "outcome") => Some(ap_id),
+        _ => None,
+    }
+}
+
 /// The SSID of a `wlan/{ssid}/access/request` topic.
 pub fn parse_access_request(topic: &str) -> Option<&str> {
     let rest = topic.strip_prefix("wlan/")?;
@@ -147,6 +163,9 @@ mod tests {
             parse_ap_topic(&ap_confirm("ap-1")),
             Some(("ap-1", "confirm"))
         );
+        assert_eq!(parse_ap_outcome(&ap_outcome("ap-1")), Some("ap-1"));
+        assert_eq!(parse_ap_outcome("ap/ap-1/outcome/x"), None);
+        assert_eq!(parse_ap_outcome(&ap_confirm("ap-1")), None);
         assert_eq!(
             parse_device_topic(&device_confirm("u")),
             Some(("u", "confirm"))

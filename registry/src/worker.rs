@@ -3,7 +3,8 @@
 
 use crate::policy::{Candidate, Policy};
 use crate::store::{now_ms, Assignment, GatewayRecord, Store, StoreError};
-use bus::{Bus, BusError, BusOptions, Message};
+use bus::metrics::{Counter, Gauge};
+use bus::{Bus, BusError, BusOptions, Message, Metrics};
 use protocol::gateway::{
     check_device_id, AssignUpdate, GatewayAnswer, GatewayAssigned, GatewayErrorCode, GatewayQuery,
     GatewayStatus, PresenceReport, Redirect, RedirectReason, SyncRequest, ASSIGN_CHUNK,
@@ -15,7 +16,7 @@ use protocol::registry_admin::{
 use protocol::{decode, peek_str_field, topics, ErrorBody, Segment};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -31,6 +32,9 @@ pub struct RegistryConfig {
     /// Whether a device the registry has never seen gets a gateway by
     /// policy (true) or `unassigned` (false).
     pub allow_unknown: bool,
+    /// Where queries, assignments, redirects, connected devices and
+    /// flushes are counted. The default is a registry nobody serves.
+    pub metrics: Metrics,
 }
 
 impl RegistryConfig {
@@ -43,6 +47,7 @@ impl RegistryConfig {
             db_dir: db_dir.into(),
             policy: Policy::default(),
             allow_unknown: true,
+            metrics: Metrics::default(),
         }
     }
 }
@@ -80,7 +85,8 @@ pub async fn start(
     let store = Store::open(&config.db_dir)?;
     let mut gateways = BTreeMap::new();
     for (id, record) in store.gateways()? {
-        gateways.insert(id, GatewayState::new(record));
+        let state = GatewayState::new(&id, record, &config.metrics);
+        gateways.insert(id, state);
     }
     let mut devices = 0;
     for item in store.assignments() {
@@ -119,6 +125,7 @@ pub async fn start(
         policy: config.policy,
         allow_unknown: config.allow_unknown,
         gateways,
+        metrics: config.metrics,
     };
     let task = tokio::spawn(registry.serve(inbox, link, shutdown));
     Ok(Worker { task })
@@ -129,16 +136,27 @@ struct GatewayState {
     alive: bool,
     assigned: u64,
     connected: HashSet<String>,
+    /// This gateway's series, kept so that recording needs no lookup.
+    connected_gauge: Gauge,
+    redirects: Counter,
 }
 
 impl GatewayState {
-    fn new(record: GatewayRecord) -> Self {
+    fn new(gateway_id: &str, record: GatewayRecord, metrics: &Metrics) -> Self {
         GatewayState {
             record,
             alive: false,
             assigned: 0,
             connected: HashSet::new(),
+            connected_gauge: metrics.connected_devices(gateway_id),
+            redirects: metrics.redirects(gateway_id),
         }
+    }
+
+    /// Keeps the gauge equal to the connected set.
+    fn connected_changed(&self) {
+        self.connected_gauge
+            .set(i64::try_from(self.connected.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -159,6 +177,8 @@ struct Move {
     to: String,
     epoch: u64,
     notify: Option<RedirectReason>,
+    /// As in the audit log: policy, failover, assign, remap, drain.
+    reason: &'static str,
 }
 
 type AdminResult = Result<RegistryOk, ErrorBody<RegistryErrorCode>>;
@@ -178,6 +198,7 @@ struct Registry {
     policy: Policy,
     allow_unknown: bool,
     gateways: BTreeMap<String, GatewayState>,
+    metrics: Metrics,
 }
 
 impl Registry {
@@ -222,7 +243,7 @@ impl Registry {
             state.wait_for(|s| *s == bus::LinkState::Closed),
         )
         .await;
-        self.store.flush().await?;
+        self.flush().await?;
         info!("registry stopped; store flushed");
         Ok(())
     }
@@ -263,13 +284,21 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Makes every change so far durable, timing it.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = self.store.flush().await;
+        self.metrics.store_flush("registry", started.elapsed());
+        result
+    }
+
     /// Records a change (not yet flushed) and keeps the counts.
     fn set(
         &mut self,
         device_id: &str,
         to: &str,
         previous: Option<&Assignment>,
-        reason: &str,
+        reason: &'static str,
         notify: Option<RedirectReason>,
     ) -> Result<Move, StoreError> {
         let from = previous.map(|a| a.gateway_id.clone());
@@ -289,6 +318,7 @@ impl Registry {
             to: to.to_owned(),
             epoch,
             notify,
+            reason,
         })
     }
 
@@ -298,6 +328,7 @@ impl Registry {
         let mut adds: HashMap<&str, Vec<String>> = HashMap::new();
         let mut removes: HashMap<&str, Vec<String>> = HashMap::new();
         for m in moves {
+            self.metrics.assignment(m.reason);
             adds.entry(&m.to).or_default().push(m.device_id.clone());
             if let Some(from) = m.from.as_deref().filter(|f| *f != m.to) {
                 removes.entry(from).or_default().push(m.device_id.clone());
@@ -330,6 +361,10 @@ impl Registry {
                         epoch: m.epoch,
                     };
                     self.publish(topics::gateway_notify(from), &notice).await;
+                    match self.gateways.get(from) {
+                        Some(g) => g.redirects.inc(),
+                        None => self.metrics.redirects(from).inc(),
+                    };
                 }
             }
         }
@@ -345,6 +380,7 @@ impl Registry {
     /// is made durable by one flush before any answer goes out, so a
     /// thousand devices failing over cost one fsync, not a thousand.
     async fn on_queries(&mut self, payloads: Vec<bytes::Bytes>) {
+        let started = Instant::now();
         let mut answers: Vec<(String, Resolved)> = Vec::with_capacity(payloads.len());
         let mut moves = Vec::new();
         for payload in &payloads {
@@ -362,6 +398,9 @@ impl Registry {
                             e.to_string(),
                         );
                         answers.push((id, Resolved::Now(answer)));
+                    } else {
+                        // Nobody to answer; it still counts as refused.
+                        self.metrics.gateway_query(false);
                     }
                     continue;
                 }
@@ -375,7 +414,7 @@ impl Registry {
         let durable = if moves.is_empty() {
             true
         } else {
-            match self.store.flush().await {
+            match self.flush().await {
                 Ok(()) => {
                     self.announce(&moves).await;
                     true
@@ -396,8 +435,11 @@ impl Registry {
                     "registry storage failure",
                 ),
             };
+            let assigned = matches!(answer, GatewayAnswer::Assigned(_));
             self.publish(topics::device_gateway(&device_id), &answer)
                 .await;
+            self.metrics.gateway_query(assigned);
+            self.metrics.query_answered(started.elapsed());
         }
     }
 
@@ -490,6 +532,7 @@ impl Registry {
                 }
                 g.alive = false;
                 g.connected.clear();
+                g.connected_changed();
             }
             return;
         }
@@ -497,15 +540,17 @@ impl Registry {
             return warn!(gateway_id, "gateway announced itself without an address");
         };
         let weight = status.weight.unwrap_or(1);
+        let metrics = &self.metrics;
         let state = self
             .gateways
             .entry(gateway_id.to_owned())
             .or_insert_with(|| {
-                GatewayState::new(GatewayRecord {
+                let record = GatewayRecord {
                     address: String::new(),
                     weight,
                     draining: false,
-                })
+                };
+                GatewayState::new(gateway_id, record, metrics)
             });
         let changed = state.record.address != address || state.record.weight != weight;
         state.record.address = address;
@@ -579,6 +624,7 @@ impl Registry {
                 }
             }
         }
+        g.connected_changed();
     }
 
     async fn on_admin(&mut self, payload: &[u8]) {
@@ -653,7 +699,7 @@ impl Registry {
     }
 
     async fn commit(&self, moves: &[Move]) -> Result<(), ErrorBody<RegistryErrorCode>> {
-        self.store.flush().await.map_err(internal)?;
+        self.flush().await.map_err(internal)?;
         self.announce(moves).await;
         Ok(())
     }
@@ -714,6 +760,7 @@ impl Registry {
                     )
                     .map_err(internal)?;
                 self.commit(std::slice::from_ref(&m)).await?;
+                self.metrics.remap();
                 let a = Assignment {
                     gateway_id,
                     epoch: m.epoch,
@@ -738,7 +785,7 @@ impl Registry {
                 self.store
                     .put_gateway(&gateway_id, &record)
                     .map_err(internal)?;
-                self.store.flush().await.map_err(internal)?;
+                self.flush().await.map_err(internal)?;
                 Ok(RegistryOk::Undrained { gateway_id })
             }
             RegistryOp::Show { device_id } => {

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod fleet;
 mod gateway;
+mod metrics;
 mod mosquitto;
 mod onboarding;
 mod robustness;

@@ -30,11 +30,12 @@ pub struct TestPlatform {
     config: Config,
 }
 
-/// The default config on free ports: the platform and gateways gw-1 and
-/// gw-2 all on port 0.
+/// The default config on free ports: the platform, the metrics endpoint
+/// and gateways gw-1 and gw-2 all on port 0.
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.platform.listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics.listen = "127.0.0.1:0".parse().unwrap();
     for g in &mut config.gateways {
         g.listen = "127.0.0.1:0".parse().unwrap();
     }
@@ -125,6 +126,11 @@ impl TestPlatform {
 
     pub fn broker(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Where the running platform serves `/metrics`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.platform.as_ref().and_then(Platform::metrics_addr)
     }
 
     /// Stops the workers (drain + flush) and starts a new platform, on a

@@ -1,19 +1,21 @@
 //! The verifier worker: answers verification messages and admin requests.
 
 use crate::store::{EnrollOutcome, Store, StoreError};
-use bus::{Bus, BusError, BusOptions, Message};
+use bus::{Bus, BusError, BusOptions, Message, Metrics};
 use protocol::admin::{
     AdminOk, AdminOp, AdminOutcome, AdminReply, AdminRequest, ImportReport, ImportRow, RejectedRow,
     MAX_ADMIN_PAYLOAD, MAX_LIST_PAGE,
 };
-use protocol::onboarding::{check_pass_tmp, VerifyOutcome, VerifyRequest, VerifyResponse};
+use protocol::onboarding::{
+    check_pass_tmp, OutcomeReport, VerifyOutcome, VerifyRequest, VerifyResponse,
+};
 use protocol::{
     decode, peek_str_field, topics, AccessErrorCode, AdminErrorCode, DecodeError, DeviceUuid,
     ErrorBody,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -27,6 +29,9 @@ pub struct VerifierConfig {
     pub password: String,
     /// The sled database directory; only this worker may open it.
     pub db_dir: PathBuf,
+    /// Where verifications, flushes and the APs' outcome reports are
+    /// counted. The default is a registry nobody serves.
+    pub metrics: Metrics,
 }
 
 impl VerifierConfig {
@@ -37,6 +42,7 @@ impl VerifierConfig {
             username: "verifier".into(),
             password: String::new(),
             db_dir: db_dir.into(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -86,6 +92,7 @@ pub async fn start(
         vec![
             topics::VERIFY_REQUEST.into(),
             topics::VERIFIER_ADMIN_REQUEST.into(),
+            topics::AP_OUTCOME_ALL.into(),
         ],
         link.clone(),
     );
@@ -96,7 +103,12 @@ pub async fn start(
         }
         info!(broker = %config.broker, "verifier serving");
     }
-    let task = tokio::spawn(serve(store, bus, inbox, link, shutdown));
+    let worker = Served {
+        store,
+        bus,
+        metrics: config.metrics,
+    };
+    let task = tokio::spawn(serve(worker, inbox, link, shutdown));
     Ok(Worker { task })
 }
 
@@ -106,9 +118,26 @@ pub async fn run(config: VerifierConfig, shutdown: CancellationToken) -> Result<
     start(config, shutdown, None).await?.join().await
 }
 
-async fn serve(
+/// What the worker's tasks share: the verify loop and the admin task.
+#[derive(Clone)]
+struct Served {
     store: Arc<Store>,
     bus: Bus,
+    metrics: Metrics,
+}
+
+impl Served {
+    /// Flushes the store, timing it.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = self.store.flush().await;
+        self.metrics.store_flush("verifier", started.elapsed());
+        result
+    }
+}
+
+async fn serve(
+    worker: Served,
     mut inbox: mpsc::Receiver<Message>,
     link: CancellationToken,
     shutdown: CancellationToken,
@@ -116,14 +145,14 @@ async fn serve(
     // Admin requests run one at a time, off the verify path, because each
     // waits for an fsync.
     let (admin_tx, admin_rx) = mpsc::channel::<AdminRequest>(256);
-    let admin_task = tokio::spawn(admin_loop(store.clone(), bus.clone(), admin_rx));
+    let admin_task = tokio::spawn(admin_loop(worker.clone(), admin_rx));
 
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
             msg = inbox.recv() => match msg { Some(m) => m, None => break },
         };
-        dispatch(&store, &bus, &admin_tx, msg).await;
+        dispatch(&worker, &admin_tx, msg).await;
     }
 
     drop(admin_tx);
@@ -131,20 +160,21 @@ async fn serve(
         error!(error = %e, "admin task failed");
     }
     link.cancel();
-    let mut state = bus.watch_state();
+    let mut state = worker.bus.watch_state();
     let _ = tokio::time::timeout(
         Duration::from_secs(3),
         state.wait_for(|s| *s == bus::LinkState::Closed),
     )
     .await;
-    store.flush().await?;
+    worker.flush().await?;
     info!("verifier stopped; store flushed");
     Ok(())
 }
 
-async fn dispatch(store: &Store, bus: &Bus, admin_tx: &mpsc::Sender<AdminRequest>, msg: Message) {
+async fn dispatch(worker: &Served, admin_tx: &mpsc::Sender<AdminRequest>, msg: Message) {
+    let bus = &worker.bus;
     match msg.topic.as_str() {
-        topics::VERIFY_REQUEST => handle_verify(store, bus, &msg.payload).await,
+        topics::VERIFY_REQUEST => handle_verify(worker, &msg.payload).await,
         topics::VERIFIER_ADMIN_REQUEST => {
             match protocol::decode::decode_limited::<AdminRequest>(&msg.payload, MAX_ADMIN_PAYLOAD)
             {
@@ -163,11 +193,32 @@ async fn dispatch(store: &Store, bus: &Bus, admin_tx: &mpsc::Sender<AdminRequest
                 }
             }
         }
-        other => debug!(topic = other, "message on an unexpected topic"),
+        topic => match topics::parse_ap_outcome(topic) {
+            Some(ap_id) => record_outcome(&worker.metrics, ap_id, &msg.payload),
+            None => debug!(topic, "message on an unexpected topic"),
+        },
     }
 }
 
-async fn handle_verify(store: &Store, bus: &Bus, payload: &[u8]) {
+/// Counts an AP's report of how an access request ended. The AP decides
+/// the outcome; the verifier is where the platform hears of it.
+fn record_outcome(metrics: &Metrics, ap_id: &str, payload: &[u8]) {
+    match decode::<OutcomeReport>(payload).and_then(|r| r.validate().map(|_| r)) {
+        Ok(report) => {
+            metrics.onboarding(report.outcome, Duration::from_millis(report.latency_ms));
+        }
+        Err(e) => {
+            warn!(ap_id = %ap_id.escape_debug(), error = %e, "malformed outcome report ignored")
+        }
+    }
+}
+
+async fn handle_verify(worker: &Served, payload: &[u8]) {
+    let Served {
+        store,
+        bus,
+        metrics,
+    } = worker;
     let checked = decode::<VerifyRequest>(payload).and_then(|req| {
         let uuid = req.validate()?;
         Ok((req, uuid))
@@ -176,6 +227,7 @@ async fn handle_verify(store: &Store, bus: &Bus, payload: &[u8]) {
         Ok(ok) => ok,
         Err(e) => {
             warn!(error = %e, "malformed verification message");
+            metrics.verification("bad_request");
             answer_bad_verify(bus, payload, &e).await;
             return;
         }
@@ -193,9 +245,14 @@ async fn handle_verify(store: &Store, bus: &Bus, payload: &[u8]) {
         Err(e) => {
             // The AP times out and tells the device; nothing better to say.
             error!(uuid = %uuid, error = %e, "store lookup failed");
+            metrics.verification("error");
             return;
         }
     };
+    metrics.verification(match outcome {
+        VerifyOutcome::Found { .. } => "found",
+        VerifyOutcome::Failed { .. } => "unknown_device",
+    });
     debug!(uuid = %uuid, ap_id = %req.ap_id, request_id = %req.request_id, found = matches!(outcome, VerifyOutcome::Found { .. }), "verification answered");
     let response = VerifyResponse {
         request_id: req.request_id,
@@ -227,10 +284,10 @@ async fn answer_bad_verify(bus: &Bus, payload: &[u8], error: &DecodeError) {
     publish(bus, topics::verify_response(&ap_id), &response).await;
 }
 
-async fn admin_loop(store: Arc<Store>, bus: Bus, mut rx: mpsc::Receiver<AdminRequest>) {
+async fn admin_loop(worker: Served, mut rx: mpsc::Receiver<AdminRequest>) {
     while let Some(req) = rx.recv().await {
         let request_id = req.request_id.clone();
-        let outcome = match apply_admin(&store, req.op).await {
+        let outcome = match apply_admin(&worker, req.op).await {
             Ok(ok) => AdminOutcome::Ok(ok),
             Err(body) => AdminOutcome::Error(body),
         };
@@ -238,7 +295,7 @@ async fn admin_loop(store: Arc<Store>, bus: Bus, mut rx: mpsc::Receiver<AdminReq
             request_id,
             outcome,
         };
-        publish(&bus, topics::VERIFIER_ADMIN_REPLY, &reply).await;
+        publish(&worker.bus, topics::VERIFIER_ADMIN_REPLY, &reply).await;
     }
 }
 
@@ -257,7 +314,8 @@ fn parse_uuid(uuid: &str) -> Result<DeviceUuid, ErrorBody<AdminErrorCode>> {
     DeviceUuid::parse(uuid).map_err(|e| bad(format!("uuid {uuid:?} {e}")))
 }
 
-async fn apply_admin(store: &Store, op: AdminOp) -> AdminResult {
+async fn apply_admin(worker: &Served, op: AdminOp) -> AdminResult {
+    let store = &worker.store;
     match op {
         AdminOp::Enroll {
             uuid,
@@ -276,7 +334,7 @@ async fn apply_admin(store: &Store, op: AdminOp) -> AdminResult {
                     ),
                 ));
             }
-            store.flush().await.map_err(internal)?;
+            worker.flush().await.map_err(internal)?;
             info!(uuid = %id.key(), ?outcome, "device enrolled");
             Ok(AdminOk::Enrolled {
                 uuid: id.key().to_owned(),
@@ -285,7 +343,7 @@ async fn apply_admin(store: &Store, op: AdminOp) -> AdminResult {
         }
         AdminOp::Import { rows } => {
             let report = import(store, rows).map_err(internal)?;
-            store.flush().await.map_err(internal)?;
+            worker.flush().await.map_err(internal)?;
             info!(
                 added = report.added,
                 unchanged = report.unchanged,
@@ -302,7 +360,7 @@ async fn apply_admin(store: &Store, op: AdminOp) -> AdminResult {
                     format!("{} is not enrolled", id.key()),
                 ));
             }
-            store.flush().await.map_err(internal)?;
+            worker.flush().await.map_err(internal)?;
             info!(uuid = %id.key(), "device removed");
             Ok(AdminOk::Removed {
                 uuid: id.key().to_owned(),

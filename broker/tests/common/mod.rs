@@ -56,10 +56,12 @@ pub fn spawn_broker(args: &[&str], ready: &str) -> Proc {
     child
 }
 
-/// A config on free ports: the platform on `port`, two gateways on port 0.
+/// A config on free ports: the platform on `port`; the metrics endpoint
+/// and two gateways on port 0, so parallel tests never share a port.
 pub fn platform_toml(port: u16) -> String {
     format!(
         "[platform]\nlisten = \"127.0.0.1:{port}\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\
          [[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:0\"\n\
          [[gateways]]\nid = \"gw-2\"\nlisten = \"127.0.0.1:0\"\n"
     )

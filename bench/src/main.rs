@@ -1,0 +1,131 @@
+//! `platform-bench`: run one benchmark scenario and print its figures.
+
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
+use platform_bench::scenarios::{self, Outcome};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Scenario {
+    /// QoS 1 request/response through the platform broker, no workers: the floor.
+    Rtt,
+    /// N devices from nothing to connected on a gateway.
+    Onboard,
+    /// N devices on gw-1; `registry drain gw-1 --to gw-2`; until all are on gw-2.
+    Drain,
+    /// N devices on gw-1's process; kill -9 it; until all are on gw-2.
+    Failover,
+    /// N devices connected and idle; the platform's RSS per device.
+    Hold,
+    /// One device at a time, N times: the whole life on an idle platform.
+    Life,
+}
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Runs a benchmark scenario against the release binaries and prints its figures.",
+    long_about = "Runs a benchmark scenario against the release binaries and prints its figures, \
+including the same-run ratio of the flow to the rtt floor. Build first:\n  \
+cargo build --release --workspace --bins\nor use bench/run.sh, which does. \
+See docs/BENCHMARKS.md for the figures measured so far."
+)]
+struct Cli {
+    scenario: Scenario,
+    /// Devices (rtt: round trips).
+    #[arg(default_value_t = 1000)]
+    n: usize,
+    /// Repeat the scenario on a fresh platform this many times and print
+    /// the median of each figure.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// onboard: devices between power-on and connected at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// onboard: power-ons per second [default: as fast as --concurrency allows].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Write every run's outcome, with the fleet reports, as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    bus::cli::init_logging("error", bus::cli::LogOutput::Stderr);
+    let runtime = match bus::cli::runtime(ExitCode::from(4)) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<()> {
+    let mut outcomes = Vec::new();
+    for i in 0..cli.runs.max(1) {
+        let seed = 1000 + i as u64;
+        let outcome = match cli.scenario {
+            Scenario::Rtt => scenarios::rtt_only(cli.n).await?,
+            Scenario::Onboard => scenarios::onboard(cli.n, cli.concurrency, cli.rate, seed).await?,
+            Scenario::Drain => scenarios::drain(cli.n, seed).await?,
+            Scenario::Failover => scenarios::failover(cli.n, seed).await?,
+            Scenario::Hold => scenarios::hold(cli.n, seed).await?,
+            Scenario::Life => scenarios::life(cli.n, seed).await?,
+        };
+        if cli.runs > 1 {
+            println!("-- run {} of {}", i + 1, cli.runs);
+        }
+        outcome.print();
+        if let Some(fleet) = &outcome.fleet {
+            println!("{fleet}");
+        }
+        outcomes.push(outcome);
+    }
+    if outcomes.len() > 1 {
+        print_medians(&outcomes);
+    }
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&outcomes)?)?;
+    }
+    Ok(())
+}
+
+/// The median of each figure and ratio over the runs.
+fn print_medians(outcomes: &[Outcome]) {
+    let Some(first) = outcomes.first() else {
+        return;
+    };
+    println!("== median of {} runs: {}", outcomes.len(), first.scenario);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rtt = median(outcomes.iter().map(|o| o.rtt.p50_ms).collect());
+    println!("   rtt floor p50: {rtt:.3} ms");
+    for (i, (name, _)) in first.figures.iter().enumerate() {
+        let values: Vec<f64> = outcomes
+            .iter()
+            .filter_map(|o| o.figures.get(i).map(|f| f.1))
+            .collect();
+        let all = values
+            .iter()
+            .map(|v| format!("{v:.3}"))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        println!("   {name}: {:.3}   (runs: {all})", median(values.clone()));
+    }
+    for (i, (name, _)) in first.ratios.iter().enumerate() {
+        let values: Vec<f64> = outcomes
+            .iter()
+            .filter_map(|o| o.ratios.get(i).map(|f| f.1))
+            .collect();
+        println!("   ratio {name}: {:.1}x", median(values));
+    }
+}
