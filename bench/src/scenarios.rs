@@ -381,6 +381,8 @@ pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
                 "--broker",
                 &addr,
                 "--json",
+                "--timeout",
+                "120",
             ],
         )
     });
@@ -389,15 +391,13 @@ pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
         .wait_until(Duration::from_secs(120), |s| s.on_gateway("gw-2") == all)
         .await;
     let took = t0.elapsed();
+    let on_gw2 = stats.on_gateway("gw-2");
     cli.await??;
     let cli_done = t0.elapsed();
     stop.cancel();
     let report = task.await?;
     if !moved {
-        bail!(
-            "only {} of {n} devices reached gw-2",
-            report.on_gateway.get("gw-2").unwrap_or(&0)
-        );
+        bail!("only {on_gw2} of {n} devices reached gw-2");
     }
     let mv = lat(&report, Phase::Move)
         .cloned()
@@ -411,7 +411,7 @@ pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
             ("moves".into(), report.moves as f64),
             (
                 "lost (not on gw-2)".into(),
-                (all - report.on_gateway.get("gw-2").copied().unwrap_or(0).min(all)) as f64,
+                all.saturating_sub(on_gw2) as f64,
             ),
             ("move p50 ms".into(), mv.p50_ms),
             ("move p99 ms".into(), mv.p99_ms),

@@ -44,6 +44,14 @@ pub enum BrokerError {
 /// admits only the devices assigned to it.
 pub trait Admission: Send + Sync + 'static {
     fn admit(&self, client_id: &str, username: &str) -> bool;
+
+    /// A refused client may wait this long for the answer to change,
+    /// re-asked whenever the returned `Notify` fires: a device told its
+    /// gateway by the registry can race the registry's note to that
+    /// gateway. None: refuse at once.
+    fn grace(&self) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
+        None
+    }
 }
 
 /// Admits every well-formed client.
@@ -199,13 +207,32 @@ fn rumqttd_config(
     };
     connections.set_auth_handler(
         move |client_id: String, username: String, password: String| {
-            let admitted = admit(&client_id, &username)
-                && if username == INTERNAL_USER {
-                    bool::from(password.as_bytes().ct_eq(internal_password.as_bytes()))
-                } else {
-                    admission.admit(&client_id, &username)
+            let checked = admit(&client_id, &username);
+            let internal = username == INTERNAL_USER;
+            let internal_ok =
+                internal && bool::from(password.as_bytes().ct_eq(internal_password.as_bytes()));
+            let admission = admission.clone();
+            async move {
+                if !checked || internal {
+                    return checked && internal_ok;
+                }
+                if admission.admit(&client_id, &username) {
+                    return true;
+                }
+                let Some((grace, changed)) = admission.grace() else {
+                    return false;
                 };
-            async move { admitted }
+                let deadline = tokio::time::Instant::now() + grace;
+                loop {
+                    let notified = changed.notified();
+                    if admission.admit(&client_id, &username) {
+                        return true;
+                    }
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return admission.admit(&client_id, &username);
+                    }
+                }
+            }
         },
     );
     let server = ServerSettings {

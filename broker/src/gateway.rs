@@ -36,7 +36,14 @@ struct Assigned {
     /// False until the first snapshot: admit nobody before knowing.
     synced: AtomicBool,
     devices: RwLock<HashSet<String>>,
+    /// Fired on every change, for connects waiting out their grace.
+    changed: Arc<tokio::sync::Notify>,
 }
+
+/// How long a device the gateway does not know yet may wait at connect for
+/// the registry's note about it, which can trail the registry's answer to
+/// the device by a few milliseconds.
+const ADMISSION_GRACE: Duration = Duration::from_millis(250);
 
 impl Assigned {
     fn apply(&self, update: AssignUpdate) {
@@ -49,6 +56,8 @@ impl Assigned {
             devices.remove(&d);
         }
         devices.extend(update.add);
+        drop(devices);
+        self.changed.notify_waiters();
     }
 
     fn forget(&self, device_id: &str) {
@@ -72,6 +81,10 @@ impl Admission for Assigned {
             debug!(client_id, "device not assigned here: refused at connect");
         }
         ok
+    }
+
+    fn grace(&self) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
+        Some((ADMISSION_GRACE, self.changed.clone()))
     }
 }
 

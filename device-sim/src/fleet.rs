@@ -116,7 +116,6 @@ pub(crate) struct Book {
     /// Seconds since the start at which each device first connected.
     pub(crate) completions: Vec<f64>,
     pub(crate) on_gateway: HashMap<String, u64>,
-    pub(crate) last_connect: Option<Instant>,
 }
 
 impl FleetStats {
@@ -148,7 +147,6 @@ impl FleetStats {
                 errors: BTreeMap::new(),
                 completions: Vec::with_capacity(total),
                 on_gateway: HashMap::new(),
-                last_connect: None,
             }),
         })
     }
@@ -234,7 +232,6 @@ impl FleetStats {
         {
             let mut book = self.book();
             *book.on_gateway.entry(gateway_id.to_owned()).or_default() += 1;
-            book.last_connect = Some(now);
             if first {
                 let at = now.duration_since(self.started).as_secs_f64();
                 book.completions.push(at);

@@ -39,7 +39,7 @@ pub struct FleetReport {
     pub redirects: u64,
     pub losses: u64,
     pub refusals: u64,
-    /// From the first power-on to the last first connection.
+    /// From the first power-on to the last device's first connection.
     pub elapsed_s: f64,
     /// Devices connected per second over `elapsed_s`.
     pub throughput_per_s: f64,
@@ -81,11 +81,9 @@ impl FleetReport {
                 (phase.name().to_owned(), pct)
             })
             .collect();
-        let elapsed_s = book
-            .last_connect
-            .map_or(0.0, |t| t.duration_since(stats.started()).as_secs_f64());
         let mut completions = book.completions.clone();
         completions.sort_by(f64::total_cmp);
+        let elapsed_s = completions.last().copied().unwrap_or(0.0);
         FleetReport {
             devices: p.total,
             joined: p.joined,
