@@ -33,7 +33,7 @@ impl Proc {
 
     /// Resident memory now, from /proc.
     pub fn rss_bytes(&self) -> Option<u64> {
-        proc_status_kib(self.pid(), "VmRSS:").map(|k| k * 1024)
+        device_sim::report::proc_status_kib(&self.pid().to_string(), "VmRSS:").map(|k| k * 1024)
     }
 
     /// Waits until the log contains `line`.
@@ -66,18 +66,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Where the platform's binaries are: next to this one (target/release).

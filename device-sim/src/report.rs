@@ -289,12 +289,12 @@ impl fmt::Display for FleetReport {
 
 /// Peak resident set size of this process, from /proc (Linux).
 pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_kib("VmHWM:").map(|k| k * 1024)
+    proc_status_kib("self", "VmHWM:").map(|k| k * 1024)
 }
 
-/// A `kB` field of /proc/self/status.
-fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A `kB` field (e.g. `VmRSS:`) of /proc/{pid}/status; `pid` may be "self".
+pub fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field))?
