@@ -355,9 +355,18 @@ async fn fleet_on(
     Ok((stats, task))
 }
 
-/// `drain-N`: N devices on gw-1, `registry drain gw-1 --to gw-2`, the time
-/// until all N are connected to gw-2.
-pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
+/// The start of `drain` and `failover`: gw-1 and gw-2 as their own
+/// processes, all N devices on gw-1, gw-2 alive and empty, and the floor.
+async fn fleet_on_gw1_with_gw2_standing_by(
+    n: usize,
+    seed: u64,
+) -> Result<(
+    Platform,
+    CancellationToken,
+    Arc<FleetStats>,
+    tokio::task::JoinHandle<FleetReport>,
+    Percentiles,
+)> {
     let mut p = Platform::start(&[], true)?;
     p.spawn_gateway("gw-1")?;
     p.wait_alive("gw-1").await?;
@@ -366,6 +375,13 @@ pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
     p.spawn_gateway("gw-2")?;
     p.wait_alive("gw-2").await?;
     let floor = rtt(&p.addr, 1000).await?;
+    Ok((p, stop, stats, task, floor))
+}
+
+/// `drain-N`: N devices on gw-1, `registry drain gw-1 --to gw-2`, the time
+/// until all N are connected to gw-2.
+pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
+    let (p, stop, stats, task, floor) = fleet_on_gw1_with_gw2_standing_by(n, seed).await?;
 
     let t0 = Instant::now();
     let addr = p.addr.clone();
@@ -427,14 +443,7 @@ pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
 /// all N are connected elsewhere. A probe times registry requests
 /// meanwhile, to show the registry stays responsive.
 pub async fn failover(n: usize, seed: u64) -> Result<Outcome> {
-    let mut p = Platform::start(&[], true)?;
-    p.spawn_gateway("gw-1")?;
-    p.wait_alive("gw-1").await?;
-    let stop = CancellationToken::new();
-    let (stats, task) = fleet_on(&p, n, seed, "gw-1", &stop).await?;
-    p.spawn_gateway("gw-2")?;
-    p.wait_alive("gw-2").await?;
-    let floor = rtt(&p.addr, 1000).await?;
+    let (mut p, stop, stats, task, floor) = fleet_on_gw1_with_gw2_standing_by(n, seed).await?;
 
     let client = p.registry().await?;
     let probing = CancellationToken::new();
