@@ -95,7 +95,11 @@ pub fn spawn(dir: &Path, name: &str, program: &str, args: &[&str]) -> Result<Pro
     let err = out.try_clone()?;
     let child = Command::new(bin(program)?)
         .args(args)
-        .env("RUST_LOG", "warn,broker=info,ap_sim=info,rumqttd=off")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_LOG")
+                .unwrap_or_else(|_| "warn,broker=info,ap_sim=info,rumqttd=off".into()),
+        )
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(out)

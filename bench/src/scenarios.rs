@@ -38,7 +38,10 @@ impl Platform {
 
     /// With `broker_only`, the platform broker alone: no worker, no gateway.
     pub fn start_with(gateways: &[&str], ap: bool, broker_only: bool) -> Result<Platform> {
-        let dir = tempfile::tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("platform-bench-")
+            .disable_cleanup(std::env::var_os("BENCH_KEEP").is_some())
+            .tempdir()?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         // Top-level keys first: after a [table] they would belong to it.
@@ -98,6 +101,16 @@ impl Platform {
             ap,
             gateways: Vec::new(),
         })
+    }
+
+    /// The last lines of every process's log, for errors.
+    pub fn tails(&self) -> String {
+        std::iter::once(&self.broker)
+            .chain(self.ap.iter())
+            .chain(self.gateways.iter())
+            .map(|proc| format!("--- {}:\n{}", proc.name, proc.tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// A gateway as its own process (so it can be killed, and so its
@@ -386,7 +399,7 @@ pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
     let t0 = Instant::now();
     let addr = p.addr.clone();
     let cli = tokio::task::spawn_blocking(move || {
-        run(
+        let out = run(
             "registry",
             &[
                 "drain",
@@ -400,7 +413,8 @@ pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
                 "--timeout",
                 "120",
             ],
-        )
+        );
+        out.map(|_| t0.elapsed())
     });
     let all = n as u64;
     let moved = stats
@@ -408,12 +422,15 @@ pub async fn drain(n: usize, seed: u64) -> Result<Outcome> {
         .await;
     let took = t0.elapsed();
     let on_gw2 = stats.on_gateway("gw-2");
-    cli.await??;
-    let cli_done = t0.elapsed();
+    let cli_done = cli.await??;
     stop.cancel();
     let report = task.await?;
     if !moved {
-        bail!("only {on_gw2} of {n} devices reached gw-2");
+        bail!(
+            "only {on_gw2} of {n} devices reached gw-2: {:?}\n{}",
+            stats.snapshot(),
+            p.tails()
+        );
     }
     let mv = lat(&report, Phase::Move)
         .cloned()

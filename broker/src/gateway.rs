@@ -11,8 +11,8 @@ use crate::config::{BrokerSettings, GatewaySection};
 use crate::embedded::{Admission, BrokerError, EmbeddedBroker};
 use bus::{Bus, BusError, BusOptions, LinkState, Message};
 use protocol::gateway::{
-    AssignUpdate, GatewayStatus, Presence, PresenceReport, Redirect, SyncRequest,
-    GATEWAY_AGENT_CLIENT_ID, MAX_ASSIGN_PAYLOAD,
+    AssignUpdate, GatewayStatus, Presence, PresenceReport, Redirect, RedirectBatch, SyncRequest,
+    ASSIGN_CHUNK, GATEWAY_AGENT_CLIENT_ID, MAX_ASSIGN_PAYLOAD,
 };
 use protocol::{decode, topics};
 use std::collections::HashSet;
@@ -186,14 +186,32 @@ struct Agent {
 }
 
 impl Agent {
+    /// The agent's two directions run apart, so neither connection's
+    /// event loop ever waits on the other: registry messages become local
+    /// publishes in this task, while device presence is only recorded by a
+    /// collector that never blocks and is sent up by its own task. (One
+    /// loop doing both deadlocked under a drain: it waited on the local
+    /// broker, whose event loop waited for the loop to take presence.)
     async fn run(
         self,
         mut up_inbox: tokio::sync::mpsc::Receiver<Message>,
-        mut local_inbox: tokio::sync::mpsc::Receiver<Message>,
+        local_inbox: tokio::sync::mpsc::Receiver<Message>,
         up_link: CancellationToken,
         local_link: CancellationToken,
         shutdown: CancellationToken,
     ) {
+        let presence = Arc::new(PendingPresence::default());
+        let collector = tokio::spawn(collect_presence(
+            local_inbox,
+            presence.clone(),
+            shutdown.clone(),
+        ));
+        let reporter = tokio::spawn(report_presence(
+            self.id.clone(),
+            self.up.clone(),
+            presence,
+            shutdown.clone(),
+        ));
         let mut up_state = self.up.watch_state();
         // Announce on this connection and on every reconnect.
         self.announce().await;
@@ -209,9 +227,10 @@ impl Agent {
                     }
                 }
                 Some(msg) = up_inbox.recv() => self.on_registry_message(msg).await,
-                Some(msg) = local_inbox.recv() => self.on_device_message(msg).await,
             }
         }
+        let _ = collector.await;
+        let _ = reporter.await;
         if let Err(e) = self
             .up
             .publish_json(topics::gateway_status(&self.id), &self.dead)
@@ -255,45 +274,127 @@ impl Agent {
                 Ok(update) => self.assigned.apply(update),
                 Err(e) => warn!(error = %e, "malformed assignment update"),
             },
-            Some((_, "notify")) => match decode::<Redirect>(&msg.payload) {
-                Ok(notice) if protocol::check_client_id(&notice.device_id).is_ok() => {
-                    self.assigned.forget(&notice.device_id);
-                    debug!(device_id = %notice.device_id, reason = %notice.reason, "redirect notice sent");
-                    if let Err(e) = self
-                        .local
-                        .publish_json(topics::device_redirect(&notice.device_id), &notice)
-                        .await
-                    {
-                        warn!(error = %e, "could not send a redirect notice");
-                    }
-                }
-                Ok(_) => warn!("redirect for an invalid device id ignored"),
-                Err(e) => warn!(error = %e, "malformed redirect notice"),
+            Some((_, "notify")) => match protocol::decode::decode_limited::<RedirectBatch>(
+                &msg.payload,
+                MAX_ASSIGN_PAYLOAD,
+            ) {
+                Ok(batch) => self.redirect(batch.redirects).await,
+                Err(e) => warn!(error = %e, "malformed redirect batch"),
             },
             _ => debug!(topic = %msg.topic, "unexpected topic"),
         }
     }
 
-    async fn on_device_message(&self, msg: Message) {
-        let Some((device_id, "presence")) = topics::parse_device_topic(&msg.topic) else {
-            return;
-        };
-        let presence = match decode::<Presence>(&msg.payload) {
-            Ok(p) => p,
-            Err(e) => return warn!(device_id, error = %e, "malformed presence"),
-        };
-        let mut report = PresenceReport::default();
-        if presence.online {
-            report.online.push(device_id.to_owned());
-        } else {
-            report.offline.push(device_id.to_owned());
+    /// Stops admitting each device, then sends it its notice on this
+    /// gateway's broker.
+    async fn redirect(&self, notices: Vec<Redirect>) {
+        for notice in notices {
+            if protocol::check_client_id(&notice.device_id).is_err() {
+                warn!("redirect for an invalid device id ignored");
+                continue;
+            }
+            self.assigned.forget(&notice.device_id);
+            debug!(device_id = %notice.device_id, reason = %notice.reason, "redirect notice sent");
+            if let Err(e) = self
+                .local
+                .publish_json(topics::device_redirect(&notice.device_id), &notice)
+                .await
+            {
+                warn!(error = %e, "could not send a redirect notice");
+            }
         }
-        if let Err(e) = self
-            .up
-            .publish_json(topics::gateway_presence(&self.id), &report)
-            .await
-        {
-            warn!(error = %e, "could not report presence");
+    }
+}
+
+/// Presence not yet reported: each device's latest state, so a burst of
+/// connects and disconnects costs a few reports, not one per event.
+#[derive(Default)]
+struct PendingPresence {
+    latest: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+    added: tokio::sync::Notify,
+}
+
+impl PendingPresence {
+    fn record(&self, device_id: &str, online: bool) {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(device_id.to_owned(), online);
+        self.added.notify_one();
+    }
+
+    fn take(&self) -> std::collections::HashMap<String, bool> {
+        std::mem::take(&mut *self.latest.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Takes every presence message off the local broker at once; never waits
+/// on anything but its inbox.
+async fn collect_presence(
+    mut inbox: tokio::sync::mpsc::Receiver<Message>,
+    pending: Arc<PendingPresence>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            msg = inbox.recv() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+        };
+        let Some((device_id, "presence")) = topics::parse_device_topic(&msg.topic) else {
+            continue;
+        };
+        match decode::<Presence>(&msg.payload) {
+            Ok(p) => pending.record(device_id, p.online),
+            Err(e) => warn!(device_id, error = %e, "malformed presence"),
+        }
+    }
+}
+
+/// Sends what the collector gathered to the registry, in reports of at
+/// most [`ASSIGN_CHUNK`] devices per list; flushes what is left at shutdown.
+async fn report_presence(
+    gateway_id: String,
+    up: Bus,
+    pending: Arc<PendingPresence>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = pending.added.notified() => false,
+        };
+        let mut online = Vec::new();
+        let mut offline = Vec::new();
+        for (device, is_online) in pending.take() {
+            if is_online {
+                online.push(device);
+            } else {
+                offline.push(device);
+            }
+        }
+        let reports = online
+            .chunks(ASSIGN_CHUNK)
+            .map(|c| PresenceReport {
+                online: c.to_vec(),
+                offline: Vec::new(),
+            })
+            .chain(offline.chunks(ASSIGN_CHUNK).map(|c| PresenceReport {
+                online: Vec::new(),
+                offline: c.to_vec(),
+            }));
+        for report in reports {
+            if let Err(e) = up
+                .publish_json(topics::gateway_presence(&gateway_id), &report)
+                .await
+            {
+                warn!(error = %e, "could not report presence");
+            }
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -101,14 +101,24 @@ impl fmt::Display for RedirectReason {
     }
 }
 
-/// Gateway -> device on the gateway broker's `device/{device_id}/redirect`;
-/// also registry -> gateway agent on `gateway/{gateway_id}/notify`.
+/// Gateway -> device on the gateway broker's `device/{device_id}/redirect`.
+/// The registry sends these to the old gateway's agent in [`RedirectBatch`]es.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redirect {
     pub device_id: String,
     pub reason: RedirectReason,
     /// The device's new assignment epoch.
     pub epoch: u64,
+}
+
+/// Registry -> gateway agent on `gateway/{gateway_id}/notify`: the devices
+/// the agent must stop admitting and redirect. One message carries up to
+/// [`ASSIGN_CHUNK`] notices, so draining a gateway costs the registry a few
+/// publishes rather than one per device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedirectBatch {
+    #[serde(default)]
+    pub redirects: Vec<Redirect>,
 }
 
 /// Device -> its gateway on `device/{device_id}/presence`; the device
@@ -220,6 +230,26 @@ mod tests {
         assert_eq!(
             crate::decode::decode_limited::<AssignUpdate>(&bytes, MAX_ASSIGN_PAYLOAD).unwrap(),
             update
+        );
+    }
+
+    #[test]
+    fn a_full_redirect_batch_of_longest_ids_fits_the_decoder() {
+        let batch = RedirectBatch {
+            redirects: vec![
+                Redirect {
+                    device_id: "d".repeat(crate::ids::MAX_SEGMENT_LEN),
+                    reason: RedirectReason::Remapped,
+                    epoch: u64::MAX,
+                };
+                ASSIGN_CHUNK
+            ],
+        };
+        let bytes = encode(&batch);
+        assert!(bytes.len() <= MAX_ASSIGN_PAYLOAD, "{} bytes", bytes.len());
+        assert_eq!(
+            crate::decode::decode_limited::<RedirectBatch>(&bytes, MAX_ASSIGN_PAYLOAD).unwrap(),
+            batch
         );
     }
 

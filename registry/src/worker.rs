@@ -7,7 +7,8 @@ use bus::metrics::{Counter, Gauge};
 use bus::{Bus, BusError, BusOptions, Message, Metrics};
 use protocol::gateway::{
     check_device_id, AssignUpdate, GatewayAnswer, GatewayAssigned, GatewayErrorCode, GatewayQuery,
-    GatewayStatus, PresenceReport, Redirect, RedirectReason, SyncRequest, ASSIGN_CHUNK,
+    GatewayStatus, PresenceReport, Redirect, RedirectBatch, RedirectReason, SyncRequest,
+    ASSIGN_CHUNK, MAX_ASSIGN_PAYLOAD,
 };
 use protocol::registry_admin::{
     AssignmentView, DrainReport, GatewayView, LastSeen, RegistryErrorCode, RegistryOk, RegistryOp,
@@ -352,20 +353,28 @@ impl Registry {
                 self.publish(topics::gateway_assign(gw), &update).await;
             }
         }
+        let mut notices: HashMap<&str, Vec<Redirect>> = HashMap::new();
         for m in moves {
             if let (Some(from), Some(reason)) = (m.from.as_deref(), m.notify) {
                 if from != m.to {
-                    let notice = Redirect {
+                    notices.entry(from).or_default().push(Redirect {
                         device_id: m.device_id.clone(),
                         reason,
                         epoch: m.epoch,
-                    };
-                    self.publish(topics::gateway_notify(from), &notice).await;
-                    match self.gateways.get(from) {
-                        Some(g) => g.redirects.inc(),
-                        None => self.metrics.redirects(from).inc(),
-                    };
+                    });
                 }
+            }
+        }
+        for (gw, redirects) in notices {
+            match self.gateways.get(gw) {
+                Some(g) => g.redirects.inc_by(redirects.len() as u64),
+                None => self.metrics.redirects(gw).inc_by(redirects.len() as u64),
+            };
+            for chunk in redirects.chunks(ASSIGN_CHUNK) {
+                let batch = RedirectBatch {
+                    redirects: chunk.to_vec(),
+                };
+                self.publish(topics::gateway_notify(gw), &batch).await;
             }
         }
     }
@@ -599,10 +608,11 @@ impl Registry {
     }
 
     fn on_presence(&mut self, gateway_id: &str, payload: &[u8]) {
-        let report = match decode::<PresenceReport>(payload) {
-            Ok(r) => r,
-            Err(e) => return warn!(gateway_id, error = %e, "malformed presence report"),
-        };
+        let report =
+            match protocol::decode::decode_limited::<PresenceReport>(payload, MAX_ASSIGN_PAYLOAD) {
+                Ok(r) => r,
+                Err(e) => return warn!(gateway_id, error = %e, "malformed presence report"),
+            };
         let Some(g) = self.gateways.get_mut(gateway_id) else {
             return debug!(gateway_id, "presence from an unknown gateway");
         };

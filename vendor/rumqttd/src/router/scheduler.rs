@@ -32,8 +32,17 @@ impl Scheduler {
 
     /// Next connection which is ready to make progress
     pub fn poll(&mut self) -> Option<(ConnectionId, VecDeque<DataRequest>)> {
-        let id = self.readyqueue.pop_front()?;
-        let tracker = self.trackers.get_mut(id)?;
+        // PATCH(platform): skip the ids of connections that are gone.
+        // Upstream returned None at the first one, so the router blocked on
+        // its channel with live connections still queued behind it; a
+        // CONNECT waiting (synchronously, on the listener's only thread)
+        // for its CONNACK then froze the whole listener.
+        let (id, tracker) = loop {
+            let id = self.readyqueue.pop_front()?;
+            if let Some(tracker) = self.trackers.get_mut(id) {
+                break (id, tracker);
+            }
+        };
 
         // drain will clear all DataRequest but will keep the allocated memory of our VecDeque.
         let data_requests = tracker.data_requests.drain(..).collect();
