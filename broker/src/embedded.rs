@@ -204,6 +204,7 @@ fn rumqttd_config(
         auth: None,
         external_auth: None,
         dynamic_filters: true,
+        acl: None,
     };
     connections.set_auth_handler(
         move |client_id: String, username: String, password: String| {

@@ -53,6 +53,21 @@ pub type AuthHandler = Arc<
         + Sync,
 >;
 
+/// PATCH(platform): what a client asks to do with a topic, for [`AclHandler`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclAction {
+    /// PUBLISH, or a last will to be published for the client.
+    Publish,
+    /// SUBSCRIBE to a filter.
+    Subscribe,
+}
+
+/// PATCH(platform): a topic ACL. Called with (client id as sent in
+/// CONNECT, username, topic or filter, action) for every PUBLISH, every
+/// SUBSCRIBE filter and the last will; `false` disconnects the client
+/// before the router sees the packet (a refused will refuses the CONNECT).
+pub type AclHandler = Arc<dyn Fn(&str, &str, &str, AclAction) -> bool + Send + Sync>;
+
 #[derive(Debug, Default, Serialize, Deserialize, Clone)]
 pub struct Config {
     pub id: usize,
@@ -154,6 +169,9 @@ pub struct ConnectionSettings {
     pub external_auth: Option<AuthHandler>,
     #[serde(default)]
     pub dynamic_filters: bool,
+    /// PATCH(platform): see [`AclHandler`]. None allows everything.
+    #[serde(skip)]
+    pub acl: Option<AclHandler>,
 }
 
 impl ConnectionSettings {
@@ -179,6 +197,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
+            .field("acl", &self.acl.is_some())
             .finish()
     }
 }

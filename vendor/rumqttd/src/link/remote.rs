@@ -4,7 +4,7 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
-use crate::{ConnectionId, ConnectionSettings};
+use crate::{AclAction, AclHandler, ConnectionId, ConnectionSettings};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
@@ -47,6 +47,9 @@ pub enum Error {
     TrySend(#[from] TrySendError<(ConnectionId, Event)>),
     #[error("Link error = {0}")]
     Link(#[from] LinkError),
+    /// PATCH(platform): the ACL refused a PUBLISH or SUBSCRIBE.
+    #[error("Not authorized: {0}")]
+    NotAuthorized(String),
 }
 
 /// Orchestrates between Router and Network.
@@ -58,6 +61,8 @@ pub struct RemoteLink<P> {
     link_rx: LinkRx,
     notifications: VecDeque<Notification>,
     pub(crate) will_delay_interval: u32,
+    /// PATCH(platform): the ACL with this client's id and username.
+    acl: Option<(AclHandler, String, String)>,
 }
 
 impl<P: Protocol> RemoteLink<P> {
@@ -68,10 +73,16 @@ impl<P: Protocol> RemoteLink<P> {
         connect_packet: Packet,
         dynamic_filters: bool,
         assigned_client_id: Option<String>,
+        acl: Option<AclHandler>,
     ) -> Result<RemoteLink<P>, Error> {
-        let Packet::Connect(connect, props, lastwill, lastwill_props, _) = connect_packet else {
+        let Packet::Connect(connect, props, lastwill, lastwill_props, login) = connect_packet else {
             return Err(Error::NotConnectPacket(connect_packet));
         };
+        // PATCH(platform): keep who this is for the ACL.
+        let acl = acl.map(|acl| {
+            let username = login.map(|l| l.username).unwrap_or_default();
+            (acl, connect.client_id.clone(), username)
+        });
 
         // Register this connection with the router. Router replys with ack which if ok will
         // start the link. Router can sometimes reject the connection (ex max connection limit)
@@ -122,7 +133,32 @@ impl<P: Protocol> RemoteLink<P> {
             link_rx,
             notifications: VecDeque::with_capacity(8),
             will_delay_interval,
+            acl,
         })
+    }
+
+    /// PATCH(platform): the first packet among `packets` the ACL refuses.
+    fn refused<'a>(&self, packets: impl Iterator<Item = &'a Packet>) -> Option<String> {
+        let (acl, client_id, username) = self.acl.as_ref()?;
+        for packet in packets {
+            match packet {
+                Packet::Publish(publish, _) => {
+                    let topic = std::str::from_utf8(&publish.topic).unwrap_or("");
+                    if !acl(client_id, username, topic, AclAction::Publish) {
+                        return Some(format!("publish to {topic:?}"));
+                    }
+                }
+                Packet::Subscribe(subscribe, _) => {
+                    for filter in &subscribe.filters {
+                        if !acl(client_id, username, &filter.path, AclAction::Subscribe) {
+                            return Some(format!("subscribe to {:?}", filter.path));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     pub async fn start(&mut self) -> Result<(), Error> {
@@ -136,8 +172,15 @@ impl<P: Protocol> RemoteLink<P> {
                     let packet = o?;
                     let len = {
                         let mut buffer = self.link_tx.buffer();
+                        // PATCH(platform): check what was just read against
+                        // the ACL; a refusal drops it and disconnects.
+                        let start = buffer.len();
                         buffer.push_back(packet);
                         self.network.readv(&mut buffer)?;
+                        if let Some(what) = self.refused(buffer.range(start..)) {
+                            buffer.truncate(start);
+                            return Err(Error::NotAuthorized(what));
+                        }
                         buffer.len()
                     };
 
@@ -196,6 +239,16 @@ where
     Span::current().record("client_id", &connect.client_id);
 
     handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+
+    // PATCH(platform): a last will the client may not publish itself
+    // refuses the CONNECT.
+    if let (Some(acl), Packet::Connect(_, _, Some(will), _, _)) = (&config.acl, &packet) {
+        let username = login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
+        let topic = std::str::from_utf8(&will.topic).unwrap_or("");
+        if !acl(&connect.client_id, username, topic, AclAction::Publish) {
+            return Err(Error::NotAuthorized(format!("last will on {topic:?}")));
+        }
+    }
 
     // When keep_alive feature is disabled client can live forever, which is not good in
     // distributed broker context so currenlty we don't allow it.
@@ -283,6 +336,7 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
+            acl: None,
         }
     }
 
