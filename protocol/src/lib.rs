@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod codes;
+pub mod crypto;
 pub mod decode;
 pub mod gateway;
 pub mod ids;
