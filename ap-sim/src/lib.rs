@@ -19,9 +19,11 @@
 pub mod aps;
 
 use bus::{Bus, BusError, BusOptions, Message, Pending};
+use protocol::crypto::{ap_handshake, random_b64, ApKey, PlatformPublicKey, SessionKeys};
 use protocol::onboarding::{
-    check_ssid, check_wifi_password, AccessGranted, AccessOutcome, AccessRequest, AccessResponse,
-    ApConfirm, ApPrompt, OutcomeReport, VerifyOutcome, VerifyRequest, VerifyResponse,
+    check_ssid, check_wifi_password, open_verify_answer, wifi_seal_context, AccessChallenge,
+    AccessGranted, AccessOutcome, AccessProof, AccessRequest, AccessResponse, ApConfirm, ApPrompt,
+    OutcomeReport, VerifyOutcome, VerifyRequest, VerifyResponse,
 };
 use protocol::{decode, peek_str_field, topics, AccessErrorCode, DeviceUuid, Segment};
 use std::collections::{HashMap, HashSet};
@@ -62,6 +64,9 @@ pub struct ApConfig {
     pub verify_timeout: Duration,
     pub username: String,
     pub password: String,
+    /// Secure mode: the platform's public key, which signs the verifier's
+    /// answers. None: walkthrough mode (plaintext pass_tmp and password).
+    pub platform_key: Option<PlatformPublicKey>,
 }
 
 impl ApConfig {
@@ -79,6 +84,7 @@ impl ApConfig {
             verify_timeout: Duration::from_secs(5),
             username: "ap".into(),
             password: String::new(),
+            platform_key: None,
         }
     }
 
@@ -154,6 +160,10 @@ struct Shared {
     passwords: HashMap<String, String>,
     bus: Bus,
     verifications: Pending<String, VerifyResponse>,
+    /// Secure mode: devices' proofs, by session id.
+    proofs: Pending<String, AccessProof>,
+    /// Secure mode: the key the verifier seals pass_tmp to.
+    ap_key: ApKey,
     confirmations: Confirmations,
     /// UUIDs with a request in progress: a device's retries while its
     /// prompt is open must not raise a second prompt.
@@ -182,6 +192,14 @@ pub async fn start(config: ApConfig, shutdown: CancellationToken) -> Result<Ap, 
         .iter()
         .map(|n| topics::access_request(&n.ssid))
         .collect();
+    if config.platform_key.is_some() {
+        filters.extend(
+            config
+                .networks
+                .iter()
+                .map(|n| topics::access_proof(&n.ssid)),
+        );
+    }
     filters.push(topics::verify_response(&config.ap_id));
     filters.push(topics::ap_confirm(&config.ap_id));
     let opts = BusOptions::new(&config.broker, format!("ap.{}", config.ap_id))?
@@ -205,6 +223,8 @@ pub async fn start(config: ApConfig, shutdown: CancellationToken) -> Result<Ap, 
         config,
         bus,
         verifications: Pending::default(),
+        proofs: Pending::default(),
+        ap_key: ApKey::generate(),
         confirmations: confirmations.clone(),
         in_flight: Mutex::default(),
         recent: Mutex::default(),
@@ -234,6 +254,18 @@ async fn serve(
             let ssid = ssid.to_owned();
             let shared = shared.clone();
             tracker.spawn(async move { handle_request(&shared, &ssid, &msg.payload).await });
+            continue;
+        }
+        if topics::parse_access_proof(&msg.topic).is_some() {
+            match decode::<AccessProof>(&msg.payload) {
+                Ok(proof) => {
+                    let session = proof.session.clone();
+                    if !shared.proofs.complete(&session, proof) {
+                        debug!("proof for no open session");
+                    }
+                }
+                Err(e) => warn!(error = %e, "malformed access proof"),
+            }
             continue;
         }
         match topics::parse_ap_topic(&msg.topic) {
@@ -364,14 +396,15 @@ async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) {
         set: &shared.in_flight,
         key: key.clone(),
     };
-    if let Some(previous) = shared.repeat_of(&key, &req.pass_tmp) {
+    let fingerprint = req.spake2.as_deref().unwrap_or(&req.pass_tmp).to_owned();
+    if let Some(previous) = shared.repeat_of(&key, &fingerprint) {
         debug!(uuid = %uuid, "repeat of a request answered moments ago; same answer re-sent");
         publish(shared, &uuid, &previous).await;
         return;
     }
     let (response, outcome) = decide(shared, &req, &uuid).await;
     publish(shared, &uuid, &response).await;
-    shared.remember(key, &req.pass_tmp, &response);
+    shared.remember(key, &fingerprint, &response);
     let elapsed = started.elapsed();
     report(shared, &uuid, outcome.into(), elapsed).await;
     match outcome {
@@ -399,51 +432,42 @@ async fn decide(
         );
     };
 
+    let secure = config.platform_key.is_some();
+    if secure != req.spake2.is_some() {
+        return shared.deny(
+            uuid.as_str(),
+            AccessErrorCode::BadRequest,
+            if secure {
+                "this AP runs secure onboarding: send spake2, never pass_tmp"
+            } else {
+                "this AP runs the walkthrough mode: send pass_tmp"
+            },
+        );
+    }
+
     // Steps 3-4: ask the verifier, compare.
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let answer = shared.verifications.insert(request_id.clone());
-    let ask = VerifyRequest {
-        request_id: request_id.clone(),
-        ap_id: config.ap_id.clone(),
-        uuid: uuid.key().to_owned(),
+    let stored = match verify(shared, uuid).await {
+        Ok(stored) => stored,
+        Err(denied) => return denied,
     };
-    if shared
-        .bus
-        .publish_json(topics::VERIFY_REQUEST, &ask)
-        .await
-        .is_err()
-    {
-        shared.verifications.remove(&request_id);
-        return shared.deny(
-            uuid.as_str(),
-            AccessErrorCode::Timeout,
-            "the AP lost its connection to the verifier",
-        );
-    }
-    let verified = match tokio::time::timeout(config.verify_timeout, answer).await {
-        Ok(Ok(resp)) => resp,
-        _ => {
-            shared.verifications.remove(&request_id);
-            return shared.deny(
-                uuid.as_str(),
-                AccessErrorCode::Timeout,
-                "the verifier did not answer in time",
-            );
+    let keys = match &req.spake2 {
+        None => {
+            if !bool::from(stored.as_bytes().ct_eq(req.pass_tmp.as_bytes())) {
+                return shared.deny(
+                    uuid.as_str(),
+                    AccessErrorCode::PassTmpMismatch,
+                    "pass_tmp does not match the enrolled one",
+                );
+            }
+            None
+        }
+        Some(device_msg) => {
+            match compare_by_handshake(shared, req, uuid, &stored, device_msg).await {
+                Ok((keys, session)) => Some((keys, session)),
+                Err(denied) => return denied,
+            }
         }
     };
-    let stored = match verified.outcome {
-        VerifyOutcome::Found { pass_tmp } => pass_tmp,
-        VerifyOutcome::Failed { error } => {
-            return shared.deny(uuid.as_str(), error.code, error.message)
-        }
-    };
-    if !bool::from(stored.as_bytes().ct_eq(req.pass_tmp.as_bytes())) {
-        return shared.deny(
-            uuid.as_str(),
-            AccessErrorCode::PassTmpMismatch,
-            "pass_tmp does not match the enrolled one",
-        );
-    }
 
     // Step 4: prompt the AP's user and wait. The waiter exists before
     // anyone hears of the prompt, so no answer can arrive too early.
@@ -498,13 +522,159 @@ async fn decide(
         );
     }
 
-    // Step 5: the access response with the real password.
-    let granted = AccessResponse::Granted(AccessGranted {
+    // Step 5: the access response with the real password, sealed to the
+    // device in secure mode.
+    let granted = match keys {
+        None => AccessGranted {
+            uuid: uuid.as_str().to_owned(),
+            ssid: req.ssid.clone(),
+            password: password.clone(),
+            session: None,
+            sealed: None,
+        },
+        Some((keys, session)) => AccessGranted {
+            uuid: uuid.as_str().to_owned(),
+            ssid: req.ssid.clone(),
+            password: String::new(),
+            sealed: Some(keys.seal_password(
+                password,
+                &wifi_seal_context(uuid.as_str(), &req.ssid, &session),
+            )),
+            session: Some(session),
+        },
+    };
+    (AccessResponse::Granted(granted), Ok(()))
+}
+
+type Denied = (AccessResponse, Result<(), AccessErrorCode>);
+
+/// Asks the verifier for the UUID's pass_tmp; in secure mode it arrives
+/// sealed to this AP and signed by the platform.
+async fn verify(shared: &Shared, uuid: &DeviceUuid) -> Result<String, Denied> {
+    let config = &shared.config;
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let answer = shared.verifications.insert(request_id.clone());
+    let ask = VerifyRequest {
+        request_id: request_id.clone(),
+        ap_id: config.ap_id.clone(),
+        uuid: uuid.key().to_owned(),
+        ap_key: config
+            .platform_key
+            .is_some()
+            .then(|| shared.ap_key.public_b64()),
+    };
+    if shared
+        .bus
+        .publish_json(topics::VERIFY_REQUEST, &ask)
+        .await
+        .is_err()
+    {
+        shared.verifications.remove(&request_id);
+        return Err(shared.deny(
+            uuid.as_str(),
+            AccessErrorCode::Timeout,
+            "the AP lost its connection to the verifier",
+        ));
+    }
+    let verified = match tokio::time::timeout(config.verify_timeout, answer).await {
+        Ok(Ok(resp)) => resp,
+        _ => {
+            shared.verifications.remove(&request_id);
+            return Err(shared.deny(
+                uuid.as_str(),
+                AccessErrorCode::Timeout,
+                "the verifier did not answer in time",
+            ));
+        }
+    };
+    match (verified.outcome, &config.platform_key) {
+        (VerifyOutcome::Found { pass_tmp }, None) => Ok(pass_tmp),
+        (
+            VerifyOutcome::Sealed {
+                sealed_pass_tmp,
+                sig,
+            },
+            Some(platform),
+        ) => open_verify_answer(
+            platform,
+            &shared.ap_key,
+            &request_id,
+            uuid.key(),
+            &config.ap_id,
+            &sealed_pass_tmp,
+            &sig,
+        )
+        .map_err(|e| {
+            warn!(target: "audit", uuid = %uuid, error = %e, "verifier answer refused: not signed by the platform or not sealed to this AP");
+            shared.deny(
+                uuid.as_str(),
+                AccessErrorCode::Timeout,
+                "no valid answer from the verifier",
+            )
+        }),
+        (VerifyOutcome::Failed { error }, _) => {
+            Err(shared.deny(uuid.as_str(), error.code, error.message))
+        }
+        (_, _) => {
+            warn!(target: "audit", uuid = %uuid, "verifier answer refused: wrong mode (plaintext in secure mode or sealed in walkthrough)");
+            Err(shared.deny(
+                uuid.as_str(),
+                AccessErrorCode::Timeout,
+                "no valid answer from the verifier",
+            ))
+        }
+    }
+}
+
+/// Secure mode's comparison: the SPAKE2 handshake keyed by the stored
+/// pass_tmp, a challenge to the device, and a check of its proof. Only a
+/// device holding the same pass_tmp can prove it.
+async fn compare_by_handshake(
+    shared: &Shared,
+    req: &AccessRequest,
+    uuid: &DeviceUuid,
+    stored: &str,
+    device_msg: &str,
+) -> Result<(SessionKeys, String), Denied> {
+    let session = random_b64(16);
+    let (keys, ap_msg) = ap_handshake(uuid.as_str(), &req.ssid, stored, device_msg, &session)
+        .map_err(|e| shared.deny(uuid.as_str(), AccessErrorCode::BadRequest, e.to_string()))?;
+    let proof = shared.proofs.insert(session.clone());
+    let challenge = AccessChallenge {
         uuid: uuid.as_str().to_owned(),
         ssid: req.ssid.clone(),
-        password: password.clone(),
-    });
-    (granted, Ok(()))
+        session: session.clone(),
+        spake2: ap_msg,
+    };
+    if let Err(e) = shared
+        .bus
+        .publish_json(topics::access_challenge(uuid.as_str()), &challenge)
+        .await
+    {
+        shared.proofs.remove(&session);
+        return Err(shared.deny(uuid.as_str(), AccessErrorCode::Timeout, e.to_string()));
+    }
+    let proof = match tokio::time::timeout(shared.config.verify_timeout, proof).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            shared.proofs.remove(&session);
+            return Err(shared.deny(
+                uuid.as_str(),
+                AccessErrorCode::Timeout,
+                "the device did not prove its pass_tmp in time",
+            ));
+        }
+    };
+    let same_device = DeviceUuid::parse(&proof.uuid).is_ok_and(|u| u.key() == uuid.key());
+    if !same_device || !keys.check_device_proof(&proof.proof) {
+        warn!(target: "audit", uuid = %uuid, ap_id = %shared.config.ap_id, "access attempt failed: wrong pass_tmp proof");
+        return Err(shared.deny(
+            uuid.as_str(),
+            AccessErrorCode::PassTmpMismatch,
+            "the device's proof does not match the enrolled pass_tmp",
+        ));
+    }
+    Ok((keys, session))
 }
 
 async fn publish(shared: &Shared, uuid: &DeviceUuid, resp: &AccessResponse) {

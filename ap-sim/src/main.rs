@@ -155,13 +155,28 @@ struct Prompt {
 async fn run(cli: Cli, specs: Vec<ApSpec>) -> Result<(), ap_sim::ApError> {
     let shutdown = CancellationToken::new();
     tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
+    let platform_key = cli
+        .connect
+        .platform_key()
+        .map_err(|reason| ap_sim::ApError::Invalid {
+            field: "platform key",
+            reason,
+        })?;
+    let password = cli
+        .connect
+        .password_for("ap")
+        .map_err(|reason| ap_sim::ApError::Invalid {
+            field: "password file",
+            reason,
+        })?;
     let mut aps = Vec::with_capacity(specs.len());
     for spec in specs {
         let mut config = ApConfig::new(&cli.connect.broker, &spec.id, vec![spec.network]);
         config.auto_confirm = cli.auto_confirm;
         config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
         config.username = cli.connect.username_or("ap");
-        config.password = cli.connect.mqtt_password.clone();
+        config.password = password.clone();
+        config.platform_key = platform_key;
         let ssid = config.networks[0].ssid.clone();
         match ap_sim::start(config, shutdown.clone()).await {
             Ok(ap) => {

@@ -65,8 +65,22 @@ async fn platform(dir: &Path) -> Platform {
         .unwrap()
 }
 
-async fn enroll(broker: &str, uuid: &str, pass_tmp: &str) {
-    let opts = BusOptions::new(broker, format!("ap-sim-test-{uuid}")).unwrap();
+fn token(dir: &Path, role: &str) -> String {
+    std::fs::read_to_string(dir.join("credentials").join(format!("{role}.token")))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn platform_key(dir: &Path) -> protocol::crypto::PlatformPublicKey {
+    let hex = std::fs::read_to_string(dir.join("platform.key.pub")).unwrap();
+    protocol::crypto::PlatformPublicKey::from_hex(&hex).unwrap()
+}
+
+async fn enroll(dir: &Path, broker: &str, uuid: &str, pass_tmp: &str) {
+    let opts = BusOptions::new(broker, format!("ap-sim-test-{uuid}"))
+        .unwrap()
+        .with_credentials("admin", token(dir, "admin"));
     let admin = AdminClient::connect(opts, Duration::from_secs(10))
         .await
         .unwrap();
@@ -81,8 +95,15 @@ async fn enroll(broker: &str, uuid: &str, pass_tmp: &str) {
     admin.close().await;
 }
 
-async fn onboard(broker: &str, uuid: &str, pass_tmp: &str, ssid: &str) -> device_sim::Joined {
+async fn onboard(
+    dir: &Path,
+    broker: &str,
+    uuid: &str,
+    pass_tmp: &str,
+    ssid: &str,
+) -> device_sim::Joined {
     let mut config = DeviceConfig::new(broker, uuid, pass_tmp, ssid);
+    config.platform_key = Some(platform_key(dir));
     config.auto_confirm = true;
     config.answer_timeout = Duration::from_secs(20);
     let (tx, _rx) = mpsc::unbounded_channel::<DeviceEvent>();
@@ -100,6 +121,12 @@ async fn one_process_serves_two_aps_with_their_own_networks() {
 
     let mut child = Command::new(AP_SIM)
         .args(["--aps", &file, "--auto-confirm", "--broker", &broker])
+        // Secure mode, the default: the AP logs in with the role's token
+        // and checks the verifier's signature with the platform's key.
+        .arg("--password-file")
+        .arg(dir.path().join("credentials/ap.token"))
+        .arg("--platform-key-file")
+        .arg(dir.path().join("platform.key.pub"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -135,14 +162,14 @@ async fn one_process_serves_two_aps_with_their_own_networks() {
         "6f1c2b8e-0b5d-4a8f-9e8c-00000000000a",
         "6f1c2b8e-0b5d-4a8f-9e8c-00000000000b",
     );
-    enroll(&broker, a, "pt-a").await;
-    enroll(&broker, b, "pt-b").await;
-    let joined_a = onboard(&broker, a, "pt-a", "factory-a").await;
+    enroll(dir.path(), &broker, a, "pt-a").await;
+    enroll(dir.path(), &broker, b, "pt-b").await;
+    let joined_a = onboard(dir.path(), &broker, a, "pt-a", "factory-a").await;
     assert_eq!(
         (joined_a.ssid.as_str(), joined_a.password.as_str()),
         ("factory-a", "password of network a")
     );
-    let joined_b = onboard(&broker, b, "pt-b", "factory-b").await;
+    let joined_b = onboard(dir.path(), &broker, b, "pt-b", "factory-b").await;
     assert_eq!(
         (joined_b.ssid.as_str(), joined_b.password.as_str()),
         ("factory-b", "password of network b")

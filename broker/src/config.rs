@@ -32,6 +32,7 @@ pub struct Config {
     pub verifier: VerifierSection,
     pub registry: RegistrySection,
     pub metrics: MetricsSection,
+    pub security: crate::security::SecuritySection,
     /// Gateways run in this process. `[[gateways]]` in a file replaces the
     /// default pair; `gateways = []` runs none.
     pub gateways: Vec<GatewaySection>,
@@ -50,6 +51,7 @@ impl Default for Config {
             verifier: VerifierSection::default(),
             registry: RegistrySection::default(),
             metrics: MetricsSection::default(),
+            security: crate::security::SecuritySection::default(),
             gateways: vec![gateway("gw-1", 1884), gateway("gw-2", 1885)],
         }
     }
@@ -182,6 +184,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.platform.validate("platform")?;
+        self.security
+            .validate()
+            .map_err(|problem| ConfigError::Invalid {
+                key: "security".into(),
+                problem,
+            })?;
         let mut ids = std::collections::HashSet::new();
         let mut ports = std::collections::HashSet::from([self.platform.listen]);
         for (i, g) in self.gateways.iter().enumerate() {

@@ -18,6 +18,7 @@
 
 use crate::config::BrokerSettings;
 use protocol::check_client_id;
+pub use rumqttd::AclAction;
 use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -43,7 +44,13 @@ pub enum BrokerError {
 /// rumqttd accepts, a username). The platform admits everyone; a gateway
 /// admits only the devices assigned to it.
 pub trait Admission: Send + Sync + 'static {
-    fn admit(&self, client_id: &str, username: &str) -> bool;
+    fn admit(&self, client_id: &str, username: &str, password: &str) -> bool;
+
+    /// The topic ACL for an admitted client (never asked for this
+    /// process's own clients). The default allows everything.
+    fn allow(&self, _client_id: &str, _username: &str, _topic: &str, _action: AclAction) -> bool {
+        true
+    }
 
     /// A refused client may wait this long for the answer to change,
     /// re-asked whenever the returned `Notify` fires: a device told its
@@ -58,7 +65,7 @@ pub trait Admission: Send + Sync + 'static {
 pub struct AdmitAll;
 
 impl Admission for AdmitAll {
-    fn admit(&self, _client_id: &str, _username: &str) -> bool {
+    fn admit(&self, _client_id: &str, _username: &str, _password: &str) -> bool {
         true
     }
 }
@@ -197,6 +204,7 @@ fn rumqttd_config(
     admission: Arc<dyn Admission>,
     internal_password: String,
 ) -> rumqttd::Config {
+    let acl_admission = admission.clone();
     let mut connections = ConnectionSettings {
         connection_timeout_ms: s.connection_timeout_ms,
         max_payload_size: s.max_payload_size,
@@ -204,7 +212,13 @@ fn rumqttd_config(
         auth: None,
         external_auth: None,
         dynamic_filters: true,
-        acl: None,
+        // Only an admitted client reaches the ACL, so a username of
+        // INTERNAL_USER has shown the internal password.
+        acl: Some(Arc::new(
+            move |client_id: &str, username: &str, topic: &str, action: AclAction| {
+                username == INTERNAL_USER || acl_admission.allow(client_id, username, topic, action)
+            },
+        )),
     };
     connections.set_auth_handler(
         move |client_id: String, username: String, password: String| {
@@ -217,7 +231,7 @@ fn rumqttd_config(
                 if !checked || internal {
                     return checked && internal_ok;
                 }
-                if admission.admit(&client_id, &username) {
+                if admission.admit(&client_id, &username, &password) {
                     return true;
                 }
                 let Some((grace, changed)) = admission.grace() else {
@@ -226,11 +240,11 @@ fn rumqttd_config(
                 let deadline = tokio::time::Instant::now() + grace;
                 loop {
                     let notified = changed.notified();
-                    if admission.admit(&client_id, &username) {
+                    if admission.admit(&client_id, &username, &password) {
                         return true;
                     }
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return admission.admit(&client_id, &username);
+                        return admission.admit(&client_id, &username, &password);
                     }
                 }
             }

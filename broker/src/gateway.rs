@@ -8,8 +8,10 @@
 //! and reports which devices are connected.
 
 use crate::config::{BrokerSettings, GatewaySection};
-use crate::embedded::{Admission, BrokerError, EmbeddedBroker};
+use crate::embedded::{AclAction, Admission, BrokerError, EmbeddedBroker};
 use bus::{Bus, BusError, BusOptions, LinkState, Message};
+use protocol::crypto::PlatformPublicKey;
+use protocol::gateway::GatewayAssigned;
 use protocol::gateway::{
     AssignUpdate, GatewayStatus, Presence, PresenceReport, Redirect, RedirectBatch, SyncRequest,
     ASSIGN_CHUNK, GATEWAY_AGENT_CLIENT_ID, MAX_ASSIGN_PAYLOAD,
@@ -33,6 +35,11 @@ pub enum GatewayError {
 /// The devices this gateway admits, as the registry last told it.
 #[derive(Default)]
 struct Assigned {
+    id: String,
+    /// Secure mode: a device must log in with its signed assignment to
+    /// this gateway (username = client id = device id, password = the
+    /// registry's answer as JSON), and may use only its own topics.
+    key: Option<PlatformPublicKey>,
     /// False until the first snapshot: admit nobody before knowing.
     synced: AtomicBool,
     devices: RwLock<HashSet<String>>,
@@ -68,8 +75,34 @@ impl Assigned {
     }
 }
 
+impl Assigned {
+    /// The signed-assignment check of secure mode.
+    fn token_ok(&self, client_id: &str, username: &str, password: &str) -> bool {
+        let Some(key) = &self.key else {
+            return true;
+        };
+        if username != client_id {
+            warn!(target: "audit", client_id, username, gateway_id = %self.id, "gateway connect refused: username is not the client id");
+            return false;
+        }
+        let checked = decode::<GatewayAssigned>(password.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                a.verify_for_gateway(key, client_id, &self.id, protocol::now_ms())
+                    .map_err(|e| e.to_string())
+            });
+        match checked {
+            Ok(()) => true,
+            Err(reason) => {
+                warn!(target: "audit", client_id, gateway_id = %self.id, %reason, "gateway connect refused: no valid signed assignment");
+                false
+            }
+        }
+    }
+}
+
 impl Admission for Assigned {
-    fn admit(&self, client_id: &str, _username: &str) -> bool {
+    fn admit(&self, client_id: &str, username: &str, password: &str) -> bool {
         let ok = client_id != GATEWAY_AGENT_CLIENT_ID
             && self.synced.load(Ordering::Acquire)
             && self
@@ -79,8 +112,23 @@ impl Admission for Assigned {
                 .contains(client_id);
         if !ok {
             debug!(client_id, "device not assigned here: refused at connect");
+            return false;
         }
-        ok
+        self.token_ok(client_id, username, password)
+    }
+
+    /// Secure mode: a device publishes and subscribes only under
+    /// `device/{its id}/`.
+    fn allow(&self, client_id: &str, _username: &str, topic: &str, action: AclAction) -> bool {
+        if self.key.is_none() {
+            return true;
+        }
+        let own = topics::parse_device_topic(topic).is_some_and(|(id, _)| id == client_id)
+            && !topic.contains(['+', '#']);
+        if !own {
+            warn!(target: "audit", client_id, topic, ?action, gateway_id = %self.id, "refused by the gateway ACL");
+        }
+        own
     }
 
     fn grace(&self) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
@@ -102,16 +150,31 @@ impl Gateway {
     }
 }
 
+/// How a gateway logs in to the platform, and whether it checks devices'
+/// signed assignments (secure mode) or not (walkthrough).
+#[derive(Debug, Clone)]
+pub struct GatewaySecurity {
+    /// (username, password) on the platform broker.
+    pub login: (String, String),
+    /// Secure mode: the platform's public key.
+    pub platform_key: Option<PlatformPublicKey>,
+}
+
 /// Starts the gateway broker and its agent; returns once the agent is
 /// connected to both brokers.
 pub async fn start(
     section: &GatewaySection,
     settings: &BrokerSettings,
     platform: &str,
+    security: &GatewaySecurity,
     shutdown: CancellationToken,
 ) -> Result<Gateway, GatewayError> {
     let id = section.id.clone();
-    let assigned = Arc::new(Assigned::default());
+    let assigned = Arc::new(Assigned {
+        id: id.clone(),
+        key: security.platform_key,
+        ..Assigned::default()
+    });
     let gw_settings = BrokerSettings {
         listen: section.listen,
         ..settings.clone()
@@ -135,7 +198,7 @@ pub async fn start(
     };
     let mut up_opts = BusOptions::new(platform, format!("gateway.{id}"))
         .map_err(bus_err)?
-        .with_credentials("gateway", "");
+        .with_credentials(security.login.0.clone(), security.login.1.clone());
     up_opts.last_will = Some((
         topics::gateway_status(&id),
         protocol::encode(&status(false)),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod embedded;
 pub mod gateway;
 pub mod platform;
+pub mod security;
 
 pub use config::{Config, ConfigError};
 pub use embedded::{BrokerError, EmbeddedBroker};

@@ -63,6 +63,24 @@ enum Command {
         /// about 20,000 open files here).
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=19_000))]
         max_connections: u32,
+        /// The platform's public key file: devices must log in with an
+        /// assignment it signed.
+        #[arg(long, env = "PLATFORM_KEY_FILE", default_value = bus::cli::DEFAULT_KEY_FILE)]
+        platform_key_file: PathBuf,
+        /// The MQTT username on the platform broker.
+        #[arg(long, default_value = "gateway")]
+        username: String,
+        /// The gateway role's password file on the platform.
+        #[arg(
+            long,
+            env = "PLATFORM_PASSWORD_FILE",
+            default_value = "data/credentials/gateway.token"
+        )]
+        password_file: PathBuf,
+        /// For a platform in walkthrough mode: admit any assigned device
+        /// without a signed assignment, log in without a password.
+        #[arg(long)]
+        walkthrough: bool,
     },
 }
 
@@ -96,8 +114,38 @@ fn main() -> ExitCode {
         weight,
         platform,
         max_connections,
+        platform_key_file,
+        username,
+        password_file,
+        walkthrough,
     }) = cli.command
     {
+        let security = if walkthrough {
+            broker::gateway::GatewaySecurity {
+                login: (username, String::new()),
+                platform_key: None,
+            }
+        } else {
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|e| format!("cannot read {}: {e} (the platform writes it under its --data-dir; or pass --walkthrough for a walkthrough-mode platform)", path.display()))
+            };
+            let key = read(&platform_key_file).and_then(|hex| {
+                protocol::crypto::PlatformPublicKey::from_hex(&hex)
+                    .map_err(|e| format!("{}: {e}", platform_key_file.display()))
+            });
+            match (key, read(&password_file)) {
+                (Ok(key), Ok(password)) => broker::gateway::GatewaySecurity {
+                    login: (username, password),
+                    platform_key: Some(key),
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
         let section = broker::config::GatewaySection {
             id,
             listen,
@@ -112,7 +160,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
-        return run_gateway(section, platform, max_connections as usize);
+        return run_gateway(section, platform, security, max_connections as usize);
     }
     let config = match &cli.config {
         Some(path) => Config::from_file(path),
@@ -150,6 +198,7 @@ fn main() -> ExitCode {
 fn run_gateway(
     section: broker::config::GatewaySection,
     platform: String,
+    security: broker::gateway::GatewaySecurity,
     max_connections: usize,
 ) -> ExitCode {
     let runtime = match bus::cli::runtime(ExitCode::FAILURE) {
@@ -163,7 +212,8 @@ fn run_gateway(
             max_connections,
             ..broker::config::BrokerSettings::default()
         };
-        let gw = broker::gateway::start(&section, &settings, &platform, stop.clone()).await?;
+        let gw =
+            broker::gateway::start(&section, &settings, &platform, &security, stop.clone()).await?;
         gw.join().await;
         Ok::<(), broker::gateway::GatewayError>(())
     });

@@ -1,9 +1,11 @@
 //! The platform: the embedded broker plus its in-process workers.
 
 use crate::config::Config;
-use crate::embedded::{AdmitAll, BrokerError, EmbeddedBroker};
+use crate::embedded::{BrokerError, EmbeddedBroker};
 use crate::gateway;
+use crate::security::{self, Mode, PlatformAuth, SecurityError};
 use bus::Metrics;
+use protocol::crypto::PlatformKey;
 use registry::RegistryConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use verifier::{VerifierConfig, VerifierError};
 
 /// How long workers get to finish in-flight work after shutdown begins.
@@ -39,6 +41,8 @@ pub enum PlatformError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     #[error("workers did not stop within {0:?}")]
     DrainTimeout(Duration),
 }
@@ -85,8 +89,33 @@ impl Platform {
         } else {
             None
         };
-        let broker = EmbeddedBroker::start("platform", &config.platform, Arc::new(AdmitAll))?;
+        let sec = &config.security;
+        let secure = sec.mode == Mode::Secure;
+        let (auth, signing_key) = if secure {
+            let key_path = data_dir.join(&sec.signing_key_file);
+            let key = security::load_or_create_key(&key_path)?;
+            let users = security::users_with_bootstrap(sec, &data_dir.join("credentials"))?;
+            info!(
+                public_key = %key.public().to_hex(),
+                public_key_file = %security::public_key_path(&key_path).display(),
+                credentials = %data_dir.join("credentials").display(),
+                "secure mode: authentication by role, topic ACL, sealed onboarding, signed assignments"
+            );
+            (
+                Arc::new(PlatformAuth::new(Mode::Secure, users)),
+                Some(Arc::new(key)),
+            )
+        } else {
+            warn!("walkthrough mode: any client may connect and read every topic, and pass_tmp and Wi-Fi passwords travel in plaintext; never use it on a real network");
+            (
+                Arc::new(PlatformAuth::new(Mode::Walkthrough, Default::default())),
+                None,
+            )
+        };
+        let broker = EmbeddedBroker::start("platform", &config.platform, auth.clone())?;
         info!(listen = %broker.addr(), protocol = "MQTT 3.1.1", "platform broker listening");
+        let (internal_user, internal_password) = broker.internal_login();
+        let internal = (internal_user.to_owned(), internal_password.to_owned());
 
         let shutdown = CancellationToken::new();
         let metrics = Metrics::new();
@@ -103,8 +132,19 @@ impl Platform {
         if config.verifier.enabled && !opts.broker_only {
             let mut vc = VerifierConfig::new(broker.addr().to_string(), data_dir.join("verifier"));
             vc.metrics = metrics.clone();
+            (vc.username, vc.password) = internal.clone();
+            vc.secure = secure.then(|| verifier::SecureVerify {
+                key: signing_key
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(PlatformKey::generate())),
+                max_failures: sec.max_failures,
+                lockout: Duration::from_secs(sec.lockout_secs),
+                ap_rate_per_sec: sec.ap_rate_per_sec,
+            });
             let worker =
                 verifier::start(vc, shutdown.child_token(), Some(Duration::from_secs(10))).await?;
+            let devices: Arc<dyn security::DeviceDirectory> = worker.store();
+            auth.set_devices(&devices);
             workers.spawn(
                 async move { ("verifier", worker.join().await.map_err(PlatformError::from)) },
             );
@@ -114,6 +154,8 @@ impl Platform {
             rc.policy = config.registry.policy;
             rc.allow_unknown = config.registry.allow_unknown;
             rc.metrics = metrics.clone();
+            (rc.username, rc.password) = internal.clone();
+            rc.signing_key = signing_key.clone();
             let worker =
                 registry::start(rc, shutdown.child_token(), Some(Duration::from_secs(10))).await?;
             workers.spawn(
@@ -123,10 +165,15 @@ impl Platform {
         let mut gateways = Vec::new();
         if !opts.broker_only {
             for section in &config.gateways {
+                let gw_security = gateway::GatewaySecurity {
+                    login: internal.clone(),
+                    platform_key: signing_key.as_ref().map(|k| k.public()),
+                };
                 let gw = gateway::start(
                     section,
                     &config.platform,
                     &broker.addr().to_string(),
+                    &gw_security,
                     shutdown.child_token(),
                 )
                 .await?;

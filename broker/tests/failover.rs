@@ -57,6 +57,7 @@ async fn devices_of_a_killed_gateway_fail_over() {
             &gw_listen,
             "--platform",
             &platform_addr,
+            "--walkthrough",
         ],
         "gateway listening",
     );

@@ -2,6 +2,8 @@
 //! spells them, defaults them and documents them the same way.
 
 use crate::{BusError, BusOptions};
+use protocol::crypto::PlatformPublicKey;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the platform is and who to be there.
@@ -27,11 +29,87 @@ pub struct ConnectArgs {
         hide_env_values = true
     )]
     pub mqtt_password: String,
+    /// Read the MQTT password from FILE [default: data/credentials/ROLE.token,
+    /// written by the platform on first start, when it exists].
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// The platform's public key (64 hex digits), which signs its answers.
+    #[arg(long, global = true, env = "PLATFORM_KEY", value_name = "HEX")]
+    pub platform_key: Option<String>,
+    /// Read the platform's public key from FILE.
+    #[arg(
+        long,
+        global = true,
+        env = "PLATFORM_KEY_FILE",
+        value_name = "FILE",
+        default_value = DEFAULT_KEY_FILE
+    )]
+    pub platform_key_file: PathBuf,
+    /// Talk to a platform in walkthrough mode (config/walkthrough.toml):
+    /// plaintext pass_tmp and password, no signatures. Never on a real network.
+    #[arg(long, global = true, env = "PLATFORM_WALKTHROUGH")]
+    pub walkthrough: bool,
 }
+
+/// Where the platform writes its public key with its default data dir.
+pub const DEFAULT_KEY_FILE: &str = "data/platform.key.pub";
+/// Where the platform writes bootstrap credentials with its default data dir.
+pub const DEFAULT_CREDENTIALS_DIR: &str = "data/credentials";
 
 impl ConnectArgs {
     pub fn username_or(&self, role: &str) -> String {
         self.username.clone().unwrap_or_else(|| role.to_owned())
+    }
+
+    /// The password to present as `role`: `--mqtt-password`, else the
+    /// `--password-file`, else the platform's bootstrap token for the role
+    /// if it is where the default data dir puts it, else empty.
+    pub fn password_for(&self, role: &str) -> Result<String, String> {
+        if !self.mqtt_password.is_empty() {
+            return Ok(self.mqtt_password.clone());
+        }
+        let (path, required) = match &self.password_file {
+            Some(p) => (p.clone(), true),
+            None => (
+                PathBuf::from(DEFAULT_CREDENTIALS_DIR).join(format!("{role}.token")),
+                false,
+            ),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.trim().to_owned()),
+            Err(e) if required => Err(format!("cannot read {}: {e}", path.display())),
+            Err(_) => Ok(String::new()),
+        }
+    }
+
+    /// The platform's public key, or None in walkthrough mode.
+    pub fn platform_key(&self) -> Result<Option<PlatformPublicKey>, String> {
+        if self.walkthrough {
+            return Ok(None);
+        }
+        let (text, origin) = match &self.platform_key {
+            Some(hex) => (hex.clone(), "--platform-key".to_owned()),
+            None => match std::fs::read_to_string(&self.platform_key_file) {
+                Ok(text) => (text, self.platform_key_file.display().to_string()),
+                Err(e) => {
+                    return Err(format!(
+                        "secure mode needs the platform's public key, and {} cannot be read ({e}). \
+                         The platform writes it to DATA_DIR/platform.key.pub on start; pass \
+                         --platform-key-file FILE or --platform-key HEX, or --walkthrough for a \
+                         platform started with config/walkthrough.toml",
+                        self.platform_key_file.display()
+                    ))
+                }
+            },
+        };
+        PlatformPublicKey::from_hex(&text)
+            .map(Some)
+            .map_err(|e| format!("{origin}: {e}"))
     }
 
     /// Options for a connection as `client_id`, presenting `role` unless a
@@ -41,8 +119,9 @@ impl ConnectArgs {
         client_id: impl Into<String>,
         role: &str,
     ) -> Result<BusOptions, BusError> {
+        let password = self.password_for(role).map_err(BusError::Config)?;
         Ok(BusOptions::new(&self.broker, client_id)?
-            .with_credentials(self.username_or(role), &self.mqtt_password))
+            .with_credentials(self.username_or(role), password))
     }
 }
 

@@ -21,6 +21,8 @@ pub enum BusError {
     Refused { addr: String, reason: String },
     #[error("the MQTT client is closed")]
     Closed,
+    #[error("{0}")]
+    Config(String),
 }
 
 /// How to reach the broker and who to be there.

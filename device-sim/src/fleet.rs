@@ -10,6 +10,7 @@ use crate::manifest::Identity;
 use crate::report::FleetReport;
 use crate::{DeviceConfig, DeviceError, DeviceEvent, LifeEvents};
 use hdrhistogram::Histogram;
+use protocol::crypto::PlatformPublicKey;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +39,8 @@ pub struct FleetConfig {
     pub password: String,
     /// Per device: how long to wait for an AP before giving up.
     pub answer_timeout: Duration,
+    /// Secure mode (see [`DeviceConfig::platform_key`]); None: walkthrough.
+    pub platform_key: Option<PlatformPublicKey>,
 }
 
 impl FleetConfig {
@@ -53,6 +56,7 @@ impl FleetConfig {
             username: "device".into(),
             password: String::new(),
             answer_timeout: Duration::from_secs(30),
+            platform_key: None,
         }
     }
 }
@@ -311,9 +315,13 @@ pub async fn run(
                 device.answer_timeout = config.answer_timeout;
                 device.username = config.username.clone();
                 device.password = config.password.clone();
+                device.platform_key = config.platform_key;
                 let mut home = HomeConfig::new(&config.broker, &identity.uuid);
                 home.username = config.username.clone();
                 home.password = config.password.clone();
+                if let Some(key) = config.platform_key {
+                    home = home.secure(key, &identity.pass_tmp);
+                }
                 tasks.spawn(one_device(
                     device,
                     home,

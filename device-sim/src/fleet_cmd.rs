@@ -77,8 +77,15 @@ pub async fn run(opts: Options) -> u8 {
             return USAGE;
         }
     }
+    let platform_key = match opts.connect.platform_key() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return USAGE;
+        }
+    };
     // Fail fast, with one clear line, when the platform is not there.
-    if let Err(e) = probe(&opts.connect).await {
+    if let Err(e) = probe(&opts.connect, platform_key.and(devices.first())).await {
         eprintln!("error: {e}");
         return UNREACHABLE;
     }
@@ -92,6 +99,7 @@ pub async fn run(opts: Options) -> u8 {
     config.username = opts.connect.username_or("device");
     config.password = opts.connect.mqtt_password.clone();
     config.answer_timeout = opts.answer_timeout;
+    config.platform_key = platform_key;
 
     let stats = FleetStats::new(config.devices.len());
     let shutdown = CancellationToken::new();
@@ -140,9 +148,20 @@ pub async fn run(opts: Options) -> u8 {
     code
 }
 
-async fn probe(connect: &ConnectArgs) -> Result<(), bus::BusError> {
+/// Connects once; to a secure platform, as `device` (the first of the
+/// fleet), since only devices and role users may connect there.
+async fn probe(
+    connect: &ConnectArgs,
+    device: Option<&device_sim::manifest::Identity>,
+) -> Result<(), bus::BusError> {
     let token = CancellationToken::new();
-    let opts = connect.options(format!("fleet-probe-{:016x}", fastrand::u64(..)), "device")?;
+    let opts = match device {
+        Some(d) => bus::BusOptions::new(&connect.broker, &d.uuid)?.with_credentials(
+            &d.uuid,
+            protocol::crypto::device_login(&d.uuid, &d.pass_tmp),
+        ),
+        None => connect.options(format!("fleet-probe-{:016x}", fastrand::u64(..)), "device")?,
+    };
     let (bus, _inbox) = bus::Bus::connect(opts, Vec::new(), token.clone());
     let result = bus.ready_once(Duration::from_secs(5)).await;
     token.cancel();

@@ -10,6 +10,7 @@
 use crate::link::{LinkConfig, PlatformLink};
 use crate::DeviceError;
 use bus::{Backoff, Bus, BusOptions, LinkState};
+use protocol::crypto::PlatformPublicKey;
 use protocol::gateway::{
     GatewayAnswer, GatewayErrorCode, GatewayQuery, Presence, Redirect, RedirectReason,
 };
@@ -37,7 +38,15 @@ pub struct HomeConfig {
     /// first, without asking the registry; if the device moved meanwhile,
     /// that gateway refuses it and it asks.
     pub last_known: Option<KnownGateway>,
+    /// Secure mode: the platform's public key. Only registry answers it
+    /// signed are believed, and the device logs in to its gateway with the
+    /// signed answer. None: walkthrough mode.
+    pub platform_key: Option<PlatformPublicKey>,
 }
+
+/// The shortest time between two re-queries caused by redirect notices,
+/// so forged notices cost the registry at most one query per second.
+pub const MIN_REDIRECT_REQUERY: Duration = Duration::from_secs(1);
 
 /// A gateway the device remembers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +54,9 @@ pub struct KnownGateway {
     pub gateway_id: String,
     pub address: String,
     pub epoch: u64,
+    /// Secure mode: the signed answer, the device's login to the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl HomeConfig {
@@ -59,7 +71,16 @@ impl HomeConfig {
             username: "device".into(),
             password: String::new(),
             last_known: None,
+            platform_key: None,
         }
+    }
+
+    /// Secure mode, logging in to the platform as the device itself.
+    pub fn secure(mut self, key: PlatformPublicKey, pass_tmp: &str) -> Self {
+        self.username = self.device_id.clone();
+        self.password = protocol::crypto::device_login(&self.device_id, pass_tmp);
+        self.platform_key = Some(key);
+        self
     }
 }
 
@@ -138,16 +159,20 @@ pub async fn stay_homed_with(
     let mut current: Option<(String, u64)> = None;
     let mut move_started = Instant::now();
     let mut remembered = config.last_known.clone();
+    let mut last_redirect: Option<Instant> = None;
     if registry.is_none() && remembered.is_none() {
         // A registry that cannot be reached at all is an error to report,
         // not a state to wait in; later losses are retried.
         registry = Some(PlatformLink::open(&config.link(), shutdown).await?);
     }
     loop {
-        let (gateway_id, address, epoch) = match remembered.take() {
+        let remembered = remembered
+            .take()
+            .filter(|k| config.platform_key.is_none() || k.token.is_some());
+        let (gateway_id, address, epoch, token) = match remembered {
             Some(k) => {
                 current = Some((k.gateway_id.clone(), k.epoch));
-                (k.gateway_id, k.address, k.epoch)
+                (k.gateway_id, k.address, k.epoch, k.token)
             }
             None => {
                 let Some((found, latency)) =
@@ -165,7 +190,7 @@ pub async fn stay_homed_with(
             }
         };
         let connecting = Instant::now();
-        match connect(config, &address).await {
+        match connect(config, &address, token.as_deref()).await {
             Err(reason) => {
                 let _ = events.send(HomeEvent::Refused { gateway_id, reason });
                 if !pause(&mut backoff, shutdown).await {
@@ -209,8 +234,17 @@ pub async fn stay_homed_with(
                             reason: notice.reason,
                             epoch: notice.epoch,
                         });
-                        // A short random pause spreads a drain's re-queries.
-                        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=20))).await;
+                        // A short random pause spreads a drain's re-queries;
+                        // a floor between them bounds what forged notices cost.
+                        let floor = last_redirect
+                            .map(|t: Instant| MIN_REDIRECT_REQUERY.saturating_sub(t.elapsed()))
+                            .unwrap_or_default();
+                        last_redirect = Some(Instant::now());
+                        let jitter = Duration::from_millis(fastrand::u64(0..=20));
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(floor.max(jitter)) => {}
+                        }
                     }
                     Stay::Lost => {
                         let _ = events.send(HomeEvent::Lost { gateway_id });
@@ -241,7 +275,7 @@ async fn query(
     backoff: &mut Backoff,
     events: &mpsc::UnboundedSender<HomeEvent>,
     shutdown: &CancellationToken,
-) -> Result<Option<((String, String, u64), Duration)>, DeviceError> {
+) -> Result<Option<(Found, Duration)>, DeviceError> {
     let question = GatewayQuery {
         device_id: config.device_id.clone(),
     };
@@ -281,7 +315,22 @@ async fn query(
             }
             match decode::<GatewayAnswer>(&msg.payload) {
                 Ok(GatewayAnswer::Assigned(a)) if a.device_id == config.device_id => {
-                    return Ok(Some(((a.gateway_id, a.address, a.epoch), asked.elapsed())));
+                    let token = match &config.platform_key {
+                        None => None,
+                        Some(key) => match a.verify(key, &config.device_id, protocol::now_ms()) {
+                            Ok(()) => {
+                                Some(String::from_utf8_lossy(&protocol::encode(&a)).into_owned())
+                            }
+                            Err(e) => {
+                                warn!(target: "audit", device_id = %config.device_id, error = %e, "registry answer not believed");
+                                continue;
+                            }
+                        },
+                    };
+                    return Ok(Some((
+                        (a.gateway_id, a.address, a.epoch, token),
+                        asked.elapsed(),
+                    )));
                 }
                 Ok(GatewayAnswer::Refused(r)) if r.device_id == config.device_id => {
                     let _ = events.send(HomeEvent::QueryRefused {
@@ -306,13 +355,25 @@ async fn query(
     }
 }
 
+/// A believed assignment: (gateway id, address, epoch, secure-mode token).
+type Found = (String, String, u64, Option<String>);
+
 type Connection = (Bus, mpsc::Receiver<bus::Message>, CancellationToken);
 
-/// One attempt to connect to a gateway.
-async fn connect(config: &HomeConfig, address: &str) -> Result<Connection, String> {
+/// One attempt to connect to a gateway; in secure mode the login is the
+/// device's id and its signed assignment.
+async fn connect(
+    config: &HomeConfig,
+    address: &str,
+    token: Option<&str>,
+) -> Result<Connection, String> {
+    let (username, password) = match token {
+        Some(t) => (config.device_id.as_str(), t),
+        None => (config.username.as_str(), config.password.as_str()),
+    };
     let mut opts = BusOptions::new(address, &config.device_id)
         .map_err(|e| e.to_string())?
-        .with_credentials(&config.username, &config.password);
+        .with_credentials(username, password);
     opts.last_will = Some((
         topics::device_presence(&config.device_id),
         protocol::encode(&Presence { online: false }),

@@ -18,7 +18,11 @@ pub mod report;
 pub use link::{LinkConfig, PlatformLink};
 
 use bus::{Backoff, BusError, Message};
-use protocol::onboarding::{check_pass_tmp, check_ssid, AccessRequest, AccessResponse, Confirm};
+use protocol::crypto::{DeviceHandshake, PlatformPublicKey, SessionKeys};
+use protocol::onboarding::{
+    check_pass_tmp, check_ssid, wifi_seal_context, AccessChallenge, AccessGranted, AccessProof,
+    AccessRequest, AccessResponse, Confirm,
+};
 use protocol::{decode, topics, AccessErrorCode, DeviceUuid};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -64,6 +68,10 @@ pub struct DeviceConfig {
     pub retry_cap: Duration,
     pub username: String,
     pub password: String,
+    /// Secure mode: the platform's public key. The device then logs in as
+    /// itself, proves pass_tmp by SPAKE2 without sending it, and accepts
+    /// only a sealed password. None: walkthrough mode (plaintext).
+    pub platform_key: Option<PlatformPublicKey>,
 }
 
 impl DeviceConfig {
@@ -85,6 +93,7 @@ impl DeviceConfig {
             retry_cap: Duration::from_secs(15),
             username: "device".into(),
             password: String::new(),
+            platform_key: None,
         }
     }
 }
@@ -109,11 +118,18 @@ impl DeviceConfig {
 
     /// The device's session on the platform broker.
     pub fn link(&self) -> LinkConfig {
+        let (username, password) = match self.platform_key {
+            Some(_) => (
+                self.uuid.clone(),
+                protocol::crypto::device_login(&self.uuid, &self.pass_tmp),
+            ),
+            None => (self.username.clone(), self.password.clone()),
+        };
         LinkConfig {
             broker: self.broker.clone(),
             device_id: self.uuid.clone(),
-            username: self.username.clone(),
-            password: self.password.clone(),
+            username,
+            password,
             timeout: Duration::from_secs(10),
         }
     }
@@ -180,11 +196,29 @@ pub async fn onboard_on(
     let bus = &link.bus;
     let inbox = &mut link.inbox;
 
-    // Step 2: the access request, re-sent while nobody answers.
-    let request = AccessRequest {
-        uuid: uuid.as_str().to_owned(),
-        ssid: config.ssid.clone(),
-        pass_tmp: config.pass_tmp.clone(),
+    // Step 2: the access request, re-sent while nobody answers. Secure
+    // mode sends the first SPAKE2 message instead of pass_tmp.
+    let challenge_topic = topics::access_challenge(uuid.as_str());
+    let mut handshake = None;
+    let mut keys: Option<(SessionKeys, String)> = None;
+    let request = match config.platform_key {
+        None => AccessRequest {
+            uuid: uuid.as_str().to_owned(),
+            ssid: config.ssid.clone(),
+            pass_tmp: config.pass_tmp.clone(),
+            spake2: None,
+        },
+        Some(_) => {
+            let (state, msg) =
+                DeviceHandshake::start(uuid.as_str(), &config.ssid, &config.pass_tmp);
+            handshake = Some(state);
+            AccessRequest {
+                uuid: uuid.as_str().to_owned(),
+                ssid: config.ssid.clone(),
+                pass_tmp: String::new(),
+                spake2: Some(msg),
+            }
+        }
     };
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + config.answer_timeout;
@@ -207,12 +241,28 @@ pub async fn onboard_on(
                 }
                     msg = inbox.recv() => msg.ok_or(DeviceError::Stopped)?,
             };
+            if msg.topic == challenge_topic {
+                if let Some(state) = handshake.take() {
+                    match answer_challenge(bus, config, &uuid, state, &msg).await {
+                        Ok(k) => keys = Some(k),
+                        Err(e) => warn!(error = %e, "challenge refused"),
+                    }
+                }
+                continue;
+            }
             if msg.topic != response_topic {
                 debug!(topic = %msg.topic, "ignored before the access response");
                 continue;
             }
             match read_response(&msg, &uuid) {
-                Some(AccessResponse::Granted(g)) if g.ssid == config.ssid => break 'wait g,
+                Some(AccessResponse::Granted(g)) if g.ssid == config.ssid => {
+                    match open_grant(config, &uuid, keys.as_ref(), g) {
+                        Ok(g) => break 'wait g,
+                        Err(e) => {
+                            warn!(target: "audit", error = %e, "access response that is not the AP's ignored")
+                        }
+                    }
+                }
                 Some(AccessResponse::Granted(g)) => {
                     warn!(ssid = %g.ssid, "access response for another SSID ignored");
                 }
@@ -268,6 +318,66 @@ pub async fn onboard_on(
         password: granted.password,
         access_latency,
     })
+}
+
+/// Secure mode: finishes the handshake with the AP's challenge and sends
+/// the proof. Returns the session keys and the session id.
+async fn answer_challenge(
+    bus: &bus::Bus,
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    state: DeviceHandshake,
+    msg: &Message,
+) -> Result<(SessionKeys, String), DeviceError> {
+    let invalid = |reason: String| DeviceError::Invalid {
+        field: "challenge",
+        reason,
+    };
+    let challenge = decode::<AccessChallenge>(&msg.payload)
+        .map_err(|e| invalid(e.to_string()))
+        .and_then(|c| c.validate().map(|()| c).map_err(|e| invalid(e.to_string())))?;
+    if challenge.ssid != config.ssid {
+        return Err(invalid("for another SSID".into()));
+    }
+    let keys = state
+        .finish(&challenge.spake2, &challenge.session)
+        .map_err(|e| invalid(e.to_string()))?;
+    let proof = AccessProof {
+        uuid: uuid.as_str().to_owned(),
+        session: challenge.session.clone(),
+        proof: keys.device_proof(),
+    };
+    bus.publish_json(topics::access_proof(&config.ssid), &proof)
+        .await?;
+    Ok((keys, challenge.session))
+}
+
+/// The password of a grant: in secure mode, only if it opens with this
+/// handshake's key; in walkthrough mode, as sent.
+fn open_grant(
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    keys: Option<&(SessionKeys, String)>,
+    mut granted: AccessGranted,
+) -> Result<AccessGranted, String> {
+    if config.platform_key.is_none() {
+        if granted.password.is_empty() {
+            return Err("no password in a walkthrough-mode grant".into());
+        }
+        return Ok(granted);
+    }
+    let (keys, session) = keys.ok_or("no handshake completed")?;
+    if granted.session.as_deref() != Some(session.as_str()) {
+        return Err("for another session".into());
+    }
+    let sealed = granted.sealed.as_deref().ok_or("no sealed password")?;
+    granted.password = keys
+        .open_password(
+            sealed,
+            &wifi_seal_context(uuid.as_str(), &config.ssid, session),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(granted)
 }
 
 /// Where [`live`] reports each step.

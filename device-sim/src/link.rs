@@ -48,6 +48,7 @@ impl PlatformLink {
             opts,
             vec![
                 topics::access_response(&config.device_id),
+                topics::access_challenge(&config.device_id),
                 topics::device_confirm(&config.device_id),
                 topics::device_gateway(&config.device_id),
             ],

@@ -60,7 +60,7 @@ enum Command {
     /// Write N device identities (uuid,pass_tmp) in the CSV format `verifier import` reads.
     Manifest(ManifestArgs),
     /// Run every device of a manifest through the whole life, in one process.
-    Fleet(FleetArgs),
+    Fleet(Box<FleetArgs>),
 }
 
 #[derive(clap::Args)]
@@ -186,7 +186,7 @@ fn main() -> ExitCode {
         Some(Command::Manifest(args)) => {
             return fleet_cmd::manifest(&args.out, args.count, args.seed)
         }
-        Some(Command::Fleet(args)) => Either::Fleet(args),
+        Some(Command::Fleet(args)) => Either::Fleet(*args),
         None => Either::Single(cli.single),
     };
     let runtime = match bus::cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
@@ -249,6 +249,18 @@ async fn home(
     let mut config = HomeConfig::new(&cli.connect.broker, uuid);
     config.username = cli.connect.username_or("device");
     config.password = cli.connect.mqtt_password.clone();
+    match (cli.connect.platform_key(), &cli.pass_tmp) {
+        (Ok(None), _) => {}
+        (Ok(Some(key)), Some(pass_tmp)) => config = config.secure(key, pass_tmp),
+        (Ok(Some(_)), None) => {
+            eprintln!("error: --pass-tmp is needed: a device logs in to a secure platform with it");
+            return 2;
+        }
+        (Err(e), _) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
     config.last_known = cli
         .state_file
         .as_ref()
@@ -297,6 +309,7 @@ async fn home(
                                 gateway_id,
                                 address,
                                 epoch,
+                                token: None,
                             };
                             if let Err(e) = std::fs::write(file, protocol::encode(&known)) {
                                 eprintln!("{tag} cannot write {}: {e}", file.display());
@@ -352,6 +365,13 @@ async fn onboard(
     config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
     config.username = cli.connect.username_or("device");
     config.password = cli.connect.mqtt_password.clone();
+    config.platform_key = match cli.connect.platform_key() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return (2, None);
+        }
+    };
 
     let interactive = !cli.auto_confirm && std::io::stdin().is_terminal();
     let (confirm_tx, confirm_rx) = mpsc::channel(1);

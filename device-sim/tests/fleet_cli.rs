@@ -34,6 +34,7 @@ async fn two_fleet_processes_share_one_manifest_and_report() {
             let mut cmd = tokio::process::Command::new(DEVICE_SIM);
             cmd.args([
                 "fleet",
+                "--walkthrough",
                 "--ssid",
                 SSID,
                 "--auto-confirm",

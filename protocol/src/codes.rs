@@ -17,16 +17,20 @@ pub enum AccessErrorCode {
     Timeout,
     /// The request did not parse or its fields were wrong.
     BadRequest,
+    /// Too many failed attempts for this UUID, or too many requests from
+    /// this AP: try again later.
+    TooManyAttempts,
 }
 
 impl AccessErrorCode {
     /// Every code, for whoever needs to enumerate them (metrics).
-    pub const ALL: [AccessErrorCode; 5] = [
+    pub const ALL: [AccessErrorCode; 6] = [
         AccessErrorCode::UnknownDevice,
         AccessErrorCode::PassTmpMismatch,
         AccessErrorCode::Rejected,
         AccessErrorCode::Timeout,
         AccessErrorCode::BadRequest,
+        AccessErrorCode::TooManyAttempts,
     ];
 
     /// The code with this wire spelling.
@@ -41,6 +45,7 @@ impl AccessErrorCode {
             AccessErrorCode::Rejected => "rejected",
             AccessErrorCode::Timeout => "timeout",
             AccessErrorCode::BadRequest => "bad_request",
+            AccessErrorCode::TooManyAttempts => "too_many_attempts",
         }
     }
 }

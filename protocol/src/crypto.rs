@@ -75,6 +75,32 @@ pub fn random_b64(n: usize) -> String {
     b64(&bytes)
 }
 
+/// A device's MQTT password on the platform broker in secure mode: an
+/// HMAC of its id keyed by pass_tmp. MQTT subscribers never see a CONNECT,
+/// so this is exposed only to someone on the network path (see
+/// docs/SECURITY.md: run TLS or a trusted network there).
+pub fn device_login(uuid: &str, pass_tmp: &str) -> String {
+    match <Hmac<Sha256> as Mac>::new_from_slice(pass_tmp.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(b"iot-platform/v1/mqtt-login/");
+            mac.update(uuid.as_bytes());
+            b64(&mac.finalize().into_bytes())
+        }
+        Err(_) => random_b64(32),
+    }
+}
+
+/// Constant-time equality of two strings.
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// SHA-256 of a secret, hex: how configs store passwords.
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::Digest;
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
 /// The signed message: a domain, then each field length-prefixed, so no
 /// two different field lists share an encoding.
 fn canonical(domain: &str, fields: &[&[u8]]) -> Vec<u8> {
@@ -90,6 +116,13 @@ fn canonical(domain: &str, fields: &[&[u8]]) -> Vec<u8> {
 
 /// The platform's signing key (registry and verifier answers).
 pub struct PlatformKey(SigningKey);
+
+impl std::fmt::Debug for PlatformKey {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PlatformKey(public {})", self.public().to_hex())
+    }
+}
 
 impl PlatformKey {
     pub fn generate() -> Self {

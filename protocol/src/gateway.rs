@@ -60,6 +60,91 @@ pub struct GatewayAssigned {
     pub address: String,
     /// Increases at each change of this device's assignment.
     pub epoch: u64,
+    /// Secure mode: when this answer stops being valid, in ms since the
+    /// Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    /// Secure mode: the platform's Ed25519 signature over every field
+    /// above ([`GatewayAssigned::sign`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+/// Why a signed assignment is not to be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignmentError {
+    #[error("the assignment is not signed")]
+    Unsigned,
+    #[error("the assignment's signature is not the platform's")]
+    BadSignature,
+    #[error("the assignment expired")]
+    Expired,
+    #[error("the assignment is for device {0:?}")]
+    OtherDevice(String),
+    #[error("the assignment is for gateway {0:?}")]
+    OtherGateway(String),
+}
+
+const ASSIGNMENT_DOMAIN: &str = "assignment";
+
+impl GatewayAssigned {
+    fn signed_fields(&self, expires_ms: u64) -> [Vec<u8>; 5] {
+        [
+            self.device_id.as_bytes().to_vec(),
+            self.gateway_id.as_bytes().to_vec(),
+            self.address.as_bytes().to_vec(),
+            self.epoch.to_be_bytes().to_vec(),
+            expires_ms.to_be_bytes().to_vec(),
+        ]
+    }
+
+    /// Signs the answer, valid until `expires_ms`.
+    pub fn sign(&mut self, key: &crate::crypto::PlatformKey, expires_ms: u64) {
+        let fields = self.signed_fields(expires_ms);
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        self.expires_ms = Some(expires_ms);
+        self.sig = Some(key.sign(ASSIGNMENT_DOMAIN, &refs));
+    }
+
+    /// Checks the signature, the expiry against `now_ms`, and that the
+    /// answer is for `device_id`.
+    pub fn verify(
+        &self,
+        key: &crate::crypto::PlatformPublicKey,
+        device_id: &str,
+        now_ms: u64,
+    ) -> Result<(), AssignmentError> {
+        let (Some(expires_ms), Some(sig)) = (self.expires_ms, self.sig.as_deref()) else {
+            return Err(AssignmentError::Unsigned);
+        };
+        let fields = self.signed_fields(expires_ms);
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        key.verify(ASSIGNMENT_DOMAIN, &refs, sig)
+            .map_err(|_| AssignmentError::BadSignature)?;
+        if self.device_id != device_id {
+            return Err(AssignmentError::OtherDevice(self.device_id.clone()));
+        }
+        if now_ms >= expires_ms {
+            return Err(AssignmentError::Expired);
+        }
+        Ok(())
+    }
+
+    /// What a gateway checks at CONNECT: a valid signed assignment of
+    /// `device_id` to `gateway_id`.
+    pub fn verify_for_gateway(
+        &self,
+        key: &crate::crypto::PlatformPublicKey,
+        device_id: &str,
+        gateway_id: &str,
+        now_ms: u64,
+    ) -> Result<(), AssignmentError> {
+        self.verify(key, device_id, now_ms)?;
+        if self.gateway_id != gateway_id {
+            return Err(AssignmentError::OtherGateway(self.gateway_id.clone()));
+        }
+        Ok(())
+    }
 }
 
 /// Registry -> device on `device/{device_id}/gateway`, failure.
@@ -194,6 +279,8 @@ mod tests {
             gateway_id: "gw-1".into(),
             address: "127.0.0.1:1884".into(),
             epoch: 3,
+            expires_ms: None,
+            sig: None,
         });
         assert_eq!(
             String::from_utf8(encode(&ok)).unwrap(),
@@ -214,6 +301,55 @@ mod tests {
         assert_eq!(
             String::from_utf8(encode(&r)).unwrap(),
             r#"{"device_id":"d1","reason":"draining","epoch":4}"#
+        );
+    }
+
+    #[test]
+    fn a_signed_assignment_verifies_only_unchanged_in_time_and_place() {
+        let key = crate::crypto::PlatformKey::generate();
+        let public = key.public();
+        let mut a = GatewayAssigned {
+            device_id: "d1".into(),
+            gateway_id: "gw-1".into(),
+            address: "127.0.0.1:1884".into(),
+            epoch: 3,
+            expires_ms: None,
+            sig: None,
+        };
+        assert_eq!(a.verify(&public, "d1", 0), Err(AssignmentError::Unsigned));
+        a.sign(&key, 1_000);
+        let a: GatewayAssigned = decode(&encode(&a)).unwrap();
+        assert_eq!(a.verify(&public, "d1", 999), Ok(()));
+        assert_eq!(a.verify_for_gateway(&public, "d1", "gw-1", 999), Ok(()));
+        assert_eq!(
+            a.verify(&public, "d1", 1_000),
+            Err(AssignmentError::Expired)
+        );
+        assert!(matches!(
+            a.verify(&public, "d2", 0),
+            Err(AssignmentError::OtherDevice(_))
+        ));
+        assert!(matches!(
+            a.verify_for_gateway(&public, "d1", "gw-2", 0),
+            Err(AssignmentError::OtherGateway(_))
+        ));
+        for tamper in [
+            |a: &mut GatewayAssigned| a.gateway_id = "gw-evil".into(),
+            |a: &mut GatewayAssigned| a.address = "10.0.0.66:1883".into(),
+            |a: &mut GatewayAssigned| a.epoch += 1,
+            |a: &mut GatewayAssigned| a.expires_ms = Some(u64::MAX),
+        ] {
+            let mut forged = a.clone();
+            tamper(&mut forged);
+            assert_eq!(
+                forged.verify(&public, "d1", 0),
+                Err(AssignmentError::BadSignature)
+            );
+        }
+        let other = crate::crypto::PlatformKey::generate().public();
+        assert_eq!(
+            a.verify(&other, "d1", 0),
+            Err(AssignmentError::BadSignature)
         );
     }
 

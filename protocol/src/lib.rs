@@ -23,3 +23,11 @@ pub mod topics;
 pub use codes::{AccessErrorCode, AdminErrorCode, ErrorBody};
 pub use decode::{decode, encode, peek_str_field, DecodeError};
 pub use ids::{check_client_id, DeviceUuid, IdError, Segment};
+
+/// Milliseconds since the Unix epoch: the clock signed answers expire by.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -14,12 +14,75 @@ pub const MAX_PASS_TMP_LEN: usize = 128;
 /// Longest SSID: 32 bytes, as in IEEE 802.11.
 pub const MAX_SSID_LEN: usize = 32;
 
-/// Device -> AP on `wlan/{ssid}/access/request`.
+/// Device -> AP on `wlan/{ssid}/access/request`. Walkthrough mode sends
+/// `pass_tmp`; secure mode sends `spake2`, the device's handshake message
+/// ([`crate::crypto::DeviceHandshake`]), and no pass_tmp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRequest {
     pub uuid: String,
     pub ssid: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pass_tmp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spake2: Option<String>,
+}
+
+/// Longest base64 handshake message, session id, proof or sealed value.
+pub const MAX_SEALED_LEN: usize = 1024;
+
+fn check_b64_field(name: &'static str, value: &str) -> Result<(), DecodeError> {
+    if value.is_empty() || value.len() > MAX_SEALED_LEN {
+        return Err(DecodeError::field(
+            name,
+            format!("must be 1 to {MAX_SEALED_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// AP -> device on `device/{uuid}/access/challenge` (secure mode): the
+/// AP's handshake message and the session id, once the verifier has given
+/// the AP the device's pass_tmp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessChallenge {
+    pub uuid: String,
+    pub ssid: String,
+    pub session: String,
+    pub spake2: String,
+}
+
+impl AccessChallenge {
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        check_b64_field("session", &self.session)?;
+        check_b64_field("spake2", &self.spake2)
+    }
+}
+
+/// Device -> AP on `wlan/{ssid}/access/proof` (secure mode): proof that
+/// the device derived the same key, i.e. holds the same pass_tmp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessProof {
+    pub uuid: String,
+    pub session: String,
+    pub proof: String,
+}
+
+impl AccessProof {
+    pub fn validate(&self) -> Result<DeviceUuid, DecodeError> {
+        check_b64_field("session", &self.session)?;
+        check_b64_field("proof", &self.proof)?;
+        DeviceUuid::parse(&self.uuid).map_err(|e| DecodeError::field("uuid", e))
+    }
+}
+
+/// What the sealed Wi-Fi password is bound to.
+pub fn wifi_seal_context(uuid: &str, ssid: &str, session: &str) -> Vec<u8> {
+    format!("wifi-password\0{uuid}\0{ssid}\0{session}").into_bytes()
+}
+
+/// What the sealed pass_tmp is bound to.
+pub fn pass_tmp_seal_context(uuid: &str, ap_id: &str, request_id: &str) -> Vec<u8> {
+    format!("pass_tmp\0{uuid}\0{ap_id}\0{request_id}").into_bytes()
 }
 
 impl AccessRequest {
@@ -37,17 +100,38 @@ impl AccessRequest {
                 ),
             ));
         }
-        check_pass_tmp(&self.pass_tmp).map_err(|e| DecodeError::field("pass_tmp", e))?;
+        match &self.spake2 {
+            Some(msg) => {
+                if !self.pass_tmp.is_empty() {
+                    return Err(DecodeError::field(
+                        "pass_tmp",
+                        "must be absent in a secure request",
+                    ));
+                }
+                check_b64_field("spake2", msg)?;
+            }
+            None => {
+                check_pass_tmp(&self.pass_tmp).map_err(|e| DecodeError::field("pass_tmp", e))?
+            }
+        }
         Ok(uuid)
     }
 }
 
-/// AP -> device on `device/{uuid}/access/response`, success.
+/// AP -> device on `device/{uuid}/access/response`, success. Walkthrough
+/// mode sends `password`; secure mode sends `sealed`, the password sealed
+/// with the handshake's key ([`crate::crypto::SessionKeys::seal_password`]
+/// over [`wifi_seal_context`]), and the `session` it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessGranted {
     pub uuid: String,
     pub ssid: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 /// AP -> device on `device/{uuid}/access/response`, failure. Carries no
@@ -96,12 +180,18 @@ pub struct VerifyRequest {
     /// Where to answer: `ap/{ap_id}/verify/response`.
     pub ap_id: String,
     pub uuid: String,
+    /// Secure mode: the AP's public key (base64 X25519) to seal pass_tmp to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ap_key: Option<String>,
 }
 
 impl VerifyRequest {
     pub fn validate(&self) -> Result<DeviceUuid, DecodeError> {
         check_segment(&self.ap_id).map_err(|e| DecodeError::field("ap_id", e))?;
         check_request_id(&self.request_id)?;
+        if let Some(key) = &self.ap_key {
+            check_b64_field("ap_key", key)?;
+        }
         DeviceUuid::parse(&self.uuid).map_err(|e| DecodeError::field("uuid", e))
     }
 }
@@ -118,8 +208,78 @@ pub struct VerifyResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum VerifyOutcome {
-    Found { pass_tmp: String },
-    Failed { error: ErrorBody<AccessErrorCode> },
+    /// Walkthrough mode.
+    Found {
+        pass_tmp: String,
+    },
+    /// Secure mode: pass_tmp sealed to the AP's key over
+    /// [`pass_tmp_seal_context`], and the platform's signature over the
+    /// request id, UUID, AP id and the sealed value.
+    Sealed {
+        sealed_pass_tmp: String,
+        sig: String,
+    },
+    Failed {
+        error: ErrorBody<AccessErrorCode>,
+    },
+}
+
+const VERIFY_DOMAIN: &str = "verify-response";
+
+/// The fields a sealed verification answer's signature covers.
+pub fn verify_signed_fields<'a>(
+    request_id: &'a str,
+    uuid: &'a str,
+    ap_id: &'a str,
+    sealed: &'a str,
+) -> [&'a [u8]; 4] {
+    [
+        request_id.as_bytes(),
+        uuid.as_bytes(),
+        ap_id.as_bytes(),
+        sealed.as_bytes(),
+    ]
+}
+
+/// Seals and signs pass_tmp for the AP that asked.
+pub fn seal_verify_answer(
+    key: &crate::crypto::PlatformKey,
+    req: &VerifyRequest,
+    ap_key: &str,
+    pass_tmp: &str,
+) -> Result<VerifyOutcome, crate::crypto::CryptoError> {
+    let sealed = crate::crypto::seal_to_ap(
+        ap_key,
+        pass_tmp.as_bytes(),
+        &pass_tmp_seal_context(&req.uuid, &req.ap_id, &req.request_id),
+    )?;
+    let sig = key.sign(
+        VERIFY_DOMAIN,
+        &verify_signed_fields(&req.request_id, &req.uuid, &req.ap_id, &sealed),
+    );
+    Ok(VerifyOutcome::Sealed {
+        sealed_pass_tmp: sealed,
+        sig,
+    })
+}
+
+/// The AP's side: checks the platform's signature, then opens pass_tmp.
+pub fn open_verify_answer(
+    platform: &crate::crypto::PlatformPublicKey,
+    ap_key: &crate::crypto::ApKey,
+    request_id: &str,
+    uuid: &str,
+    ap_id: &str,
+    sealed: &str,
+    sig: &str,
+) -> Result<String, crate::crypto::CryptoError> {
+    platform.verify(
+        VERIFY_DOMAIN,
+        &verify_signed_fields(request_id, uuid, ap_id, sealed),
+        sig,
+    )?;
+    let bytes = ap_key.open(sealed, &pass_tmp_seal_context(uuid, ap_id, request_id))?;
+    String::from_utf8(bytes).map_err(|_| crate::crypto::CryptoError::Open)
 }
 
 /// AP -> its user on `ap/{ap_id}/prompt`: "device UUID wants to join SSID".
@@ -188,6 +348,7 @@ impl<'de> Deserialize<'de> for AccessOutcome {
                         "rejected",
                         "timeout",
                         "bad_request",
+                        "too_many_attempts",
                     ],
                 )
             })
@@ -272,6 +433,8 @@ mod tests {
             uuid: U.into(),
             ssid: "home".into(),
             password: "secretpass".into(),
+            session: None,
+            sealed: None,
         });
         assert_eq!(
             String::from_utf8(encode(&ok)).unwrap(),
@@ -293,8 +456,23 @@ mod tests {
             uuid: U.into(),
             ssid: "home".into(),
             pass_tmp: "p".into(),
+            spake2: None,
         };
         assert!(req.validate("home").is_ok());
+        let secure = AccessRequest {
+            pass_tmp: String::new(),
+            spake2: Some("bXNn".into()),
+            ..req.clone()
+        };
+        assert!(secure.validate("home").is_ok());
+        let both = AccessRequest {
+            pass_tmp: "p".into(),
+            ..secure.clone()
+        };
+        assert!(both.validate("home").is_err(), "pass_tmp beside spake2");
+        assert!(!String::from_utf8(encode(&secure))
+            .unwrap()
+            .contains("pass_tmp"));
         assert!(req.validate("other").is_err());
         let bad = AccessRequest {
             pass_tmp: String::new(),

@@ -6,6 +6,8 @@
 //! - `wlan/{ssid}/access/request`: device -> AP
 //! - `device/{uuid}/access/response`: AP -> device
 //! - `device/{uuid}/confirm`: the device's user -> device
+//! - `device/{uuid}/access/challenge`: AP -> device (secure mode)
+//! - `wlan/{ssid}/access/proof`: device -> AP (secure mode)
 //!
 //! Internal topics:
 //! - `verifier/verify/request`: AP -> verifier
@@ -95,6 +97,22 @@ pub fn access_request(ssid: &str) -> String {
 
 pub fn access_response(uuid: &str) -> String {
     format!("device/{uuid}/access/response")
+}
+
+/// AP -> device, secure mode: the AP's half of the handshake.
+pub fn access_challenge(uuid: &str) -> String {
+    format!("device/{uuid}/access/challenge")
+}
+
+/// Device -> AP, secure mode: the device's proof.
+pub fn access_proof(ssid: &str) -> String {
+    format!("wlan/{ssid}/access/proof")
+}
+
+/// The SSID of a `wlan/{ssid}/access/proof` topic.
+pub fn parse_access_proof(topic: &str) -> Option<&str> {
+    let ssid = topic.strip_prefix("wlan/")?.strip_suffix("/access/proof")?;
+    (!ssid.is_empty() && !ssid.contains('/')).then_some(ssid)
 }
 
 pub fn device_confirm(uuid: &str) -> String {

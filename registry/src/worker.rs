@@ -5,6 +5,7 @@ use crate::policy::{Candidate, Policy};
 use crate::store::{now_ms, Assignment, GatewayRecord, Store, StoreError};
 use bus::metrics::{Counter, Gauge};
 use bus::{Bus, BusError, BusOptions, Message, Metrics};
+use protocol::crypto::PlatformKey;
 use protocol::gateway::{
     check_device_id, AssignUpdate, GatewayAnswer, GatewayAssigned, GatewayErrorCode, GatewayQuery,
     GatewayStatus, PresenceReport, Redirect, RedirectBatch, RedirectReason, SyncRequest,
@@ -17,6 +18,7 @@ use protocol::registry_admin::{
 use protocol::{decode, peek_str_field, topics, ErrorBody, Segment};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +38,14 @@ pub struct RegistryConfig {
     /// Where queries, assignments, redirects, connected devices and
     /// flushes are counted. The default is a registry nobody serves.
     pub metrics: Metrics,
+    /// Secure mode: signs every answer, valid for `answer_ttl`.
+    pub signing_key: Option<Arc<PlatformKey>>,
+    pub answer_ttl: Duration,
 }
+
+/// How long a signed answer stays valid: a device whose gateway restarts
+/// after that asks the registry again.
+pub const DEFAULT_ANSWER_TTL: Duration = Duration::from_secs(3600);
 
 impl RegistryConfig {
     pub fn new(broker: impl Into<String>, db_dir: impl Into<PathBuf>) -> Self {
@@ -49,6 +58,8 @@ impl RegistryConfig {
             policy: Policy::default(),
             allow_unknown: true,
             metrics: Metrics::default(),
+            signing_key: None,
+            answer_ttl: DEFAULT_ANSWER_TTL,
         }
     }
 }
@@ -127,6 +138,8 @@ pub async fn start(
         allow_unknown: config.allow_unknown,
         gateways,
         metrics: config.metrics,
+        signing_key: config.signing_key,
+        answer_ttl: config.answer_ttl,
     };
     let task = tokio::spawn(registry.serve(inbox, link, shutdown));
     Ok(Worker { task })
@@ -200,6 +213,8 @@ struct Registry {
     allow_unknown: bool,
     gateways: BTreeMap<String, GatewayState>,
     metrics: Metrics,
+    signing_key: Option<Arc<PlatformKey>>,
+    answer_ttl: Duration,
 }
 
 impl Registry {
@@ -516,12 +531,21 @@ impl Registry {
     }
 
     fn assigned(&self, device_id: &str, gateway_id: &str, epoch: u64) -> GatewayAnswer {
-        GatewayAnswer::Assigned(GatewayAssigned {
+        let mut answer = GatewayAssigned {
             device_id: device_id.to_owned(),
             gateway_id: gateway_id.to_owned(),
             address: self.address(gateway_id),
             epoch,
-        })
+            expires_ms: None,
+            sig: None,
+        };
+        if let Some(key) = &self.signing_key {
+            answer.sign(
+                key,
+                now_ms().saturating_add(self.answer_ttl.as_millis() as u64),
+            );
+        }
+        GatewayAnswer::Assigned(answer)
     }
 
     async fn on_status(&mut self, gateway_id: &str, payload: &[u8]) {

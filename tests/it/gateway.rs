@@ -202,6 +202,7 @@ async fn a_device_moved_while_offline_is_refused_by_its_old_gateway_and_moves() 
             gateway_id,
             address,
             epoch,
+            token: None,
         },
         _ => unreachable!(),
     };

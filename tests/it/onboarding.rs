@@ -276,6 +276,7 @@ async fn a_repeated_request_gets_the_same_answer_without_a_second_prompt() {
         uuid: uuid.clone(),
         ssid: SSID.into(),
         pass_tmp: "pt".into(),
+        spake2: None,
     };
 
     bus.publish_json(topics::access_request(SSID), &request)

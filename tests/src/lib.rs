@@ -31,8 +31,16 @@ pub struct TestPlatform {
 }
 
 /// The default config on free ports: the platform, the metrics endpoint
-/// and gateways gw-1 and gw-2 all on port 0.
+/// and gateways gw-1 and gw-2 all on port 0; in walkthrough mode, which
+/// most flow tests exercise (the secure tests use [`secure_test_config`]).
 pub fn test_config() -> Config {
+    let mut config = secure_test_config();
+    config.security.mode = broker::security::Mode::Walkthrough;
+    config
+}
+
+/// [`test_config`] in secure mode, the default.
+pub fn secure_test_config() -> Config {
     let mut config = Config::default();
     config.platform.listen = "127.0.0.1:0".parse().unwrap();
     config.metrics.listen = "127.0.0.1:0".parse().unwrap();

@@ -18,4 +18,4 @@ pub mod worker;
 
 pub use client::{AdminClient, ClientError};
 pub use store::{Store, StoreError};
-pub use worker::{run, start, VerifierConfig, VerifierError, Worker};
+pub use worker::{run, start, SecureVerify, VerifierConfig, VerifierError, Worker};

@@ -6,13 +6,15 @@ use protocol::admin::{
     AdminOk, AdminOp, AdminOutcome, AdminReply, AdminRequest, ImportReport, ImportRow, RejectedRow,
     MAX_ADMIN_PAYLOAD, MAX_LIST_PAGE,
 };
+use protocol::crypto::PlatformKey;
 use protocol::onboarding::{
-    check_pass_tmp, OutcomeReport, VerifyOutcome, VerifyRequest, VerifyResponse,
+    check_pass_tmp, AccessOutcome, OutcomeReport, VerifyOutcome, VerifyRequest, VerifyResponse,
 };
 use protocol::{
     decode, peek_str_field, topics, AccessErrorCode, AdminErrorCode, DecodeError, DeviceUuid,
     ErrorBody,
 };
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +34,21 @@ pub struct VerifierConfig {
     /// Where verifications, flushes and the APs' outcome reports are
     /// counted. The default is a registry nobody serves.
     pub metrics: Metrics,
+    /// Secure mode: seal and sign answers, lock out guessed UUIDs,
+    /// rate-limit APs. None: walkthrough mode, plaintext answers.
+    pub secure: Option<SecureVerify>,
+}
+
+/// The verifier's secure-mode settings.
+#[derive(Debug, Clone)]
+pub struct SecureVerify {
+    pub key: Arc<PlatformKey>,
+    /// Releases of a UUID's pass_tmp not followed by a `granted` report
+    /// before the UUID is locked out.
+    pub max_failures: u32,
+    pub lockout: Duration,
+    /// Verification requests per AP id per second.
+    pub ap_rate_per_sec: u32,
 }
 
 impl VerifierConfig {
@@ -43,6 +60,7 @@ impl VerifierConfig {
             password: String::new(),
             db_dir: db_dir.into(),
             metrics: Metrics::default(),
+            secure: None,
         }
     }
 }
@@ -60,9 +78,16 @@ pub enum VerifierError {
 /// A started worker; [`Worker::join`] waits for it to drain and stop.
 pub struct Worker {
     task: tokio::task::JoinHandle<Result<(), VerifierError>>,
+    store: Arc<Store>,
 }
 
 impl Worker {
+    /// The enrollment store, for in-process readers (the platform broker
+    /// checks device logins against it).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     pub async fn join(self) -> Result<(), VerifierError> {
         match self.task.await {
             Ok(result) => result,
@@ -80,6 +105,7 @@ pub async fn start(
     ready_timeout: Option<Duration>,
 ) -> Result<Worker, VerifierError> {
     let store = Arc::new(Store::open(&config.db_dir)?);
+    let store_handle = store.clone();
     info!(db = %config.db_dir.display(), enrolled = store.len(), "verifier store open");
 
     let opts = BusOptions::new(&config.broker, &config.client_id)?
@@ -107,9 +133,18 @@ pub async fn start(
         store,
         bus,
         metrics: config.metrics,
+        guard: config.secure.map(|settings| {
+            Arc::new(Guard {
+                settings,
+                state: Default::default(),
+            })
+        }),
     };
     let task = tokio::spawn(serve(worker, inbox, link, shutdown));
-    Ok(Worker { task })
+    Ok(Worker {
+        task,
+        store: store_handle,
+    })
 }
 
 /// Runs the worker until `shutdown` is cancelled, then finishes the admin
@@ -124,6 +159,74 @@ struct Served {
     store: Arc<Store>,
     bus: Bus,
     metrics: Metrics,
+    guard: Option<Arc<Guard>>,
+}
+
+/// Secure mode's memory of attempts (in memory only: a restart forgets
+/// lockouts, see docs/SECURITY.md).
+struct Guard {
+    settings: SecureVerify,
+    state: std::sync::Mutex<GuardState>,
+}
+
+#[derive(Default)]
+struct GuardState {
+    /// UUID -> (unconfirmed releases, locked until).
+    attempts: HashMap<String, (u32, Option<Instant>)>,
+    /// AP id -> (tokens, last refill).
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+/// Bounds the guard's maps against a flood of made-up ids.
+const MAX_TRACKED: usize = 1_000_000;
+
+impl Guard {
+    /// Takes one token from the AP's bucket.
+    fn ap_allowed(&self, ap_id: &str) -> bool {
+        let rate = f64::from(self.settings.ap_rate_per_sec);
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.buckets.len() >= MAX_TRACKED {
+            st.buckets.clear();
+        }
+        let (tokens, last) = st.buckets.entry(ap_id.to_owned()).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the UUID may have its pass_tmp released now; counts the
+    /// release as an attempt, locking the UUID at the limit.
+    fn release(&self, uuid: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.attempts.len() >= MAX_TRACKED {
+            st.attempts
+                .retain(|_, (_, until)| until.is_some_and(|u| u > now));
+        }
+        let entry = st.attempts.entry(uuid.to_owned()).or_insert((0, None));
+        if let Some(until) = entry.1 {
+            if until > now {
+                return Err(until - now);
+            }
+            *entry = (0, None);
+        }
+        entry.0 += 1;
+        if entry.0 >= self.settings.max_failures {
+            entry.1 = Some(now + self.settings.lockout);
+        }
+        Ok(())
+    }
+
+    fn granted(&self, uuid: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.attempts.remove(uuid);
+    }
 }
 
 impl Served {
@@ -194,7 +297,7 @@ async fn dispatch(worker: &Served, admin_tx: &mpsc::Sender<AdminRequest>, msg: M
             }
         }
         topic => match topics::parse_ap_outcome(topic) {
-            Some(ap_id) => record_outcome(&worker.metrics, ap_id, &msg.payload),
+            Some(ap_id) => record_outcome(worker, ap_id, &msg.payload),
             None => debug!(topic, "message on an unexpected topic"),
         },
     }
@@ -202,10 +305,22 @@ async fn dispatch(worker: &Served, admin_tx: &mpsc::Sender<AdminRequest>, msg: M
 
 /// Counts an AP's report of how an access request ended. The AP decides
 /// the outcome; the verifier is where the platform hears of it.
-fn record_outcome(metrics: &Metrics, ap_id: &str, payload: &[u8]) {
+fn record_outcome(worker: &Served, ap_id: &str, payload: &[u8]) {
     match decode::<OutcomeReport>(payload).and_then(|r| r.validate().map(|_| r)) {
         Ok(report) => {
-            metrics.onboarding(report.outcome, Duration::from_millis(report.latency_ms));
+            worker
+                .metrics
+                .onboarding(report.outcome, Duration::from_millis(report.latency_ms));
+            match report.outcome {
+                AccessOutcome::Granted => {
+                    if let Some(g) = &worker.guard {
+                        g.granted(&report.uuid);
+                    }
+                }
+                AccessOutcome::Refused(code) => {
+                    warn!(target: "audit", uuid = %report.uuid, ap_id = %ap_id.escape_debug(), %code, "access attempt failed");
+                }
+            }
         }
         Err(e) => {
             warn!(ap_id = %ap_id.escape_debug(), error = %e, "malformed outcome report ignored")
@@ -218,6 +333,7 @@ async fn handle_verify(worker: &Served, payload: &[u8]) {
         store,
         bus,
         metrics,
+        guard,
     } = worker;
     let checked = decode::<VerifyRequest>(payload).and_then(|req| {
         let uuid = req.validate()?;
@@ -232,34 +348,70 @@ async fn handle_verify(worker: &Served, payload: &[u8]) {
             return;
         }
     };
-    let outcome = match store.get(&uuid) {
-        Ok(Some(enrollment)) => VerifyOutcome::Found {
-            pass_tmp: enrollment.pass_tmp,
-        },
-        Ok(None) => VerifyOutcome::Failed {
-            error: ErrorBody::new(
-                AccessErrorCode::UnknownDevice,
-                "no device is enrolled with this UUID",
-            ),
-        },
-        Err(e) => {
+    let failed = |code, message: &str| VerifyOutcome::Failed {
+        error: ErrorBody::new(code, message),
+    };
+    let outcome = match (guard, store.get(&uuid)) {
+        (_, Err(e)) => {
             // The AP times out and tells the device; nothing better to say.
             error!(uuid = %uuid, error = %e, "store lookup failed");
             metrics.verification("error");
             return;
         }
+        (_, Ok(None)) => failed(
+            AccessErrorCode::UnknownDevice,
+            "no device is enrolled with this UUID",
+        ),
+        (None, Ok(Some(enrollment))) => VerifyOutcome::Found {
+            pass_tmp: enrollment.pass_tmp,
+        },
+        (Some(g), Ok(Some(enrollment))) => secure_answer(g, &req, &enrollment.pass_tmp),
     };
-    metrics.verification(match outcome {
-        VerifyOutcome::Found { .. } => "found",
-        VerifyOutcome::Failed { .. } => "unknown_device",
+    metrics.verification(match &outcome {
+        VerifyOutcome::Found { .. } | VerifyOutcome::Sealed { .. } => "found",
+        VerifyOutcome::Failed { error } => error.code.as_str(),
     });
-    debug!(uuid = %uuid, ap_id = %req.ap_id, request_id = %req.request_id, found = matches!(outcome, VerifyOutcome::Found { .. }), "verification answered");
+    debug!(uuid = %uuid, ap_id = %req.ap_id, request_id = %req.request_id, found = !matches!(outcome, VerifyOutcome::Failed { .. }), "verification answered");
     let response = VerifyResponse {
         request_id: req.request_id,
         uuid: req.uuid,
         outcome,
     };
     publish(bus, topics::verify_response(&req.ap_id), &response).await;
+}
+
+/// Secure mode: rate limit, lockout, then pass_tmp sealed to the AP.
+fn secure_answer(g: &Guard, req: &VerifyRequest, pass_tmp: &str) -> VerifyOutcome {
+    let failed = |code, message: String| VerifyOutcome::Failed {
+        error: ErrorBody::new(code, message),
+    };
+    let Some(ap_key) = req.ap_key.as_deref() else {
+        return failed(
+            AccessErrorCode::BadRequest,
+            "secure mode: the request must carry ap_key".into(),
+        );
+    };
+    if !g.ap_allowed(&req.ap_id) {
+        warn!(target: "audit", ap_id = %req.ap_id, uuid = %req.uuid, "verification refused: AP over its rate");
+        return failed(
+            AccessErrorCode::TooManyAttempts,
+            "too many verification requests from this AP".into(),
+        );
+    }
+    if let Err(left) = g.release(&req.uuid) {
+        warn!(target: "audit", ap_id = %req.ap_id, uuid = %req.uuid, locked_for_s = left.as_secs(), "verification refused: UUID locked out");
+        return failed(
+            AccessErrorCode::TooManyAttempts,
+            format!(
+                "too many failed attempts for this UUID; try again in {} s",
+                left.as_secs() + 1
+            ),
+        );
+    }
+    match protocol::onboarding::seal_verify_answer(&g.settings.key, req, ap_key, pass_tmp) {
+        Ok(outcome) => outcome,
+        Err(e) => failed(AccessErrorCode::BadRequest, format!("ap_key: {e}")),
+    }
 }
 
 /// Answers `bad_request` to a verification message that did not validate,

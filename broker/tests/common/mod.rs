@@ -63,7 +63,8 @@ pub fn platform_toml(port: u16) -> String {
         "[platform]\nlisten = \"127.0.0.1:{port}\"\n\
          [metrics]\nlisten = \"127.0.0.1:0\"\n\
          [[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:0\"\n\
-         [[gateways]]\nid = \"gw-2\"\nlisten = \"127.0.0.1:0\"\n"
+         [[gateways]]\nid = \"gw-2\"\nlisten = \"127.0.0.1:0\"\n\
+         [security]\nmode = \"walkthrough\"\n"
     )
 }
 

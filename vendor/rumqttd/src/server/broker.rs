@@ -548,20 +548,29 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
+    // PATCH(platform): no unwrap on this lock or this send. Upstream
+    // panicked here, with the lock held, when the previous connection of
+    // this client id had failed to start (its receiver gone): the mutex
+    // was poisoned and every later connection panicked, bricking the
+    // listener. A failed link now also removes its own entry (below).
+    let previous = will_handlers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&client_id);
+    if let Some(sender) = previous {
         let awaiting_will = if clean_session {
             AwaitingWill::Fire
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
     will_handlers
         .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(client_id.clone(), will_tx.clone());
 
     // Start the link
     let mut link = match RemoteLink::new(
@@ -578,6 +587,15 @@ async fn remote<P: Protocol>(
         Ok(l) => l,
         Err(e) => {
             error!(error=?e, "Remote link error");
+            // PATCH(platform): forget this attempt's will handler, unless a
+            // newer connection of the same id replaced it meanwhile.
+            let mut handlers = will_handlers.lock().unwrap_or_else(|e| e.into_inner());
+            if handlers
+                .get(&client_id)
+                .is_some_and(|tx| tx.same_channel(&will_tx))
+            {
+                handlers.remove(&client_id);
+            }
             return;
         }
     };
@@ -625,7 +643,10 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            will_handlers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&client_id);
             // as will delay interval has passed, publish the will message
             true
         }
