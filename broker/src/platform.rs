@@ -102,7 +102,10 @@ impl Platform {
                 "secure mode: authentication by role, topic ACL, sealed onboarding, signed assignments"
             );
             (
-                Arc::new(PlatformAuth::new(Mode::Secure, users)),
+                Arc::new(
+                    PlatformAuth::new(Mode::Secure, users)
+                        .with_lockout(sec.max_failures, Duration::from_secs(sec.lockout_secs)),
+                ),
                 Some(Arc::new(key)),
             )
         } else {

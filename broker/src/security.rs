@@ -252,6 +252,11 @@ impl DeviceDirectory for verifier::Store {
 /// The platform broker's admission and ACL.
 pub struct PlatformAuth {
     mode: Mode,
+    /// Failed device logins per UUID: a login is derived from pass_tmp, so
+    /// it is a guessing oracle and gets the same lockout as onboarding.
+    failures: std::sync::Mutex<HashMap<String, (u32, Option<std::time::Instant>)>>,
+    max_failures: u32,
+    lockout: std::time::Duration,
     users: HashMap<String, (Role, String)>,
     /// Set once the verifier's store is open; devices are refused before
     /// and after it. Weak: the broker thread outlives a stopped platform,
@@ -266,10 +271,51 @@ enum Who {
 
 impl PlatformAuth {
     pub fn new(mode: Mode, users: HashMap<String, (Role, String)>) -> Self {
+        let defaults = SecuritySection::default();
         PlatformAuth {
             mode,
+            failures: Default::default(),
+            max_failures: defaults.max_failures,
+            lockout: std::time::Duration::from_secs(defaults.lockout_secs),
             users,
             devices: OnceLock::new(),
+        }
+    }
+
+    /// The lockout policy for device logins.
+    pub fn with_lockout(mut self, max_failures: u32, lockout: std::time::Duration) -> Self {
+        self.max_failures = max_failures.max(1);
+        self.lockout = lockout;
+        self
+    }
+
+    /// Whether `uuid` is locked out now.
+    fn locked(&self, uuid: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match f.get(uuid) {
+            Some((_, Some(until))) if *until > now => true,
+            Some((_, Some(_))) => {
+                f.remove(uuid);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn record_login(&self, uuid: &str, ok: bool) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if ok {
+            f.remove(uuid);
+            return;
+        }
+        if f.len() >= 1_000_000 {
+            f.clear();
+        }
+        let entry = f.entry(uuid.to_owned()).or_insert((0, None));
+        entry.0 += 1;
+        if entry.0 >= self.max_failures {
+            entry.1 = Some(std::time::Instant::now() + self.lockout);
         }
     }
 
@@ -310,9 +356,18 @@ impl Admission for PlatformAuth {
         if client_id != username {
             return refuse("a device must connect with its own id as client id");
         }
+        if self.locked(uuid.key()) {
+            return refuse("device locked out after failed logins");
+        }
         match self.devices.get().and_then(Weak::upgrade) {
-            Some(d) if d.login_ok(&uuid, password) => true,
-            Some(_) => refuse("wrong device login or not enrolled"),
+            Some(d) if d.login_ok(&uuid, password) => {
+                self.record_login(uuid.key(), true);
+                true
+            }
+            Some(_) => {
+                self.record_login(uuid.key(), false);
+                refuse("wrong device login or not enrolled")
+            }
             None => refuse("the verifier is not serving yet"),
         }
     }

@@ -1,6 +1,7 @@
 //! Integration tests, in one binary. Every test starts its own platform
 //! (broker + verifier) in-process on a free port and talks to it through
-//! real MQTT clients.
+//! real MQTT clients; `durability.rs` runs the `broker` binary as a process
+//! instead, to kill it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,3 +12,4 @@ mod metrics;
 mod mosquitto;
 mod onboarding;
 mod robustness;
+mod security;

@@ -194,3 +194,658 @@ async fn hostile_connects_do_not_brick_the_listener() {
     );
     stop.cancel();
 }
+
+// ---------------------------------------------------------------------
+// T8: hostile connects. Each attack runs against its own broker, then a
+// legitimate client must still connect, subscribe and get a message.
+// ---------------------------------------------------------------------
+
+/// How long a legitimate client may take to be served after an attack.
+const SERVED_WITHIN: Duration = Duration::from_secs(5);
+
+/// A CONNECT with every knob the attacks turn.
+#[derive(Clone, Copy)]
+struct Connect<'a> {
+    client_id: &'a str,
+    username: Option<&'a str>,
+    password: Option<&'a [u8]>,
+    level: u8,
+    clean_session: bool,
+    keep_alive: u16,
+    /// A last will: topic and payload, QoS 0.
+    will: Option<(&'a str, &'a [u8])>,
+}
+
+impl<'a> Connect<'a> {
+    fn v4(client_id: &'a str) -> Self {
+        Connect {
+            client_id,
+            username: Some("me"),
+            password: None,
+            level: 4,
+            clean_session: true,
+            keep_alive: 30,
+            will: None,
+        }
+    }
+
+    fn packet(&self) -> Vec<u8> {
+        let mut flags = 0u8;
+        if self.username.is_some() {
+            flags |= 0b1000_0000;
+        }
+        if self.password.is_some() {
+            flags |= 0b0100_0000;
+        }
+        if self.will.is_some() {
+            flags |= 0b0000_0100;
+        }
+        if self.clean_session {
+            flags |= 0b0000_0010;
+        }
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', self.level, flags];
+        body.extend_from_slice(&self.keep_alive.to_be_bytes());
+        if self.level == 5 {
+            // Properties: session expiry 60 s, receive maximum 10, a user
+            // property.
+            let props = [
+                &[0x11, 0, 0, 0, 60][..],
+                &[0x21, 0, 10],
+                &[0x26, 0, 1, b'k', 0, 1, b'v'],
+            ]
+            .concat();
+            body.extend(varint(props.len()));
+            body.extend(props);
+        }
+        put_str(&mut body, self.client_id.as_bytes());
+        if let Some((topic, payload)) = self.will {
+            if self.level == 5 {
+                body.push(0); // will properties: none
+            }
+            put_str(&mut body, topic.as_bytes());
+            put_str(&mut body, payload);
+        }
+        if let Some(username) = self.username {
+            put_str(&mut body, username.as_bytes());
+        }
+        if let Some(password) = self.password {
+            put_str(&mut body, password);
+        }
+        packet(0x10, body)
+    }
+}
+
+/// MQTT's variable-length "remaining length".
+fn varint(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            return out;
+        }
+    }
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    buf.extend_from_slice(s);
+}
+
+fn packet(header: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut p = vec![header];
+    p.extend(varint(body.len()));
+    p.extend(body);
+    p
+}
+
+const CONNACK_ACCEPTED: [u8; 4] = [0x20, 2, 0, 0];
+const DISCONNECT: [u8; 2] = [0xE0, 0];
+
+/// An MQTT 5 PUBLISH (QoS 0) with properties: payload format, topic
+/// alias, content type and a user property. On a 3.1.1 listener the
+/// property bytes read as the start of the payload.
+fn v5_publish(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_str(&mut body, topic.as_bytes());
+    let props = [
+        &[0x01, 1][..],
+        &[0x23, 0, 7],
+        &[0x03, 0, 4],
+        b"text",
+        &[0x26, 0, 1, b'k', 0, 1, b'v'],
+    ]
+    .concat();
+    body.extend(varint(props.len()));
+    body.extend(props);
+    body.extend_from_slice(payload);
+    packet(0x30, body)
+}
+
+/// A raw client: connects, sends CONNECT, and returns the stream if the
+/// broker accepted it (CONNACK 0), or None if it refused or closed.
+fn open_session(addr: std::net::SocketAddr, connect: &Connect) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(&connect.packet()).ok()?;
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).ok()?;
+    (ack == CONNACK_ACCEPTED).then_some(s)
+}
+
+/// A legitimate client: who it logs in as, and a topic it may use.
+struct Legit {
+    client_id: Option<String>,
+    login: Option<(String, String)>,
+    topic: String,
+}
+
+impl Legit {
+    /// Walkthrough mode admits any client with a username, on any topic.
+    fn walkthrough(client_id: Option<&str>) -> Self {
+        Legit {
+            client_id: client_id.map(str::to_owned),
+            login: None,
+            topic: topics::device_confirm(&new_uuid()),
+        }
+    }
+
+    /// Secure mode: the AP role, with the token the platform created in
+    /// its data dir, on an AP's confirm topic (which the ACL lets an AP
+    /// both publish and subscribe to).
+    fn secure_ap(p: &TestPlatform) -> Self {
+        let token = std::fs::read_to_string(p.dir.path().join("credentials").join("ap.token"))
+            .expect("secure mode writes the AP role's token");
+        Legit {
+            client_id: None,
+            login: Some(("ap".into(), token.trim().to_owned())),
+            topic: topics::ap_confirm(&unique_id("ap")),
+        }
+    }
+
+    fn options(&self, p: &TestPlatform, client_id: String) -> bus::BusOptions {
+        let opts = bus::BusOptions::new(&p.broker(), client_id).unwrap();
+        match &self.login {
+            Some((user, password)) => opts.with_credentials(user, password),
+            None => opts,
+        }
+    }
+}
+
+/// A legitimate client (in walkthrough mode) can still connect, subscribe
+/// and receive a message within [`SERVED_WITHIN`], under `client_id` (a
+/// fresh one if None). `after` names the attack for the failure message.
+async fn assert_serves_legitimate_clients(p: &TestPlatform, client_id: Option<&str>, after: &str) {
+    assert_serves(p, &Legit::walkthrough(client_id), after).await;
+}
+
+async fn assert_serves(p: &TestPlatform, legit: &Legit, after: &str) {
+    let stop = CancellationToken::new();
+    let topic = legit.topic.clone();
+    let id = legit
+        .client_id
+        .clone()
+        .unwrap_or_else(|| unique_id("legit-sub"));
+    let (subscriber, mut inbox) =
+        bus::Bus::connect(legit.options(p, id), vec![topic.clone()], stop.clone());
+    let (publisher, _) = bus::Bus::connect(
+        legit.options(p, unique_id("legit-pub")),
+        Vec::new(),
+        stop.clone(),
+    );
+    for (who, bus) in [("subscriber", &subscriber), ("publisher", &publisher)] {
+        if let Err(e) = bus.ready(SERVED_WITHIN).await {
+            panic!("after {after}: a legitimate {who} is not served: {e}");
+        }
+    }
+    publisher
+        .publish(topic.clone(), b"still served".to_vec())
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(SERVED_WITHIN, inbox.recv())
+        .await
+        .unwrap_or_else(|_| panic!("after {after}: the subscriber got nothing"))
+        .expect("inbox closed");
+    assert_eq!(msg.topic, topic, "after {after}");
+    assert_eq!(&msg.payload[..], b"still served", "after {after}");
+    stop.cancel();
+}
+
+/// The broker alone, with room for `max_connections` clients.
+async fn broker_with_max_connections(max_connections: usize) -> TestPlatform {
+    let mut config = test_config();
+    config.platform.max_connections = max_connections;
+    TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await
+}
+
+async fn broker_only() -> TestPlatform {
+    TestPlatform::start_with(broker::StartOptions { broker_only: true }).await
+}
+
+#[tokio::test]
+async fn t8_refused_ids_reconnecting_concurrently_do_not_brick_the_listener() {
+    // The path rumqttd poisons its listener on: a client id its router
+    // refuses, reconnecting with the same id. Here several clients race
+    // on each id at once, with and without a login, and half of them hang
+    // up without waiting for the answer.
+    let p = broker_only().await;
+    let addr = p.addr;
+    tokio::task::spawn_blocking(move || {
+        let attackers: Vec<_> = ["a/b", "wild+card", "hash#", "#", "+", "/", "$SYS/x"]
+            .into_iter()
+            .flat_map(|id| [(id, true), (id, true), (id, false), (id, false)])
+            .map(|(id, login)| {
+                std::thread::spawn(move || {
+                    let connect = Connect {
+                        username: login.then_some("me"),
+                        ..Connect::v4(id)
+                    };
+                    for round in 0..25 {
+                        if round % 2 == 0 {
+                            let answer = first_answer(addr, &connect.packet());
+                            assert_ne!(answer, CONNACK_ACCEPTED, "{id:?} (login {login}) accepted");
+                        } else {
+                            let mut s = TcpStream::connect(addr).unwrap();
+                            let _ = s.write_all(&connect.packet());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for a in attackers {
+            a.join().unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert_serves_legitimate_clients(&p, None, "refused ids reconnecting concurrently").await;
+}
+
+#[tokio::test]
+async fn t8_connections_over_max_connections_are_refused_and_the_listener_recovers() {
+    const MAX: usize = 20;
+    let p = broker_with_max_connections(MAX).await;
+    let addr = p.addr;
+    let held = tokio::task::spawn_blocking(move || {
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for i in 0..MAX + 15 {
+            match open_session(addr, &Connect::v4(&format!("filler-{i}"))) {
+                Some(s) => held.push(s),
+                None => refused += 1,
+            }
+        }
+        // The startup probe may still hold a slot for a moment.
+        assert!(
+            (MAX - 1..=MAX).contains(&held.len()),
+            "{} accepted with max_connections {MAX}",
+            held.len()
+        );
+        assert_eq!(held.len() + refused, MAX + 15);
+        held
+    })
+    .await
+    .unwrap();
+
+    // Full: a legitimate client must wait, not crash anything. Then the
+    // fillers leave (half politely, half by dropping the socket) and it
+    // is served.
+    for (i, mut s) in held.into_iter().enumerate() {
+        if i % 2 == 0 {
+            let _ = s.write_all(&DISCONNECT);
+        }
+    }
+    assert_serves_legitimate_clients(&p, None, "connections over max_connections").await;
+}
+
+#[tokio::test]
+async fn t8_a_client_retrying_its_id_while_the_broker_is_full_does_not_brick_the_listener() {
+    // A device that finds the broker full retries with the same client id,
+    // as every device does. rumqttd keeps a last-will sender per client id;
+    // a connection the router refuses for want of room leaves its sender
+    // behind, and the next CONNECT with that id finds it.
+    const MAX: usize = 20;
+    let p = broker_with_max_connections(MAX).await;
+    let addr = p.addr;
+    tokio::task::spawn_blocking(move || {
+        let held: Vec<TcpStream> = (0..MAX + 5)
+            .filter_map(|i| open_session(addr, &Connect::v4(&format!("filler-{i}"))))
+            .collect();
+        assert!(held.len() <= MAX);
+        for _ in 0..3 {
+            assert!(
+                open_session(addr, &Connect::v4("retrying-device")).is_none(),
+                "accepted over max_connections"
+            );
+        }
+        for mut s in held {
+            let _ = s.write_all(&DISCONNECT);
+        }
+    })
+    .await
+    .unwrap();
+    assert_serves_legitimate_clients(&p, None, "a full broker retried by one id").await;
+    assert_serves_legitimate_clients(
+        &p,
+        Some("retrying-device"),
+        "a full broker retried by one id (that id itself)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn t8_mqtt5_connect_and_publish_with_properties_do_not_break_subscribers() {
+    let p = broker_only().await;
+    let addr = p.addr;
+    // A subscriber already in place sees whatever gets through, and must
+    // keep working afterwards.
+    let stop = CancellationToken::new();
+    let topic = topics::device_confirm(&new_uuid());
+    let (subscriber, mut inbox) = bus::Bus::connect(
+        bus::BusOptions::new(&p.broker(), unique_id("v4-sub")).unwrap(),
+        vec![topic.clone()],
+        stop.clone(),
+    );
+    subscriber.ready(SERVED_WITHIN).await.unwrap();
+
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || {
+        // A whole MQTT 5 session: CONNECT with properties, then PUBLISH
+        // with properties, on one socket.
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut bytes = Connect {
+            level: 5,
+            ..Connect::v4("v5-client")
+        }
+        .packet();
+        bytes.extend(v5_publish(&t, b"from v5"));
+        bytes.extend(v5_publish("", b"alias only"));
+        let _ = s.write_all(&bytes);
+        let mut answer = [0u8; 4];
+        let n = s.read(&mut answer).unwrap_or(0);
+        assert_ne!(&answer[..n], CONNACK_ACCEPTED, "a v5 CONNECT was accepted");
+
+        // A 3.1.1 session that then speaks MQTT 5: PUBLISHes with
+        // properties, one with a topic and one with only a topic alias.
+        let mut s = open_session(addr, &Connect::v4("v4-then-v5")).expect("v4 CONNECT refused");
+        let _ = s.write_all(&v5_publish(&t, b"v5 framing"));
+        let _ = s.write_all(&v5_publish("", b"alias only"));
+        let _ = s.write_all(&DISCONNECT);
+    })
+    .await
+    .unwrap();
+
+    // The subscriber is still connected and gets the next real message.
+    let (publisher, _) = bus::Bus::connect(
+        bus::BusOptions::new(&p.broker(), unique_id("v4-pub")).unwrap(),
+        Vec::new(),
+        stop.clone(),
+    );
+    publisher.ready(SERVED_WITHIN).await.unwrap();
+    publisher
+        .publish(topic.clone(), b"real".to_vec())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + SERVED_WITHIN;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, inbox.recv())
+            .await
+            .expect("the v4 subscriber stopped receiving after MQTT 5 traffic")
+            .expect("inbox closed");
+        if &msg.payload[..] == b"real" {
+            break;
+        }
+    }
+    assert_eq!(subscriber.state(), bus::LinkState::Ready);
+    stop.cancel();
+    assert_serves_legitimate_clients(&p, None, "MQTT 5 CONNECT and PUBLISH with properties").await;
+}
+
+#[tokio::test]
+async fn t8_garbage_first_packets_do_not_brick_the_listener() {
+    let p = broker_only().await;
+    let addr = p.addr;
+    let mut publish_first = Vec::new();
+    put_str(&mut publish_first, b"device/x/confirm");
+    publish_first.extend_from_slice(br#"{"accept":true}"#);
+    let mut subscribe_first = vec![0, 1];
+    put_str(&mut subscribe_first, b"#");
+    subscribe_first.push(1);
+    let mut truncated = Connect::v4("truncated").packet();
+    truncated.truncate(truncated.len() - 3);
+    let firsts: Vec<(&str, Vec<u8>)> = vec![
+        ("PUBLISH before CONNECT", packet(0x30, publish_first)),
+        ("SUBSCRIBE before CONNECT", packet(0x82, subscribe_first)),
+        ("PINGREQ before CONNECT", vec![0xC0, 0]),
+        ("DISCONNECT before CONNECT", DISCONNECT.to_vec()),
+        (
+            "MQTT 3.1 (MQIsdp)",
+            packet(
+                0x10,
+                [
+                    &[0, 6][..],
+                    b"MQIsdp",
+                    &[3, 0b1000_0010, 0, 30, 0, 1, b'x', 0, 2, b'm', b'e'],
+                ]
+                .concat(),
+            ),
+        ),
+        (
+            "protocol level 7",
+            Connect {
+                level: 7,
+                ..Connect::v4("lvl7")
+            }
+            .packet(),
+        ),
+        (
+            "keep alive 0",
+            Connect {
+                keep_alive: 0,
+                ..Connect::v4("ka0")
+            }
+            .packet(),
+        ),
+        (
+            "persistent session with an empty id",
+            Connect {
+                clean_session: false,
+                ..Connect::v4("")
+            }
+            .packet(),
+        ),
+        ("strings longer than the packet", truncated),
+        (
+            "a remaining length of five bytes",
+            vec![0x10, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ),
+        ("reserved packet type 0", vec![0x00, 0]),
+        ("reserved packet type 15", vec![0xF0, 0]),
+        ("NUL bytes", vec![0; 32]),
+        (
+            "TLS ClientHello",
+            vec![0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00],
+        ),
+    ];
+    tokio::task::spawn_blocking(move || {
+        for (what, bytes) in &firsts {
+            let answer = first_answer(addr, bytes);
+            assert_ne!(answer, CONNACK_ACCEPTED, "{what}: accepted");
+        }
+    })
+    .await
+    .unwrap();
+
+    // Slow and half-open clients, still open while the legitimate client
+    // connects: a CONNECT announcing 256 MB, half a CONNECT, and nothing.
+    let mut open = Vec::new();
+    for bytes in [
+        vec![0x10, 0xff, 0xff, 0xff, 0x7f],
+        Connect::v4("half").packet().into_iter().take(7).collect(),
+        Vec::new(),
+    ] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&bytes).unwrap();
+        open.push(s);
+    }
+    assert_serves_legitimate_clients(&p, None, "garbage first packets").await;
+    drop(open);
+}
+
+#[tokio::test]
+async fn t8_wills_on_wildcard_and_system_topics_do_not_break_the_router() {
+    // A client whose last will targets a filter, not a topic, vanishes
+    // without DISCONNECT so the broker publishes the will.
+    let p = broker_only().await;
+    let addr = p.addr;
+    tokio::task::spawn_blocking(move || {
+        for (i, topic) in ["a/+/b", "#", "device/+/confirm", "$SYS/x", "", "a//b"]
+            .into_iter()
+            .enumerate()
+        {
+            let id = format!("will-{i}");
+            let connect = Connect {
+                will: Some((topic, b"{\"accept\":true}")),
+                ..Connect::v4(&id)
+            };
+            // Accepted or refused, either is fine; the socket then drops.
+            drop(open_session(addr, &connect));
+        }
+    })
+    .await
+    .unwrap();
+    assert_serves_legitimate_clients(&p, None, "wills on wildcard topics").await;
+}
+
+#[tokio::test]
+async fn t8_one_valid_id_reconnecting_200_times_does_not_brick_the_listener() {
+    let p = broker_only().await;
+    let addr = p.addr;
+    tokio::task::spawn_blocking(move || {
+        // Keeping the previous connection open while the next connects
+        // makes the broker take the session over; the others leave with a
+        // DISCONNECT or by dropping the socket, and every third asks for a
+        // persistent session.
+        let mut previous: Option<TcpStream> = None;
+        for round in 0..200 {
+            let connect = Connect {
+                clean_session: round % 3 != 0,
+                ..Connect::v4("flapping-device")
+            };
+            let mut s = open_session(addr, &connect)
+                .unwrap_or_else(|| panic!("round {round}: the reconnect was refused"));
+            match round % 4 {
+                0 => {
+                    let _ = s.write_all(&DISCONNECT);
+                }
+                1 => drop(s),
+                _ => previous = Some(s),
+            }
+        }
+        drop(previous);
+    })
+    .await
+    .unwrap();
+    assert_serves_legitimate_clients(&p, None, "one id reconnecting 200 times").await;
+    assert_serves_legitimate_clients(
+        &p,
+        Some("flapping-device"),
+        "one id reconnecting 200 times (that id itself)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn t8_secure_mode_login_floods_do_not_brick_the_listener() {
+    // The default mode: the auth handler checks every login before the
+    // router sees the client. More failed logins than max_connections, the
+    // right password with ids the router refuses, and one id reconnecting
+    // with a wrong and then the right password.
+    const MAX: usize = 20;
+    let mut config = secure_test_config();
+    config.platform.max_connections = MAX;
+    let p = TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
+    let legit = Legit::secure_ap(&p);
+    let (user, token) = legit.login.clone().unwrap();
+    let addr = p.addr;
+    tokio::task::spawn_blocking(move || {
+        let uuid = new_uuid();
+        let refused = |what: &str, connect: &Connect| {
+            let answer = first_answer(addr, &connect.packet());
+            assert_ne!(answer, CONNACK_ACCEPTED, "{what}: accepted");
+        };
+        for i in 0..MAX + 10 {
+            let id = format!("intruder-{i}");
+            let attempt = Connect::v4(&id);
+            match i % 4 {
+                0 => refused(
+                    "a wrong role password",
+                    &Connect {
+                        username: Some(&user),
+                        password: Some(b"wrong"),
+                        ..attempt
+                    },
+                ),
+                1 => refused(
+                    "a role without a password",
+                    &Connect {
+                        username: Some("admin"),
+                        ..attempt
+                    },
+                ),
+                2 => refused(
+                    "a device UUID with a wrong password",
+                    &Connect {
+                        client_id: &uuid,
+                        username: Some(&uuid),
+                        password: Some(b"not-the-hmac"),
+                        ..attempt
+                    },
+                ),
+                _ => refused("a walkthrough login", &attempt),
+            }
+        }
+        for id in ["a/b", "wild+card", "hash#", "$SYS"] {
+            for _ in 0..10 {
+                refused(
+                    "the right password with a bad client id",
+                    &Connect {
+                        username: Some(&user),
+                        password: Some(token.as_bytes()),
+                        ..Connect::v4(id)
+                    },
+                );
+            }
+        }
+        let flapping = Connect {
+            username: Some(&user),
+            ..Connect::v4("ap-flapping")
+        };
+        for _ in 0..100 {
+            refused(
+                "a wrong password",
+                &Connect {
+                    password: Some(b"guess"),
+                    ..flapping
+                },
+            );
+        }
+        for round in 0..50 {
+            let right = Connect {
+                password: Some(token.as_bytes()),
+                ..flapping
+            };
+            let mut s = open_session(addr, &right)
+                .unwrap_or_else(|| panic!("round {round}: the right password was refused"));
+            let _ = s.write_all(&DISCONNECT);
+        }
+    })
+    .await
+    .unwrap();
+    assert_serves(&p, &legit, "login floods in secure mode").await;
+}

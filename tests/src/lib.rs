@@ -114,8 +114,28 @@ impl TestPlatform {
         client.close().await;
     }
 
+    /// Secure mode: a role's bootstrap password. Walkthrough: empty.
+    pub fn token(&self, role: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("credentials/{role}.token")))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Secure mode: the platform's public key.
+    pub fn platform_key(&self) -> Option<protocol::crypto::PlatformPublicKey> {
+        let hex = std::fs::read_to_string(self.dir.path().join("platform.key.pub")).ok()?;
+        protocol::crypto::PlatformPublicKey::from_hex(&hex).ok()
+    }
+
+    /// Options for an admin client: the admin role in secure mode.
+    pub fn admin_opts(&self, prefix: &str) -> BusOptions {
+        BusOptions::new(&self.broker(), unique_id(prefix))
+            .unwrap()
+            .with_credentials("admin", self.token("admin"))
+    }
+
     pub async fn registry(&self) -> RegistryClient {
-        let opts = BusOptions::new(&self.broker(), unique_id("reg-admin")).unwrap();
+        let opts = self.admin_opts("reg-admin");
         RegistryClient::connect(opts, Duration::from_secs(10))
             .await
             .unwrap()
@@ -134,6 +154,14 @@ impl TestPlatform {
 
     pub fn broker(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The in-process gateways: (id, address).
+    pub fn gateways(&self) -> Vec<(String, String)> {
+        self.platform
+            .as_ref()
+            .map(|p| p.gateways().to_vec())
+            .unwrap_or_default()
     }
 
     /// Where the running platform serves `/metrics`.
@@ -156,7 +184,7 @@ impl TestPlatform {
     }
 
     pub async fn admin(&self) -> AdminClient {
-        let opts = BusOptions::new(&self.broker(), unique_id("admin")).unwrap();
+        let opts = self.admin_opts("admin");
         AdminClient::connect(opts, Duration::from_secs(10))
             .await
             .unwrap()
@@ -185,6 +213,8 @@ impl TestPlatform {
             }],
         );
         config.auto_confirm = auto_confirm;
+        config.password = self.token("ap");
+        config.platform_key = self.platform_key();
         config
     }
 
@@ -197,7 +227,20 @@ impl TestPlatform {
         config.auto_confirm = auto_confirm;
         config.answer_timeout = Duration::from_secs(20);
         config.retry_base = Duration::from_millis(500);
+        config.platform_key = self.platform_key();
         config
+    }
+
+    /// [`TestPlatform::home`] for a secure platform: the device logs in
+    /// with its pass_tmp and believes only signed answers.
+    pub fn home_secure(&self, device_id: &str, pass_tmp: &str) -> HomedDevice {
+        let key = self.platform_key().expect("a secure platform");
+        let config = HomeConfig::new(self.broker(), device_id).secure(key, pass_tmp);
+        let (tx, events) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move { stay_homed(&config, &tx, &token).await });
+        HomedDevice { events, stop, task }
     }
 
     /// A raw MQTT client subscribed to `filters`, ready.
@@ -206,7 +249,7 @@ impl TestPlatform {
         filters: &[String],
     ) -> (Bus, mpsc::Receiver<Message>, CancellationToken) {
         let token = CancellationToken::new();
-        let opts = BusOptions::new(&self.broker(), unique_id("probe")).unwrap();
+        let opts = self.admin_opts("probe");
         let (bus, inbox) = Bus::connect(opts, filters.to_vec(), token.clone());
         bus.ready(Duration::from_secs(10)).await.unwrap();
         (bus, inbox, token)

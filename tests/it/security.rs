@@ -1,0 +1,687 @@
+//! Issue 5's threats, each attacked against the secure default mode and
+//! its outcome asserted. docs/SECURITY.md maps each row to these tests.
+
+use broker::security::Mode;
+use bus::{Bus, BusOptions, LinkState, Message};
+use device_sim::fleet::{self, FleetConfig, FleetStats};
+use device_sim::manifest::{self, Identity};
+use device_sim::DeviceEvent;
+use platform_tests::*;
+use protocol::admin::{AdminOp, ImportRow};
+use protocol::gateway::{GatewayAnswer, GatewayAssigned};
+use protocol::onboarding::{AccessGranted, AccessResponse, VerifyOutcome, VerifyResponse};
+use protocol::registry_admin::{RegistryOk, RegistryOp};
+use protocol::{topics, AccessErrorCode};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+async fn secure() -> TestPlatform {
+    let mut config = secure_test_config();
+    config.security.max_failures = 3;
+    let p = TestPlatform::start_config(config, broker::StartOptions::default()).await;
+    assert_eq!(p_mode(&p), Mode::Secure);
+    p
+}
+
+fn p_mode(p: &TestPlatform) -> Mode {
+    if p.platform_key().is_some() {
+        Mode::Secure
+    } else {
+        Mode::Walkthrough
+    }
+}
+
+fn opts(p: &TestPlatform, client_id: &str, user: &str, password: &str) -> BusOptions {
+    BusOptions::new(&p.broker(), client_id)
+        .unwrap()
+        .with_credentials(user, password)
+}
+
+/// Connects and subscribes to `filters`; the state it settles in.
+async fn try_connect(opts: BusOptions, filters: &[&str]) -> (Result<(), String>, Bus, Inbox) {
+    let token = CancellationToken::new();
+    let (bus, inbox) = Bus::connect(
+        opts,
+        filters.iter().map(|f| f.to_string()).collect(),
+        token.clone(),
+    );
+    let result = bus
+        .ready_once(Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string());
+    (result, bus, Inbox(inbox, token))
+}
+
+struct Inbox(mpsc::Receiver<Message>, CancellationToken);
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.1.cancel();
+    }
+}
+
+/// True if the connection was closed by the broker within `secs` (an ACL
+/// refusal disconnects).
+async fn cut_off(bus: &Bus, secs: u64) -> bool {
+    let mut state = bus.watch_state();
+    let cut = tokio::time::timeout(Duration::from_secs(secs), async {
+        state
+            .wait_for(|s| !matches!(s, LinkState::Ready))
+            .await
+            .is_ok()
+    })
+    .await;
+    cut.unwrap_or(false)
+}
+
+async fn import(p: &TestPlatform, devices: &[Identity]) {
+    let admin = p.admin().await;
+    let rows = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ImportRow {
+            line: i as u64 + 1,
+            uuid: d.uuid.clone(),
+            pass_tmp: d.pass_tmp.clone(),
+        })
+        .collect();
+    let report = admin.import(rows, |_, _| {}).await.unwrap();
+    assert_eq!(report.added as usize, devices.len());
+    admin.close().await;
+}
+
+const UUID_A: &str = "5ec0e000-0000-4000-8000-00000000000a";
+const UUID_B: &str = "5ec0e000-0000-4000-8000-00000000000b";
+const UUID_C: &str = "5ec0e000-0000-4000-8000-00000000000c";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t1_no_or_wrong_credentials_are_refused_by_platform_and_gateway() {
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    for (id, user, pass, why) in [
+        ("c1", "admin", "", "admin without password"),
+        ("c2", "admin", "wrong", "admin with a wrong password"),
+        ("c3", "ap", "wrong", "ap with a wrong password"),
+        ("c4", "gateway", "", "gateway without password"),
+        ("c5", "nobody", "x", "unknown user"),
+        (UUID_A, UUID_A, "wrong", "device with a wrong login"),
+        (UUID_B, UUID_B, &login, "a device that is not enrolled"),
+    ] {
+        let (r, _bus, _inbox) = try_connect(opts(&p, id, user, pass), &[]).await;
+        assert!(r.is_err(), "{why}: admitted");
+    }
+    let (ok, _bus, _inbox) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
+    assert!(ok.is_ok(), "the enrolled device was refused: {ok:?}");
+    let (ok, _b, _i) = try_connect(opts(&p, "ap.x", "ap", &p.token("ap")), &[]).await;
+    assert!(ok.is_ok(), "the AP role was refused: {ok:?}");
+
+    // The gateway: no assignment, someone else's, another gateway's, forged.
+    let mut dev = p.home_secure(UUID_A, "pass-a-123");
+    let (gw, _) = dev.connected(10).await;
+    let addr = p
+        .gateways()
+        .iter()
+        .find(|(id, _)| *id == gw)
+        .map(|(_, a)| a.clone())
+        .unwrap();
+    let gw_opts = |user: &str, pass: &str| {
+        BusOptions::new(&addr, UUID_A)
+            .unwrap()
+            .with_credentials(user, pass)
+    };
+    dev.stop.cancel();
+    let _ = dev.task.await;
+    let key = protocol::crypto::PlatformKey::generate();
+    let mut forged = GatewayAssigned {
+        device_id: UUID_A.into(),
+        gateway_id: gw.clone(),
+        address: addr.clone(),
+        epoch: 99,
+        expires_ms: None,
+        sig: None,
+    };
+    forged.sign(&key, u64::MAX);
+    let forged = String::from_utf8(protocol::encode(&forged)).unwrap();
+    for (user, pass, why) in [
+        (UUID_A, "", "no assignment"),
+        (UUID_A, "{}", "junk"),
+        (
+            UUID_A,
+            forged.as_str(),
+            "an assignment signed by another key",
+        ),
+        (
+            "admin",
+            p.token("admin").as_str(),
+            "the platform's admin login",
+        ),
+    ] {
+        let (r, _b, _i) = try_connect(gw_opts(user, pass), &[]).await;
+        assert!(r.is_err(), "gateway admitted {why}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t2_sniffers_capture_no_secret_while_1000_devices_onboard_and_move() {
+    const N: usize = 1000;
+    let p = secure().await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let devices = manifest::generate(N, 5);
+    import(&p, &devices).await;
+
+    // An authenticated device and an AP try to read everything: refused.
+    let d0 = &devices[0];
+    let login = protocol::crypto::device_login(&d0.uuid, &d0.pass_tmp);
+    let (_, dev_sniffer, _i1) = try_connect(opts(&p, &d0.uuid, &d0.uuid, &login), &["#"]).await;
+    let (_, ap_sniffer, _i2) =
+        try_connect(opts(&p, "ap.sniffer", "ap", &p.token("ap")), &["#"]).await;
+    assert!(
+        cut_off(&dev_sniffer, 5).await,
+        "a device was let subscribe to #"
+    );
+    assert!(
+        cut_off(&ap_sniffer, 5).await,
+        "an AP was let subscribe to #"
+    );
+    // Stop them retrying (the device sniffer holds device 0's client id).
+    drop((_i1, _i2));
+
+    // The strongest vantage point: the admin sees every message.
+    let (ok, _admin_bus, mut all) =
+        try_connect(opts(&p, "sniffer", "admin", &p.token("admin")), &["#"]).await;
+    ok.unwrap();
+    let (captured_tx, mut captured_rx) = mpsc::unbounded_channel::<Message>();
+    let collector = tokio::spawn(async move {
+        while let Some(m) = all.0.recv().await {
+            if captured_tx.send(m).is_err() {
+                break;
+            }
+        }
+        all
+    });
+    let mut config = FleetConfig::new(p.broker(), devices.clone(), SSID);
+    config.platform_key = p.platform_key();
+    config.concurrency = 64;
+    config.answer_timeout = Duration::from_secs(60);
+    config.hold = Some(Duration::from_secs(1));
+    let stats = FleetStats::new(N);
+    let fleet_stop = CancellationToken::new();
+    let run = tokio::spawn(fleet::run(config, stats.clone(), fleet_stop.clone()));
+    assert!(
+        stats
+            .wait_until(Duration::from_secs(120), |s| {
+                let p = s.snapshot();
+                p.connected + p.failed >= N as u64
+            })
+            .await,
+        "{:?}",
+        stats.snapshot()
+    );
+    // Move a tenth of them.
+    let registry = p.registry().await;
+    for d in devices.iter().take(N / 10) {
+        let to = if stats.on_gateway("gw-1") > 0 {
+            "gw-2"
+        } else {
+            "gw-1"
+        };
+        registry
+            .request(RegistryOp::Remap {
+                device_id: d.uuid.clone(),
+                gateway_id: to.into(),
+            })
+            .await
+            .unwrap();
+    }
+    registry.close().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fleet_stop.cancel();
+    let report = run.await.unwrap();
+    assert_eq!((report.connected, report.failed), (N as u64, 0), "{report}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    collector.abort();
+    let mut captured: Vec<Message> = Vec::new();
+    while let Ok(m) = captured_rx.try_recv() {
+        captured.push(m);
+    }
+    let count = |suffix: &str| {
+        captured
+            .iter()
+            .filter(|m| m.topic.ends_with(suffix))
+            .count()
+    };
+    // The capture is the real traffic: every onboarding and every answer.
+    assert!(
+        count("/access/request") >= N,
+        "{}",
+        count("/access/request")
+    );
+    assert!(count("/access/response") >= N);
+    assert!(count("/verify/response") >= N);
+    assert!(count("/gateway") >= N);
+    let bytes: Vec<u8> = captured
+        .iter()
+        .flat_map(|m| m.topic.bytes().chain(m.payload.iter().copied()))
+        .collect();
+    // Every secret, and every login derived from one, searched for in
+    // every captured byte: one pass over the capture per needle length.
+    let mut needles: Vec<Vec<u8>> = vec![WIFI_PASSWORD.as_bytes().to_vec()];
+    for d in &devices {
+        needles.push(d.pass_tmp.as_bytes().to_vec());
+        needles.push(protocol::crypto::device_login(&d.uuid, &d.pass_tmp).into_bytes());
+    }
+    let mut by_len: std::collections::HashMap<usize, std::collections::HashSet<&[u8]>> =
+        Default::default();
+    for n in &needles {
+        by_len.entry(n.len()).or_default().insert(n);
+    }
+    for (len, set) in &by_len {
+        if let Some(found) = bytes.windows(*len).find(|w| set.contains(w)) {
+            panic!(
+                "a secret was captured: {:?}",
+                String::from_utf8_lossy(found)
+            );
+        }
+    }
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    // No field that carries a secret in walkthrough mode appears at all.
+    for field in [&b"\"pass_tmp\""[..], b"\"password\""] {
+        assert!(
+            !contains(field),
+            "{:?} on the wire",
+            String::from_utf8_lossy(field)
+        );
+    }
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t3_forged_answers_are_not_believed() {
+    let p = secure().await;
+    let stop = CancellationToken::new();
+    p.enroll(UUID_A, "pass-a-123").await;
+    let (forger, _forger_inbox, _t) = p.client(&[]).await;
+
+    // A forged registry answer, sent to a trap, before and while the device
+    // asks: the device never goes there and ends on a real gateway.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let trap_addr = trap.local_addr().unwrap().to_string();
+    let forged = GatewayAnswer::Assigned(GatewayAssigned {
+        device_id: UUID_A.into(),
+        gateway_id: "gw-evil".into(),
+        address: trap_addr.clone(),
+        epoch: 1000,
+        expires_ms: Some(u64::MAX),
+        sig: Some("AAAA".into()),
+    });
+    let spam = {
+        let forger = forger.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                let _ = forger
+                    .publish_json(topics::device_gateway(UUID_A), &forged)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut dev = p.home_secure(UUID_A, "pass-a-123");
+    let (gw, _) = dev.connected(10).await;
+    assert!(gw == "gw-1" || gw == "gw-2", "{gw}");
+    spam.await.unwrap();
+    assert!(trap.accept().is_err(), "the device connected to the trap");
+    dev.stop.cancel();
+
+    // A forged access response (plaintext, and sealed with a wrong key)
+    // while the real AP waits for its user: the device accepts only the
+    // AP's real, sealed answer.
+    p.enroll(UUID_B, "pass-b-123").await;
+    let mut ap = p.start_ap(p.ap_config("ap-1", false), &stop).await;
+    let config = p.device_config(UUID_B, "pass-b-123", true);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let token = stop.clone();
+    let device = tokio::spawn(async move { device_sim::onboard(&config, &tx, None, &token).await });
+    while !ap.confirmations.is_pending(UUID_B) {
+        let _ = tokio::time::timeout(Duration::from_millis(20), ap.events.recv()).await;
+    }
+    for sealed in [None, Some("c2VhbGVkIGJ5IHNvbWVvbmUgZWxzZQ".to_string())] {
+        let fake = AccessResponse::Granted(AccessGranted {
+            uuid: UUID_B.into(),
+            ssid: SSID.into(),
+            password: "attacker's network".into(),
+            session: sealed.as_ref().map(|_| "c2Vzc2lvbg".into()),
+            sealed,
+        });
+        forger
+            .publish_json(topics::access_response(UUID_B), &fake)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, DeviceEvent::Prompt { .. }),
+            "the device took a forged answer"
+        );
+    }
+    assert!(ap.confirmations.confirm(UUID_B, true));
+    let joined = device.await.unwrap().unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+
+    // A forged verifier answer (plaintext pass_tmp of the attacker's
+    // choosing) racing the real one, for an attacker who sends an access
+    // request for UUID_A keyed by that pass_tmp: no grant either way.
+    ap.events.close();
+    let (_, mut verify_requests, _t2) = p.client(&[topics::VERIFY_REQUEST.into()]).await;
+    let (_, mut answers, _t3) = p.client(&[topics::access_response(UUID_A)]).await;
+    let forger2 = forger.clone();
+    tokio::spawn(async move {
+        while let Some(m) = verify_requests.recv().await {
+            let req: protocol::onboarding::VerifyRequest = protocol::decode(&m.payload).unwrap();
+            let fake = VerifyResponse {
+                request_id: req.request_id,
+                uuid: req.uuid,
+                outcome: VerifyOutcome::Found {
+                    pass_tmp: "attacker-guess".into(),
+                },
+            };
+            let _ = forger2
+                .publish_json(topics::verify_response(&req.ap_id), &fake)
+                .await;
+        }
+    });
+    let _ap2 = p.start_ap(p.ap_config("ap-2", true), &stop).await;
+    let (_, msg) = protocol::crypto::DeviceHandshake::start(UUID_A, SSID, "attacker-guess");
+    forger
+        .publish_json(
+            topics::access_request(SSID),
+            &protocol::onboarding::AccessRequest {
+                uuid: UUID_A.into(),
+                ssid: SSID.into(),
+                pass_tmp: String::new(),
+                spake2: Some(msg),
+            },
+        )
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(15), answers.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            protocol::decode::<AccessResponse>(&m.payload).unwrap(),
+            AccessResponse::Denied(_)
+        ),
+        "the attacker was granted access"
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_guessing_pass_tmp_locks_the_uuid_out() {
+    let p = secure().await; // max_failures = 3
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    p.enroll(UUID_A, "the-real-one").await;
+    let (tx, _e) = mpsc::unbounded_channel();
+    // A device's login is derived from pass_tmp, so each guess is first
+    // tried at CONNECT: refused, counted, audited.
+    for guess in ["guess-1", "guess-2", "guess-3"] {
+        let login = protocol::crypto::device_login(UUID_A, guess);
+        let (r, _b, _i) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
+        assert!(r.is_err(), "{guess} admitted");
+    }
+    // Now even the right pass_tmp is refused, for the lockout's duration.
+    let right = protocol::crypto::device_login(UUID_A, "the-real-one");
+    let (r, _b, _i) = try_connect(opts(&p, UUID_A, UUID_A, &right), &[]).await;
+    assert!(r.is_err(), "a locked-out UUID was admitted");
+    let mut quick = p.device_config(UUID_A, "the-real-one", true);
+    quick.answer_timeout = Duration::from_secs(3);
+    assert!(device_sim::onboard(&quick, &tx, None, &stop).await.is_err());
+
+    // The verifier's own lockout: releases of pass_tmp without a granted
+    // outcome. An admin-level attacker replays access requests with
+    // handshakes keyed by guesses; after 3 the UUID gets too_many_attempts.
+    p.enroll(UUID_B, "pass-b-123").await;
+    let (attacker, mut answers, _t) = p.client(&[topics::access_response(UUID_B)]).await;
+    let mut codes = Vec::new();
+    for guess in ["g1", "g2", "g3", "g4"] {
+        let (_, msg) = protocol::crypto::DeviceHandshake::start(UUID_B, SSID, guess);
+        let req = protocol::onboarding::AccessRequest {
+            uuid: UUID_B.into(),
+            ssid: SSID.into(),
+            pass_tmp: String::new(),
+            spake2: Some(msg),
+        };
+        attacker
+            .publish_json(topics::access_request(SSID), &req)
+            .await
+            .unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(15), answers.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match protocol::decode::<AccessResponse>(&m.payload).unwrap() {
+            AccessResponse::Denied(d) => codes.push(d.error.code),
+            AccessResponse::Granted(g) => panic!("granted to a guess: {g:?}"),
+        }
+    }
+    assert_eq!(
+        codes,
+        [
+            AccessErrorCode::Timeout,
+            AccessErrorCode::Timeout,
+            AccessErrorCode::Timeout,
+            AccessErrorCode::TooManyAttempts
+        ]
+    );
+    // Another UUID is not affected.
+    p.enroll(UUID_C, "pass-c-123").await;
+    let ok = device_sim::onboard(
+        &p.device_config(UUID_C, "pass-c-123", true),
+        &tx,
+        None,
+        &stop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.password, WIFI_PASSWORD);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5_replayed_requests_and_responses_yield_nothing() {
+    let p = secure().await;
+    let stop = CancellationToken::new();
+    p.enroll(UUID_A, "pass-a-123").await;
+    let (sniffer, mut seen, _t) = p
+        .client(&[
+            topics::access_request(SSID),
+            topics::access_response(UUID_A),
+        ])
+        .await;
+    let stop_auto = CancellationToken::new();
+    let mut ap = p.start_ap(p.ap_config("ap-1", true), &stop_auto).await;
+    let (tx, _e) = mpsc::unbounded_channel();
+    let first = device_sim::onboard(
+        &p.device_config(UUID_A, "pass-a-123", true),
+        &tx,
+        None,
+        &stop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.password, WIFI_PASSWORD);
+    let (mut request, mut response) = (None, None);
+    while request.is_none() || response.is_none() {
+        let m = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if m.topic.ends_with("/request") {
+            request = Some(m.payload);
+        } else {
+            response = Some(m.payload);
+        }
+    }
+    // The replayed request starts a session nobody can finish: the AP
+    // answers no password (it times out waiting for a proof).
+    tokio::time::sleep(ap_sim::REPEAT_WINDOW).await;
+    while ap.events.try_recv().is_ok() {}
+    sniffer
+        .publish(topics::access_request(SSID), request.unwrap().to_vec())
+        .await
+        .unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Some(ap_sim::ApEvent::Answered { outcome, .. }) = ap.events.recv().await {
+                return outcome;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered, Err(AccessErrorCode::Timeout));
+    stop_auto.cancel();
+    ap.join().await.unwrap();
+
+    // The replayed response does not open in the device's next session:
+    // the device waits, unprompted, for the AP's real answer.
+    let mut ap_manual = p.start_ap(p.ap_config("ap-2", false), &stop).await;
+    let config = p.device_config(UUID_A, "pass-a-123", true);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let token = stop.clone();
+    let device = tokio::spawn(async move { device_sim::onboard(&config, &tx, None, &token).await });
+    while !ap_manual.confirmations.is_pending(UUID_A) {
+        let _ = tokio::time::timeout(Duration::from_millis(20), ap_manual.events.recv()).await;
+    }
+    sniffer
+        .publish(topics::access_response(UUID_A), response.unwrap().to_vec())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !std::iter::from_fn(|| events.try_recv().ok())
+            .any(|e| matches!(e, DeviceEvent::Prompt { .. })),
+        "the device took the replayed response"
+    );
+    assert!(!device.is_finished());
+    assert!(ap_manual.confirmations.confirm(UUID_A, true));
+    let joined = device.await.unwrap().unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t6_non_admins_cannot_send_admin_requests() {
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    let mut dev = p.home_secure(UUID_A, "pass-a-123");
+    let (gw, _) = dev.connected(10).await;
+    let other = if gw == "gw-1" { "gw-2" } else { "gw-1" };
+    let remap = format!(
+        r#"{{"request_id":"x1","op":"remap","device_id":"{UUID_A}","gateway_id":"{other}"}}"#
+    );
+    let enroll =
+        format!(r#"{{"request_id":"x2","op":"enroll","uuid":"{UUID_B}","pass_tmp":"mine-now"}}"#);
+    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    for (id, user, pass) in [
+        (UUID_A, UUID_A, login.as_str()),
+        ("ap.evil", "ap", &p.token("ap")),
+        ("gateway.evil", "gateway", &p.token("gateway")),
+    ] {
+        for (topic, payload) in [
+            (topics::REGISTRY_ADMIN_REQUEST, &remap),
+            (topics::VERIFIER_ADMIN_REQUEST, &enroll),
+        ] {
+            let (ok, bus, _i) = try_connect(opts(&p, id, user, pass), &[]).await;
+            ok.unwrap();
+            bus.publish(topic, payload.clone().into_bytes())
+                .await
+                .unwrap();
+            assert!(cut_off(&bus, 5).await, "{user} may publish {topic}");
+        }
+    }
+    // Nothing changed.
+    let registry = p.registry().await;
+    match registry
+        .request(RegistryOp::Show {
+            device_id: UUID_A.into(),
+        })
+        .await
+        .unwrap()
+    {
+        RegistryOk::Assignment(a) => assert_eq!(a.gateway_id, gw),
+        other => panic!("{other:?}"),
+    }
+    registry.close().await;
+    let admin = p.admin().await;
+    assert!(admin
+        .request(AdminOp::Show {
+            uuid: UUID_B.into()
+        })
+        .await
+        .is_err());
+    admin.close().await;
+    dev.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t7_nobody_connects_as_another_device() {
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    p.enroll(UUID_B, "pass-b-123").await;
+    let login_b = protocol::crypto::device_login(UUID_B, "pass-b-123");
+    let (r, _b, _i) = try_connect(opts(&p, UUID_A, UUID_B, &login_b), &[]).await;
+    assert!(r.is_err(), "B's login opened A's client id");
+    let (r, _b, _i) = try_connect(opts(&p, UUID_A, "admin", &p.token("admin")), &[]).await;
+    assert!(r.is_err(), "the admin took a device's client id");
+    let (r, _b, _i) = try_connect(opts(&p, UUID_A, "ap", &p.token("ap")), &[]).await;
+    assert!(r.is_err(), "an AP took a device's client id");
+    // On a gateway: B's signed assignment does not open A's client id.
+    let mut dev_b = p.home_secure(UUID_B, "pass-b-123");
+    let (gw, _) = dev_b.connected(10).await;
+    let addr = p
+        .gateways()
+        .iter()
+        .find(|(id, _)| *id == gw)
+        .map(|(_, a)| a.clone())
+        .unwrap();
+    let (_, reg_bus, mut answers) = try_connect(
+        opts(&p, UUID_B, UUID_B, &login_b),
+        &[&topics::device_gateway(UUID_B)],
+    )
+    .await;
+    reg_bus
+        .publish_json(
+            topics::REGISTRY_QUERY,
+            &protocol::gateway::GatewayQuery {
+                device_id: UUID_B.into(),
+            },
+        )
+        .await
+        .unwrap();
+    let token_b = tokio::time::timeout(Duration::from_secs(5), answers.0.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .payload;
+    let token_b = String::from_utf8(token_b.to_vec()).unwrap();
+    for (id, user) in [(UUID_A, UUID_B), (UUID_A, UUID_A)] {
+        let o = BusOptions::new(&addr, id)
+            .unwrap()
+            .with_credentials(user, &token_b);
+        let (r, _b, _i) = try_connect(o, &[]).await;
+        assert!(
+            r.is_err(),
+            "B's assignment admitted client id {id} as {user}"
+        );
+    }
+    dev_b.stop.cancel();
+}
