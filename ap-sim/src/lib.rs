@@ -404,7 +404,10 @@ async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) {
     }
     let (response, outcome) = decide(shared, &req, &uuid).await;
     publish(shared, &uuid, &response).await;
-    shared.remember(key, &fingerprint, &response);
+    // `unavailable` is not final: the device's retry must be served afresh.
+    if outcome != Err(AccessErrorCode::Unavailable) {
+        shared.remember(key, &fingerprint, &response);
+    }
     let elapsed = started.elapsed();
     report(shared, &uuid, outcome.into(), elapsed).await;
     match outcome {
@@ -572,7 +575,7 @@ async fn verify(shared: &Shared, uuid: &DeviceUuid) -> Result<String, Denied> {
         shared.verifications.remove(&request_id);
         return Err(shared.deny(
             uuid.as_str(),
-            AccessErrorCode::Timeout,
+            AccessErrorCode::Unavailable,
             "the AP lost its connection to the verifier",
         ));
     }
@@ -582,7 +585,7 @@ async fn verify(shared: &Shared, uuid: &DeviceUuid) -> Result<String, Denied> {
             shared.verifications.remove(&request_id);
             return Err(shared.deny(
                 uuid.as_str(),
-                AccessErrorCode::Timeout,
+                AccessErrorCode::Unavailable,
                 "the verifier did not answer in time",
             ));
         }

@@ -239,6 +239,11 @@ pub async fn start(
     Ok(Gateway { id, address, task })
 }
 
+/// How long the agent waits for the registry's snapshot before announcing
+/// again, doubling up to the cap.
+const RESYNC_FIRST: Duration = Duration::from_secs(1);
+const RESYNC_CAP: Duration = Duration::from_secs(10);
+
 struct Agent {
     id: String,
     up: Bus,
@@ -276,9 +281,16 @@ impl Agent {
             shutdown.clone(),
         ));
         let mut up_state = self.up.watch_state();
-        // Announce on this connection and on every reconnect.
+        // Announce on this connection and on every reconnect, and again
+        // until the registry's snapshot arrives: an announcement reaching
+        // a restarted platform broker before its registry has subscribed
+        // is dropped, and the gateway would stay dead to the registry.
         self.announce().await;
         up_state.borrow_and_update();
+        let mut awaiting_snapshot = true;
+        let mut retry = RESYNC_FIRST;
+        let resync = tokio::time::sleep(retry);
+        tokio::pin!(resync);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -287,9 +299,22 @@ impl Agent {
                     let now = up_state.borrow_and_update().clone();
                     if now == LinkState::Ready {
                         self.announce().await;
+                        awaiting_snapshot = true;
+                        retry = RESYNC_FIRST;
+                        resync.as_mut().reset(tokio::time::Instant::now() + retry);
                     }
                 }
-                Some(msg) = up_inbox.recv() => self.on_registry_message(msg).await,
+                _ = &mut resync, if awaiting_snapshot => {
+                    warn!(gateway_id = %self.id, "no snapshot from the registry yet; announcing again");
+                    self.announce().await;
+                    retry = (retry * 2).min(RESYNC_CAP);
+                    resync.as_mut().reset(tokio::time::Instant::now() + retry);
+                }
+                Some(msg) = up_inbox.recv() => {
+                    if self.on_registry_message(msg).await {
+                        awaiting_snapshot = false;
+                    }
+                }
             }
         }
         let _ = collector.await;
@@ -328,13 +353,18 @@ impl Agent {
         }
     }
 
-    async fn on_registry_message(&self, msg: Message) {
+    /// True for a snapshot (`reset`) from the registry.
+    async fn on_registry_message(&self, msg: Message) -> bool {
         match topics::parse_gateway_topic(&msg.topic) {
             Some((_, "assign")) => match protocol::decode::decode_limited::<AssignUpdate>(
                 &msg.payload,
                 MAX_ASSIGN_PAYLOAD,
             ) {
-                Ok(update) => self.assigned.apply(update),
+                Ok(update) => {
+                    let reset = update.reset;
+                    self.assigned.apply(update);
+                    return reset;
+                }
                 Err(e) => warn!(error = %e, "malformed assignment update"),
             },
             Some((_, "notify")) => match protocol::decode::decode_limited::<RedirectBatch>(
@@ -346,6 +376,7 @@ impl Agent {
             },
             _ => debug!(topic = %msg.topic, "unexpected topic"),
         }
+        false
     }
 
     /// Stops admitting each device, then sends it its notice on this

@@ -224,6 +224,7 @@ pub async fn onboard_on(
     let deadline = tokio::time::Instant::now() + config.answer_timeout;
     let mut backoff = Backoff::new(config.retry_base, config.retry_cap);
     let mut attempt = 0;
+    let mut unavailable: Option<String> = None;
     let granted = 'wait: loop {
         attempt += 1;
         bus.publish_json(topics::access_request(&config.ssid), &request)
@@ -235,7 +236,13 @@ pub async fn onboard_on(
                 _ = shutdown.cancelled() => return Err(DeviceError::Stopped),
                 _ = tokio::time::sleep_until(resend_at) => {
                     if resend_at >= deadline {
-                        return Err(DeviceError::NoAnswer(config.answer_timeout));
+                        return Err(match unavailable.take() {
+                            Some(message) => DeviceError::Refused {
+                                code: AccessErrorCode::Unavailable,
+                                message,
+                            },
+                            None => DeviceError::NoAnswer(config.answer_timeout),
+                        });
                     }
                     continue 'wait;
                 }
@@ -265,6 +272,11 @@ pub async fn onboard_on(
                 }
                 Some(AccessResponse::Granted(g)) => {
                     warn!(ssid = %g.ssid, "access response for another SSID ignored");
+                }
+                Some(AccessResponse::Denied(d)) if d.error.code == AccessErrorCode::Unavailable => {
+                    // Not final: ask again at the next resend.
+                    debug!(message = %d.error.message, "the AP cannot reach the verifier; retrying");
+                    unavailable = Some(d.error.message);
                 }
                 Some(AccessResponse::Denied(d)) => {
                     return Err(DeviceError::Refused {

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 mod exit {
     /// Joined the network.
     pub const JOINED: u8 = 0;
-    /// The AP refused: unknown_device, pass_tmp_mismatch, rejected, timeout, bad_request.
+    /// The AP refused: unknown_device, pass_tmp_mismatch, rejected, timeout, bad_request,
+    /// too_many_attempts, or unavailable after the device's whole wait.
     pub const REFUSED: u8 = 1;
     // 2 is clap's: bad command line.
     /// The platform could not be reached, or no AP answered.

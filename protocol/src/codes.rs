@@ -20,17 +20,21 @@ pub enum AccessErrorCode {
     /// Too many failed attempts for this UUID, or too many requests from
     /// this AP: try again later.
     TooManyAttempts,
+    /// The AP could not reach the verifier (the platform restarting, say).
+    /// Not final: the device asks again with its backoff.
+    Unavailable,
 }
 
 impl AccessErrorCode {
     /// Every code, for whoever needs to enumerate them (metrics).
-    pub const ALL: [AccessErrorCode; 6] = [
+    pub const ALL: [AccessErrorCode; 7] = [
         AccessErrorCode::UnknownDevice,
         AccessErrorCode::PassTmpMismatch,
         AccessErrorCode::Rejected,
         AccessErrorCode::Timeout,
         AccessErrorCode::BadRequest,
         AccessErrorCode::TooManyAttempts,
+        AccessErrorCode::Unavailable,
     ];
 
     /// The code with this wire spelling.
@@ -46,6 +50,7 @@ impl AccessErrorCode {
             AccessErrorCode::Timeout => "timeout",
             AccessErrorCode::BadRequest => "bad_request",
             AccessErrorCode::TooManyAttempts => "too_many_attempts",
+            AccessErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -349,6 +349,7 @@ impl<'de> Deserialize<'de> for AccessOutcome {
                         "timeout",
                         "bad_request",
                         "too_many_attempts",
+                        "unavailable",
                     ],
                 )
             })

@@ -113,14 +113,26 @@ async fn an_unanswered_prompt_times_out_with_an_error_to_the_device() {
 }
 
 #[tokio::test]
-async fn no_verifier_means_timeout_not_a_hang() {
+async fn no_verifier_means_unavailable_and_retries_not_a_hang() {
     let p = TestPlatform::start_with(broker::StartOptions { broker_only: true }).await;
     let stop = CancellationToken::new();
     let mut config = p.ap_config("ap-4", true);
     config.verify_timeout = Duration::from_millis(300);
-    let _ap = p.start_ap(config, &stop).await;
-    let result = onboard(p.device_config(&new_uuid(), "pt", true)).await;
-    assert_eq!(refused_code(result), AccessErrorCode::Timeout);
+    let mut ap = p.start_ap(config, &stop).await;
+    let mut device = p.device_config(&new_uuid(), "pt", true);
+    device.answer_timeout = Duration::from_secs(3);
+    device.retry_base = Duration::from_millis(400);
+    let result = onboard(device).await;
+    assert_eq!(refused_code(result), AccessErrorCode::Unavailable);
+    // The device asked again after each `unavailable`; the AP served every
+    // attempt afresh instead of repeating its answer.
+    let mut answered = 0;
+    while let Ok(e) = ap.events.try_recv() {
+        if matches!(e, ap_sim::ApEvent::Answered { .. }) {
+            answered += 1;
+        }
+    }
+    assert!(answered >= 2, "{answered} answers");
     stop.cancel();
 }
 

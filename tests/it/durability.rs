@@ -1,0 +1,953 @@
+//! Reliability (issue 5): the platform as a real `broker` process, killed
+//! with SIGKILL or stopped with SIGTERM in the middle of work. Whatever an
+//! admin was told is done survives, and every device ends up home without
+//! a manual step.
+//!
+//! These tests run the workspace's `broker` binary. `cargo test -p
+//! platform-tests` does not build another package's binaries, so the first
+//! test to need it runs `cargo build -p broker --bin broker` into the same
+//! target dir (a no-op when it is fresh). `PLATFORM_BROKER_BIN=/path` skips
+//! that and uses the given binary. The processes log at `info` into the
+//! test's temp dir (their last lines are shown on failure);
+//! `DURABILITY_LOG` sets their RUST_LOG, `DURABILITY_KEEP=1` keeps the dir.
+
+use ap_sim::{ApConfig, Network};
+use bus::BusOptions;
+use device_sim::fleet::{self, FleetConfig, FleetStats};
+use device_sim::manifest::{self, Identity};
+use platform_tests::{unique_id, SSID, WIFI_PASSWORD};
+use protocol::admin::{AdminOk, AdminOp, ImportRow};
+use protocol::registry_admin::{GatewayView, RegistryOk, RegistryOp};
+use registry::RegistryClient;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use verifier::AdminClient;
+
+/// Devices in the fleet that lives through a SIGKILL of the platform.
+const FLEET: usize = 300;
+/// Devices on the gateway that is killed.
+const ON_DOOMED_GATEWAY: usize = 100;
+/// How long anything may take to start, or to settle after a crash.
+const STARTUP: Duration = Duration::from_secs(30);
+const SETTLE: Duration = Duration::from_secs(60);
+/// An admin request unanswered this long counts as not acknowledged.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------- config
+
+/// The platform's config file: the platform broker on `port`, the
+/// in-process gateways on the given fixed ports (so a restarted platform
+/// serves them at the same addresses), metrics on a free port.
+///
+/// The one place the tests of this module write a config: when the
+/// platform grows a section (e.g. `[security]`), add it here. Logins are
+/// chosen in [`client_opts`], and the `broker gateway` flags in
+/// [`Platform::spawn_gateway`].
+fn platform_toml(port: u16, gateways: &[(&str, u16)]) -> String {
+    // Top-level keys first: after a [table] they would belong to it.
+    let mut toml = String::new();
+    if gateways.is_empty() {
+        toml.push_str("gateways = []\n");
+    }
+    toml.push_str(&format!(
+        "[platform]\nlisten = \"127.0.0.1:{port}\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n"
+    ));
+    for (id, port) in gateways {
+        toml.push_str(&format!(
+            "[[gateways]]\nid = \"{id}\"\nlisten = \"127.0.0.1:{port}\"\n"
+        ));
+    }
+    // Durability does not depend on the mode; the walkthrough mode keeps
+    // these clients' logins simple (the secure mode has its own tests).
+    toml.push_str("[security]\nmode = \"walkthrough\"\n");
+    toml
+}
+
+/// Connection options for a client of the platform in `role` (`admin`,
+/// `ap`, `device`: what the binaries present by default). The one place
+/// this module picks credentials.
+fn client_opts(addr: &str, role: &str) -> BusOptions {
+    BusOptions::new(addr, unique_id(&format!("dur-{role}")))
+        .unwrap()
+        .with_credentials(role, "")
+}
+
+/// Why an admin client is not served. A broker that refuses a login drops
+/// the connection without a CONNACK, which looks like a timeout.
+fn no_admin(addr: &str, e: impl std::fmt::Display) -> String {
+    format!(
+        "no admin connection to the platform at {addr}: {e} \
+         (refused by its login rules? see client_opts and platform_toml)"
+    )
+}
+
+// ------------------------------------------------------------- processes
+
+/// The workspace's `broker` binary, next to this test's own profile dir
+/// and built once per test run.
+fn broker_bin() -> PathBuf {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(find_or_build_broker)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn find_or_build_broker() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("PLATFORM_BROKER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // target/<profile>/deps/it-HASH -> target/<profile>
+    let exe = std::env::current_exe().map_err(|e| format!("no path for this test: {e}"))?;
+    let mut dir = exe.parent().ok_or("the test binary has no directory")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().ok_or("deps has no parent")?;
+    }
+    let bin = dir.join(format!("broker{}", std::env::consts::EXE_SUFFIX));
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace dir")?;
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "-p", "broker", "--bin", "broker"])
+        .args(["--profile", profile])
+        .current_dir(workspace)
+        .stdin(Stdio::null());
+    if let Some(target) = dir.parent() {
+        build.env("CARGO_TARGET_DIR", target);
+    }
+    match build.output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            return Err(format!(
+                "`cargo build -p broker --bin broker --profile {profile}` failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+        Err(e) if bin.exists() => {
+            eprintln!("cannot run {cargo} ({e}); using {} as it is", bin.display());
+        }
+        Err(e) => return Err(format!("cannot run {cargo} to build the broker: {e}")),
+    }
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found; build it with `cargo build -p broker --bin broker`, \
+             or point PLATFORM_BROKER_BIN at a broker binary",
+            bin.display()
+        ));
+    }
+    Ok(bin)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `broker` child process, its output in a log file; SIGKILLed on drop
+/// so a failing test leaves nothing behind.
+struct Proc {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new(broker_bin())
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("DURABILITY_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", broker_bin().display()));
+        Proc {
+            child,
+            name: name.to_owned(),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL (`Child::kill`), as a crash, and reap.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM through kill(1): no signal crate is a dependency here.
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("cannot run kill(1)");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Waits for the process to exit on its own.
+    async fn exited(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the log contains `line`.
+    async fn wait_for(&mut self, line: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains(line)) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "{} exited ({status}) before {line:?}:\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log {line:?} within {timeout:?}:\n{}",
+                self.name,
+                self.tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The platform as processes: `broker` over a data dir that outlives
+/// restarts, plus `broker gateway` processes.
+struct Platform {
+    dir: tempfile::TempDir,
+    port: u16,
+    broker: Option<Proc>,
+    gateways: Vec<Proc>,
+    starts: usize,
+}
+
+impl Platform {
+    /// Starts `broker` with `in_process` gateways (on fixed free ports).
+    async fn start(in_process: &[&str]) -> Platform {
+        platform_tests::init_tracing();
+        let dir = tempfile::Builder::new()
+            .prefix("durability-")
+            .disable_cleanup(std::env::var_os("DURABILITY_KEEP").is_some())
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let gateways: Vec<(&str, u16)> = in_process.iter().map(|id| (*id, free_port())).collect();
+        std::fs::write(
+            dir.path().join("platform.toml"),
+            platform_toml(port, &gateways),
+        )
+        .unwrap();
+        let mut p = Platform {
+            dir,
+            port,
+            broker: None,
+            gateways: Vec::new(),
+            starts: 0,
+        };
+        p.spawn_broker().await;
+        p
+    }
+
+    /// (Re)starts `broker` on the same port, config and data dir.
+    async fn spawn_broker(&mut self) {
+        assert!(self.broker.is_none(), "the platform is still running");
+        self.starts += 1;
+        let config = self.dir.path().join("platform.toml");
+        let data = self.dir.path().join("data");
+        let mut broker = Proc::spawn(
+            self.dir.path(),
+            &format!("platform-{}", self.starts),
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+        );
+        broker.wait_for("platform ready", STARTUP).await;
+        self.broker = Some(broker);
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn broker(&mut self) -> &mut Proc {
+        self.broker.as_mut().expect("the platform is not running")
+    }
+
+    /// SIGKILL of the platform process.
+    fn kill9(&mut self) {
+        self.broker().kill9();
+        self.broker = None;
+    }
+
+    /// `broker gateway --id ID` as its own process, pointed at the platform.
+    async fn spawn_gateway(&mut self, id: &str) {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let addr = self.addr();
+        let mut gw = Proc::spawn(
+            self.dir.path(),
+            id,
+            &[
+                "gateway",
+                "--id",
+                id,
+                "--listen",
+                &listen,
+                "--platform",
+                &addr,
+                "--walkthrough",
+            ],
+        );
+        gw.wait_for("gateway listening", STARTUP).await;
+        self.gateways.push(gw);
+    }
+
+    fn gateway(&mut self, id: &str) -> &mut Proc {
+        self.gateways
+            .iter_mut()
+            .find(|g| g.name == id)
+            .expect("no such gateway process")
+    }
+
+    async fn admin(&self) -> AdminClient {
+        AdminClient::connect(client_opts(&self.addr(), "admin"), ADMIN_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{}", no_admin(&self.addr(), e)))
+    }
+
+    async fn registry(&self) -> RegistryClient {
+        RegistryClient::connect(client_opts(&self.addr(), "admin"), ADMIN_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{}", no_admin(&self.addr(), e)))
+    }
+
+    /// Waits until the registry sees every one of `ids` alive.
+    async fn wait_alive(&self, ids: &[&str]) {
+        let client = self.registry().await;
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Ok(gateways) = gateways(&client).await {
+                if ids
+                    .iter()
+                    .all(|id| gateways.get(*id).is_some_and(|g| g.alive))
+                {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ids:?} did not all come alive:\n{}",
+                self.tails()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        client.close().await;
+    }
+
+    /// An AP for [`SSID`] that confirms every verified device, in this
+    /// test process.
+    async fn start_ap(&self, stop: &CancellationToken) -> ap_sim::Ap {
+        let mut config = ApConfig::new(
+            self.addr(),
+            "ap-1",
+            vec![Network {
+                ssid: SSID.into(),
+                password: WIFI_PASSWORD.into(),
+            }],
+        );
+        config.auto_confirm = true;
+        let opts = client_opts(&self.addr(), "ap");
+        config.username = opts.username;
+        config.password = opts.password;
+        ap_sim::start(config, stop.clone()).await.unwrap()
+    }
+
+    fn fleet_config(&self, devices: Vec<Identity>) -> FleetConfig {
+        let mut config = FleetConfig::new(self.addr(), devices, SSID);
+        let opts = client_opts(&self.addr(), "device");
+        config.username = opts.username;
+        config.password = opts.password;
+        config.concurrency = 64;
+        // A device waiting for its AP while the platform restarts keeps
+        // asking; it gives up only after this.
+        config.answer_timeout = SETTLE;
+        config.hold = None;
+        config
+    }
+
+    /// The last lines of every process's log, for failures.
+    fn tails(&self) -> String {
+        self.broker
+            .iter()
+            .chain(self.gateways.iter())
+            .map(|p| format!("--- {} (pid {}):\n{}", p.name, p.pid(), p.tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+// ------------------------------------------------------------ admin work
+
+async fn gateways(client: &RegistryClient) -> Result<HashMap<String, GatewayView>, String> {
+    match client.request(RegistryOp::Gateways).await {
+        Ok(RegistryOk::Gateways { gateways }) => Ok(gateways
+            .into_iter()
+            .map(|g| (g.gateway_id.clone(), g))
+            .collect()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// Enrolls `devices` with `import` batches of 100; returns the UUIDs the
+/// verifier acknowledged.
+async fn import(admin: &AdminClient, devices: &[Identity]) -> Vec<String> {
+    let mut acked = Vec::new();
+    for (b, batch) in devices.chunks(100).enumerate() {
+        let rows = batch
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ImportRow {
+                line: (b * 100 + i + 1) as u64,
+                uuid: d.uuid.clone(),
+                pass_tmp: d.pass_tmp.clone(),
+            })
+            .collect();
+        match admin.request(AdminOp::Import { rows }).await.unwrap() {
+            AdminOk::Imported(report) => {
+                assert!(report.rejected.is_empty(), "{report:?}");
+                acked.extend(batch.iter().map(|d| d.uuid.to_lowercase()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    acked
+}
+
+/// Every UUID the verifier has, page by page.
+async fn enrolled(admin: &AdminClient) -> HashSet<String> {
+    let mut all = HashSet::new();
+    let mut after = None;
+    loop {
+        match admin
+            .request(AdminOp::List {
+                after: after.clone(),
+                limit: protocol::admin::MAX_LIST_PAGE,
+            })
+            .await
+            .unwrap()
+        {
+            AdminOk::List { uuids, next } => {
+                all.extend(uuids);
+                match next {
+                    Some(n) => after = Some(n),
+                    None => return all,
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+async fn show(client: &RegistryClient, device_id: &str) -> Option<(String, u64)> {
+    match client
+        .request(RegistryOp::Show {
+            device_id: device_id.into(),
+        })
+        .await
+    {
+        Ok(RegistryOk::Assignment(a)) => Some((a.gateway_id, a.epoch)),
+        Ok(other) => panic!("{other:?}"),
+        Err(_) => None,
+    }
+}
+
+/// What admin writers were told is done, and how many of their requests
+/// got no answer.
+#[derive(Default)]
+struct Acks {
+    enrollments: Vec<String>,
+    /// (device, gateway, epoch), in the order acknowledged.
+    assignments: Vec<(String, String, u64)>,
+    unanswered: usize,
+    refused: usize,
+}
+
+type SharedAcks = Arc<Mutex<Acks>>;
+
+/// Enrolls fresh devices one at a time until `stop`, recording every
+/// acknowledgement. `pause` between requests.
+async fn enroller(p_addr: String, acks: SharedAcks, pause: Duration, stop: CancellationToken) {
+    let admin = AdminClient::connect(client_opts(&p_addr, "admin"), ADMIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{}", no_admin(&p_addr, e)));
+    while !stop.is_cancelled() {
+        let uuid = platform_tests::new_uuid();
+        let op = AdminOp::Enroll {
+            uuid: uuid.clone(),
+            pass_tmp: format!("pt-{}", &uuid[..8]),
+            replace: false,
+        };
+        match admin.request(op).await {
+            Ok(AdminOk::Enrolled { .. }) => acks.lock().unwrap().enrollments.push(uuid),
+            Ok(other) => panic!("{other:?}"),
+            Err(verifier::ClientError::NoAnswer(_)) => acks.lock().unwrap().unanswered += 1,
+            Err(_) => acks.lock().unwrap().refused += 1,
+        }
+        tokio::time::sleep(pause).await;
+    }
+    admin.close().await;
+}
+
+/// Sends `op(i)` to the registry for i = 0, 1, … until `stop`, recording
+/// every acknowledged assignment.
+async fn assigner(
+    p_addr: String,
+    acks: SharedAcks,
+    pause: Duration,
+    stop: CancellationToken,
+    op: impl Fn(usize) -> RegistryOp,
+) {
+    let client = RegistryClient::connect(client_opts(&p_addr, "admin"), ADMIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{}", no_admin(&p_addr, e)));
+    let mut i = 0;
+    while !stop.is_cancelled() {
+        match client.request(op(i)).await {
+            Ok(RegistryOk::Assignment(a)) => {
+                acks.lock()
+                    .unwrap()
+                    .assignments
+                    .push((a.device_id, a.gateway_id, a.epoch))
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(registry::RegistryClientError::NoAnswer(_)) => acks.lock().unwrap().unanswered += 1,
+            Err(_) => acks.lock().unwrap().refused += 1,
+        }
+        i += 1;
+        tokio::time::sleep(pause).await;
+    }
+    client.close().await;
+}
+
+/// Every acknowledged enrollment is enrolled.
+async fn assert_enrollments_kept(p: &Platform, acked: &[String]) {
+    let admin = p.admin().await;
+    let have = enrolled(&admin).await;
+    admin.close().await;
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|u| !have.contains(&u.to_lowercase()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged enrollments lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+/// Every acknowledged assignment is there, or was superseded by a later
+/// change (a greater epoch). With `exact`, nothing may have moved since.
+async fn assert_assignments_kept(p: &Platform, acked: &[(String, String, u64)], exact: bool) {
+    let client = p.registry().await;
+    let mut now = HashMap::new();
+    for (device, _, _) in acked {
+        if !now.contains_key(device) {
+            now.insert(device.clone(), show(&client, device).await);
+        }
+    }
+    client.close().await;
+    for (device, gateway, epoch) in acked {
+        let found = now[device].as_ref();
+        let kept = found.is_some_and(|(g, e)| {
+            if exact {
+                (g, e) == (gateway, epoch)
+            } else {
+                e > epoch || (e == epoch && g == gateway)
+            }
+        });
+        assert!(
+            kept,
+            "acknowledged {device} -> {gateway} at epoch {epoch}, now {found:?}"
+        );
+    }
+}
+
+// ----------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_fleet_loses_nothing_acknowledged() {
+    let t0 = Instant::now();
+    // gw-1 lives in the platform process and dies with it; gw-2 is its
+    // own process and rides the crash out.
+    let mut p = Platform::start(&["gw-1"]).await;
+    p.spawn_gateway("gw-2").await;
+    p.wait_alive(&["gw-1", "gw-2"]).await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(&stop).await;
+
+    let devices = manifest::generate(FLEET, 5);
+    let admin = p.admin().await;
+    let fleet_enrolled = import(&admin, &devices).await;
+    admin.close().await;
+
+    let stats = FleetStats::new(FLEET);
+    let fleet_stop = CancellationToken::new();
+    let fleet = tokio::spawn(fleet::run(
+        p.fleet_config(devices.clone()),
+        stats.clone(),
+        fleet_stop.clone(),
+    ));
+
+    // Admin work in flight across the crash: enrollments of other devices,
+    // and remaps of the fleet's.
+    let acks = SharedAcks::default();
+    let writers_stop = CancellationToken::new();
+    let mut writers = JoinSet::new();
+    writers.spawn(enroller(
+        p.addr(),
+        acks.clone(),
+        Duration::from_millis(10),
+        writers_stop.clone(),
+    ));
+    let ids: Vec<String> = devices.iter().map(|d| d.uuid.clone()).collect();
+    writers.spawn(assigner(
+        p.addr(),
+        acks.clone(),
+        Duration::from_millis(10),
+        writers_stop.clone(),
+        // In power-on order, so most asked-for devices have an assignment.
+        move |i| RegistryOp::Remap {
+            device_id: ids[i % ids.len()].clone(),
+            gateway_id: if i % 2 == 0 { "gw-1" } else { "gw-2" }.into(),
+        },
+    ));
+
+    let third = (FLEET / 3) as u64;
+    let midway = stats
+        .wait_until(SETTLE, |s| {
+            s.snapshot().connected >= third && acks.lock().unwrap().assignments.len() >= 5
+        })
+        .await;
+    assert!(
+        midway,
+        "the fleet never got a third of the way: {:?}\n{}",
+        stats.snapshot(),
+        p.tails()
+    );
+    let (enrolled_before, remapped_before) = {
+        let a = acks.lock().unwrap();
+        (a.enrollments.len(), a.assignments.len())
+    };
+    let at_kill = stats.snapshot();
+    p.kill9();
+    let killed = Instant::now();
+    eprintln!(
+        "kill9: SIGKILL of the platform with {}/{FLEET} devices connected, {} joined, \
+         {enrolled_before} enrollments (besides the fleet's) and {remapped_before} remaps \
+         acknowledged so far",
+        at_kill.connected, at_kill.joined
+    );
+
+    p.spawn_broker().await;
+    let restarted = Instant::now();
+    eprintln!(
+        "kill9: platform restarted in {} ms",
+        killed.elapsed().as_millis()
+    );
+    p.wait_alive(&["gw-1", "gw-2"]).await;
+    // Let the writers get through the restart and on with their work,
+    // then stop them: what they were told is done must all be there.
+    let before = {
+        let a = acks.lock().unwrap();
+        a.enrollments.len() + a.assignments.len()
+    };
+    let writers_resumed = stats
+        .wait_until(Duration::from_secs(15), |_| {
+            let a = acks.lock().unwrap();
+            a.enrollments.len() + a.assignments.len() >= before + 20
+        })
+        .await;
+    writers_stop.cancel();
+    while writers.join_next().await.transpose().unwrap().is_some() {}
+    assert!(
+        writers_resumed,
+        "admin requests were not answered after the restart:\n{}",
+        p.tails()
+    );
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
+
+    let mut all_enrollments = fleet_enrolled;
+    all_enrollments.extend(acks.enrollments.iter().cloned());
+    assert_enrollments_kept(&p, &all_enrollments).await;
+    assert_assignments_kept(&p, &acks.assignments, false).await;
+
+    // Every device ends joined and connected on the gateway the registry
+    // has for it: per gateway, the devices on it are the devices assigned
+    // to it, and they are all of them.
+    let client = p.registry().await;
+    let deadline = restarted + SETTLE;
+    let mut last = String::new();
+    let homed = loop {
+        let s = stats.snapshot();
+        let on = |g: &str| stats.on_gateway(g);
+        if s.joined == FLEET as u64 && on("gw-1") + on("gw-2") == FLEET as u64 {
+            if let Ok(views) = gateways(&client).await {
+                let assigned = |g: &str| views.get(g).map_or(0, |v| v.assigned);
+                if assigned("gw-1") == on("gw-1") && assigned("gw-2") == on("gw-2") {
+                    break true;
+                }
+                last = format!(
+                    "assigned gw-1 {} gw-2 {}, connected gw-1 {} gw-2 {}",
+                    assigned("gw-1"),
+                    assigned("gw-2"),
+                    on("gw-1"),
+                    on("gw-2")
+                );
+            }
+        }
+        // A device that failed has given up for good: no point waiting.
+        if s.failed > 0 || Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let settled_in = restarted.elapsed();
+    client.close().await;
+    let snapshot = stats.snapshot();
+    let (on_gw1, on_gw2) = (stats.on_gateway("gw-1"), stats.on_gateway("gw-2"));
+    fleet_stop.cancel();
+    let report = fleet.await.unwrap();
+    assert!(
+        homed,
+        "not every device got home ({:.1} s after the restart, limit {SETTLE:?}): \
+         {snapshot:?} {last}; errors {:?}\n{}",
+        settled_in.as_secs_f64(),
+        report.errors,
+        p.tails()
+    );
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    eprintln!(
+        "kill9: {FLEET} devices joined and home {} ms after the restart \
+         (gw-1 {}, gw-2 {}; {} losses, {} refusals, {} redirects); \
+         {} enrollments and {} remaps acknowledged in all, all kept \
+         ({} requests unanswered, {} refused); {:.1} s in all",
+        settled_in.as_millis(),
+        on_gw1,
+        on_gw2,
+        snapshot.losses,
+        snapshot.refusals,
+        snapshot.redirects,
+        all_enrollments.len(),
+        acks.assignments.len(),
+        acks.unanswered,
+        acks.refused,
+        t0.elapsed().as_secs_f64()
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_crash_rehomes_its_devices() {
+    // gw-2 in the platform process; gw-1, which dies, its own process.
+    let mut p = Platform::start(&["gw-2"]).await;
+    p.spawn_gateway("gw-1").await;
+    p.wait_alive(&["gw-1", "gw-2"]).await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(&stop).await;
+
+    let devices = manifest::generate(ON_DOOMED_GATEWAY, 6);
+    let admin = p.admin().await;
+    import(&admin, &devices).await;
+    admin.close().await;
+    let client = p.registry().await;
+    for d in &devices {
+        client
+            .request(RegistryOp::Assign {
+                device_id: d.uuid.clone(),
+                gateway_id: "gw-1".into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    let stats = FleetStats::new(ON_DOOMED_GATEWAY);
+    let fleet_stop = CancellationToken::new();
+    let fleet = tokio::spawn(fleet::run(
+        p.fleet_config(devices.clone()),
+        stats.clone(),
+        fleet_stop.clone(),
+    ));
+    let all = ON_DOOMED_GATEWAY as u64;
+    assert!(
+        stats
+            .wait_until(SETTLE, |s| s.on_gateway("gw-1") == all)
+            .await,
+        "the devices did not all reach gw-1: {:?}\n{}",
+        stats.snapshot(),
+        p.tails()
+    );
+
+    p.gateway("gw-1").kill9();
+    let killed = Instant::now();
+    let rehomed = stats
+        .wait_until(Duration::from_secs(30), |s| s.on_gateway("gw-2") == all)
+        .await;
+    let took = killed.elapsed();
+    let snapshot = stats.snapshot();
+    assert!(
+        rehomed,
+        "only {} of {all} devices re-homed to gw-2 within 30 s: {snapshot:?}\n{}",
+        stats.on_gateway("gw-2"),
+        p.tails()
+    );
+    eprintln!(
+        "gateway crash: {all} devices re-homed from gw-1 to gw-2 {} ms after SIGKILL of gw-1 \
+         ({} losses, {} refusals)",
+        took.as_millis(),
+        snapshot.losses,
+        snapshot.refusals
+    );
+
+    // The registry agrees: gw-1 is dead, and holds nobody.
+    let views = gateways(&client).await.unwrap();
+    assert!(!views["gw-1"].alive, "{:?}", views["gw-1"]);
+    assert_eq!(views["gw-1"].assigned, 0, "{:?}", views["gw-1"]);
+    assert_eq!(views["gw-2"].assigned, all, "{:?}", views["gw-2"]);
+    client.close().await;
+    fleet_stop.cancel();
+    let report = fleet.await.unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_keeps_acknowledged_work() {
+    let mut p = Platform::start(&["gw-1", "gw-2"]).await;
+    p.wait_alive(&["gw-1", "gw-2"]).await;
+
+    // Several admins at once, with no pause: at any moment some request is
+    // in flight.
+    let acks = SharedAcks::default();
+    let writers_stop = CancellationToken::new();
+    let mut writers = JoinSet::new();
+    for _ in 0..3 {
+        writers.spawn(enroller(
+            p.addr(),
+            acks.clone(),
+            Duration::ZERO,
+            writers_stop.clone(),
+        ));
+    }
+    for w in 0..2 {
+        writers.spawn(assigner(
+            p.addr(),
+            acks.clone(),
+            Duration::ZERO,
+            writers_stop.clone(),
+            move |i| RegistryOp::Assign {
+                device_id: format!("term-{w}-{i}"),
+                gateway_id: if i % 2 == 0 { "gw-1" } else { "gw-2" }.into(),
+            },
+        ));
+    }
+    let busy = async {
+        loop {
+            {
+                let a = acks.lock().unwrap();
+                if a.enrollments.len() >= 50 && a.assignments.len() >= 50 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(STARTUP, busy).await.is_ok(),
+        "the admins got too few answers:\n{}",
+        p.tails()
+    );
+
+    p.broker().sigterm();
+    let termed = Instant::now();
+    let status = p.broker().exited(Duration::from_secs(20)).await;
+    let took = termed.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "after SIGTERM the platform {}:\n{}",
+        match status {
+            Some(s) => format!("exited with {s}"),
+            None => "did not exit within 20 s".into(),
+        },
+        p.tails()
+    );
+    writers_stop.cancel();
+    while writers.join_next().await.transpose().unwrap().is_some() {}
+    p.broker = None;
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
+
+    p.spawn_broker().await;
+    assert_enrollments_kept(&p, &acks.enrollments).await;
+    assert_assignments_kept(&p, &acks.assignments, true).await;
+    eprintln!(
+        "graceful shutdown: exit 0 {} ms after SIGTERM; {} enrollments and {} assignments \
+         acknowledged, all kept ({} requests unanswered, {} refused)",
+        took.as_millis(),
+        acks.enrollments.len(),
+        acks.assignments.len(),
+        acks.unanswered,
+        acks.refused
+    );
+}
