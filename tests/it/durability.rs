@@ -29,9 +29,27 @@ use tokio_util::sync::CancellationToken;
 use verifier::AdminClient;
 
 /// Devices in the fleet that lives through a SIGKILL of the platform.
-const FLEET: usize = 300;
+const FLEET_DEFAULT: usize = 300;
+
+/// The kill -9 fleet's size: 300 in CI; `DURABILITY_FLEET=2000` for the
+/// big run.
+fn fleet_size() -> usize {
+    std::env::var("DURABILITY_FLEET")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(FLEET_DEFAULT)
+}
 /// Devices on the gateway that is killed.
 const ON_DOOMED_GATEWAY: usize = 100;
+
+/// The crashed gateway's devices: 100 in CI; `DURABILITY_FLEET` for the
+/// big run.
+fn on_doomed_gateway() -> usize {
+    std::env::var("DURABILITY_FLEET")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(ON_DOOMED_GATEWAY)
+}
 /// How long anything may take to start, or to settle after a crash.
 const STARTUP: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_secs(60);
@@ -629,6 +647,7 @@ async fn assert_assignments_kept(p: &Platform, acked: &[(String, String, u64)], 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_mid_fleet_loses_nothing_acknowledged() {
+    let fleet_n = fleet_size();
     let t0 = Instant::now();
     // gw-1 lives in the platform process and dies with it; gw-2 is its
     // own process and rides the crash out.
@@ -638,12 +657,12 @@ async fn kill9_mid_fleet_loses_nothing_acknowledged() {
     let stop = CancellationToken::new();
     let _ap = p.start_ap(&stop).await;
 
-    let devices = manifest::generate(FLEET, 5);
+    let devices = manifest::generate(fleet_n, 5);
     let admin = p.admin().await;
     let fleet_enrolled = import(&admin, &devices).await;
     admin.close().await;
 
-    let stats = FleetStats::new(FLEET);
+    let stats = FleetStats::new(fleet_n);
     let fleet_stop = CancellationToken::new();
     let fleet = tokio::spawn(fleet::run(
         p.fleet_config(devices.clone()),
@@ -675,7 +694,7 @@ async fn kill9_mid_fleet_loses_nothing_acknowledged() {
         },
     ));
 
-    let third = (FLEET / 3) as u64;
+    let third = (fleet_n / 3) as u64;
     let midway = stats
         .wait_until(SETTLE, |s| {
             s.snapshot().connected >= third && acks.lock().unwrap().assignments.len() >= 5
@@ -695,7 +714,7 @@ async fn kill9_mid_fleet_loses_nothing_acknowledged() {
     p.kill9();
     let killed = Instant::now();
     eprintln!(
-        "kill9: SIGKILL of the platform with {}/{FLEET} devices connected, {} joined, \
+        "kill9: SIGKILL of the platform with {}/{fleet_n} devices connected, {} joined, \
          {enrolled_before} enrollments (besides the fleet's) and {remapped_before} remaps \
          acknowledged so far",
         at_kill.connected, at_kill.joined
@@ -743,7 +762,7 @@ async fn kill9_mid_fleet_loses_nothing_acknowledged() {
     let homed = loop {
         let s = stats.snapshot();
         let on = |g: &str| stats.on_gateway(g);
-        if s.joined == FLEET as u64 && on("gw-1") + on("gw-2") == FLEET as u64 {
+        if s.joined == fleet_n as u64 && on("gw-1") + on("gw-2") == fleet_n as u64 {
             if let Ok(views) = gateways(&client).await {
                 let assigned = |g: &str| views.get(g).map_or(0, |v| v.assigned);
                 if assigned("gw-1") == on("gw-1") && assigned("gw-2") == on("gw-2") {
@@ -780,7 +799,7 @@ async fn kill9_mid_fleet_loses_nothing_acknowledged() {
     );
     assert_eq!(report.failed, 0, "{:?}", report.errors);
     eprintln!(
-        "kill9: {FLEET} devices joined and home {} ms after the restart \
+        "kill9: {fleet_n} devices joined and home {} ms after the restart \
          (gw-1 {}, gw-2 {}; {} losses, {} refusals, {} redirects); \
          {} enrollments and {} remaps acknowledged in all, all kept \
          ({} requests unanswered, {} refused); {:.1} s in all",
@@ -808,7 +827,8 @@ async fn gateway_crash_rehomes_its_devices() {
     let stop = CancellationToken::new();
     let _ap = p.start_ap(&stop).await;
 
-    let devices = manifest::generate(ON_DOOMED_GATEWAY, 6);
+    let doomed = on_doomed_gateway();
+    let devices = manifest::generate(doomed, 6);
     let admin = p.admin().await;
     import(&admin, &devices).await;
     admin.close().await;
@@ -823,14 +843,14 @@ async fn gateway_crash_rehomes_its_devices() {
             .unwrap();
     }
 
-    let stats = FleetStats::new(ON_DOOMED_GATEWAY);
+    let stats = FleetStats::new(doomed);
     let fleet_stop = CancellationToken::new();
     let fleet = tokio::spawn(fleet::run(
         p.fleet_config(devices.clone()),
         stats.clone(),
         fleet_stop.clone(),
     ));
-    let all = ON_DOOMED_GATEWAY as u64;
+    let all = doomed as u64;
     assert!(
         stats
             .wait_until(SETTLE, |s| s.on_gateway("gw-1") == all)
