@@ -239,12 +239,14 @@ pub async fn stay_homed_with(
                         let floor = last_redirect
                             .map(|t: Instant| MIN_REDIRECT_REQUERY.saturating_sub(t.elapsed()))
                             .unwrap_or_default();
-                        last_redirect = Some(Instant::now());
                         let jitter = Duration::from_millis(fastrand::u64(0..=20));
                         tokio::select! {
                             _ = shutdown.cancelled() => return Ok(()),
                             _ = tokio::time::sleep(floor.max(jitter)) => {}
                         }
+                        // Measured from the re-query itself, so two of them
+                        // are never closer than the floor.
+                        last_redirect = Some(Instant::now());
                     }
                     Stay::Lost => {
                         let _ = events.send(HomeEvent::Lost { gateway_id });

@@ -691,3 +691,127 @@ async fn t7_nobody_connects_as_another_device() {
     }
     dev_b.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t3_a_device_cannot_forge_a_redirect_on_its_gateway() {
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    p.enroll(UUID_B, "pass-b-123").await;
+    let mut victim = p.home_secure(UUID_A, "pass-a-123");
+    let (gw, _) = victim.connected(10).await;
+    let addr = p
+        .gateways()
+        .iter()
+        .find(|(id, _)| *id == gw)
+        .map(|(_, a)| a.clone())
+        .unwrap();
+    // The attacker is a real device, assigned to the victim's gateway.
+    let registry = p.registry().await;
+    registry
+        .request(RegistryOp::Assign {
+            device_id: UUID_B.into(),
+            gateway_id: gw.clone(),
+        })
+        .await
+        .unwrap();
+    registry.close().await;
+    let login_b = protocol::crypto::device_login(UUID_B, "pass-b-123");
+    let (_, reg_bus, mut answers) = try_connect(
+        opts(&p, UUID_B, UUID_B, &login_b),
+        &[&topics::device_gateway(UUID_B)],
+    )
+    .await;
+    reg_bus
+        .publish_json(
+            topics::REGISTRY_QUERY,
+            &protocol::gateway::GatewayQuery {
+                device_id: UUID_B.into(),
+            },
+        )
+        .await
+        .unwrap();
+    let token_b = tokio::time::timeout(Duration::from_secs(5), answers.0.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .payload;
+    let o = BusOptions::new(&addr, UUID_B)
+        .unwrap()
+        .with_credentials(UUID_B, String::from_utf8(token_b.to_vec()).unwrap());
+    let (ok, attacker, _i) = try_connect(o, &[]).await;
+    ok.expect("the attacker is admitted to its own gateway");
+    let notice = protocol::gateway::Redirect {
+        device_id: UUID_A.into(),
+        reason: protocol::gateway::RedirectReason::Remapped,
+        epoch: 1000,
+    };
+    attacker
+        .publish_json(topics::device_redirect(UUID_A), &notice)
+        .await
+        .unwrap();
+    assert!(
+        cut_off(&attacker, 5).await,
+        "a device may publish another's redirect"
+    );
+    // The victim heard nothing and stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let moved = std::iter::from_fn(|| victim.events.try_recv().ok())
+        .any(|e| matches!(e, device_sim::gateway::HomeEvent::Redirected { .. }));
+    assert!(!moved, "the victim followed a forged redirect");
+    victim.stop.cancel();
+}
+
+/// Where anyone may publish redirects (the walkthrough mode, or a
+/// compromised gateway), forged notices cost at most one registry query a
+/// second per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t3_forged_redirects_cost_at_most_one_query_a_second() {
+    let p = TestPlatform::start().await; // walkthrough: redirects are open
+    let mut dev = p.home("dev-flood", None);
+    let (gw, _) = dev.connected(10).await;
+    let addr = p
+        .gateways()
+        .iter()
+        .find(|(id, _)| *id == gw)
+        .map(|(_, a)| a.clone())
+        .unwrap();
+    // The forger is another device admitted to the same gateway.
+    let registry = p.registry().await;
+    registry
+        .request(RegistryOp::Assign {
+            device_id: "forger".into(),
+            gateway_id: gw.clone(),
+        })
+        .await
+        .unwrap();
+    registry.close().await;
+    let (ok, forger, _i) = try_connect(
+        BusOptions::new(&addr, "forger")
+            .unwrap()
+            .with_credentials("me", ""),
+        &[],
+    )
+    .await;
+    ok.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut epoch = 1000;
+    while started.elapsed() < Duration::from_secs(3) {
+        epoch += 1;
+        let notice = protocol::gateway::Redirect {
+            device_id: "dev-flood".into(),
+            reason: protocol::gateway::RedirectReason::Remapped,
+            epoch,
+        };
+        // The device reconnects between notices; some land while it is away.
+        let _ = forger
+            .publish_json(topics::device_redirect("dev-flood"), &notice)
+            .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queries = std::iter::from_fn(|| dev.events.try_recv().ok())
+        .filter(|e| matches!(e, device_sim::gateway::HomeEvent::Assigned { .. }))
+        .count();
+    assert!(queries >= 1, "the flood reached the device at all");
+    assert!(queries <= 4, "{queries} registry queries in 3 s");
+    dev.stop.cancel();
+}
