@@ -5,10 +5,14 @@
 # between gw-1 and gw-2; prints each sample and the median.
 #
 #   bench/remap-latency.sh [RUNS]     (default 11; release build)
+#
+# The platform runs in its default secure mode: the CLIs log in with the
+# bootstrap admin token, and the device is enrolled and checks the
+# platform's key. WALKTHROUGH=1 runs it in walkthrough mode instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-11}
-cargo build --release -q -p broker -p registry -p device-sim
+cargo build --release -q -p broker -p registry -p verifier -p device-sim
 BIN=target/release
 WORK=$(mktemp -d)
 BASE=$((20000 + RANDOM % 20000))
@@ -22,21 +26,32 @@ listen = "127.0.0.1:$((BASE + 1))"
 id = "gw-2"
 listen = "127.0.0.1:$((BASE + 2))"
 TOML
+if [ -n "${WALKTHROUGH:-}" ]; then
+  printf '[security]\nmode = "walkthrough"\n' >> "$WORK/bench.toml"
+  ADMIN=(--walkthrough)
+  DEVICE=(--walkthrough)
+else
+  ADMIN=(--password-file "$WORK/data/credentials/admin.token")
+  DEVICE=(--platform-key-file "$WORK/data/platform.key.pub")
+fi
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 RUST_LOG=warn "$BIN/broker" --config "$WORK/bench.toml" --data-dir "$WORK/data" >/dev/null 2>&1 &
 PIDS+=($!)
-REG=(--broker "127.0.0.1:$BASE")
+REG=(--broker "127.0.0.1:$BASE" "${ADMIN[@]}")
 until "$BIN/registry" "${REG[@]}" --json gateways 2>/dev/null | grep -c '"alive": true' | grep -q 2; do sleep 0.1; done
 
-DEV=bench-remap-device
+DEV=6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b
+PASS_TMP=bench-remap-pass
+"$BIN/verifier" "${REG[@]}" enroll --uuid "$DEV" --pass-tmp "$PASS_TMP" >/dev/null
 # Stamp every device-sim line with the wall clock, in nanoseconds.
-"$BIN/device-sim" --broker "127.0.0.1:$BASE" --uuid "$DEV" --gateway-only \
+"$BIN/device-sim" --broker "127.0.0.1:$BASE" --uuid "$DEV" --pass-tmp "$PASS_TMP" \
+  --gateway-only "${DEVICE[@]}" \
   > >(while IFS= read -r line; do echo "$(date +%s%N) $line"; done > "$WORK/device.log") &
 PIDS=("$!" "${PIDS[@]}")
-until grep -q "connected to" "$WORK/device.log"; do sleep 0.05; done
+until grep -q "connected to" "$WORK/device.log" 2>/dev/null; do sleep 0.05; done
 
 samples=()
 for i in $(seq 1 "$RUNS"); do

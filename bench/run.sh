@@ -7,9 +7,19 @@
 #   bench/run.sh hold 10000 --runs 3
 #   bench/run.sh life 200 --runs 3
 #   bench/run.sh rtt 2000 --runs 3
+#   bench/run.sh soak 1000 --duration 15m
+#   bench/run.sh topics 5000        # diagnosis: rumqttd's memory per device
 #
+# Every scenario runs the platform in its default secure mode (the bench
+# passes the platform's key and bootstrap credentials to every client);
+# add --walkthrough to run the same scenario in walkthrough mode.
+# BENCH_NO_BUILD=1 skips the build (use the binaries in target/release).
 # See docs/BENCHMARKS.md for what each measures and the figures so far.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q --workspace --bins
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  # Only the binaries a scenario runs.
+  cargo build --release -q --bins \
+    -p broker -p ap-sim -p verifier -p registry -p platform-bench
+fi
 exec target/release/platform-bench "$@"

@@ -2,9 +2,10 @@
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
-use platform_bench::scenarios::{self, Outcome};
+use platform_bench::scenarios::{self, Mode, Outcome, Setup, SoakOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Scenario {
@@ -20,6 +21,14 @@ enum Scenario {
     Hold,
     /// One device at a time, N times: the whole life on an idle platform.
     Life,
+    /// For --duration: waves of N fresh devices onboarding, held and
+    /// remapped between gw-1 and gw-2, then stopped; the platform's RSS
+    /// sampled throughout.
+    Soak,
+    /// Diagnosis: rumqttd's memory per distinct client id, topic filter,
+    /// message and topic, on a broker-only platform, with raw clients
+    /// emulating N devices phase by phase.
+    Topics,
 }
 
 #[derive(Parser)]
@@ -49,6 +58,32 @@ struct Cli {
     /// Write every run's outcome, with the fleet reports, as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run the platform in walkthrough mode (`[security] mode =
+    /// "walkthrough"`, clients with --walkthrough) instead of the default
+    /// secure mode, to compare the two.
+    #[arg(long)]
+    walkthrough: bool,
+    /// soak: how long waves keep starting, e.g. 15m.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// soak: how long each wave stays connected once it has settled.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    hold: Duration,
+    /// soak: remaps per second (registry client, admin) while a wave is
+    /// connected; 0: none.
+    #[arg(long, default_value_t = 20.0)]
+    remap_rate: f64,
+    /// soak: how often the platform broker's RSS is sampled.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    sample_every: Duration,
+    /// The platform broker's `[platform] segment_size` in bytes (rumqttd's
+    /// commit-log segment per topic filter) [default: the built-in
+    /// 1 MiB]; below 256 KiB it also sets max_payload_size to it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1024..))]
+    segment_size: Option<u64>,
+    /// The platform broker's `[platform] segment_count` [default: 3].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    segment_count: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -68,16 +103,39 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<()> {
+    let setup = Setup {
+        mode: if cli.walkthrough {
+            Mode::Walkthrough
+        } else {
+            Mode::Secure
+        },
+        segment_size: cli.segment_size.map(|s| s as usize),
+        segment_count: cli.segment_count.map(|s| s as usize),
+    };
+    let setup = &setup;
     let mut outcomes = Vec::new();
     for i in 0..cli.runs.max(1) {
         let seed = 1000 + i as u64;
         let outcome = match cli.scenario {
-            Scenario::Rtt => scenarios::rtt_only(cli.n).await?,
-            Scenario::Onboard => scenarios::onboard(cli.n, cli.concurrency, cli.rate, seed).await?,
-            Scenario::Drain => scenarios::drain(cli.n, seed).await?,
-            Scenario::Failover => scenarios::failover(cli.n, seed).await?,
-            Scenario::Hold => scenarios::hold(cli.n, seed).await?,
-            Scenario::Life => scenarios::life(cli.n, seed).await?,
+            Scenario::Rtt => scenarios::rtt_only(setup, cli.n).await?,
+            Scenario::Onboard => {
+                scenarios::onboard(setup, cli.n, cli.concurrency, cli.rate, seed).await?
+            }
+            Scenario::Drain => scenarios::drain(setup, cli.n, seed).await?,
+            Scenario::Failover => scenarios::failover(setup, cli.n, seed).await?,
+            Scenario::Hold => scenarios::hold(setup, cli.n, seed).await?,
+            Scenario::Life => scenarios::life(setup, cli.n, seed).await?,
+            Scenario::Topics => scenarios::topics(setup, cli.n, seed).await?,
+            Scenario::Soak => {
+                let options = SoakOptions {
+                    n: cli.n,
+                    duration: cli.duration,
+                    hold: cli.hold,
+                    remap_rate: cli.remap_rate,
+                    sample_every: cli.sample_every,
+                };
+                scenarios::soak(setup, &options, seed).await?
+            }
         };
         if cli.runs > 1 {
             println!("-- run {} of {}", i + 1, cli.runs);
@@ -102,7 +160,12 @@ fn print_medians(outcomes: &[Outcome]) {
     let Some(first) = outcomes.first() else {
         return;
     };
-    println!("== median of {} runs: {}", outcomes.len(), first.scenario);
+    println!(
+        "== median of {} runs: {} ({} mode)",
+        outcomes.len(),
+        first.scenario,
+        first.mode.name()
+    );
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]

@@ -2,6 +2,7 @@
 //! next to this one, logs in a scratch directory, killed on drop.
 
 use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ impl Proc {
 
     /// Resident memory now, from /proc.
     pub fn rss_bytes(&self) -> Option<u64> {
-        device_sim::report::proc_status_kib(&self.pid().to_string(), "VmRSS:").map(|k| k * 1024)
+        rss_bytes_of(self.pid())
     }
 
     /// Waits until the log contains `line`.
@@ -68,6 +69,11 @@ impl Drop for Proc {
     }
 }
 
+/// Resident memory of process `pid` now, from /proc.
+pub fn rss_bytes_of(pid: u32) -> Option<u64> {
+    device_sim::report::proc_status_kib(&pid.to_string(), "VmRSS:").map(|k| k * 1024)
+}
+
 /// Where the platform's binaries are: next to this one (target/release).
 pub fn bin(name: &str) -> Result<PathBuf> {
     let me = std::env::current_exe()?;
@@ -89,7 +95,7 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Starts `program args…` with its output in `dir/name.log`.
-pub fn spawn(dir: &Path, name: &str, program: &str, args: &[&str]) -> Result<Proc> {
+pub fn spawn<S: AsRef<OsStr>>(dir: &Path, name: &str, program: &str, args: &[S]) -> Result<Proc> {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log)?;
     let err = out.try_clone()?;
@@ -114,12 +120,13 @@ pub fn spawn(dir: &Path, name: &str, program: &str, args: &[&str]) -> Result<Pro
 }
 
 /// Runs `program args…` to completion; its output on failure.
-pub fn run(program: &str, args: &[&str]) -> Result<String> {
+pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
     let out = Command::new(bin(program)?).args(args).output()?;
     if !out.status.success() {
+        let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
         bail!(
             "{program} {} failed ({}): {}{}",
-            args.join(" "),
+            shown.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
