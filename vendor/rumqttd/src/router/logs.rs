@@ -158,7 +158,11 @@ impl DataLog {
                     )
                     .collect();
 
-                if !v.is_empty() {
+                // PATCH(platform): cache only topics with a filter of their
+                // own (freed with it); a topic matched by wildcards alone is
+                // re-matched against the few wildcard filters each time,
+                // instead of being remembered forever (one per device topic).
+                if exact.is_some() {
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 
@@ -303,6 +307,21 @@ impl DataLog {
         inflight
     }
 
+    /// PATCH(platform): drops the log of a filter nobody subscribes to any
+    /// more (the router checks that, and that no persistent session or
+    /// shared group could refer to it). Upstream keeps every filter's log,
+    /// waiters and cached topic match forever: with per-device filters that
+    /// is ~14 KB per device ever connected. Wildcard filters are kept.
+    pub fn free_filter(&mut self, filter: &str) {
+        if is_wildcard(filter) {
+            return;
+        }
+        if let Some(idx) = self.filter_indexes.remove(filter) {
+            self.native.try_remove(idx);
+        }
+        self.publish_filters.remove(filter);
+    }
+
     pub fn insert_to_retained_publishes(
         &mut self,
         publish: Publish,
@@ -385,7 +404,8 @@ where
         // max_segment_size: usize, max_mem_segments: usize
         let log = CommitLog::new(max_segment_size, max_mem_segments).unwrap();
 
-        let waiters = Waiters::with_capacity(10);
+        // PATCH(platform): no room reserved; most filters have one waiter.
+        let waiters = Waiters::with_capacity(0);
         let metrics = SubscriptionMeter::default();
         Data {
             filter: filter.to_owned(),

@@ -62,6 +62,9 @@ pub struct Router {
     config: RouterConfig,
     /// Saved state of dead persistent connections
     graveyard: Graveyard,
+    /// PATCH(platform): a persistent session has connected since start;
+    /// its saved tracker may refer to filter indexes, so none is freed.
+    persistent_seen: bool,
     /// List of MetersLink's senders
     meters: Slab<Sender<Vec<Meter>>>,
     /// List of AlertsLink's senders with their respective subscription Filter
@@ -125,6 +128,7 @@ impl Router {
             id: router_id,
             config: config.clone(),
             graveyard: Graveyard::new(),
+            persistent_seen: false,
             meters,
             alerts,
             connections,
@@ -303,6 +307,7 @@ impl Router {
         // Retrieve previous connection state from graveyard
         let saved = self.graveyard.retrieve(&client_id);
         let clean_session = connection.clean;
+        self.persistent_seen |= !clean_session;
         let previous_session = saved.as_ref().is_some_and(|s| s.session_state.is_some());
         // for qos2 pending pubrels
         let mut pending_acks = VecDeque::new();
@@ -482,9 +487,16 @@ impl Router {
         });
 
         // Remove this connection from subscriptions
+        // PATCH(platform): and free the filters it was the last subscriber
+        // of, when nothing else can refer to them (see DataLog::free_filter).
+        let can_free = !self.persistent_seen && self.shared_subscriptions.is_empty();
         for filter in connection.subscriptions.iter() {
             if let Some(connections) = self.subscription_map.get_mut(filter) {
                 connections.remove(&id);
+                if connections.is_empty() && can_free {
+                    self.subscription_map.remove(filter);
+                    self.datalog.free_filter(filter);
+                }
             }
         }
 
@@ -530,9 +542,9 @@ impl Router {
             );
         } else {
             tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
+            // PATCH(platform): upstream saved every clean session's event
+            // list by client id, forever; nothing of ours reads it.
+            let _ = (tracker, connection.events);
         }
         self.router_meters.total_connections -= 1;
     }
