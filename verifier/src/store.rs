@@ -41,10 +41,16 @@ pub struct Store {
     enrollments: sled::Tree,
 }
 
+/// sled's page cache. Its default, 1 GiB, lets the process grow with every
+/// device ever stored; the working set here is small, and reads that miss
+/// go to the OS page cache.
+const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .map_err(|source| StoreError::Open {
                 path: dir.to_owned(),
