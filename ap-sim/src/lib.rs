@@ -19,7 +19,9 @@
 pub mod aps;
 
 use bus::{Bus, BusError, BusOptions, Message, Pending};
-use protocol::crypto::{ap_handshake, random_b64, ApKey, PlatformPublicKey, SessionKeys};
+use protocol::crypto::{
+    ap_handshake, handshake_tag, random_b64, ApKey, PlatformPublicKey, SessionKeys,
+};
 use protocol::onboarding::{
     check_ssid, check_wifi_password, open_verify_answer, wifi_seal_context, AccessChallenge,
     AccessGranted, AccessOutcome, AccessProof, AccessRequest, AccessResponse, ApConfirm, ApPrompt,
@@ -646,6 +648,7 @@ async fn compare_by_handshake(
     let challenge = AccessChallenge {
         uuid: uuid.as_str().to_owned(),
         ssid: req.ssid.clone(),
+        request: handshake_tag(device_msg),
         session: session.clone(),
         spake2: ap_msg,
     };
@@ -655,16 +658,24 @@ async fn compare_by_handshake(
         .await
     {
         shared.proofs.remove(&session);
-        return Err(shared.deny(uuid.as_str(), AccessErrorCode::Timeout, e.to_string()));
+        return Err(shared.deny(
+            uuid.as_str(),
+            AccessErrorCode::Unavailable,
+            format!("the AP could not send its challenge: {e}"),
+        ));
     }
     let proof = match tokio::time::timeout(shared.config.verify_timeout, proof).await {
         Ok(Ok(p)) => p,
         _ => {
+            // Not a failed guess: the challenge or the proof may have
+            // been lost (the platform restarting, say). The device starts
+            // a new handshake; each one still counts toward the lockout
+            // until one is granted.
             shared.proofs.remove(&session);
             return Err(shared.deny(
                 uuid.as_str(),
-                AccessErrorCode::Timeout,
-                "the device did not prove its pass_tmp in time",
+                AccessErrorCode::Unavailable,
+                "no proof of pass_tmp arrived in time; start a new handshake",
             ));
         }
     };

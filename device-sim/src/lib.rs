@@ -18,7 +18,7 @@ pub mod report;
 pub use link::{LinkConfig, PlatformLink};
 
 use bus::{Backoff, BusError, Message};
-use protocol::crypto::{DeviceHandshake, PlatformPublicKey, SessionKeys};
+use protocol::crypto::{handshake_tag, DeviceHandshake, PlatformPublicKey, SessionKeys};
 use protocol::onboarding::{
     check_pass_tmp, check_ssid, wifi_seal_context, AccessChallenge, AccessGranted, AccessProof,
     AccessRequest, AccessResponse, Confirm,
@@ -199,27 +199,8 @@ pub async fn onboard_on(
     // Step 2: the access request, re-sent while nobody answers. Secure
     // mode sends the first SPAKE2 message instead of pass_tmp.
     let challenge_topic = topics::access_challenge(uuid.as_str());
-    let mut handshake = None;
     let mut keys: Option<(SessionKeys, String)> = None;
-    let request = match config.platform_key {
-        None => AccessRequest {
-            uuid: uuid.as_str().to_owned(),
-            ssid: config.ssid.clone(),
-            pass_tmp: config.pass_tmp.clone(),
-            spake2: None,
-        },
-        Some(_) => {
-            let (state, msg) =
-                DeviceHandshake::start(uuid.as_str(), &config.ssid, &config.pass_tmp);
-            handshake = Some(state);
-            AccessRequest {
-                uuid: uuid.as_str().to_owned(),
-                ssid: config.ssid.clone(),
-                pass_tmp: String::new(),
-                spake2: Some(msg),
-            }
-        }
-    };
+    let (mut request, mut handshake) = access_request(config, &uuid);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + config.answer_timeout;
     let mut backoff = Backoff::new(config.retry_base, config.retry_cap);
@@ -227,6 +208,11 @@ pub async fn onboard_on(
     let mut unavailable: Option<String> = None;
     let granted = 'wait: loop {
         attempt += 1;
+        // A handshake a challenge has answered is spent: asking again
+        // (its proof or the response was lost, say) takes a new one.
+        if config.platform_key.is_some() && handshake.is_none() {
+            (request, handshake) = access_request(config, &uuid);
+        }
         bus.publish_json(topics::access_request(&config.ssid), &request)
             .await?;
         let _ = events.send(DeviceEvent::RequestSent { attempt });
@@ -249,10 +235,23 @@ pub async fn onboard_on(
                     msg = inbox.recv() => msg.ok_or(DeviceError::Stopped)?,
             };
             if msg.topic == challenge_topic {
-                if let Some(state) = handshake.take() {
-                    match answer_challenge(bus, config, &uuid, state, &msg).await {
-                        Ok(k) => keys = Some(k),
-                        Err(e) => warn!(error = %e, "challenge refused"),
+                let challenge = match read_challenge(config, &msg) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(error = %e, "challenge refused");
+                        continue;
+                    }
+                };
+                match handshake.take() {
+                    Some((state, tag)) if tag == challenge.request => {
+                        match answer_challenge(bus, config, &uuid, state, &challenge).await {
+                            Ok(k) => keys = Some(k),
+                            Err(e) => warn!(error = %e, "challenge refused"),
+                        }
+                    }
+                    other => {
+                        debug!(session = %challenge.session, "challenge to another handshake ignored");
+                        handshake = other;
                     }
                 }
                 continue;
@@ -334,26 +333,61 @@ pub async fn onboard_on(
 
 /// Secure mode: finishes the handshake with the AP's challenge and sends
 /// the proof. Returns the session keys and the session id.
+/// The access request, and in secure mode the handshake it starts with
+/// that handshake's tag ([`handshake_tag`]).
+fn access_request(
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+) -> (AccessRequest, Option<(DeviceHandshake, String)>) {
+    let mut request = AccessRequest {
+        uuid: uuid.as_str().to_owned(),
+        ssid: config.ssid.clone(),
+        pass_tmp: String::new(),
+        spake2: None,
+    };
+    if config.platform_key.is_none() {
+        request.pass_tmp = config.pass_tmp.clone();
+        return (request, None);
+    }
+    let (state, msg) = DeviceHandshake::start(uuid.as_str(), &config.ssid, &config.pass_tmp);
+    let tag = handshake_tag(&msg);
+    request.spake2 = Some(msg);
+    (request, Some((state, tag)))
+}
+
+fn invalid_challenge(reason: String) -> DeviceError {
+    DeviceError::Invalid {
+        field: "challenge",
+        reason,
+    }
+}
+
+/// A well-formed challenge for this device's SSID.
+fn read_challenge(config: &DeviceConfig, msg: &Message) -> Result<AccessChallenge, DeviceError> {
+    let challenge = decode::<AccessChallenge>(&msg.payload)
+        .map_err(|e| invalid_challenge(e.to_string()))
+        .and_then(|c| {
+            c.validate()
+                .map(|()| c)
+                .map_err(|e| invalid_challenge(e.to_string()))
+        })?;
+    if challenge.ssid != config.ssid {
+        return Err(invalid_challenge("for another SSID".into()));
+    }
+    Ok(challenge)
+}
+
+/// Finishes the handshake with the AP's challenge and sends the proof.
 async fn answer_challenge(
     bus: &bus::Bus,
     config: &DeviceConfig,
     uuid: &DeviceUuid,
     state: DeviceHandshake,
-    msg: &Message,
+    challenge: &AccessChallenge,
 ) -> Result<(SessionKeys, String), DeviceError> {
-    let invalid = |reason: String| DeviceError::Invalid {
-        field: "challenge",
-        reason,
-    };
-    let challenge = decode::<AccessChallenge>(&msg.payload)
-        .map_err(|e| invalid(e.to_string()))
-        .and_then(|c| c.validate().map(|()| c).map_err(|e| invalid(e.to_string())))?;
-    if challenge.ssid != config.ssid {
-        return Err(invalid("for another SSID".into()));
-    }
     let keys = state
         .finish(&challenge.spake2, &challenge.session)
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid_challenge(e.to_string()))?;
     let proof = AccessProof {
         uuid: uuid.as_str().to_owned(),
         session: challenge.session.clone(),
@@ -361,7 +395,7 @@ async fn answer_challenge(
     };
     bus.publish_json(topics::access_proof(&config.ssid), &proof)
         .await?;
-    Ok((keys, challenge.session))
+    Ok((keys, challenge.session.clone()))
 }
 
 /// The password of a grant: in secure mode, only if it opens with this

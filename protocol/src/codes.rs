@@ -20,8 +20,9 @@ pub enum AccessErrorCode {
     /// Too many failed attempts for this UUID, or too many requests from
     /// this AP: try again later.
     TooManyAttempts,
-    /// The AP could not reach the verifier (the platform restarting, say).
-    /// Not final: the device asks again with its backoff.
+    /// The AP could not reach the verifier, or (secure mode) its challenge
+    /// or the device's proof was lost: the platform restarting, say. Not
+    /// final: the device asks again with its backoff.
     Unavailable,
 }
 

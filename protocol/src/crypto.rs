@@ -242,6 +242,16 @@ impl DeviceHandshake {
     }
 }
 
+/// Names one handshake: the first 12 bytes of SHA-256 of the device's
+/// message, base64. The AP's challenge carries it, so a device that has
+/// started a new handshake (its access request went unanswered, say
+/// across a platform restart) ignores a late challenge to the old one
+/// instead of answering it with the wrong key.
+pub fn handshake_tag(device_msg_b64: &str) -> String {
+    use sha2::Digest;
+    b64(&Sha256::digest(device_msg_b64.as_bytes())[..12])
+}
+
 /// The AP's half: with pass_tmp from the verifier and the device's
 /// message, the keys and the AP's message for the challenge.
 pub fn ap_handshake(

@@ -47,12 +47,16 @@ fn check_b64_field(name: &'static str, value: &str) -> Result<(), DecodeError> {
 pub struct AccessChallenge {
     pub uuid: String,
     pub ssid: String,
+    /// Which of the device's handshakes this answers:
+    /// [`crate::crypto::handshake_tag`] of the request's `spake2`.
+    pub request: String,
     pub session: String,
     pub spake2: String,
 }
 
 impl AccessChallenge {
     pub fn validate(&self) -> Result<(), DecodeError> {
+        check_b64_field("request", &self.request)?;
         check_b64_field("session", &self.session)?;
         check_b64_field("spake2", &self.spake2)
     }

@@ -256,11 +256,14 @@ fn access_request() -> impl Strategy<Value = AccessRequest> {
 }
 
 fn access_challenge() -> impl Strategy<Value = AccessChallenge> {
-    (text(), text(), text(), text()).prop_map(|(uuid, ssid, session, spake2)| AccessChallenge {
-        uuid,
-        ssid,
-        session,
-        spake2,
+    (text(), text(), text(), text(), text()).prop_map(|(uuid, ssid, request, session, spake2)| {
+        AccessChallenge {
+            uuid,
+            ssid,
+            request,
+            session,
+            spake2,
+        }
     })
 }
 
@@ -1294,6 +1297,7 @@ proptest! {
         let challenge = AccessChallenge {
             uuid: a.clone(),
             ssid: b.clone(),
+            request: c.clone(),
             session: c.clone(),
             spake2: d.clone().unwrap_or_default(),
         };
