@@ -1,7 +1,8 @@
 //! Reliability (issue 5): the platform as a real `broker` process, killed
 //! with SIGKILL or stopped with SIGTERM in the middle of work. Whatever an
 //! admin was told is done survives, and every device ends up home without
-//! a manual step.
+//! a manual step. The platform runs in its default secure mode: its
+//! signing key and credentials must survive the crash as its stores do.
 //!
 //! These tests run the workspace's `broker` binary. `cargo test -p
 //! platform-tests` does not build another package's binaries, so the first
@@ -17,6 +18,7 @@ use device_sim::fleet::{self, FleetConfig, FleetStats};
 use device_sim::manifest::{self, Identity};
 use platform_tests::{unique_id, SSID, WIFI_PASSWORD};
 use protocol::admin::{AdminOk, AdminOp, ImportRow};
+use protocol::crypto::PlatformPublicKey;
 use protocol::registry_admin::{GatewayView, RegistryOk, RegistryOp};
 use registry::RegistryClient;
 use std::collections::{HashMap, HashSet};
@@ -64,7 +66,7 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 ///
 /// The one place the tests of this module write a config: when the
 /// platform grows a section (e.g. `[security]`), add it here. Logins are
-/// chosen in [`client_opts`], and the `broker gateway` flags in
+/// chosen in [`Platform::login`], and the `broker gateway` flags in
 /// [`Platform::spawn_gateway`].
 fn platform_toml(port: u16, gateways: &[(&str, u16)]) -> String {
     // Top-level keys first: after a [table] they would belong to it.
@@ -81,19 +83,28 @@ fn platform_toml(port: u16, gateways: &[(&str, u16)]) -> String {
             "[[gateways]]\nid = \"{id}\"\nlisten = \"127.0.0.1:{port}\"\n"
         ));
     }
-    // Durability does not depend on the mode; the walkthrough mode keeps
-    // these clients' logins simple (the secure mode has its own tests).
-    toml.push_str("[security]\nmode = \"walkthrough\"\n");
+    // No [security] section: the default secure mode, as operators run
+    // it. Its key and bootstrap passwords live in the data dir and must
+    // survive the crash as the stores do.
     toml
 }
 
-/// Connection options for a client of the platform in `role` (`admin`,
-/// `ap`, `device`: what the binaries present by default). The one place
-/// this module picks credentials.
-fn client_opts(addr: &str, role: &str) -> BusOptions {
-    BusOptions::new(addr, unique_id(&format!("dur-{role}")))
-        .unwrap()
-        .with_credentials(role, "")
+/// How a client logs in to the platform as a role (`admin`, `ap`,
+/// `gateway`): the bootstrap password the platform wrote into its data dir.
+/// The one place this module picks credentials.
+#[derive(Clone)]
+struct Login {
+    addr: String,
+    role: &'static str,
+    password: String,
+}
+
+impl Login {
+    fn opts(&self) -> BusOptions {
+        BusOptions::new(&self.addr, unique_id(&format!("dur-{}", self.role)))
+            .unwrap()
+            .with_credentials(self.role, self.password.clone())
+    }
 }
 
 /// Why an admin client is not served. A broker that refuses a login drops
@@ -101,7 +112,7 @@ fn client_opts(addr: &str, role: &str) -> BusOptions {
 fn no_admin(addr: &str, e: impl std::fmt::Display) -> String {
     format!(
         "no admin connection to the platform at {addr}: {e} \
-         (refused by its login rules? see client_opts and platform_toml)"
+         (refused by its login rules? see Platform::login and platform_toml)"
     )
 }
 
@@ -320,7 +331,7 @@ impl Platform {
         assert!(self.broker.is_none(), "the platform is still running");
         self.starts += 1;
         let config = self.dir.path().join("platform.toml");
-        let data = self.dir.path().join("data");
+        let data = self.data();
         let mut broker = Proc::spawn(
             self.dir.path(),
             &format!("platform-{}", self.starts),
@@ -339,6 +350,44 @@ impl Platform {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The platform's `--data-dir`: stores, signing key, credentials.
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Where the platform keeps the bootstrap password of `role`.
+    fn token_file(&self, role: &str) -> PathBuf {
+        self.data()
+            .join("credentials")
+            .join(format!("{role}.token"))
+    }
+
+    /// The public half of the platform's signing key, which devices, APs
+    /// and gateways are configured with.
+    fn key_file(&self) -> PathBuf {
+        self.data().join("platform.key.pub")
+    }
+
+    /// How a client logs in as `role`; the platform must have started
+    /// once (it writes the passwords on first start).
+    fn login(&self, role: &'static str) -> Login {
+        let file = self.token_file(role);
+        let password = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("no {role} password at {}: {e}", file.display()));
+        Login {
+            addr: self.addr(),
+            role,
+            password: password.trim().to_owned(),
+        }
+    }
+
+    fn platform_key(&self) -> PlatformPublicKey {
+        let file = self.key_file();
+        let hex = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("no platform key at {}: {e}", file.display()));
+        PlatformPublicKey::from_hex(&hex).unwrap()
+    }
+
     fn broker(&mut self) -> &mut Proc {
         self.broker.as_mut().expect("the platform is not running")
     }
@@ -353,6 +402,8 @@ impl Platform {
     async fn spawn_gateway(&mut self, id: &str) {
         let listen = format!("127.0.0.1:{}", free_port());
         let addr = self.addr();
+        let password = self.token_file("gateway");
+        let key = self.key_file();
         let mut gw = Proc::spawn(
             self.dir.path(),
             id,
@@ -364,7 +415,10 @@ impl Platform {
                 &listen,
                 "--platform",
                 &addr,
-                "--walkthrough",
+                "--password-file",
+                password.to_str().unwrap(),
+                "--platform-key-file",
+                key.to_str().unwrap(),
             ],
         );
         gw.wait_for("gateway listening", STARTUP).await;
@@ -379,13 +433,13 @@ impl Platform {
     }
 
     async fn admin(&self) -> AdminClient {
-        AdminClient::connect(client_opts(&self.addr(), "admin"), ADMIN_TIMEOUT)
+        AdminClient::connect(self.login("admin").opts(), ADMIN_TIMEOUT)
             .await
             .unwrap_or_else(|e| panic!("{}", no_admin(&self.addr(), e)))
     }
 
     async fn registry(&self) -> RegistryClient {
-        RegistryClient::connect(client_opts(&self.addr(), "admin"), ADMIN_TIMEOUT)
+        RegistryClient::connect(self.login("admin").opts(), ADMIN_TIMEOUT)
             .await
             .unwrap_or_else(|e| panic!("{}", no_admin(&self.addr(), e)))
     }
@@ -425,17 +479,18 @@ impl Platform {
             }],
         );
         config.auto_confirm = true;
-        let opts = client_opts(&self.addr(), "ap");
-        config.username = opts.username;
-        config.password = opts.password;
+        let login = self.login("ap");
+        config.username = login.role.into();
+        config.password = login.password;
+        config.platform_key = Some(self.platform_key());
         ap_sim::start(config, stop.clone()).await.unwrap()
     }
 
     fn fleet_config(&self, devices: Vec<Identity>) -> FleetConfig {
         let mut config = FleetConfig::new(self.addr(), devices, SSID);
-        let opts = client_opts(&self.addr(), "device");
-        config.username = opts.username;
-        config.password = opts.password;
+        // Devices log in as themselves with their pass_tmp and believe
+        // only answers signed with this key.
+        config.platform_key = Some(self.platform_key());
         config.concurrency = 64;
         // A device waiting for its AP while the platform restarts keeps
         // asking; it gives up only after this.
@@ -545,10 +600,10 @@ type SharedAcks = Arc<Mutex<Acks>>;
 
 /// Enrolls fresh devices one at a time until `stop`, recording every
 /// acknowledgement. `pause` between requests.
-async fn enroller(p_addr: String, acks: SharedAcks, pause: Duration, stop: CancellationToken) {
-    let admin = AdminClient::connect(client_opts(&p_addr, "admin"), ADMIN_TIMEOUT)
+async fn enroller(login: Login, acks: SharedAcks, pause: Duration, stop: CancellationToken) {
+    let admin = AdminClient::connect(login.opts(), ADMIN_TIMEOUT)
         .await
-        .unwrap_or_else(|e| panic!("{}", no_admin(&p_addr, e)));
+        .unwrap_or_else(|e| panic!("{}", no_admin(&login.addr, e)));
     while !stop.is_cancelled() {
         let uuid = platform_tests::new_uuid();
         let op = AdminOp::Enroll {
@@ -570,15 +625,15 @@ async fn enroller(p_addr: String, acks: SharedAcks, pause: Duration, stop: Cance
 /// Sends `op(i)` to the registry for i = 0, 1, … until `stop`, recording
 /// every acknowledged assignment.
 async fn assigner(
-    p_addr: String,
+    login: Login,
     acks: SharedAcks,
     pause: Duration,
     stop: CancellationToken,
     op: impl Fn(usize) -> RegistryOp,
 ) {
-    let client = RegistryClient::connect(client_opts(&p_addr, "admin"), ADMIN_TIMEOUT)
+    let client = RegistryClient::connect(login.opts(), ADMIN_TIMEOUT)
         .await
-        .unwrap_or_else(|e| panic!("{}", no_admin(&p_addr, e)));
+        .unwrap_or_else(|e| panic!("{}", no_admin(&login.addr, e)));
     let mut i = 0;
     while !stop.is_cancelled() {
         match client.request(op(i)).await {
@@ -676,14 +731,14 @@ async fn kill9_mid_fleet_loses_nothing_acknowledged() {
     let writers_stop = CancellationToken::new();
     let mut writers = JoinSet::new();
     writers.spawn(enroller(
-        p.addr(),
+        p.login("admin"),
         acks.clone(),
         Duration::from_millis(10),
         writers_stop.clone(),
     ));
     let ids: Vec<String> = devices.iter().map(|d| d.uuid.clone()).collect();
     writers.spawn(assigner(
-        p.addr(),
+        p.login("admin"),
         acks.clone(),
         Duration::from_millis(10),
         writers_stop.clone(),
@@ -905,7 +960,7 @@ async fn graceful_shutdown_keeps_acknowledged_work() {
     let mut writers = JoinSet::new();
     for _ in 0..3 {
         writers.spawn(enroller(
-            p.addr(),
+            p.login("admin"),
             acks.clone(),
             Duration::ZERO,
             writers_stop.clone(),
@@ -913,7 +968,7 @@ async fn graceful_shutdown_keeps_acknowledged_work() {
     }
     for w in 0..2 {
         writers.spawn(assigner(
-            p.addr(),
+            p.login("admin"),
             acks.clone(),
             Duration::ZERO,
             writers_stop.clone(),
