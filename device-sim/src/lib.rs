@@ -208,11 +208,6 @@ pub async fn onboard_on(
     let mut unavailable: Option<String> = None;
     let granted = 'wait: loop {
         attempt += 1;
-        // A handshake a challenge has answered is spent: asking again
-        // (its proof or the response was lost, say) takes a new one.
-        if config.platform_key.is_some() && handshake.is_none() {
-            (request, handshake) = access_request(config, &uuid);
-        }
         bus.publish_json(topics::access_request(&config.ssid), &request)
             .await?;
         let _ = events.send(DeviceEvent::RequestSent { attempt });
@@ -273,8 +268,17 @@ pub async fn onboard_on(
                     warn!(ssid = %g.ssid, "access response for another SSID ignored");
                 }
                 Some(AccessResponse::Denied(d)) if d.error.code == AccessErrorCode::Unavailable => {
-                    // Not final: ask again at the next resend.
+                    // Not final: ask again at the next resend. Until then
+                    // a re-sent request repeats the same handshake, which
+                    // the AP treats as a repeat (no new session, no new
+                    // verification). But once the AP has given up on a
+                    // session whose challenge this device answered (the
+                    // proof or the response lost across a restart, say),
+                    // that handshake is spent: ask with a new one.
                     debug!(message = %d.error.message, "the AP cannot reach the verifier; retrying");
+                    if config.platform_key.is_some() && handshake.is_none() {
+                        (request, handshake) = access_request(config, &uuid);
+                    }
                     unavailable = Some(d.error.message);
                 }
                 Some(AccessResponse::Denied(d)) => {

@@ -17,12 +17,13 @@ pub enum AccessErrorCode {
     Timeout,
     /// The request did not parse or its fields were wrong.
     BadRequest,
-    /// Too many failed attempts for this UUID, or too many requests from
-    /// this AP: try again later.
+    /// Too many failed attempts for this UUID: it is locked out for a
+    /// while.
     TooManyAttempts,
-    /// The AP could not reach the verifier, or (secure mode) its challenge
-    /// or the device's proof was lost: the platform restarting, say. Not
-    /// final: the device asks again with its backoff.
+    /// The AP could not reach the verifier, or (secure mode) is over its
+    /// verification rate, or its challenge or the device's proof was lost
+    /// (the platform restarting, say). Not final: the device asks again
+    /// with its backoff.
     Unavailable,
 }
 

@@ -501,6 +501,68 @@ async fn t4_guessing_pass_tmp_locks_the_uuid_out() {
     stop.cancel();
 }
 
+/// T4, per AP: one AP's verification requests are rate-limited (a burst
+/// over the rate is refused, with nothing released), but the refusal is
+/// `unavailable`, so a busy AP's real devices are slowed, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_an_ap_over_its_rate_is_throttled_and_its_devices_still_join() {
+    use protocol::onboarding::VerifyRequest;
+    let mut config = secure_test_config();
+    config.security.ap_rate_per_sec = 2;
+    let p = TestPlatform::start_config(config, broker::StartOptions::default()).await;
+    let devices = manifest::generate(8, 41);
+    import(&p, &devices).await;
+
+    // A burst of 8 verification requests from one AP id.
+    let (ap, mut answers, _t) = p.client(&[topics::verify_response("ap-9")]).await;
+    let ap_key = protocol::crypto::ApKey::generate().public_b64();
+    for (i, d) in devices.iter().enumerate() {
+        let ask = VerifyRequest {
+            request_id: format!("burst-{i}"),
+            ap_id: "ap-9".into(),
+            uuid: d.uuid.clone(),
+            ap_key: Some(ap_key.clone()),
+        };
+        ap.publish_json(topics::VERIFY_REQUEST, &ask).await.unwrap();
+    }
+    let (mut sealed, mut throttled) = (0, 0);
+    for _ in 0..devices.len() {
+        let m = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match protocol::decode::<VerifyResponse>(&m.payload)
+            .unwrap()
+            .outcome
+        {
+            VerifyOutcome::Sealed { .. } => sealed += 1,
+            VerifyOutcome::Failed { error } if error.code == AccessErrorCode::Unavailable => {
+                throttled += 1
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(
+        (1..=3).contains(&sealed) && throttled == devices.len() - sealed,
+        "rate 2/s: {sealed} released, {throttled} throttled of a burst of 8"
+    );
+
+    // The same 8 as real devices behind one real AP at 2/s: all join.
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let mut joins = tokio::task::JoinSet::new();
+    for d in &devices {
+        let config = p.device_config(&d.uuid, &d.pass_tmp, true);
+        let (tx, _e) = mpsc::unbounded_channel();
+        let token = stop.clone();
+        joins.spawn(async move { device_sim::onboard(&config, &tx, None, &token).await });
+    }
+    while let Some(joined) = joins.join_next().await {
+        assert_eq!(joined.unwrap().unwrap().password, WIFI_PASSWORD);
+    }
+    stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t5_replayed_requests_and_responses_yield_nothing() {
     let p = secure().await;

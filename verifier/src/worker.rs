@@ -393,9 +393,12 @@ fn secure_answer(g: &Guard, req: &VerifyRequest, pass_tmp: &str) -> VerifyOutcom
     };
     if !g.ap_allowed(&req.ap_id) {
         warn!(target: "audit", ap_id = %req.ap_id, uuid = %req.uuid, "verification refused: AP over its rate");
+        // Not the device's fault, and not final: the AP passes this on and
+        // the device asks again with its backoff. Nothing is released and
+        // nothing counts toward the UUID's lockout.
         return failed(
-            AccessErrorCode::TooManyAttempts,
-            "too many verification requests from this AP".into(),
+            AccessErrorCode::Unavailable,
+            "this AP is over its verification rate; try again shortly".into(),
         );
     }
     if let Err(left) = g.release(&req.uuid) {
