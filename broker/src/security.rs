@@ -172,22 +172,43 @@ pub fn public_key_path(key: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Writes a new secret file (mode 0600) so that a crash at any point
+/// leaves either no file or the whole one: written and synced under a
+/// temporary name, renamed into place, then the directory synced. A
+/// half-written key would otherwise stop the next start until someone
+/// deleted it by hand.
 fn write_secret(path: &Path, text: &str) -> Result<(), SecurityError> {
     use std::io::Write;
     let write = |source| SecurityError::Write {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(write)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(write)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    // A leftover from a crash is replaced, never reused: its mode may not
+    // be 0600.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(write(e)),
+        _ => {}
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(write)?;
+    let mut file = options.open(&tmp).map_err(write)?;
     file.write_all(text.as_bytes()).map_err(write)?;
-    file.sync_all().map_err(write)
+    file.sync_all().map_err(write)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(write)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write)
 }
 
 /// The users of `section`, plus one bootstrap user per role that has
@@ -533,5 +554,23 @@ mod tests {
         assert_eq!(public.trim(), a.public().to_hex());
         std::fs::write(&path, "junk").unwrap();
         assert!(load_or_create_key(&path).is_err());
+    }
+
+    #[test]
+    fn a_crash_while_creating_the_key_leaves_no_half_key() {
+        // A crash mid-write leaves only the temporary file, which the next
+        // start overwrites; the key itself appears whole or not at all.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.key");
+        std::fs::write(dir.path().join("platform.key.tmp"), "half").unwrap();
+        let key = load_or_create_key(&path).unwrap();
+        assert!(!dir.path().join("platform.key.tmp").exists());
+        assert_eq!(load_or_create_key(&path).unwrap().public(), key.public());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }
