@@ -502,6 +502,92 @@ async fn t8_connections_over_max_connections_are_refused_and_the_listener_recove
     assert_serves_legitimate_clients(&p, None, "connections over max_connections").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_thousands_of_connects_over_the_limit_while_clients_keep_working() {
+    // The broker full, then 2,000 more CONNECTs (a tenth of them one id,
+    // retried) from 8 threads at once, while a legitimate publisher and
+    // subscriber that got in first keep exchanging messages.
+    const MAX: usize = 30;
+    const OVER: usize = 2000;
+    let p = broker_with_max_connections(MAX).await;
+    let addr = p.addr;
+    let stop = CancellationToken::new();
+    let topic = topics::device_confirm(&new_uuid());
+    let legit = Legit::walkthrough(None);
+    let (subscriber, mut inbox) = bus::Bus::connect(
+        legit.options(&p, unique_id("legit-sub")),
+        vec![topic.clone()],
+        stop.clone(),
+    );
+    let (publisher, _) = bus::Bus::connect(
+        legit.options(&p, unique_id("legit-pub")),
+        Vec::new(),
+        stop.clone(),
+    );
+    subscriber.ready(SERVED_WITHIN).await.unwrap();
+    publisher.ready(SERVED_WITHIN).await.unwrap();
+    let fillers = tokio::task::spawn_blocking(move || {
+        (0..MAX)
+            .filter_map(|i| open_session(addr, &Connect::v4(&format!("filler-{i}"))))
+            .collect::<Vec<TcpStream>>()
+    })
+    .await
+    .unwrap();
+    assert!(
+        fillers.len() >= MAX - 3,
+        "only {} fillers got in",
+        fillers.len()
+    );
+
+    let flood = tokio::task::spawn_blocking(move || {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut accepted = 0;
+                    for i in 0..OVER / 8 {
+                        let id = if i % 10 == 0 {
+                            "one-id-again".to_owned()
+                        } else {
+                            format!("flood-{t}-{i}")
+                        };
+                        accepted += usize::from(open_session(addr, &Connect::v4(&id)).is_some());
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum::<usize>()
+    });
+    let mut exchanged = 0;
+    while !flood.is_finished() {
+        publisher
+            .publish(topic.clone(), format!("m{exchanged}").into_bytes())
+            .await
+            .unwrap();
+        let msg = tokio::time::timeout(SERVED_WITHIN, inbox.recv())
+            .await
+            .unwrap_or_else(|_| panic!("message {exchanged} not delivered during the flood"))
+            .unwrap();
+        assert_eq!(msg.payload, format!("m{exchanged}").into_bytes());
+        exchanged += 1;
+    }
+    let accepted = flood.await.unwrap();
+    assert_eq!(accepted, 0, "connections accepted over max_connections");
+    assert!(exchanged > 0);
+    drop(fillers);
+    assert_serves_legitimate_clients(&p, None, "2,000 connects over max_connections").await;
+    assert_serves_legitimate_clients(
+        &p,
+        Some("one-id-again"),
+        "2,000 connects over max_connections (the retried id)",
+    )
+    .await;
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn t8_a_client_retrying_its_id_while_the_broker_is_full_does_not_brick_the_listener() {
     // A device that finds the broker full retries with the same client id,
