@@ -21,7 +21,7 @@ use tracing::{debug, error, info, trace, warn};
 use super::alertlog::{Alert, AlertLog};
 use super::graveyard::Graveyard;
 use super::iobufs::{Incoming, Outgoing};
-use super::logs::{AckLog, DataLog};
+use super::logs::{self, AckLog, DataLog};
 use super::scheduler::{ScheduleReason, Scheduler};
 use super::shared_subs::SharedGroup;
 use super::{
@@ -1233,6 +1233,8 @@ fn append_to_commitlog(
         validate_and_set_topic_alias(&mut publish, connection, alias)?;
     };
 
+    // PATCH(platform): stored, it must not pin the read buffer it came in.
+    logs::detach(&mut publish);
     let topic = std::str::from_utf8(&publish.topic)?;
 
     // Ensure that only clients associated with a tenant can publish to tenant's topic
@@ -1304,6 +1306,9 @@ fn append_will_message(
         ));
     }
 
+    // PATCH(platform): as in append_to_commitlog; a will is a slice of
+    // the CONNECT's read buffer.
+    logs::detach(&mut publish);
     let topic = std::str::from_utf8(&publish.topic)?;
 
     // Ensure that only clients associated with a tenant can publish to tenant's topic

@@ -148,6 +148,10 @@ where
             // Read absolute_offset before applying memory retention, in case there is only 1
             // segment allowed.
             let absolute_offset = self.active_segment().next_offset();
+            // PATCH(platform): a full segment takes no more messages; give
+            // back the room its Vec reserved by doubling (a quarter of the
+            // slots, measured).
+            self.active_segment_mut().data.shrink_to_fit();
             // If active segment is full and segments are full, apply retention policy.
             if self.memory_segments_count() >= self.max_mem_segments {
                 self.segments.pop_front();
