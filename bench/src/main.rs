@@ -21,9 +21,9 @@ enum Scenario {
     Hold,
     /// One device at a time, N times: the whole life on an idle platform.
     Life,
-    /// For --duration: waves of N fresh devices onboarding, held and
-    /// remapped between gw-1 and gw-2, then stopped; the platform's RSS
-    /// sampled throughout.
+    /// For --duration: waves of N fresh devices (or N of a fixed --pool)
+    /// onboarding, held and remapped between gw-1 and gw-2, then stopped;
+    /// the platform's RSS sampled throughout.
     Soak,
     /// Diagnosis: rumqttd's memory per distinct client id, topic filter,
     /// message and topic, on a broker-only platform, with raw clients
@@ -73,6 +73,12 @@ struct Cli {
     /// connected; 0: none.
     #[arg(long, default_value_t = 20.0)]
     remap_rate: f64,
+    /// soak: cycle a fixed pool of this many devices (at least N), enrolled
+    /// once, each wave re-onboarding the next N of them, instead of N fresh
+    /// devices per wave: flat memory here means what grows in the fresh
+    /// mode is enrolled data, not a leak.
+    #[arg(long, value_name = "P")]
+    pool: Option<usize>,
     /// soak: how often the platform broker's RSS is sampled.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     sample_every: Duration,
@@ -133,6 +139,7 @@ async fn run(cli: &Cli) -> Result<()> {
                     hold: cli.hold,
                     remap_rate: cli.remap_rate,
                     sample_every: cli.sample_every,
+                    pool: cli.pool,
                 };
                 scenarios::soak(setup, &options, seed).await?
             }

@@ -773,6 +773,11 @@ pub struct SoakOptions {
     pub remap_rate: f64,
     /// How often the platform's RSS is sampled.
     pub sample_every: Duration,
+    /// Some(P): a fixed pool of P devices, enrolled once, of which each
+    /// wave re-onboards the next N (as after a factory reset), so the
+    /// stores stop growing and what still grows is not data. None: N
+    /// fresh devices every wave.
+    pub pool: Option<usize>,
 }
 
 /// One RSS sample of the soak.
@@ -816,6 +821,9 @@ struct SoakCounts {
 pub async fn soak(setup: &Setup, o: &SoakOptions, seed: u64) -> Result<Outcome> {
     if o.n == 0 || o.n > 2000 {
         bail!("soak: N must be 1 to 2000 devices per wave (got {})", o.n);
+    }
+    if o.pool.is_some_and(|pool| pool < o.n) {
+        bail!("soak: --pool must hold at least the N devices of a wave");
     }
     let mut p = Platform::start(setup, &[], true)?;
     p.spawn_gateway("gw-1")?;
@@ -902,15 +910,27 @@ pub async fn soak(setup: &Setup, o: &SoakOptions, seed: u64) -> Result<Outcome> 
         })
     };
 
+    let pool = match o.pool {
+        Some(size) => tokio::task::block_in_place(|| p.enroll(size, seed))?,
+        None => Vec::new(),
+    };
     let mut waves = Vec::new();
     let mut failures = Vec::new();
     let mut wave_no = 0u64;
     while t0.elapsed() < o.duration {
         wave_no += 1;
-        // A fresh, distinct fleet every wave.
-        let devices = tokio::task::block_in_place(|| {
-            p.enroll(o.n, seed.wrapping_mul(1_000_003).wrapping_add(wave_no))
-        })?;
+        let devices = if pool.is_empty() {
+            // A fresh, distinct fleet every wave.
+            tokio::task::block_in_place(|| {
+                p.enroll(o.n, seed.wrapping_mul(1_000_003).wrapping_add(wave_no))
+            })?
+        } else {
+            // The next N of the pool, wrapping around.
+            let from = (wave_no as usize - 1) * o.n;
+            (from..from + o.n)
+                .map(|i| pool[i % pool.len()].clone())
+                .collect()
+        };
         let ids: Vec<String> = devices.iter().map(|d| d.uuid.clone()).collect();
         let remaps_before = counts.remaps.load(Ordering::Relaxed);
         let stop = CancellationToken::new();
@@ -1019,9 +1039,11 @@ pub async fn soak(setup: &Setup, o: &SoakOptions, seed: u64) -> Result<Outcome> 
     let total_devices = counts.onboarded.load(Ordering::Relaxed);
     let growth = last.rss as f64 - first.rss as f64;
     let later_waves = (waves.len() as f64 - 1.0).max(1.0);
+    let enrolled = o.pool.unwrap_or(waves.len() * o.n);
     let figures = vec![
         ("waves".into(), waves.len() as f64),
         ("devices onboarded".into(), total_devices as f64),
+        ("devices enrolled".into(), enrolled as f64),
         (
             "devices failed".into(),
             waves.iter().map(|w| w.failed).sum::<u64>() as f64,
@@ -1072,7 +1094,10 @@ pub async fn soak(setup: &Setup, o: &SoakOptions, seed: u64) -> Result<Outcome> 
         ("soak ran, s".into(), elapsed.as_secs_f64()),
     ];
     Ok(Outcome {
-        scenario: format!("soak-{}x{}", o.n, waves.len()),
+        scenario: match o.pool {
+            Some(size) => format!("soak-{}x{}-pool{size}", o.n, waves.len()),
+            None => format!("soak-{}x{}", o.n, waves.len()),
+        },
         mode: setup.mode,
         devices: total_devices as usize,
         rtt: floor,
