@@ -18,7 +18,7 @@
 
 pub mod aps;
 
-use bus::{Bus, BusError, BusOptions, Message, Pending};
+use bus::{Bus, BusError, BusOptions, LinkState, Message, Pending};
 use protocol::crypto::{
     ap_handshake, handshake_tag, random_b64, ApKey, PlatformPublicKey, SessionKeys,
 };
@@ -28,7 +28,7 @@ use protocol::onboarding::{
     OutcomeReport, VerifyOutcome, VerifyRequest, VerifyResponse,
 };
 use protocol::{decode, peek_str_field, topics, AccessErrorCode, DeviceUuid, Segment};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -168,8 +168,10 @@ struct Shared {
     ap_key: ApKey,
     confirmations: Confirmations,
     /// UUIDs with a request in progress: a device's retries while its
-    /// prompt is open must not raise a second prompt.
-    in_flight: Mutex<HashSet<String>>,
+    /// prompt is open must not raise a second prompt. Secure mode: with
+    /// the challenge sent for it, which a retry of the same handshake gets
+    /// again (the first may have been lost).
+    in_flight: Mutex<HashMap<String, Option<AccessChallenge>>>,
     /// Answers given in the last [`REPEAT_WINDOW`]: a device's re-send
     /// that crossed its answer gets the same answer again instead of a
     /// second prompt for the AP's user.
@@ -247,9 +249,24 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
+    let mut link_state = shared.bus.watch_state();
+    link_state.mark_unchanged();
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Ok(()) = link_state.changed() => {
+                if *link_state.borrow_and_update() == LinkState::Ready {
+                    // Back after a lost connection (the platform restarting,
+                    // say): answers to what was asked before may never come.
+                    // Their requests end now with `unavailable`, and the
+                    // devices ask again, instead of each waiting out its
+                    // timeout.
+                    let verifications = shared.verifications.cancel_all();
+                    let handshakes = shared.proofs.cancel_all();
+                    info!(verifications, handshakes, "link to the platform is back; open requests answered unavailable");
+                }
+                continue;
+            }
             msg = inbox.recv() => match msg { Some(m) => m, None => break },
         };
         if let Some(ssid) = topics::parse_access_request(&msg.topic) {
@@ -306,7 +323,7 @@ impl Shared {
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
+            .keys()
         {
             self.confirmations.waiters.remove(key);
         }
@@ -345,7 +362,7 @@ impl Shared {
 
 /// Removes the UUID from the in-flight set however the request ends.
 struct InFlight<'a> {
-    set: &'a Mutex<HashSet<String>>,
+    set: &'a Mutex<HashMap<String, Option<AccessChallenge>>>,
     key: String,
 }
 
@@ -385,13 +402,33 @@ async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) {
         }
     };
     let key = uuid.key().to_owned();
-    if !shared
-        .in_flight
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.clone())
-    {
-        debug!(uuid = %uuid, "request already in progress; retry ignored");
+    let open_challenge = {
+        let mut in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        match in_flight.get(&key) {
+            Some(challenge) => Some(challenge.clone()),
+            None => {
+                in_flight.insert(key.clone(), None);
+                None
+            }
+        }
+    };
+    if let Some(challenge) = open_challenge {
+        // A retry of the handshake whose challenge is out: the challenge
+        // or the proof may have been lost, so send the challenge again
+        // (the same session; a device that answered it re-sends its proof).
+        match (challenge, &req.spake2) {
+            (Some(c), Some(msg)) if c.request == handshake_tag(msg) => {
+                debug!(uuid = %uuid, "retry of a handshake in progress; challenge re-sent");
+                if let Err(e) = shared
+                    .bus
+                    .publish_json(topics::access_challenge(uuid.as_str()), &c)
+                    .await
+                {
+                    warn!(uuid = %uuid, error = %e, "could not re-send the challenge");
+                }
+            }
+            _ => debug!(uuid = %uuid, "request already in progress; retry ignored"),
+        }
         return;
     }
     let _guard = InFlight {
@@ -652,6 +689,14 @@ async fn compare_by_handshake(
         session: session.clone(),
         spake2: ap_msg,
     };
+    if let Some(open) = shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(uuid.key())
+    {
+        *open = Some(challenge.clone());
+    }
     if let Err(e) = shared
         .bus
         .publish_json(topics::access_challenge(uuid.as_str()), &challenge)

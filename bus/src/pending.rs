@@ -50,6 +50,16 @@ impl<K: Hash + Eq, T> Pending<K, T> {
         self.lock().remove(key);
     }
 
+    /// Drops every waiter: each receiver sees a closed channel. For when
+    /// the answers can no longer come (the link that carried the questions
+    /// was lost). Returns how many there were.
+    pub fn cancel_all(&self) -> usize {
+        let mut waiters = self.lock();
+        let n = waiters.len();
+        waiters.clear();
+        n
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -74,5 +84,15 @@ mod tests {
         assert_eq!(a.await.unwrap(), 1);
         assert_eq!(b.await.unwrap(), 2);
         assert!(p.is_empty());
+    }
+
+    #[tokio::test]
+    async fn cancel_all_closes_every_waiter() {
+        let p: Pending<String, u32> = Pending::default();
+        let a = p.insert("a".into());
+        let b = p.insert("b".into());
+        assert_eq!(p.cancel_all(), 2);
+        assert!(a.await.is_err() && b.await.is_err());
+        assert!(!p.complete(&"a".to_string(), 1));
     }
 }

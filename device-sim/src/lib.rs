@@ -206,6 +206,8 @@ pub async fn onboard_on(
     let mut backoff = Backoff::new(config.retry_base, config.retry_cap);
     let mut attempt = 0;
     let mut unavailable: Option<String> = None;
+    let mut link_state = bus.watch_state();
+    link_state.mark_unchanged();
     let granted = 'wait: loop {
         attempt += 1;
         bus.publish_json(topics::access_request(&config.ssid), &request)
@@ -215,6 +217,25 @@ pub async fn onboard_on(
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return Err(DeviceError::Stopped),
+                Ok(()) = link_state.changed() => {
+                    // Back after a lost connection (the platform
+                    // restarting, say): whatever was in flight may be
+                    // gone, so ask again now and from the shortest delay,
+                    // not after a backoff grown while nobody answered. A
+                    // handshake this device already answered is spent: the
+                    // AP dropped its session with the link, and would
+                    // answer the same request with a challenge nobody can
+                    // finish.
+                    if *link_state.borrow_and_update() == bus::LinkState::Ready {
+                        debug!("link to the platform is back; asking again");
+                        if config.platform_key.is_some() && handshake.is_none() {
+                            (request, handshake) = access_request(config, &uuid);
+                        }
+                        backoff.reset();
+                        continue 'wait;
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(resend_at) => {
                     if resend_at >= deadline {
                         return Err(match unavailable.take() {
@@ -242,6 +263,14 @@ pub async fn onboard_on(
                         match answer_challenge(bus, config, &uuid, state, &challenge).await {
                             Ok(k) => keys = Some(k),
                             Err(e) => warn!(error = %e, "challenge refused"),
+                        }
+                    }
+                    None if keys.as_ref().is_some_and(|(_, s)| *s == challenge.session) => {
+                        // The AP sent the challenge this device answered
+                        // again: the proof may have been lost. Same proof.
+                        if let Some((k, session)) = &keys {
+                            debug!(%session, "challenge repeated; proof re-sent");
+                            send_proof(bus, config, &uuid, k, session).await?;
                         }
                     }
                     other => {
@@ -381,6 +410,24 @@ fn read_challenge(config: &DeviceConfig, msg: &Message) -> Result<AccessChalleng
     Ok(challenge)
 }
 
+/// Sends the proof of an answered challenge (again, if the AP repeats it).
+async fn send_proof(
+    bus: &bus::Bus,
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    keys: &SessionKeys,
+    session: &str,
+) -> Result<(), DeviceError> {
+    let proof = AccessProof {
+        uuid: uuid.as_str().to_owned(),
+        session: session.to_owned(),
+        proof: keys.device_proof(),
+    };
+    bus.publish_json(topics::access_proof(&config.ssid), &proof)
+        .await?;
+    Ok(())
+}
+
 /// Finishes the handshake with the AP's challenge and sends the proof.
 async fn answer_challenge(
     bus: &bus::Bus,
@@ -392,13 +439,7 @@ async fn answer_challenge(
     let keys = state
         .finish(&challenge.spake2, &challenge.session)
         .map_err(|e| invalid_challenge(e.to_string()))?;
-    let proof = AccessProof {
-        uuid: uuid.as_str().to_owned(),
-        session: challenge.session.clone(),
-        proof: keys.device_proof(),
-    };
-    bus.publish_json(topics::access_proof(&config.ssid), &proof)
-        .await?;
+    send_proof(bus, config, uuid, &keys, &challenge.session).await?;
     Ok((keys, challenge.session.clone()))
 }
 

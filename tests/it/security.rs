@@ -923,6 +923,13 @@ async fn a_lost_proof_costs_a_new_handshake_not_the_device() {
         .unwrap();
     let proof: AccessProof = protocol::decode(&next_on(&mut inbox, "/proof").await).unwrap();
     assert_eq!(proof.session, c1.session);
+    // The AP repeats its challenge (as it does for a retried request): the
+    // device sends the same proof again.
+    ap.publish_json(topics::access_challenge(UUID_A), &c1)
+        .await
+        .unwrap();
+    let again: AccessProof = protocol::decode(&next_on(&mut inbox, "/proof").await).unwrap();
+    assert_eq!(again, proof);
     ap.publish_json(
         topics::access_response(UUID_A),
         &AccessResponse::denied(UUID_A, AccessErrorCode::Unavailable, "proof lost"),
@@ -976,6 +983,46 @@ async fn a_lost_proof_costs_a_new_handshake_not_the_device() {
         .unwrap()
         .unwrap();
     assert_eq!(joined.password, WIFI_PASSWORD);
+    stop.cancel();
+}
+
+/// The AP's side of a lost challenge: a device's retry of the handshake in
+/// progress gets the same challenge again, not silence until the AP's
+/// timeout and not a second session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_gets_its_open_challenge_again() {
+    use protocol::crypto::{handshake_tag, DeviceHandshake};
+    use protocol::onboarding::{AccessChallenge, AccessRequest};
+
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let (device, mut inbox, _t) = p.client(&[topics::access_challenge(UUID_A)]).await;
+    let (_state, msg) = DeviceHandshake::start(UUID_A, SSID, "pass-a-123");
+    let request = AccessRequest {
+        uuid: UUID_A.into(),
+        ssid: SSID.into(),
+        pass_tmp: String::new(),
+        spake2: Some(msg.clone()),
+    };
+    device
+        .publish_json(topics::access_request(SSID), &request)
+        .await
+        .unwrap();
+    let first: AccessChallenge =
+        protocol::decode(&next_on(&mut inbox, "/challenge").await).unwrap();
+    assert_eq!(first.request, handshake_tag(&msg));
+    device
+        .publish_json(topics::access_request(SSID), &request)
+        .await
+        .unwrap();
+    let again: AccessChallenge =
+        protocol::decode(&next_on(&mut inbox, "/challenge").await).unwrap();
+    assert_eq!(
+        again, first,
+        "a retry must get the same session, not a new one"
+    );
     stop.cancel();
 }
 
