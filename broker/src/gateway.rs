@@ -13,8 +13,8 @@ use bus::{Bus, BusError, BusOptions, LinkState, Message};
 use protocol::crypto::PlatformPublicKey;
 use protocol::gateway::GatewayAssigned;
 use protocol::gateway::{
-    AssignUpdate, GatewayStatus, Presence, PresenceReport, Redirect, RedirectBatch, SyncRequest,
-    ASSIGN_CHUNK, GATEWAY_AGENT_CLIENT_ID, MAX_ASSIGN_PAYLOAD,
+    AssignUpdate, GatewayStatus, Presence, PresenceReport, Redirect, RedirectBatch, RedirectReason,
+    SyncRequest, ASSIGN_CHUNK, GATEWAY_AGENT_CLIENT_ID, MAX_ASSIGN_PAYLOAD,
 };
 use protocol::{decode, topics};
 use std::collections::HashSet;
@@ -277,7 +277,7 @@ impl Agent {
         let reporter = tokio::spawn(report_presence(
             self.id.clone(),
             self.up.clone(),
-            presence,
+            presence.clone(),
             shutdown.clone(),
         ));
         let mut up_state = self.up.watch_state();
@@ -311,7 +311,7 @@ impl Agent {
                     resync.as_mut().reset(tokio::time::Instant::now() + retry);
                 }
                 Some(msg) = up_inbox.recv() => {
-                    if self.on_registry_message(msg).await {
+                    if self.on_registry_message(msg, &presence).await {
                         awaiting_snapshot = false;
                     }
                 }
@@ -354,7 +354,7 @@ impl Agent {
     }
 
     /// True for a snapshot (`reset`) from the registry.
-    async fn on_registry_message(&self, msg: Message) -> bool {
+    async fn on_registry_message(&self, msg: Message, presence: &PendingPresence) -> bool {
         match topics::parse_gateway_topic(&msg.topic) {
             Some((_, "assign")) => match protocol::decode::decode_limited::<AssignUpdate>(
                 &msg.payload,
@@ -363,6 +363,9 @@ impl Agent {
                 Ok(update) => {
                     let reset = update.reset;
                     self.assigned.apply(update);
+                    if reset {
+                        self.revoke_strays(presence).await;
+                    }
                     return reset;
                 }
                 Err(e) => warn!(error = %e, "malformed assignment update"),
@@ -377,6 +380,36 @@ impl Agent {
             _ => debug!(topic = %msg.topic, "unexpected topic"),
         }
         false
+    }
+
+    /// After a snapshot: devices connected here that the registry no longer
+    /// assigns here were moved while this agent could not hear it (their
+    /// redirect lost with a platform crash, say). Nothing else would ever
+    /// move them, since a gateway cannot disconnect a client, so tell them
+    /// to ask again. The agent does not know their new epoch: the notice
+    /// says `revoked`, which a device obeys whatever its epoch.
+    async fn revoke_strays(&self, presence: &PendingPresence) {
+        let strays: Vec<Redirect> = {
+            let admitted = self
+                .assigned
+                .devices
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            presence
+                .connected()
+                .into_iter()
+                .filter(|d| !admitted.contains(d))
+                .map(|device_id| Redirect {
+                    device_id,
+                    reason: RedirectReason::Revoked,
+                    epoch: 0,
+                })
+                .collect()
+        };
+        if !strays.is_empty() {
+            info!(gateway_id = %self.id, devices = strays.len(), "connected devices no longer assigned here told to ask again");
+            self.redirect(strays).await;
+        }
     }
 
     /// Stops admitting each device, then sends it its notice on this
@@ -406,15 +439,34 @@ impl Agent {
 struct PendingPresence {
     latest: std::sync::Mutex<std::collections::HashMap<String, bool>>,
     added: tokio::sync::Notify,
+    /// The devices connected here now, as their presence says.
+    connected: std::sync::Mutex<HashSet<String>>,
 }
 
 impl PendingPresence {
     fn record(&self, device_id: &str, online: bool) {
+        {
+            let mut connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+            if online {
+                connected.insert(device_id.to_owned());
+            } else {
+                connected.remove(device_id);
+            }
+        }
         self.latest
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(device_id.to_owned(), online);
         self.added.notify_one();
+    }
+
+    fn connected(&self) -> Vec<String> {
+        self.connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn take(&self) -> std::collections::HashMap<String, bool> {

@@ -434,7 +434,14 @@ async fn stay(
             msg = inbox.recv() => {
                 let Some(msg) = msg else { return Stay::Lost };
                 match decode::<Redirect>(&msg.payload) {
-                    Ok(r) if r.device_id == config.device_id && r.epoch > epoch => return Stay::Redirected(r),
+                    // A revocation from the gateway's agent carries no
+                    // epoch; like any redirect it costs at most one query
+                    // a second (the re-query is rate-limited).
+                    Ok(r) if r.device_id == config.device_id
+                        && (r.epoch > epoch || r.reason == RedirectReason::Revoked) =>
+                    {
+                        return Stay::Redirected(r)
+                    }
                     Ok(r) => debug!(epoch = r.epoch, current = epoch, "stale redirect ignored"),
                     Err(e) => warn!(error = %e, "malformed redirect ignored"),
                 }

@@ -175,6 +175,11 @@ impl GatewayAnswer {
 pub enum RedirectReason {
     Remapped,
     Draining,
+    /// Sent by a gateway's agent, not the registry: after re-syncing with
+    /// the registry it no longer admits this connected device (the
+    /// device's move happened while the agent could not hear it). It knows
+    /// no epoch (0); a device obeys it whatever its epoch.
+    Revoked,
 }
 
 impl fmt::Display for RedirectReason {
@@ -182,6 +187,7 @@ impl fmt::Display for RedirectReason {
         f.write_str(match self {
             RedirectReason::Remapped => "remapped",
             RedirectReason::Draining => "draining",
+            RedirectReason::Revoked => "revoked",
         })
     }
 }

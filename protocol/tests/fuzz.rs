@@ -381,7 +381,11 @@ fn gateway_answer() -> impl Strategy<Value = GatewayAnswer> {
 }
 
 fn redirect() -> impl Strategy<Value = Redirect> {
-    let reason = prop::sample::select(vec![RedirectReason::Remapped, RedirectReason::Draining]);
+    let reason = prop::sample::select(vec![
+        RedirectReason::Remapped,
+        RedirectReason::Draining,
+        RedirectReason::Revoked,
+    ]);
     (text(), reason, any::<u64>()).prop_map(|(device_id, reason, epoch)| Redirect {
         device_id,
         reason,

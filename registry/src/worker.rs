@@ -140,6 +140,7 @@ pub async fn start(
         metrics: config.metrics,
         signing_key: config.signing_key,
         answer_ttl: config.answer_ttl,
+        started: Instant::now(),
     };
     let task = tokio::spawn(registry.serve(inbox, link, shutdown));
     Ok(Worker { task })
@@ -148,6 +149,10 @@ pub async fn start(
 struct GatewayState {
     record: GatewayRecord,
     alive: bool,
+    /// Whether it has said anything (up or down) since this registry
+    /// started. Liveness is not stored: after a restart every gateway is
+    /// unknown until it announces itself again.
+    heard: bool,
     assigned: u64,
     connected: HashSet<String>,
     /// This gateway's series, kept so that recording needs no lookup.
@@ -160,6 +165,7 @@ impl GatewayState {
         GatewayState {
             record,
             alive: false,
+            heard: false,
             assigned: 0,
             connected: HashSet::new(),
             connected_gauge: metrics.connected_devices(gateway_id),
@@ -215,7 +221,16 @@ struct Registry {
     metrics: Metrics,
     signing_key: Option<Arc<PlatformKey>>,
     answer_ttl: Duration,
+    started: Instant,
 }
+
+/// After the registry starts, how long a known gateway that has not yet
+/// announced itself keeps its devices. A platform restart loses every
+/// gateway's liveness, and gateways that rode it out re-announce within a
+/// second or so; failing their devices over in that window would move
+/// fleets off healthy gateways. A gateway that really died is failed over
+/// once this passes (its devices, refused at connect, ask again).
+const RESTART_GRACE: Duration = Duration::from_secs(10);
 
 impl Registry {
     async fn serve(
@@ -291,6 +306,13 @@ impl Registry {
 
     fn is_alive(&self, gateway_id: &str) -> bool {
         self.gateways.get(gateway_id).is_some_and(|g| g.alive)
+    }
+
+    /// A known gateway not heard from since this registry started, within
+    /// [`RESTART_GRACE`] of the start: presumed alive for its devices.
+    fn presumed_alive(&self, gateway_id: &str) -> bool {
+        self.started.elapsed() < RESTART_GRACE
+            && self.gateways.get(gateway_id).is_some_and(|g| !g.heard)
     }
 
     fn address(&self, gateway_id: &str) -> String {
@@ -483,7 +505,7 @@ impl Registry {
             }
         };
         if let Some(a) = &current {
-            if self.is_alive(&a.gateway_id) {
+            if self.is_alive(&a.gateway_id) || self.presumed_alive(&a.gateway_id) {
                 return Resolved::Now(self.assigned(device_id, &a.gateway_id, a.epoch));
             }
         } else if !self.allow_unknown {
@@ -556,6 +578,7 @@ impl Registry {
         };
         if !status.alive {
             if let Some(g) = self.gateways.get_mut(gateway_id) {
+                g.heard = true;
                 if g.alive {
                     warn!(
                         gateway_id,
@@ -592,6 +615,7 @@ impl Registry {
             info!(gateway_id, address = %state.record.address, weight, "gateway up");
         }
         state.alive = true;
+        state.heard = true;
         if changed {
             let record = state.record.clone();
             if let Err(e) = self.store.put_gateway(gateway_id, &record) {

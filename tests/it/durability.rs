@@ -1026,3 +1026,83 @@ async fn graceful_shutdown_keeps_acknowledged_work() {
         acks.refused
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_redirect_died_with_the_platform_still_happens() {
+    // Both gateways are their own processes and ride the crash out. The
+    // devices sit on gw-2; while the platform is down their assignments
+    // change to gw-1 in the registry's store (as a remap acknowledged the
+    // instant before a crash whose redirects never left). Nothing but
+    // gw-2's agent, re-syncing with the restarted registry, can tell them.
+    const N: usize = 20;
+    let mut p = Platform::start(&[]).await;
+    p.spawn_gateway("gw-1").await;
+    p.spawn_gateway("gw-2").await;
+    p.wait_alive(&["gw-1", "gw-2"]).await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(&stop).await;
+    let devices = manifest::generate(N, 8);
+    let admin = p.admin().await;
+    import(&admin, &devices).await;
+    admin.close().await;
+    let client = p.registry().await;
+    for d in &devices {
+        client
+            .request(RegistryOp::Assign {
+                device_id: d.uuid.clone(),
+                gateway_id: "gw-2".into(),
+            })
+            .await
+            .unwrap();
+    }
+    client.close().await;
+    let stats = FleetStats::new(N);
+    let fleet_stop = CancellationToken::new();
+    let fleet = tokio::spawn(fleet::run(
+        p.fleet_config(devices.clone()),
+        stats.clone(),
+        fleet_stop.clone(),
+    ));
+    assert!(
+        stats
+            .wait_until(SETTLE, |s| s.on_gateway("gw-2") == N as u64)
+            .await,
+        "the devices did not all reach gw-2: {:?}\n{}",
+        stats.snapshot(),
+        p.tails()
+    );
+
+    p.kill9();
+    {
+        let store = registry::Store::open(&p.data().join("registry")).unwrap();
+        for d in &devices {
+            let id = d.uuid.to_lowercase();
+            let now = store.assignment(&id).unwrap().expect("assigned");
+            store
+                .set_assignment(&id, "gw-1", now.epoch + 1, Some("gw-2"), "remap")
+                .unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    p.spawn_broker().await;
+    let restarted = Instant::now();
+    let moved = stats
+        .wait_until(SETTLE, |s| s.on_gateway("gw-1") == N as u64)
+        .await;
+    assert!(
+        moved,
+        "devices still on gw-2 after the restart: {:?} (gw-1 {}, gw-2 {})\n{}",
+        stats.snapshot(),
+        stats.on_gateway("gw-1"),
+        stats.on_gateway("gw-2"),
+        p.tails()
+    );
+    eprintln!(
+        "stray devices: {N} moved gw-2 -> gw-1 {} ms after the restart",
+        restarted.elapsed().as_millis()
+    );
+    fleet_stop.cancel();
+    let report = fleet.await.unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    stop.cancel();
+}
