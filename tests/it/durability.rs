@@ -499,6 +499,47 @@ impl Platform {
         config
     }
 
+    /// `n` devices enrolled, assigned to `gateway` and running as a fleet
+    /// in this process; returns once all of them are connected there.
+    async fn fleet_on(&self, gateway: &str, n: usize, seed: u64) -> RunningFleet {
+        let devices = manifest::generate(n, seed);
+        let admin = self.admin().await;
+        import(&admin, &devices).await;
+        admin.close().await;
+        let client = self.registry().await;
+        for d in &devices {
+            client
+                .request(RegistryOp::Assign {
+                    device_id: d.uuid.clone(),
+                    gateway_id: gateway.into(),
+                })
+                .await
+                .unwrap();
+        }
+        client.close().await;
+        let stats = FleetStats::new(n);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(fleet::run(
+            self.fleet_config(devices.clone()),
+            stats.clone(),
+            stop.clone(),
+        ));
+        assert!(
+            stats
+                .wait_until(SETTLE, |s| s.on_gateway(gateway) == n as u64)
+                .await,
+            "the devices did not all reach {gateway}: {:?}\n{}",
+            stats.snapshot(),
+            self.tails()
+        );
+        RunningFleet {
+            devices,
+            stats,
+            stop,
+            task,
+        }
+    }
+
     /// The last lines of every process's log, for failures.
     fn tails(&self) -> String {
         self.broker
@@ -507,6 +548,23 @@ impl Platform {
             .map(|p| format!("--- {} (pid {}):\n{}", p.name, p.pid(), p.tail()))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// A fleet started by [`Platform::fleet_on`].
+struct RunningFleet {
+    devices: Vec<Identity>,
+    stats: Arc<FleetStats>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<device_sim::report::FleetReport>,
+}
+
+impl RunningFleet {
+    /// Stops the fleet; no device may have failed.
+    async fn finish(self) {
+        self.stop.cancel();
+        let report = self.task.await.unwrap();
+        assert_eq!(report.failed, 0, "{:?}", report.errors);
     }
 }
 
@@ -883,37 +941,9 @@ async fn gateway_crash_rehomes_its_devices() {
     let _ap = p.start_ap(&stop).await;
 
     let doomed = on_doomed_gateway();
-    let devices = manifest::generate(doomed, 6);
-    let admin = p.admin().await;
-    import(&admin, &devices).await;
-    admin.close().await;
-    let client = p.registry().await;
-    for d in &devices {
-        client
-            .request(RegistryOp::Assign {
-                device_id: d.uuid.clone(),
-                gateway_id: "gw-1".into(),
-            })
-            .await
-            .unwrap();
-    }
-
-    let stats = FleetStats::new(doomed);
-    let fleet_stop = CancellationToken::new();
-    let fleet = tokio::spawn(fleet::run(
-        p.fleet_config(devices.clone()),
-        stats.clone(),
-        fleet_stop.clone(),
-    ));
+    let fleet = p.fleet_on("gw-1", doomed, 6).await;
+    let stats = &fleet.stats;
     let all = doomed as u64;
-    assert!(
-        stats
-            .wait_until(SETTLE, |s| s.on_gateway("gw-1") == all)
-            .await,
-        "the devices did not all reach gw-1: {:?}\n{}",
-        stats.snapshot(),
-        p.tails()
-    );
 
     p.gateway("gw-1").kill9();
     let killed = Instant::now();
@@ -937,14 +967,13 @@ async fn gateway_crash_rehomes_its_devices() {
     );
 
     // The registry agrees: gw-1 is dead, and holds nobody.
+    let client = p.registry().await;
     let views = gateways(&client).await.unwrap();
     assert!(!views["gw-1"].alive, "{:?}", views["gw-1"]);
     assert_eq!(views["gw-1"].assigned, 0, "{:?}", views["gw-1"]);
     assert_eq!(views["gw-2"].assigned, all, "{:?}", views["gw-2"]);
     client.close().await;
-    fleet_stop.cancel();
-    let report = fleet.await.unwrap();
-    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    fleet.finish().await;
     stop.cancel();
 }
 
@@ -1041,41 +1070,13 @@ async fn a_move_whose_redirect_died_with_the_platform_still_happens() {
     p.wait_alive(&["gw-1", "gw-2"]).await;
     let stop = CancellationToken::new();
     let _ap = p.start_ap(&stop).await;
-    let devices = manifest::generate(N, 8);
-    let admin = p.admin().await;
-    import(&admin, &devices).await;
-    admin.close().await;
-    let client = p.registry().await;
-    for d in &devices {
-        client
-            .request(RegistryOp::Assign {
-                device_id: d.uuid.clone(),
-                gateway_id: "gw-2".into(),
-            })
-            .await
-            .unwrap();
-    }
-    client.close().await;
-    let stats = FleetStats::new(N);
-    let fleet_stop = CancellationToken::new();
-    let fleet = tokio::spawn(fleet::run(
-        p.fleet_config(devices.clone()),
-        stats.clone(),
-        fleet_stop.clone(),
-    ));
-    assert!(
-        stats
-            .wait_until(SETTLE, |s| s.on_gateway("gw-2") == N as u64)
-            .await,
-        "the devices did not all reach gw-2: {:?}\n{}",
-        stats.snapshot(),
-        p.tails()
-    );
+    let fleet = p.fleet_on("gw-2", N, 8).await;
+    let stats = &fleet.stats;
 
     p.kill9();
     {
         let store = registry::Store::open(&p.data().join("registry")).unwrap();
-        for d in &devices {
+        for d in &fleet.devices {
             let id = d.uuid.to_lowercase();
             let now = store.assignment(&id).unwrap().expect("assigned");
             store
@@ -1101,8 +1102,6 @@ async fn a_move_whose_redirect_died_with_the_platform_still_happens() {
         "stray devices: {N} moved gw-2 -> gw-1 {} ms after the restart",
         restarted.elapsed().as_millis()
     );
-    fleet_stop.cancel();
-    let report = fleet.await.unwrap();
-    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    fleet.finish().await;
     stop.cancel();
 }
