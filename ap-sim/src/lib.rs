@@ -28,6 +28,7 @@ use protocol::onboarding::{
     OutcomeReport, VerifyOutcome, VerifyRequest, VerifyResponse,
 };
 use protocol::{decode, peek_str_field, topics, AccessErrorCode, DeviceUuid, Segment};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -402,17 +403,19 @@ async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) {
         }
     };
     let key = uuid.key().to_owned();
-    let open_challenge = {
-        let mut in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        match in_flight.get(&key) {
-            Some(challenge) => Some(challenge.clone()),
-            None => {
-                in_flight.insert(key.clone(), None);
-                None
-            }
+    let in_progress = match shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.clone())
+    {
+        Entry::Occupied(open) => Some(open.get().clone()),
+        Entry::Vacant(slot) => {
+            slot.insert(None);
+            None
         }
     };
-    if let Some(challenge) = open_challenge {
+    if let Some(challenge) = in_progress {
         // A retry of the handshake whose challenge is out: the challenge
         // or the proof may have been lost, so send the challenge again
         // (the same session; a device that answered it re-sends its proof).

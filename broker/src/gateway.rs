@@ -396,9 +396,8 @@ impl Agent {
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
             presence
-                .connected()
+                .connected_outside(&admitted)
                 .into_iter()
-                .filter(|d| !admitted.contains(d))
                 .map(|device_id| Redirect {
                     device_id,
                     reason: RedirectReason::Revoked,
@@ -460,11 +459,13 @@ impl PendingPresence {
         self.added.notify_one();
     }
 
-    fn connected(&self) -> Vec<String> {
+    /// The devices connected here that `admitted` does not list.
+    fn connected_outside(&self, admitted: &HashSet<String>) -> Vec<String> {
         self.connected
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
+            .filter(|d| !admitted.contains(*d))
             .cloned()
             .collect()
     }

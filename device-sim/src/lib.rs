@@ -228,9 +228,7 @@ pub async fn onboard_on(
                     // finish.
                     if *link_state.borrow_and_update() == bus::LinkState::Ready {
                         debug!("link to the platform is back; asking again");
-                        if config.platform_key.is_some() && handshake.is_none() {
-                            (request, handshake) = access_request(config, &uuid);
-                        }
+                        renew_if_spent(config, &uuid, &mut request, &mut handshake);
                         backoff.reset();
                         continue 'wait;
                     }
@@ -265,17 +263,19 @@ pub async fn onboard_on(
                             Err(e) => warn!(error = %e, "challenge refused"),
                         }
                     }
-                    None if keys.as_ref().is_some_and(|(_, s)| *s == challenge.session) => {
-                        // The AP sent the challenge this device answered
-                        // again: the proof may have been lost. Same proof.
-                        if let Some((k, session)) = &keys {
-                            debug!(%session, "challenge repeated; proof re-sent");
-                            send_proof(bus, config, &uuid, k, session).await?;
-                        }
-                    }
                     other => {
-                        debug!(session = %challenge.session, "challenge to another handshake ignored");
                         handshake = other;
+                        match &keys {
+                            // The AP sent the challenge this device answered
+                            // again: the proof may have been lost. Same proof.
+                            Some((k, session)) if *session == challenge.session => {
+                                debug!(%session, "challenge repeated; proof re-sent");
+                                send_proof(bus, config, &uuid, k, session).await?;
+                            }
+                            _ => {
+                                debug!(session = %challenge.session, "challenge to another handshake ignored")
+                            }
+                        }
                     }
                 }
                 continue;
@@ -305,9 +305,7 @@ pub async fn onboard_on(
                     // proof or the response lost across a restart, say),
                     // that handshake is spent: ask with a new one.
                     debug!(message = %d.error.message, "the AP cannot reach the verifier; retrying");
-                    if config.platform_key.is_some() && handshake.is_none() {
-                        (request, handshake) = access_request(config, &uuid);
-                    }
+                    renew_if_spent(config, &uuid, &mut request, &mut handshake);
                     unavailable = Some(d.error.message);
                 }
                 Some(AccessResponse::Denied(d)) => {
@@ -364,8 +362,6 @@ pub async fn onboard_on(
     })
 }
 
-/// Secure mode: finishes the handshake with the AP's challenge and sends
-/// the proof. Returns the session keys and the session id.
 /// The access request, and in secure mode the handshake it starts with
 /// that handshake's tag ([`handshake_tag`]).
 fn access_request(
@@ -386,6 +382,19 @@ fn access_request(
     let tag = handshake_tag(&msg);
     request.spake2 = Some(msg);
     (request, Some((state, tag)))
+}
+
+/// Secure mode: once a challenge has answered the current handshake
+/// (`handshake` is None), the next request starts a new one.
+fn renew_if_spent(
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    request: &mut AccessRequest,
+    handshake: &mut Option<(DeviceHandshake, String)>,
+) {
+    if config.platform_key.is_some() && handshake.is_none() {
+        (*request, *handshake) = access_request(config, uuid);
+    }
 }
 
 fn invalid_challenge(reason: String) -> DeviceError {
@@ -428,7 +437,8 @@ async fn send_proof(
     Ok(())
 }
 
-/// Finishes the handshake with the AP's challenge and sends the proof.
+/// Secure mode: finishes the handshake with the AP's challenge and sends
+/// the proof. Returns the session keys and the session id.
 async fn answer_challenge(
     bus: &bus::Bus,
     config: &DeviceConfig,

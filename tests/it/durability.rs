@@ -517,21 +517,28 @@ impl Platform {
                 .unwrap();
         }
         client.close().await;
-        let stats = FleetStats::new(n);
+        let fleet = self.start_fleet(devices);
+        assert!(
+            fleet
+                .stats
+                .wait_until(SETTLE, |s| s.on_gateway(gateway) == n as u64)
+                .await,
+            "the devices did not all reach {gateway}: {:?}\n{}",
+            fleet.stats.snapshot(),
+            self.tails()
+        );
+        fleet
+    }
+
+    /// `devices` (enrolled already) running as a fleet in this process.
+    fn start_fleet(&self, devices: Vec<Identity>) -> RunningFleet {
+        let stats = FleetStats::new(devices.len());
         let stop = CancellationToken::new();
         let task = tokio::spawn(fleet::run(
             self.fleet_config(devices.clone()),
             stats.clone(),
             stop.clone(),
         ));
-        assert!(
-            stats
-                .wait_until(SETTLE, |s| s.on_gateway(gateway) == n as u64)
-                .await,
-            "the devices did not all reach {gateway}: {:?}\n{}",
-            stats.snapshot(),
-            self.tails()
-        );
         RunningFleet {
             devices,
             stats,
@@ -560,10 +567,15 @@ struct RunningFleet {
 }
 
 impl RunningFleet {
+    /// Stops the fleet and returns its report.
+    async fn end(self) -> device_sim::report::FleetReport {
+        self.stop.cancel();
+        self.task.await.unwrap()
+    }
+
     /// Stops the fleet; no device may have failed.
     async fn finish(self) {
-        self.stop.cancel();
-        let report = self.task.await.unwrap();
+        let report = self.end().await;
         assert_eq!(report.failed, 0, "{:?}", report.errors);
     }
 }
@@ -775,13 +787,8 @@ async fn kill9_mid_fleet_loses_nothing_acknowledged() {
     let fleet_enrolled = import(&admin, &devices).await;
     admin.close().await;
 
-    let stats = FleetStats::new(fleet_n);
-    let fleet_stop = CancellationToken::new();
-    let fleet = tokio::spawn(fleet::run(
-        p.fleet_config(devices.clone()),
-        stats.clone(),
-        fleet_stop.clone(),
-    ));
+    let fleet = p.start_fleet(devices.clone());
+    let stats = fleet.stats.clone();
 
     // Admin work in flight across the crash: enrollments of other devices,
     // and remaps of the fleet's.
@@ -900,8 +907,7 @@ async fn kill9_mid_fleet_loses_nothing_acknowledged() {
     client.close().await;
     let snapshot = stats.snapshot();
     let (on_gw1, on_gw2) = (stats.on_gateway("gw-1"), stats.on_gateway("gw-2"));
-    fleet_stop.cancel();
-    let report = fleet.await.unwrap();
+    let report = fleet.end().await;
     assert!(
         homed,
         "not every device got home ({:.1} s after the restart, limit {SETTLE:?}): \
