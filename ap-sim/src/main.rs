@@ -1,9 +1,9 @@
 //! `ap-sim`: run one simulated access point, or several in one process.
 
 use ap_sim::{Ap, ApConfig, ApEvent, Network};
-use bus::cli::ConnectArgs;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
+use cli::ConnectArgs;
 use std::collections::VecDeque;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -118,7 +118,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let password_flag = matches.value_source("password") == Some(ValueSource::CommandLine);
-    bus::cli::init_logging("warn", bus::cli::LogOutput::Stderr);
+    cli::init_logging("warn", cli::LogOutput::Stderr);
     let specs = match cli.specs(password_flag) {
         Ok(specs) => specs,
         Err(e) => {
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let runtime = match bus::cli::runtime(ExitCode::from(exit::FAILED)) {
+    let runtime = match cli::runtime(ExitCode::from(exit::FAILED)) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -154,7 +154,7 @@ struct Prompt {
 
 async fn run(cli: Cli, specs: Vec<ApSpec>) -> Result<(), ap_sim::ApError> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
     let platform_key = cli
         .connect
         .platform_key()

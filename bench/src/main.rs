@@ -94,8 +94,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    bus::cli::init_logging("error", bus::cli::LogOutput::Stderr);
-    let runtime = match bus::cli::runtime(ExitCode::from(4)) {
+    cli::init_logging("error", cli::LogOutput::Stderr);
+    let runtime = match cli::runtime(ExitCode::from(4)) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -203,28 +203,30 @@ pub async fn start(
         topics::gateway_status(&id),
         protocol::encode(&status(false)),
     ));
-    let up_link = CancellationToken::new();
-    let (up, up_inbox) = Bus::connect(
-        up_opts,
-        vec![topics::gateway_assign(&id), topics::gateway_notify(&id)],
-        up_link.clone(),
-    );
-
     let (user, password) = broker.internal_login();
     let local_opts = BusOptions::new(&broker.addr().to_string(), GATEWAY_AGENT_CLIENT_ID)
         .map_err(bus_err)?
         .with_credentials(user, password);
+    let ready = Some(Duration::from_secs(10));
     let local_link = CancellationToken::new();
-    let (local, local_inbox) = Bus::connect(
+    let (local, local_inbox) = Bus::connect_ready(
         local_opts,
         vec![topics::DEVICE_PRESENCE_ALL.into()],
         local_link.clone(),
-    );
-    local
-        .ready(Duration::from_secs(10))
-        .await
-        .map_err(bus_err)?;
-    up.ready(Duration::from_secs(10)).await.map_err(bus_err)?;
+        ready,
+    )
+    .await
+    .map_err(bus_err)?;
+    let up_link = CancellationToken::new();
+    let up_filters = vec![topics::gateway_assign(&id), topics::gateway_notify(&id)];
+    let connected = Bus::connect_ready(up_opts, up_filters, up_link.clone(), ready).await;
+    let (up, up_inbox) = match connected {
+        Ok(up) => up,
+        Err(e) => {
+            local_link.cancel();
+            return Err(bus_err(e));
+        }
+    };
     info!(gateway_id = %id, listen = %broker.addr(), advertise = %address, "gateway listening");
 
     let agent = Agent {
@@ -328,12 +330,7 @@ impl Agent {
         }
         local_link.cancel();
         up_link.cancel();
-        let mut state = self.up.watch_state();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(3),
-            state.wait_for(|s| *s == LinkState::Closed),
-        )
-        .await;
+        self.up.closed(Duration::from_secs(3)).await;
         info!(gateway_id = %self.id, "gateway agent stopped");
     }
 

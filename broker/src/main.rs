@@ -65,7 +65,7 @@ enum Command {
         max_connections: u32,
         /// The platform's public key file: devices must log in with an
         /// assignment it signed.
-        #[arg(long, env = "PLATFORM_KEY_FILE", default_value = bus::cli::DEFAULT_KEY_FILE)]
+        #[arg(long, env = "PLATFORM_KEY_FILE", default_value = cli::DEFAULT_KEY_FILE)]
         platform_key_file: PathBuf,
         /// The MQTT username on the platform broker.
         #[arg(long, default_value = "gateway")]
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Gateway { .. }) | None => {}
     }
-    bus::cli::init_logging("info,rumqttd=off", bus::cli::LogOutput::Stdout);
+    cli::init_logging("info,rumqttd=off", cli::LogOutput::Stdout);
 
     if let Some(Command::Gateway {
         id,
@@ -173,7 +173,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match bus::cli::runtime(ExitCode::FAILURE) {
+    let runtime = match cli::runtime(ExitCode::FAILURE) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
-        tokio::spawn(bus::cancel_on_signal(stop.clone()));
+        tokio::spawn(cli::cancel_on_signal(stop.clone()));
         let platform = Platform::start(&config, &cli.data_dir, opts).await?;
         platform.run_until(stop).await
     });
@@ -201,13 +201,13 @@ fn run_gateway(
     security: broker::gateway::GatewaySecurity,
     max_connections: usize,
 ) -> ExitCode {
-    let runtime = match bus::cli::runtime(ExitCode::FAILURE) {
+    let runtime = match cli::runtime(ExitCode::FAILURE) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let stop = CancellationToken::new();
-        tokio::spawn(bus::cancel_on_signal(stop.clone()));
+        tokio::spawn(cli::cancel_on_signal(stop.clone()));
         let settings = broker::config::BrokerSettings {
             max_connections,
             ..broker::config::BrokerSettings::default()

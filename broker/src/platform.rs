@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::embedded::{BrokerError, EmbeddedBroker};
 use crate::gateway;
 use crate::security::{self, Mode, PlatformAuth, SecurityError};
-use bus::Metrics;
+use metrics::Metrics;
 use protocol::crypto::PlatformKey;
 use registry::RegistryConfig;
 use std::net::SocketAddr;
@@ -123,12 +123,12 @@ impl Platform {
         let shutdown = CancellationToken::new();
         let metrics = Metrics::new();
         let metrics_endpoint = metrics_listener.map(|(listener, bound)| {
-            let task = tokio::spawn(bus::metrics::serve(
+            let task = tokio::spawn(metrics::serve(
                 listener,
                 metrics.clone(),
                 shutdown.child_token(),
             ));
-            info!(listen = %bound, "metrics at http://{bound}{}", bus::metrics::METRICS_PATH);
+            info!(listen = %bound, "metrics at http://{bound}{}", metrics::METRICS_PATH);
             (bound, task)
         });
         let mut workers = JoinSet::new();

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
 use tracing::{info, warn};
+use verifier::Lockout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
@@ -275,9 +276,7 @@ pub struct PlatformAuth {
     mode: Mode,
     /// Failed device logins per UUID: a login is derived from pass_tmp, so
     /// it is a guessing oracle and gets the same lockout as onboarding.
-    failures: std::sync::Mutex<HashMap<String, (u32, Option<std::time::Instant>)>>,
-    max_failures: u32,
-    lockout: std::time::Duration,
+    logins: Lockout,
     users: HashMap<String, (Role, String)>,
     /// Set once the verifier's store is open; devices are refused before
     /// and after it. Weak: the broker thread outlives a stopped platform,
@@ -295,9 +294,10 @@ impl PlatformAuth {
         let defaults = SecuritySection::default();
         PlatformAuth {
             mode,
-            failures: Default::default(),
-            max_failures: defaults.max_failures,
-            lockout: std::time::Duration::from_secs(defaults.lockout_secs),
+            logins: Lockout::new(
+                defaults.max_failures,
+                std::time::Duration::from_secs(defaults.lockout_secs),
+            ),
             users,
             devices: OnceLock::new(),
         }
@@ -305,39 +305,8 @@ impl PlatformAuth {
 
     /// The lockout policy for device logins.
     pub fn with_lockout(mut self, max_failures: u32, lockout: std::time::Duration) -> Self {
-        self.max_failures = max_failures.max(1);
-        self.lockout = lockout;
+        self.logins = Lockout::new(max_failures, lockout);
         self
-    }
-
-    /// Whether `uuid` is locked out now.
-    fn locked(&self, uuid: &str) -> bool {
-        let now = std::time::Instant::now();
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match f.get(uuid) {
-            Some((_, Some(until))) if *until > now => true,
-            Some((_, Some(_))) => {
-                f.remove(uuid);
-                false
-            }
-            _ => false,
-        }
-    }
-
-    fn record_login(&self, uuid: &str, ok: bool) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if ok {
-            f.remove(uuid);
-            return;
-        }
-        if f.len() >= 1_000_000 {
-            f.clear();
-        }
-        let entry = f.entry(uuid.to_owned()).or_insert((0, None));
-        entry.0 += 1;
-        if entry.0 >= self.max_failures {
-            entry.1 = Some(std::time::Instant::now() + self.lockout);
-        }
     }
 
     pub fn set_devices(&self, devices: &Arc<dyn DeviceDirectory>) {
@@ -377,16 +346,16 @@ impl Admission for PlatformAuth {
         if client_id != username {
             return refuse("a device must connect with its own id as client id");
         }
-        if self.locked(uuid.key()) {
+        if self.logins.locked(uuid.key()).is_some() {
             return refuse("device locked out after failed logins");
         }
         match self.devices.get().and_then(Weak::upgrade) {
             Some(d) if d.login_ok(&uuid, password) => {
-                self.record_login(uuid.key(), true);
+                self.logins.clear(uuid.key());
                 true
             }
             Some(_) => {
-                self.record_login(uuid.key(), false);
+                self.logins.fail(uuid.key());
                 refuse("wrong device login or not enrolled")
             }
             None => refuse("the verifier is not serving yet"),

@@ -174,6 +174,27 @@ impl Bus {
         )
     }
 
+    /// [`Bus::connect`], and with `ready_timeout`, [`Bus::ready`]: how a
+    /// worker starts. If the link does not become ready, `link` is
+    /// cancelled, so that nothing keeps reconnecting behind the error.
+    /// Without a timeout it returns at once, and the link keeps trying in
+    /// the background.
+    pub async fn connect_ready(
+        opts: BusOptions,
+        filters: Vec<String>,
+        link: CancellationToken,
+        ready_timeout: Option<Duration>,
+    ) -> Result<(Bus, mpsc::Receiver<Message>), BusError> {
+        let (bus, inbox) = Bus::connect(opts, filters, link.clone());
+        if let Some(timeout) = ready_timeout {
+            if let Err(e) = bus.ready(timeout).await {
+                link.cancel();
+                return Err(e);
+            }
+        }
+        Ok((bus, inbox))
+    }
+
     /// Waits until connected and subscribed. Fails at once if the broker
     /// refuses us, and after `timeout` if it cannot be reached.
     pub async fn ready(&self, timeout: Duration) -> Result<(), BusError> {
@@ -218,6 +239,14 @@ impl Bus {
                 addr: self.addr.to_string(),
                 timeout,
             })?
+    }
+
+    /// Waits, at most `timeout`, until the link is [`LinkState::Closed`]
+    /// after its shutdown token was cancelled: what was published before
+    /// has then been sent, followed by a DISCONNECT.
+    pub async fn closed(&self, timeout: Duration) {
+        let mut state = self.state.clone();
+        let _ = tokio::time::timeout(timeout, state.wait_for(|s| *s == LinkState::Closed)).await;
     }
 
     pub fn state(&self) -> LinkState {
@@ -370,5 +399,26 @@ mod tests {
         for bad in ["", "host", "host:", ":1883", "host:0", "host:99999"] {
             assert!(BusOptions::new(bad, "c").is_err(), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_link_that_never_gets_ready_is_cancelled_not_left_retrying() {
+        // A port nobody listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = BusOptions::new(&format!("127.0.0.1:{port}"), "c").unwrap();
+        let link = CancellationToken::new();
+        let result = Bus::connect_ready(
+            opts,
+            vec!["t".into()],
+            link.clone(),
+            Some(Duration::from_millis(300)),
+        )
+        .await;
+        assert!(matches!(result, Err(BusError::Timeout { .. })));
+        assert!(link.is_cancelled());
     }
 }

@@ -12,22 +12,19 @@
 //! [`Pending`] pairs answers with questions by request id; [`RpcClient`]
 //! builds request/response on it for the admin CLIs.
 //!
-//! [`metrics`] is the platform's Prometheus registry, shared by every
-//! service in a process, and the small HTTP endpoint that serves it.
+//! Architecture invariant: this crate is only the MQTT plumbing. It
+//! depends on no CLI, log-subscriber or metrics crate; those are `cli` and
+//! `metrics`, which only binaries and workers pull in.
 
 #![forbid(unsafe_code)]
 
 mod backoff;
-pub mod cli;
 mod client;
-pub mod metrics;
 mod pending;
 mod rpc;
-mod signal;
 
 pub use backoff::Backoff;
 pub use client::{Bus, BusError, BusOptions, LinkState, Message};
-pub use metrics::Metrics;
 pub use pending::Pending;
-pub use rpc::{Correlated, RpcClient, RpcError};
-pub use signal::cancel_on_signal;
+pub use protocol::Correlated;
+pub use rpc::{RpcClient, RpcError};

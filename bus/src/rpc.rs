@@ -1,15 +1,11 @@
-use crate::{Bus, BusError, BusOptions, LinkState, Pending};
+use crate::{Bus, BusError, BusOptions, Pending};
+use protocol::Correlated;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
-
-/// A reply that names the request it answers.
-pub trait Correlated {
-    fn request_id(&self) -> &str;
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -86,27 +82,10 @@ impl<R: Correlated + DeserializeOwned + Send + 'static> RpcClient<R> {
     /// Closes the connection after flushing what was sent.
     pub async fn close(self) {
         self.shutdown.cancel();
-        let mut state = self.bus.watch_state();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            state.wait_for(|s| *s == LinkState::Closed),
-        )
-        .await;
+        self.bus.closed(Duration::from_secs(2)).await;
     }
 }
 
 fn new_request_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
-}
-
-impl Correlated for protocol::admin::AdminReply {
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-}
-
-impl Correlated for protocol::registry_admin::RegistryReply {
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
 }

@@ -1,7 +1,7 @@
 //! `device-sim manifest` and `device-sim fleet`: the terminal around
 //! [`device_sim::fleet`].
 
-use bus::cli::ConnectArgs;
+use cli::ConnectArgs;
 use device_sim::fleet::{self, FleetConfig, FleetStats, Progress};
 use device_sim::manifest;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -103,7 +103,7 @@ pub async fn run(opts: Options) -> u8 {
 
     let stats = FleetStats::new(config.devices.len());
     let shutdown = CancellationToken::new();
-    tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
     eprintln!(
         "fleet: {} devices on {} via {}; concurrency {}{}; {}",
         config.devices.len(),

@@ -2,8 +2,8 @@
 
 mod fleet_cmd;
 
-use bus::cli::ConnectArgs;
 use clap::{Parser, Subcommand};
+use cli::ConnectArgs;
 use device_sim::gateway::{stay_homed_with, HomeConfig, HomeEvent, KnownGateway};
 use device_sim::{DeviceConfig, DeviceError, DeviceEvent, PlatformLink};
 use std::io::{BufRead, IsTerminal};
@@ -182,7 +182,7 @@ struct Single {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    bus::cli::init_logging("warn", bus::cli::LogOutput::Stderr);
+    cli::init_logging("warn", cli::LogOutput::Stderr);
     let command = match cli.command {
         Some(Command::Manifest(args)) => {
             return fleet_cmd::manifest(&args.out, args.count, args.seed)
@@ -190,7 +190,7 @@ fn main() -> ExitCode {
         Some(Command::Fleet(args)) => Either::Fleet(*args),
         None => Either::Single(cli.single),
     };
-    let runtime = match bus::cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
+    let runtime = match cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -227,7 +227,7 @@ async fn run(cli: Single) -> u8 {
         return 2;
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
     let tag = format!("[device {uuid}]");
     let mut link = None;
     if !cli.gateway_only {

@@ -70,6 +70,12 @@ pub struct AdminReply {
     pub outcome: AdminOutcome,
 }
 
+impl crate::Correlated for AdminReply {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdminOutcome {

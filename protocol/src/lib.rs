@@ -24,6 +24,13 @@ pub use codes::{AccessErrorCode, AdminErrorCode, ErrorBody};
 pub use decode::{decode, encode, peek_str_field, DecodeError};
 pub use ids::{check_client_id, DeviceUuid, IdError, Segment};
 
+/// A reply that names the request it answers, so that a client with
+/// several requests in flight on one shared reply topic can pair them.
+/// Each reply type implements it next to its definition.
+pub trait Correlated {
+    fn request_id(&self) -> &str;
+}
+
 /// Milliseconds since the Unix epoch: the clock signed answers expire by.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -84,6 +84,12 @@ pub struct RegistryReply {
     pub outcome: RegistryOutcome,
 }
 
+impl crate::Correlated for RegistryReply {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegistryOutcome {

@@ -1,7 +1,7 @@
 //! `registry`: administer the running gateway registry.
 
-use bus::cli::AdminArgs;
 use clap::{Parser, Subcommand};
+use cli::AdminArgs;
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol::registry_admin::{AssignmentView, RegistryOk, RegistryOp, MAX_DRAIN_BATCH};
 use registry::{RegistryClient, RegistryClientError};
@@ -9,14 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Exit codes a script can rely on.
-mod exit {
-    pub const OK: u8 = 0;
-    /// The registry refused: unknown or dead gateway, no such device, ...
-    pub const REFUSED: u8 = 1;
-    // 2 is clap's: bad command line.
-    /// The platform could not be reached or did not answer.
-    pub const UNREACHABLE: u8 = 3;
-}
+use cli::exit;
 
 #[derive(Parser)]
 #[command(
@@ -85,8 +78,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    bus::cli::init_logging("warn", bus::cli::LogOutput::Stderr);
-    let runtime = match bus::cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
+    cli::init_logging("warn", cli::LogOutput::Stderr);
+    let runtime = match cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
         Ok(rt) => rt,
         Err(code) => return code,
     };

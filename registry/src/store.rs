@@ -7,16 +7,16 @@
 //! - `audit`: device id, 0x00, sequence (u64 big-endian) -> [`AuditEntry`]
 //! - `last_seen`: device id -> [`LastSeen`] (informational; not flushed)
 
+use protocol::now_ms;
 use protocol::registry_admin::{AuditEntry, LastSeen};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the registry database at {path}: {source} (is another registry using this data dir?)")]
-    Open { path: PathBuf, source: sled::Error },
+    #[error(transparent)]
+    Open(#[from] storage::OpenError),
     #[error("registry database error: {0}")]
     Sled(#[from] sled::Error),
     #[error("corrupt record under {key}: {source}")]
@@ -60,21 +60,9 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     protocol::encode(value)
 }
 
-/// sled's page cache. Its default, 1 GiB, lets the process grow with every
-/// device ever stored; the working set here is small, and reads that miss
-/// go to the OS page cache.
-const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
-
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.to_owned(),
-                source,
-            })?;
+        let db = storage::open_sled("registry", dir)?;
         Ok(Store {
             assignments: db.open_tree("assignments")?,
             gateways: db.open_tree("gateways")?,
@@ -184,13 +172,6 @@ fn audit_key(device_id: &str, seq: u64) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&seq.to_be_bytes());
     key
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

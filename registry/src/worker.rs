@@ -2,15 +2,17 @@
 //! a time, so an assignment never races another.
 
 use crate::policy::{Candidate, Policy};
-use crate::store::{now_ms, Assignment, GatewayRecord, Store, StoreError};
-use bus::metrics::{Counter, Gauge};
-use bus::{Bus, BusError, BusOptions, Message, Metrics};
+use crate::store::{Assignment, GatewayRecord, Store, StoreError};
+use bus::{Bus, BusError, BusOptions, Message};
+use metrics::Metrics;
+use metrics::{Counter, Gauge};
 use protocol::crypto::PlatformKey;
 use protocol::gateway::{
     check_device_id, AssignUpdate, GatewayAnswer, GatewayAssigned, GatewayErrorCode, GatewayQuery,
     GatewayStatus, PresenceReport, Redirect, RedirectBatch, RedirectReason, SyncRequest,
     ASSIGN_CHUNK, MAX_ASSIGN_PAYLOAD,
 };
+use protocol::now_ms;
 use protocol::registry_admin::{
     AssignmentView, DrainReport, GatewayView, LastSeen, RegistryErrorCode, RegistryOk, RegistryOp,
     RegistryOutcome, RegistryReply, RegistryRequest, MAX_DRAIN_BATCH,
@@ -113,22 +115,15 @@ pub async fn start(
     let opts = BusOptions::new(&config.broker, &config.client_id)?
         .with_credentials(&config.username, &config.password);
     let link = CancellationToken::new();
-    let (bus, inbox) = Bus::connect(
-        opts,
-        vec![
-            topics::REGISTRY_QUERY.into(),
-            topics::REGISTRY_SYNC.into(),
-            topics::REGISTRY_ADMIN_REQUEST.into(),
-            topics::GATEWAY_STATUS_ALL.into(),
-            topics::GATEWAY_PRESENCE_ALL.into(),
-        ],
-        link.clone(),
-    );
-    if let Some(timeout) = ready_timeout {
-        if let Err(e) = bus.ready(timeout).await {
-            link.cancel();
-            return Err(e.into());
-        }
+    let filters = vec![
+        topics::REGISTRY_QUERY.into(),
+        topics::REGISTRY_SYNC.into(),
+        topics::REGISTRY_ADMIN_REQUEST.into(),
+        topics::GATEWAY_STATUS_ALL.into(),
+        topics::GATEWAY_PRESENCE_ALL.into(),
+    ];
+    let (bus, inbox) = Bus::connect_ready(opts, filters, link.clone(), ready_timeout).await?;
+    if ready_timeout.is_some() {
         info!(broker = %config.broker, "registry serving");
     }
     let registry = Registry {
@@ -268,12 +263,7 @@ impl Registry {
             }
         }
         link.cancel();
-        let mut state = self.bus.watch_state();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(3),
-            state.wait_for(|s| *s == bus::LinkState::Closed),
-        )
-        .await;
+        self.bus.closed(Duration::from_secs(3)).await;
         self.flush().await?;
         info!("registry stopped; store flushed");
         Ok(())

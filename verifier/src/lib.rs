@@ -12,10 +12,12 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod lockout;
 pub mod manifest;
 pub mod store;
 pub mod worker;
 
 pub use client::{AdminClient, ClientError};
+pub use lockout::Lockout;
 pub use store::{Store, StoreError};
 pub use worker::{run, start, SecureVerify, VerifierConfig, VerifierError, Worker};

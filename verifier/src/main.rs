@@ -1,8 +1,8 @@
 //! `verifier`: run the verifier worker, or administer the running one.
 
 use anyhow::Context;
-use bus::cli::AdminArgs;
 use clap::{Parser, Subcommand};
+use cli::AdminArgs;
 use protocol::admin::{AdminOk, AdminOp, ImportReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,13 +12,7 @@ use verifier::{AdminClient, ClientError, VerifierConfig};
 
 /// Exit codes a script can rely on.
 mod exit {
-    pub const OK: u8 = 0;
-    /// The verifier refused the request (not found, already enrolled,
-    /// bad input) or an import rejected some rows.
-    pub const REFUSED: u8 = 1;
-    // 2 is clap's: bad command line.
-    /// The platform could not be reached or did not answer.
-    pub const UNREACHABLE: u8 = 3;
+    pub use cli::exit::{OK, REFUSED, UNREACHABLE};
     /// Anything else: storage failure, I/O error.
     pub const FAILED: u8 = 4;
 }
@@ -78,8 +72,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    bus::cli::init_logging("warn,verifier=info", bus::cli::LogOutput::Stderr);
-    let runtime = match bus::cli::runtime(ExitCode::from(exit::FAILED)) {
+    cli::init_logging("warn,verifier=info", cli::LogOutput::Stderr);
+    let runtime = match cli::runtime(ExitCode::from(exit::FAILED)) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -100,7 +94,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Serve { data_dir } = &cli.command {
         let shutdown = CancellationToken::new();
-        tokio::spawn(bus::cancel_on_signal(shutdown.clone()));
+        tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
         let mut config = VerifierConfig::new(&cli.admin.connect.broker, data_dir.join("verifier"));
         config.username = cli.admin.connect.username_or("verifier");
         config.password = cli.admin.connect.mqtt_password.clone();

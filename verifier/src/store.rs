@@ -1,14 +1,14 @@
 //! UUID -> pass_tmp in sled. Key encoding lives here and nowhere else.
 
+use protocol::now_ms;
 use protocol::DeviceUuid;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the verifier database at {path}: {source} (is another verifier using this data dir?)")]
-    Open { path: PathBuf, source: sled::Error },
+    #[error(transparent)]
+    Open(#[from] storage::OpenError),
     #[error("verifier database error: {0}")]
     Sled(#[from] sled::Error),
     #[error("corrupt record for {key}: {source}")]
@@ -41,21 +41,9 @@ pub struct Store {
     enrollments: sled::Tree,
 }
 
-/// sled's page cache. Its default, 1 GiB, lets the process grow with every
-/// device ever stored; the working set here is small, and reads that miss
-/// go to the OS page cache.
-const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
-
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.to_owned(),
-                source,
-            })?;
+        let db = storage::open_sled("verifier", dir)?;
         let enrollments = db.open_tree("enrollments")?;
         Ok(Store { db, enrollments })
     }
@@ -146,13 +134,6 @@ impl Store {
         self.db.flush_async().await?;
         Ok(())
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The verifier worker: answers verification messages and admin requests.
 
+use crate::lockout::Lockout;
 use crate::store::{EnrollOutcome, Store, StoreError};
-use bus::{Bus, BusError, BusOptions, Message, Metrics};
+use bus::{Bus, BusError, BusOptions, Message};
+use metrics::Metrics;
 use protocol::admin::{
     AdminOk, AdminOp, AdminOutcome, AdminReply, AdminRequest, ImportReport, ImportRow, RejectedRow,
     MAX_ADMIN_PAYLOAD, MAX_LIST_PAGE,
@@ -113,32 +115,20 @@ pub async fn start(
     // The connection outlives `shutdown` by as long as it takes to answer
     // the admin requests already queued.
     let link = CancellationToken::new();
-    let (bus, inbox) = Bus::connect(
-        opts,
-        vec![
-            topics::VERIFY_REQUEST.into(),
-            topics::VERIFIER_ADMIN_REQUEST.into(),
-            topics::AP_OUTCOME_ALL.into(),
-        ],
-        link.clone(),
-    );
-    if let Some(timeout) = ready_timeout {
-        if let Err(e) = bus.ready(timeout).await {
-            link.cancel();
-            return Err(e.into());
-        }
+    let filters = vec![
+        topics::VERIFY_REQUEST.into(),
+        topics::VERIFIER_ADMIN_REQUEST.into(),
+        topics::AP_OUTCOME_ALL.into(),
+    ];
+    let (bus, inbox) = Bus::connect_ready(opts, filters, link.clone(), ready_timeout).await?;
+    if ready_timeout.is_some() {
         info!(broker = %config.broker, "verifier serving");
     }
     let worker = Served {
         store,
         bus,
         metrics: config.metrics,
-        guard: config.secure.map(|settings| {
-            Arc::new(Guard {
-                settings,
-                state: Default::default(),
-            })
-        }),
+        guard: config.secure.map(|settings| Arc::new(Guard::new(settings))),
     };
     let task = tokio::spawn(serve(worker, inbox, link, shutdown));
     Ok(Worker {
@@ -166,30 +156,33 @@ struct Served {
 /// lockouts, see docs/SECURITY.md).
 struct Guard {
     settings: SecureVerify,
-    state: std::sync::Mutex<GuardState>,
-}
-
-#[derive(Default)]
-struct GuardState {
-    /// UUID -> (unconfirmed releases, locked until).
-    attempts: HashMap<String, (u32, Option<Instant>)>,
+    /// Releases of each UUID's pass_tmp not yet followed by a `granted`.
+    attempts: Lockout,
     /// AP id -> (tokens, last refill).
-    buckets: HashMap<String, (f64, Instant)>,
+    buckets: std::sync::Mutex<HashMap<String, (f64, Instant)>>,
 }
 
-/// Bounds the guard's maps against a flood of made-up ids.
+/// Bounds the rate buckets against a flood of made-up AP ids.
 const MAX_TRACKED: usize = 1_000_000;
 
 impl Guard {
+    fn new(settings: SecureVerify) -> Self {
+        Guard {
+            attempts: Lockout::new(settings.max_failures, settings.lockout),
+            settings,
+            buckets: Default::default(),
+        }
+    }
+
     /// Takes one token from the AP's bucket.
     fn ap_allowed(&self, ap_id: &str) -> bool {
         let rate = f64::from(self.settings.ap_rate_per_sec);
         let now = Instant::now();
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.buckets.len() >= MAX_TRACKED {
-            st.buckets.clear();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_TRACKED {
+            buckets.clear();
         }
-        let (tokens, last) = st.buckets.entry(ap_id.to_owned()).or_insert((rate, now));
+        let (tokens, last) = buckets.entry(ap_id.to_owned()).or_insert((rate, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
         *last = now;
         if *tokens >= 1.0 {
@@ -203,29 +196,11 @@ impl Guard {
     /// Whether the UUID may have its pass_tmp released now; counts the
     /// release as an attempt, locking the UUID at the limit.
     fn release(&self, uuid: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.attempts.len() >= MAX_TRACKED {
-            st.attempts
-                .retain(|_, (_, until)| until.is_some_and(|u| u > now));
-        }
-        let entry = st.attempts.entry(uuid.to_owned()).or_insert((0, None));
-        if let Some(until) = entry.1 {
-            if until > now {
-                return Err(until - now);
-            }
-            *entry = (0, None);
-        }
-        entry.0 += 1;
-        if entry.0 >= self.settings.max_failures {
-            entry.1 = Some(now + self.settings.lockout);
-        }
-        Ok(())
+        self.attempts.attempt(uuid)
     }
 
     fn granted(&self, uuid: &str) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.attempts.remove(uuid);
+        self.attempts.clear(uuid);
     }
 }
 
@@ -263,12 +238,7 @@ async fn serve(
         error!(error = %e, "admin task failed");
     }
     link.cancel();
-    let mut state = worker.bus.watch_state();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(3),
-        state.wait_for(|s| *s == bus::LinkState::Closed),
-    )
-    .await;
+    worker.bus.closed(Duration::from_secs(3)).await;
     worker.flush().await?;
     info!("verifier stopped; store flushed");
     Ok(())

@@ -1,3 +1,6 @@
+//! Ctrl-C and SIGTERM as a cancellation: how every long-running binary
+//! learns that it should drain and stop.
+
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 

@@ -1,7 +1,8 @@
 //! Command-line flags every platform client shares, so that each binary
-//! spells them, defaults them and documents them the same way.
+//! spells them, defaults them and documents them the same way, and finds
+//! the platform's credentials and key where the platform writes them.
 
-use crate::{BusError, BusOptions};
+use bus::{BusError, BusOptions};
 use protocol::crypto::PlatformPublicKey;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -148,37 +149,4 @@ impl AdminArgs {
         let client_id = format!("{program}-cli-{:016x}", fastrand::u64(..));
         self.connect.options(client_id, "admin")
     }
-}
-
-/// Where a binary's logs go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogOutput {
-    /// Services: logs are their output.
-    Stdout,
-    /// Interactive tools: stdout is for results.
-    Stderr,
-}
-
-/// Installs the log subscriber of a binary: `RUST_LOG`, or `default` when
-/// it is unset. Only a binary's `main` calls this; libraries never install
-/// a subscriber.
-pub fn init_logging(default: &str, output: LogOutput) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match output {
-        LogOutput::Stdout => builder.init(),
-        LogOutput::Stderr => builder.with_writer(std::io::stderr).init(),
-    }
-}
-
-/// The async runtime of a binary, or the exit code to stop with after
-/// printing why it could not start.
-pub fn runtime(
-    failure: std::process::ExitCode,
-) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
-    tokio::runtime::Runtime::new().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        failure
-    })
 }

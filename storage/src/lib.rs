@@ -1,0 +1,59 @@
+//! What the workers' stores share. Each worker (verifier, registry) owns
+//! its own database behind a store trait of its own; this crate only opens
+//! the embedded one, sled, the same way for both: the same page cache
+//! bound, and the same clear error when a second process holds the data
+//! dir (sled is single-process, and takes a lock).
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+
+/// sled's page cache. Its default, 1 GiB, lets the process grow with every
+/// device ever stored; the working set here is small, and reads that miss
+/// go to the OS page cache.
+pub const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A database that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the {owner} database at {path}: {source} (is another {owner} using this data dir?)")]
+pub struct OpenError {
+    /// Which worker's database: `verifier`, `registry`.
+    pub owner: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: sled::Error,
+}
+
+/// Opens (creating if needed) the sled database of `owner` in `dir`.
+pub fn open_sled(owner: &'static str, dir: &Path) -> Result<sled::Db, OpenError> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(SLED_CACHE_BYTES)
+        .open()
+        .map_err(|source| OpenError {
+            owner,
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_one_dir_names_the_owner_and_the_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open_sled("registry", dir.path()).unwrap();
+        let err = open_sled("registry", dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot open the registry database at"),
+            "{text}"
+        );
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(text.contains("another registry"), "{text}");
+        drop(first);
+        assert!(open_sled("registry", dir.path()).is_ok());
+    }
+}
