@@ -197,6 +197,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
+            // PATCH(platform): the ACL, shown like external_auth.
             .field("acl", &self.acl.is_some())
             .finish()
     }

@@ -336,6 +336,7 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
+            // PATCH(platform): starts small and grows on demand (upstream: 100).
             cache: VecDeque::with_capacity(8),
         }
     }

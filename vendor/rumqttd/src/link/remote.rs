@@ -4,6 +4,7 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
+// PATCH(platform): AclAction and AclHandler, for the topic ACL.
 use crate::{AclAction, AclHandler, ConnectionId, ConnectionSettings};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
@@ -131,6 +132,7 @@ impl<P: Protocol> RemoteLink<P> {
             network,
             link_tx,
             link_rx,
+            // PATCH(platform): starts small and grows on demand (upstream: 100).
             notifications: VecDeque::with_capacity(8),
             will_delay_interval,
             acl,
@@ -336,6 +338,7 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
+            // PATCH(platform): the field the ACL added; these tests use none.
             acl: None,
         }
     }

@@ -16,6 +16,7 @@ use crate::{
 use super::{Forward, IncomingMeter, OutgoingMeter};
 
 const MAX_INFLIGHT: usize = 100;
+// PATCH(platform): the queues below start this small and grow on demand.
 const INITIAL_QUEUE_CAPACITY: usize = 8;
 const MAX_PKID: u16 = MAX_INFLIGHT as u16;
 
@@ -33,6 +34,7 @@ impl Incoming {
     #[inline]
     pub(crate) fn new(client_id: String) -> Self {
         Self {
+            // PATCH(platform): upstream reserved MAX_CHANNEL_CAPACITY (200).
             buffer: Arc::new(Mutex::new(VecDeque::with_capacity(INITIAL_QUEUE_CAPACITY))),
             meter: Default::default(),
             client_id,

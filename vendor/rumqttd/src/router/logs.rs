@@ -11,6 +11,7 @@ use crate::{ConnectionId, Filter, Offset, RouterConfig, Topic};
 
 use crate::segments::{CommitLog, Position};
 use crate::Storage;
+// PATCH(platform): for detach.
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -98,6 +99,7 @@ impl DataLog {
         let mut filter_indexes = HashMap::new();
         let retained_publishes = HashMap::new();
         let publish_filters = HashMap::new();
+        // PATCH(platform): see DataLog::wildcard_filters.
         let mut wildcard_filters = HashMap::new();
 
         if let Some(warmup_filters) = config.initialized_filters.clone() {
@@ -107,6 +109,7 @@ impl DataLog {
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
                 let idx = native.insert(data);
+                // PATCH(platform): see DataLog::wildcard_filters.
                 if is_wildcard(&filter) {
                     wildcard_filters.insert(filter.clone(), idx);
                 }
@@ -120,6 +123,7 @@ impl DataLog {
             publish_filters,
             filter_indexes,
             retained_publishes,
+            // PATCH(platform): see DataLog::wildcard_filters.
             wildcard_filters,
         })
     }
@@ -272,6 +276,7 @@ impl DataLog {
         });
 
         // no need to include timestamp when returning
+        // PATCH(platform): properties are boxed in the log (see PublishData).
         let o = o
             .into_iter()
             .map(|(pubdata, offset)| ((pubdata.publish, pubdata.properties.map(|p| *p)), offset))
@@ -282,6 +287,7 @@ impl DataLog {
 
     pub fn shadow(&mut self, filter: &str) -> Option<PubWithProp> {
         let data = self.native.get_mut(*self.filter_indexes.get(filter)?)?;
+        // PATCH(platform): properties are boxed in the log (see PublishData).
         data.log
             .last()
             .map(|p| (p.publish, p.properties.map(|p| *p)))
@@ -393,6 +399,7 @@ impl DataLog {
         self.retained_publishes
             .iter()
             .filter(|(topic, _)| matches(topic, filter))
+            // PATCH(platform): properties are boxed (see PublishData).
             .map(|(_, p)| (p.publish.clone(), p.properties.as_deref().cloned()))
             .collect()
     }

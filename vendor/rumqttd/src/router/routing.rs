@@ -21,6 +21,7 @@ use tracing::{debug, error, info, trace, warn};
 use super::alertlog::{Alert, AlertLog};
 use super::graveyard::Graveyard;
 use super::iobufs::{Incoming, Outgoing};
+// PATCH(platform): `self` for logs::detach.
 use super::logs::{self, AckLog, DataLog};
 use super::scheduler::{ScheduleReason, Scheduler};
 use super::shared_subs::SharedGroup;
@@ -128,6 +129,7 @@ impl Router {
             id: router_id,
             config: config.clone(),
             graveyard: Graveyard::new(),
+            // PATCH(platform): see Router::persistent_seen.
             persistent_seen: false,
             meters,
             alerts,
@@ -307,6 +309,7 @@ impl Router {
         // Retrieve previous connection state from graveyard
         let saved = self.graveyard.retrieve(&client_id);
         let clean_session = connection.clean;
+        // PATCH(platform): see Router::persistent_seen.
         self.persistent_seen |= !clean_session;
         let previous_session = saved.as_ref().is_some_and(|s| s.session_state.is_some());
         // for qos2 pending pubrels

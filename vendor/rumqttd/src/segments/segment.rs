@@ -29,6 +29,8 @@ where
 {
     pub(crate) fn with_offset(absolute_offset: u64) -> Self {
         Self {
+            // PATCH(platform): starts empty (upstream: room for 1,024
+            // publishes); rumqttd keeps a log per filter, and most hold few.
             data: Vec::new(),
             absolute_offset,
             total_size: 0,
@@ -36,6 +38,7 @@ where
     }
     pub(crate) fn new() -> Self {
         Self {
+            // PATCH(platform): starts empty, as in with_offset.
             data: Vec::new(),
             absolute_offset: 0,
             total_size: 0,

@@ -396,7 +396,8 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 Ok((s, r)) => (s, r),
                 Err(e) => {
                     error!(error=?e, "Unable to accept socket.");
-                    // EMFILE and friends: back off instead of spinning.
+                    // PATCH(platform): EMFILE and friends: back off
+                    // instead of spinning.
                     time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -580,6 +581,7 @@ async fn remote<P: Protocol>(
         connect_packet,
         dynamic_filters,
         assigned_client_id,
+        // PATCH(platform): the topic ACL.
         acl,
     )
     .await
@@ -643,6 +645,7 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
+            // PATCH(platform): no unwrap on the lock (see above).
             will_handlers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
