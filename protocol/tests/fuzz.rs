@@ -1337,6 +1337,26 @@ proptest! {
     }
 
     #[test]
+    fn topic_parse_never_panics_and_names_only_clean_ids(topic in prop_oneof![
+        "(?s).{0,200}",
+        "(wlan|device|ap|gateway|registry|verifier)/[^ ]{0,20}(/[a-z/+#$]{0,20})?",
+    ]) {
+        if let Some(parsed) = topics::Topic::parse(&topic) {
+            let id = match parsed.owner() {
+                topics::Owner::Device(l)
+                | topics::Owner::Ssid(l)
+                | topics::Owner::Ap(l)
+                | topics::Owner::Gateway(l) => l.id(),
+                topics::Owner::Platform => None,
+            };
+            if let Some(id) = id {
+                prop_assert!(!id.is_empty() && !id.contains(['/', '+', '#']), "{id:?}");
+            }
+            prop_assert!(!topic.contains('#'));
+        }
+    }
+
+    #[test]
     fn topics_built_from_safe_ids_parse_back(s in "[a-zA-Z0-9._ é€-]{1,64}") {
         prop_assert!(check_client_id(&s).is_ok());
         let id = s.as_str();

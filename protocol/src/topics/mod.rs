@@ -30,6 +30,13 @@
 //! - `gateway/{gateway_id}/presence`: agent -> registry (who is connected)
 //! - `registry/sync`: agent -> registry (send my snapshot)
 //! - `registry/admin/request`, `registry/admin/reply`: admin CLI <-> registry
+//!
+//! [`Topic::parse`] reads any of them back, with the identity it belongs
+//! to ([`Topic::owner`]).
+
+mod parse;
+
+pub use parse::{Level, Owner, Topic};
 
 /// AP -> verifier verification messages.
 pub const VERIFY_REQUEST: &str = "verifier/verify/request";
@@ -84,13 +91,6 @@ pub fn gateway_presence(gateway_id: &str) -> String {
     format!("gateway/{gateway_id}/presence")
 }
 
-/// The gateway id of a `gateway/{gateway_id}/…` topic and the rest after it.
-pub fn parse_gateway_topic(topic: &str) -> Option<(&str, &str)> {
-    let rest = topic.strip_prefix("gateway/")?;
-    let (id, tail) = rest.split_once('/')?;
-    (!id.is_empty()).then_some((id, tail))
-}
-
 pub fn access_request(ssid: &str) -> String {
     format!("wlan/{ssid}/access/request")
 }
@@ -107,12 +107,6 @@ pub fn access_challenge(uuid: &str) -> String {
 /// Device -> AP, secure mode: the device's proof.
 pub fn access_proof(ssid: &str) -> String {
     format!("wlan/{ssid}/access/proof")
-}
-
-/// The SSID of a `wlan/{ssid}/access/proof` topic.
-pub fn parse_access_proof(topic: &str) -> Option<&str> {
-    let ssid = topic.strip_prefix("wlan/")?.strip_suffix("/access/proof")?;
-    (!ssid.is_empty() && !ssid.contains('/')).then_some(ssid)
 }
 
 pub fn device_confirm(uuid: &str) -> String {
@@ -135,33 +129,43 @@ pub fn ap_outcome(ap_id: &str) -> String {
     format!("ap/{ap_id}/outcome")
 }
 
-/// The AP id of an `ap/{ap_id}/outcome` topic.
-pub fn parse_ap_outcome(topic: &str) -> Option<&str> {
-    match parse_ap_topic(topic)? {
-        (ap_id, "outcome") => Some(ap_id),
-        _ => None,
-    }
-}
-
-/// The SSID of a `wlan/{ssid}/access/request` topic.
-pub fn parse_access_request(topic: &str) -> Option<&str> {
-    let rest = topic.strip_prefix("wlan/")?;
-    let ssid = rest.strip_suffix("/access/request")?;
-    (!ssid.is_empty() && !ssid.contains('/')).then_some(ssid)
+/// The gateway id of a `gateway/{gateway_id}/…` topic and the rest after it.
+pub fn parse_gateway_topic(topic: &str) -> Option<(&str, &str)> {
+    parse::namespace("gateway", topic)
 }
 
 /// The AP id of an `ap/{ap_id}/…` topic and the rest after it.
 pub fn parse_ap_topic(topic: &str) -> Option<(&str, &str)> {
-    let rest = topic.strip_prefix("ap/")?;
-    let (ap_id, tail) = rest.split_once('/')?;
-    (!ap_id.is_empty()).then_some((ap_id, tail))
+    parse::namespace("ap", topic)
 }
 
 /// The UUID of a `device/{uuid}/…` topic and the rest after it.
 pub fn parse_device_topic(topic: &str) -> Option<(&str, &str)> {
-    let rest = topic.strip_prefix("device/")?;
-    let (id, tail) = rest.split_once('/')?;
-    (!id.is_empty()).then_some((id, tail))
+    parse::namespace("device", topic)
+}
+
+/// The SSID of a `wlan/{ssid}/access/request` topic.
+pub fn parse_access_request(topic: &str) -> Option<&str> {
+    match Topic::parse(topic)? {
+        Topic::AccessRequest { ssid } => ssid.id(),
+        _ => None,
+    }
+}
+
+/// The SSID of a `wlan/{ssid}/access/proof` topic.
+pub fn parse_access_proof(topic: &str) -> Option<&str> {
+    match Topic::parse(topic)? {
+        Topic::AccessProof { ssid } => ssid.id(),
+        _ => None,
+    }
+}
+
+/// The AP id of an `ap/{ap_id}/outcome` topic.
+pub fn parse_ap_outcome(topic: &str) -> Option<&str> {
+    match Topic::parse(topic)? {
+        Topic::ApOutcome { ap_id } => ap_id.id(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,207 @@
+//! A gateway's agent: its client of both brokers. It announces the gateway
+//! to the registry, keeps the admitted set in step with the registry's
+//! snapshot and deltas, and turns redirect requests into notices to the
+//! devices on its own broker.
+
+use super::admitted::Assigned;
+use super::presence::{collect_presence, report_presence, PendingPresence};
+use bus::{Bus, LinkState, Message};
+use protocol::gateway::{
+    AssignUpdate, GatewayStatus, Redirect, RedirectBatch, RedirectReason, SyncRequest,
+    MAX_ASSIGN_PAYLOAD,
+};
+use protocol::topics::{self, Topic};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How long the agent waits for the registry's snapshot before announcing
+/// again, doubling up to the cap.
+const RESYNC_FIRST: Duration = Duration::from_secs(1);
+const RESYNC_CAP: Duration = Duration::from_secs(10);
+
+pub(super) struct Agent {
+    pub(super) id: String,
+    pub(super) up: Bus,
+    pub(super) local: Bus,
+    pub(super) assigned: Arc<Assigned>,
+    pub(super) alive: GatewayStatus,
+    pub(super) dead: GatewayStatus,
+}
+
+impl Agent {
+    /// The agent's two directions run apart, so neither connection's
+    /// event loop ever waits on the other: registry messages become local
+    /// publishes in this task, while device presence is only recorded by a
+    /// collector that never blocks and is sent up by its own task. (One
+    /// loop doing both deadlocked under a drain: it waited on the local
+    /// broker, whose event loop waited for the loop to take presence.)
+    pub(super) async fn run(
+        self,
+        mut up_inbox: tokio::sync::mpsc::Receiver<Message>,
+        local_inbox: tokio::sync::mpsc::Receiver<Message>,
+        up_link: CancellationToken,
+        local_link: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let presence = Arc::new(PendingPresence::default());
+        let collector = tokio::spawn(collect_presence(
+            local_inbox,
+            presence.clone(),
+            shutdown.clone(),
+        ));
+        let reporter = tokio::spawn(report_presence(
+            self.id.clone(),
+            self.up.clone(),
+            presence.clone(),
+            shutdown.clone(),
+        ));
+        let mut up_state = self.up.watch_state();
+        // Announce on this connection and on every reconnect, and again
+        // until the registry's snapshot arrives: an announcement reaching
+        // a restarted platform broker before its registry has subscribed
+        // is dropped, and the gateway would stay dead to the registry.
+        self.announce().await;
+        up_state.borrow_and_update();
+        let mut awaiting_snapshot = true;
+        let mut retry = RESYNC_FIRST;
+        let resync = tokio::time::sleep(retry);
+        tokio::pin!(resync);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = up_state.changed() => {
+                    if changed.is_err() { break; }
+                    let now = up_state.borrow_and_update().clone();
+                    if now == LinkState::Ready {
+                        self.announce().await;
+                        awaiting_snapshot = true;
+                        retry = RESYNC_FIRST;
+                        resync.as_mut().reset(tokio::time::Instant::now() + retry);
+                    }
+                }
+                _ = &mut resync, if awaiting_snapshot => {
+                    warn!(gateway_id = %self.id, "no snapshot from the registry yet; announcing again");
+                    self.announce().await;
+                    retry = (retry * 2).min(RESYNC_CAP);
+                    resync.as_mut().reset(tokio::time::Instant::now() + retry);
+                }
+                Some(msg) = up_inbox.recv() => {
+                    if self.on_registry_message(msg, &presence).await {
+                        awaiting_snapshot = false;
+                    }
+                }
+            }
+        }
+        let _ = collector.await;
+        let _ = reporter.await;
+        if let Err(e) = self
+            .up
+            .publish_json(topics::gateway_status(&self.id), &self.dead)
+            .await
+        {
+            warn!(error = %e, "could not announce shutdown");
+        }
+        local_link.cancel();
+        up_link.cancel();
+        self.up.closed(Duration::from_secs(3)).await;
+        info!(gateway_id = %self.id, "gateway agent stopped");
+    }
+
+    async fn announce(&self) {
+        let sync = SyncRequest {
+            gateway_id: self.id.clone(),
+        };
+        if let Err(e) = self
+            .up
+            .publish_json(topics::gateway_status(&self.id), &self.alive)
+            .await
+        {
+            warn!(error = %e, "could not announce the gateway");
+        }
+        if let Err(e) = self.up.publish_json(topics::REGISTRY_SYNC, &sync).await {
+            warn!(error = %e, "could not ask for the assignment snapshot");
+        }
+    }
+
+    /// True for a snapshot (`reset`) from the registry.
+    async fn on_registry_message(&self, msg: Message, presence: &PendingPresence) -> bool {
+        match Topic::parse(&msg.topic) {
+            Some(Topic::GatewayAssign { .. }) => match protocol::decode::decode_limited::<
+                AssignUpdate,
+            >(
+                &msg.payload, MAX_ASSIGN_PAYLOAD
+            ) {
+                Ok(update) => {
+                    let reset = update.reset;
+                    self.assigned.apply(update);
+                    if reset {
+                        self.revoke_strays(presence).await;
+                    }
+                    return reset;
+                }
+                Err(e) => warn!(error = %e, "malformed assignment update"),
+            },
+            Some(Topic::GatewayNotify { .. }) => match protocol::decode::decode_limited::<
+                RedirectBatch,
+            >(
+                &msg.payload, MAX_ASSIGN_PAYLOAD
+            ) {
+                Ok(batch) => self.redirect(batch.redirects).await,
+                Err(e) => warn!(error = %e, "malformed redirect batch"),
+            },
+            _ => debug!(topic = %msg.topic, "unexpected topic"),
+        }
+        false
+    }
+
+    /// After a snapshot: devices connected here that the registry no longer
+    /// assigns here were moved while this agent could not hear it (their
+    /// redirect lost with a platform crash, say). Nothing else would ever
+    /// move them, since a gateway cannot disconnect a client, so tell them
+    /// to ask again. The agent does not know their new epoch: the notice
+    /// says `revoked`, which a device obeys whatever its epoch.
+    async fn revoke_strays(&self, presence: &PendingPresence) {
+        let strays: Vec<Redirect> = {
+            let admitted = self
+                .assigned
+                .devices
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            presence
+                .connected_outside(&admitted)
+                .into_iter()
+                .map(|device_id| Redirect {
+                    device_id,
+                    reason: RedirectReason::Revoked,
+                    epoch: 0,
+                })
+                .collect()
+        };
+        if !strays.is_empty() {
+            info!(gateway_id = %self.id, devices = strays.len(), "connected devices no longer assigned here told to ask again");
+            self.redirect(strays).await;
+        }
+    }
+
+    /// Stops admitting each device, then sends it its notice on this
+    /// gateway's broker.
+    async fn redirect(&self, notices: Vec<Redirect>) {
+        for notice in notices {
+            if protocol::check_client_id(&notice.device_id).is_err() {
+                warn!("redirect for an invalid device id ignored");
+                continue;
+            }
+            self.assigned.forget(&notice.device_id);
+            debug!(device_id = %notice.device_id, reason = %notice.reason, "redirect notice sent");
+            if let Err(e) = self
+                .local
+                .publish_json(topics::device_redirect(&notice.device_id), &notice)
+                .await
+            {
+                warn!(error = %e, "could not send a redirect notice");
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The platform broker's admission (who may connect) and its topic ACL
+//! (what each may publish and subscribe to), by role: admin, ap and
+//! gateway users by password; devices by their login, checked against the
+//! verifier's store, with the login lockout.
+
+use super::acl;
+use super::settings::{Mode, Role, SecuritySection};
+use crate::admission::{AclAction, Admission};
+use protocol::crypto::{ct_eq, sha256_hex};
+use protocol::DeviceUuid;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use tracing::{info, warn};
+use verifier::Lockout;
+
+/// Checks a device's login; the verifier's store implements it.
+pub trait DeviceDirectory: Send + Sync + 'static {
+    /// Whether `password` is the login of enrolled device `uuid`.
+    fn login_ok(&self, uuid: &DeviceUuid, password: &str) -> bool;
+}
+
+impl DeviceDirectory for verifier::Store {
+    fn login_ok(&self, uuid: &DeviceUuid, password: &str) -> bool {
+        match self.get(uuid) {
+            Ok(Some(e)) => ct_eq(
+                &protocol::crypto::device_login(uuid.as_str(), &e.pass_tmp),
+                password,
+            ),
+            Ok(None) => false,
+            Err(e) => {
+                warn!(error = %e, "cannot read the verifier store for a login");
+                false
+            }
+        }
+    }
+}
+
+/// The platform broker's admission and ACL.
+pub struct PlatformAuth {
+    mode: Mode,
+    /// Failed device logins per UUID: a login is derived from pass_tmp, so
+    /// it is a guessing oracle and gets the same lockout as onboarding.
+    logins: Lockout,
+    users: HashMap<String, (Role, String)>,
+    /// Set once the verifier's store is open; devices are refused before
+    /// and after it. Weak: the broker thread outlives a stopped platform,
+    /// and must not keep the verifier's database open (and locked).
+    devices: OnceLock<Weak<dyn DeviceDirectory>>,
+}
+
+enum Who {
+    Role(Role),
+    Device,
+}
+
+impl PlatformAuth {
+    pub fn new(mode: Mode, users: HashMap<String, (Role, String)>) -> Self {
+        let defaults = SecuritySection::default();
+        PlatformAuth {
+            mode,
+            logins: Lockout::new(
+                defaults.max_failures,
+                std::time::Duration::from_secs(defaults.lockout_secs),
+            ),
+            users,
+            devices: OnceLock::new(),
+        }
+    }
+
+    /// The lockout policy for device logins.
+    pub fn with_lockout(mut self, max_failures: u32, lockout: std::time::Duration) -> Self {
+        self.logins = Lockout::new(max_failures, lockout);
+        self
+    }
+
+    pub fn set_devices(&self, devices: &Arc<dyn DeviceDirectory>) {
+        let _ = self.devices.set(Arc::downgrade(devices));
+    }
+
+    fn who(&self, username: &str) -> Who {
+        match self.users.get(username) {
+            Some((role, _)) => Who::Role(*role),
+            None => Who::Device,
+        }
+    }
+}
+
+impl Admission for PlatformAuth {
+    fn admit(&self, client_id: &str, username: &str, password: &str) -> bool {
+        if self.mode == Mode::Walkthrough {
+            return true;
+        }
+        let refuse = |reason: &str| {
+            warn!(target: "audit", client_id, username, reason, "platform connect refused");
+            false
+        };
+        if let Some((role, hash)) = self.users.get(username) {
+            if !ct_eq(&sha256_hex(password), hash) {
+                return refuse("wrong password");
+            }
+            if DeviceUuid::parse(client_id).is_ok() {
+                return refuse("a role user may not use a device's id");
+            }
+            info!(target: "audit", client_id, username, role = role.name(), "connected");
+            return true;
+        }
+        let Ok(uuid) = DeviceUuid::parse(username) else {
+            return refuse("unknown user");
+        };
+        if client_id != username {
+            return refuse("a device must connect with its own id as client id");
+        }
+        if self.logins.locked(uuid.key()).is_some() {
+            return refuse("device locked out after failed logins");
+        }
+        match self.devices.get().and_then(Weak::upgrade) {
+            Some(d) if d.login_ok(&uuid, password) => {
+                self.logins.clear(uuid.key());
+                true
+            }
+            Some(_) => {
+                self.logins.fail(uuid.key());
+                refuse("wrong device login or not enrolled")
+            }
+            None => refuse("the verifier is not serving yet"),
+        }
+    }
+
+    fn allow(&self, client_id: &str, username: &str, topic: &str, action: AclAction) -> bool {
+        if self.mode == Mode::Walkthrough {
+            return true;
+        }
+        let ok = match self.who(username) {
+            Who::Role(Role::Admin) => true,
+            Who::Role(Role::Ap) => acl::ap_may(topic, action),
+            Who::Role(Role::Gateway) => acl::gateway_may(topic, action),
+            Who::Device => acl::device_may(client_id, topic, action),
+        };
+        if !ok {
+            warn!(target: "audit", client_id, username, topic, ?action, "refused by the platform ACL");
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::secrets::users_with_bootstrap;
+    use super::*;
+
+    const UUID: &str = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b";
+
+    #[test]
+    fn bootstrap_credentials_are_created_once_and_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let section = SecuritySection::default();
+        let users = users_with_bootstrap(&section, dir.path()).unwrap();
+        let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+        assert_eq!(users["admin"], (Role::Admin, sha256_hex(token.trim())));
+        let again = users_with_bootstrap(&section, dir.path()).unwrap();
+        assert_eq!(users, again);
+        let auth = PlatformAuth::new(Mode::Secure, users);
+        assert!(auth.admit("cli-1", "admin", token.trim()));
+        assert!(!auth.admit("cli-1", "admin", "guess"));
+        assert!(!auth.admit(UUID, "admin", token.trim()), "a device's id");
+        assert!(!auth.admit("x", "nobody", ""));
+        assert!(!auth.admit(UUID, UUID, "x"), "no verifier yet");
+    }
+}

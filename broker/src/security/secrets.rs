@@ -1,0 +1,174 @@
+//! The secrets the platform makes for itself on first start: its signing
+//! key, and a bootstrap credential for each role with no user configured.
+//! Each is written crash-safe, mode 0600, and read back on every start.
+
+use super::settings::{Role, SecuritySection};
+use protocol::crypto::{sha256_hex, PlatformKey};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tracing::info;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} does not hold a platform key (64 hex digits): {reason}")]
+    BadKey { path: PathBuf, reason: String },
+}
+
+/// Loads the platform's signing key, creating it (mode 0600) on first
+/// start, and writes its public half to `{file}.pub`.
+pub fn load_or_create_key(path: &Path) -> Result<PlatformKey, SecurityError> {
+    let key = match std::fs::read_to_string(path) {
+        Ok(text) => PlatformKey::from_seed_hex(&text).map_err(|e| SecurityError::BadKey {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = PlatformKey::generate();
+            write_secret(path, &format!("{}\n", key.seed_hex()))?;
+            info!(path = %path.display(), "created the platform signing key");
+            key
+        }
+        Err(source) => {
+            return Err(SecurityError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let public = public_key_path(path);
+    std::fs::write(&public, format!("{}\n", key.public().to_hex())).map_err(|source| {
+        SecurityError::Write {
+            path: public.clone(),
+            source,
+        }
+    })?;
+    Ok(key)
+}
+
+pub fn public_key_path(key: &Path) -> PathBuf {
+    let mut name = key.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Writes a new secret file (mode 0600) so that a crash at any point
+/// leaves either no file or the whole one: written and synced under a
+/// temporary name, renamed into place, then the directory synced. A
+/// half-written key would otherwise stop the next start until someone
+/// deleted it by hand.
+fn write_secret(path: &Path, text: &str) -> Result<(), SecurityError> {
+    use std::io::Write;
+    let write = |source| SecurityError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(write)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    // A leftover from a crash is replaced, never reused: its mode may not
+    // be 0600.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(write(e)),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(write)?;
+    file.write_all(text.as_bytes()).map_err(write)?;
+    file.sync_all().map_err(write)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(write)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write)
+}
+
+/// The users of `section`, plus one bootstrap user per role that has
+/// none: `{role}` with the password in `{credentials}/{role}.token`,
+/// created on first start.
+pub fn users_with_bootstrap(
+    section: &SecuritySection,
+    credentials: &Path,
+) -> Result<HashMap<String, (Role, String)>, SecurityError> {
+    let mut users: HashMap<String, (Role, String)> = section
+        .users
+        .iter()
+        .map(|u| {
+            (
+                u.name.clone(),
+                (u.role, u.password_sha256.to_ascii_lowercase()),
+            )
+        })
+        .collect();
+    for role in Role::ALL {
+        if users.values().any(|(r, _)| *r == role) {
+            continue;
+        }
+        let path = credentials.join(format!("{}.token", role.name()));
+        let token = match std::fs::read_to_string(&path) {
+            Ok(t) => t.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let token = protocol::crypto::random_b64(24);
+                write_secret(&path, &format!("{token}\n"))?;
+                info!(role = role.name(), path = %path.display(), "created a bootstrap credential");
+                token
+            }
+            Err(source) => return Err(SecurityError::Read { path, source }),
+        };
+        users.insert(role.name().to_owned(), (role, sha256_hex(&token)));
+    }
+    Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.key");
+        let a = load_or_create_key(&path).unwrap();
+        let b = load_or_create_key(&path).unwrap();
+        assert_eq!(a.public(), b.public());
+        let public = std::fs::read_to_string(public_key_path(&path)).unwrap();
+        assert_eq!(public.trim(), a.public().to_hex());
+        std::fs::write(&path, "junk").unwrap();
+        assert!(load_or_create_key(&path).is_err());
+    }
+
+    #[test]
+    fn a_crash_while_creating_the_key_leaves_no_half_key() {
+        // A crash mid-write leaves only the temporary file, which the next
+        // start overwrites; the key itself appears whole or not at all.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("platform.key");
+        std::fs::write(dir.path().join("platform.key.tmp"), "half").unwrap();
+        let key = load_or_create_key(&path).unwrap();
+        assert!(!dir.path().join("platform.key.tmp").exists());
+        assert_eq!(load_or_create_key(&path).unwrap().public(), key.public());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

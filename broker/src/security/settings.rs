@@ -1,0 +1,101 @@
+//! `[security]`: the mode, the role users and the limits, as the config
+//! file spells them, and their validation.
+
+use protocol::DeviceUuid;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Authentication by role, the topic ACL, sealed onboarding, signed
+    /// assignments.
+    #[default]
+    Secure,
+    /// Plaintext pass_tmp and Wi-Fi password, any client, any topic.
+    Walkthrough,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Ap,
+    Gateway,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Ap, Role::Gateway];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Ap => "ap",
+            Role::Gateway => "gateway",
+        }
+    }
+}
+
+/// One `[[security.users]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The MQTT username.
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the password, 64 hex digits: `printf %s PASSWORD | sha256sum`.
+    pub password_sha256: String,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    pub mode: Mode,
+    /// The platform's Ed25519 key (hex seed), relative to the data dir;
+    /// created on first start. Its public half goes next to it, `.pub`.
+    pub signing_key_file: PathBuf,
+    pub users: Vec<User>,
+    /// Failed access attempts before a UUID is locked out.
+    pub max_failures: u32,
+    /// How long a locked-out UUID stays locked, in seconds.
+    pub lockout_secs: u64,
+    /// Verification requests each AP may make per second (burst: the same).
+    pub ap_rate_per_sec: u32,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            mode: Mode::Secure,
+            signing_key_file: PathBuf::from("platform.key"),
+            users: Vec::new(),
+            max_failures: 5,
+            lockout_secs: 300,
+            ap_rate_per_sec: 500,
+        }
+    }
+}
+
+impl SecuritySection {
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, u) in self.users.iter().enumerate() {
+            let h = &u.password_sha256;
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "users[{i}].password_sha256 must be 64 hex digits (printf %s PASSWORD | sha256sum)"
+                ));
+            }
+            if u.name.is_empty() || DeviceUuid::parse(&u.name).is_ok() {
+                return Err(format!(
+                    "users[{i}].name {:?} must be non-empty and not a device UUID",
+                    u.name
+                ));
+            }
+        }
+        if self.max_failures == 0 || self.ap_rate_per_sec == 0 {
+            return Err("max_failures and ap_rate_per_sec must be at least 1".into());
+        }
+        Ok(())
+    }
+}
