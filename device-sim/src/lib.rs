@@ -14,6 +14,7 @@ pub mod gateway;
 mod link;
 pub mod manifest;
 pub mod report;
+mod stats;
 
 pub use link::{LinkConfig, PlatformLink};
 
