@@ -1,25 +1,21 @@
 //! `ap-sim`: run one simulated access point, or several in one process.
 
-use ap_sim::{Ap, ApConfig, ApEvent, Network};
+mod serve_cmd;
+
+use ap_sim::Network;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use cli::ConnectArgs;
-use std::collections::VecDeque;
-use std::io::{BufRead, IsTerminal};
+use serve_cmd::ApSpec;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::task::Poll;
-use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// Exit codes a script can rely on.
 mod exit {
+    pub use cli::exit::USAGE;
     /// The AP could not start or failed: invalid --ssid/--password,
     /// platform unreachable.
     pub const FAILED: u8 = 1;
-    /// Bad command line (clap's), or a bad --aps file.
-    pub const USAGE: u8 = 2;
 }
 
 #[derive(Parser)]
@@ -65,12 +61,6 @@ struct Cli {
     confirm_timeout: u64,
     #[command(flatten)]
     connect: ConnectArgs,
-}
-
-/// One AP to run: its id and its network.
-struct ApSpec {
-    id: String,
-    network: Network,
 }
 
 impl Cli {
@@ -130,206 +120,16 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(run(cli, specs)) {
+    let opts = serve_cmd::Options {
+        auto_confirm: cli.auto_confirm,
+        confirm_timeout: cli.confirm_timeout,
+        connect: cli.connect,
+    };
+    match runtime.block_on(serve_cmd::run(opts, specs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(exit::FAILED)
         }
     }
-}
-
-/// A started AP and what the terminal needs to talk about it.
-struct Running {
-    id: String,
-    ap: Ap,
-}
-
-/// A prompt waiting for the terminal's answer.
-struct Prompt {
-    ap: usize,
-    uuid: String,
-    ssid: String,
-}
-
-async fn run(cli: Cli, specs: Vec<ApSpec>) -> Result<(), ap_sim::ApError> {
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
-    let platform_key = cli
-        .connect
-        .platform_key()
-        .map_err(|reason| ap_sim::ApError::Invalid {
-            field: "platform key",
-            reason,
-        })?;
-    let password = cli
-        .connect
-        .password_for("ap")
-        .map_err(|reason| ap_sim::ApError::Invalid {
-            field: "password file",
-            reason,
-        })?;
-    let mut aps = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let mut config = ApConfig::new(&cli.connect.broker, &spec.id, vec![spec.network]);
-        config.auto_confirm = cli.auto_confirm;
-        config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);
-        config.username = cli.connect.username_or("ap");
-        config.password = password.clone();
-        config.platform_key = platform_key;
-        let ssid = config.networks[0].ssid.clone();
-        match ap_sim::start(config, shutdown.clone()).await {
-            Ok(ap) => {
-                println!(
-                    "[ap {}] serving SSID {ssid:?} on {}",
-                    spec.id, cli.connect.broker
-                );
-                aps.push(Running { id: spec.id, ap });
-            }
-            Err(e) => {
-                // Stop the ones already serving before giving up.
-                shutdown.cancel();
-                for running in aps {
-                    let _ = running.ap.join().await;
-                }
-                return Err(e);
-            }
-        }
-    }
-
-    let interactive = !cli.auto_confirm && std::io::stdin().is_terminal();
-    let mut answers = if interactive {
-        Some(spawn_stdin_reader())
-    } else {
-        None
-    };
-    let mut prompts: VecDeque<Prompt> = VecDeque::new();
-    let mut turn = 0;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            event = next_event(&mut aps, &mut turn) => match event {
-                Some((i, event)) => on_event(&cli, &aps, i, event, interactive, &mut prompts),
-                None => break,
-            },
-            Some(line) = recv(&mut answers) => {
-                let accept = match line.trim() {
-                    "y" | "Y" | "yes" => true,
-                    "n" | "N" | "no" => false,
-                    _ => { ask(&aps, &prompts); continue; }
-                };
-                while let Some(p) = prompts.pop_front() {
-                    if aps[p.ap].ap.confirmations.confirm(&p.uuid, accept) {
-                        break;
-                    }
-                }
-                ask(&aps, &prompts);
-            }
-        }
-    }
-    let mut result = Ok(());
-    for running in aps {
-        if let Err(e) = running.ap.join().await {
-            result = Err(e);
-        }
-    }
-    result
-}
-
-fn on_event(
-    cli: &Cli,
-    aps: &[Running],
-    i: usize,
-    event: ApEvent,
-    interactive: bool,
-    prompts: &mut VecDeque<Prompt>,
-) {
-    let id = &aps[i].id;
-    match event {
-        ApEvent::Prompt { uuid, ssid } => {
-            println!("[ap {id}] device {uuid} wants to join {ssid:?}");
-            if cli.auto_confirm {
-                println!("[ap {id}] auto-confirmed");
-            } else if interactive {
-                prompts.push_back(Prompt { ap: i, uuid, ssid });
-                ask(aps, prompts);
-            } else {
-                println!(
-                    "[ap {id}] confirm with: mosquitto_pub -u me -t {} -m '{{\"uuid\":\"{uuid}\",\"accept\":true}}'",
-                    protocol::topics::ap_confirm(id)
-                );
-            }
-        }
-        ApEvent::Answered {
-            uuid,
-            outcome,
-            elapsed,
-        } => {
-            prompts.retain(|p| !(p.ap == i && p.uuid == uuid));
-            match outcome {
-                Ok(()) => println!(
-                    "[ap {id}] sent the password to {uuid} ({} ms)",
-                    elapsed.as_millis()
-                ),
-                Err(code) => println!("[ap {id}] refused {uuid}: {code}"),
-            }
-        }
-    }
-}
-
-/// The next event of any AP, taking the APs in turn so that a busy one
-/// cannot starve the others. `None` once every AP has stopped.
-async fn next_event(aps: &mut [Running], turn: &mut usize) -> Option<(usize, ApEvent)> {
-    std::future::poll_fn(|cx| {
-        let n = aps.len();
-        let mut open = false;
-        for k in 0..n {
-            let i = (*turn + k) % n;
-            match aps[i].ap.events.poll_recv(cx) {
-                Poll::Ready(Some(event)) => {
-                    *turn = (i + 1) % n;
-                    return Poll::Ready(Some((i, event)));
-                }
-                Poll::Ready(None) => {}
-                Poll::Pending => open = true,
-            }
-        }
-        if open {
-            Poll::Pending
-        } else {
-            Poll::Ready(None)
-        }
-    })
-    .await
-}
-
-/// Asks about the oldest open prompt, naming its AP and network.
-fn ask(aps: &[Running], prompts: &VecDeque<Prompt>) {
-    if let Some(p) = prompts.front() {
-        println!(
-            "[ap {}] accept {} onto {:?}? [y/n]",
-            aps[p.ap].id, p.uuid, p.ssid
-        );
-    }
-}
-
-async fn recv(rx: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Lines typed on the terminal. A plain thread: stdin reads block.
-fn spawn_stdin_reader() -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }

@@ -1,7 +1,7 @@
 //! What a fleet run measured: counts, throughput, latency percentiles per
 //! phase, peak RSS; as text, JSON and an SVG plot.
 
-use crate::fleet::{FleetStats, Phase};
+use crate::stats::{FleetStats, Phase};
 use plotters::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -1,0 +1,86 @@
+//! The AP never holds a device's pass_tmp: it asks the verifier for it per
+//! request, and in secure mode trusts only an answer sealed to this AP and
+//! signed by the platform.
+
+use crate::shared::{Denied, Shared};
+use protocol::onboarding::{open_verify_answer, VerifyOutcome, VerifyRequest};
+use protocol::{topics, AccessErrorCode, DeviceUuid};
+use tracing::warn;
+
+/// Asks the verifier for the UUID's pass_tmp; in secure mode it arrives
+/// sealed to this AP and signed by the platform.
+pub(crate) async fn verify(shared: &Shared, uuid: &DeviceUuid) -> Result<String, Denied> {
+    let config = &shared.config;
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let answer = shared.verifications.insert(request_id.clone());
+    let ask = VerifyRequest {
+        request_id: request_id.clone(),
+        ap_id: config.ap_id.clone(),
+        uuid: uuid.key().to_owned(),
+        ap_key: config
+            .platform_key
+            .is_some()
+            .then(|| shared.ap_key.public_b64()),
+    };
+    if shared
+        .bus
+        .publish_json(topics::VERIFY_REQUEST, &ask)
+        .await
+        .is_err()
+    {
+        shared.verifications.remove(&request_id);
+        return Err(shared.deny(
+            uuid.as_str(),
+            AccessErrorCode::Unavailable,
+            "the AP lost its connection to the verifier",
+        ));
+    }
+    let verified = match tokio::time::timeout(config.verify_timeout, answer).await {
+        Ok(Ok(resp)) => resp,
+        _ => {
+            shared.verifications.remove(&request_id);
+            return Err(shared.deny(
+                uuid.as_str(),
+                AccessErrorCode::Unavailable,
+                "the verifier did not answer in time",
+            ));
+        }
+    };
+    match (verified.outcome, &config.platform_key) {
+        (VerifyOutcome::Found { pass_tmp }, None) => Ok(pass_tmp),
+        (
+            VerifyOutcome::Sealed {
+                sealed_pass_tmp,
+                sig,
+            },
+            Some(platform),
+        ) => open_verify_answer(
+            platform,
+            &shared.ap_key,
+            &request_id,
+            uuid.key(),
+            &config.ap_id,
+            &sealed_pass_tmp,
+            &sig,
+        )
+        .map_err(|e| {
+            warn!(target: "audit", uuid = %uuid, error = %e, "verifier answer refused: not signed by the platform or not sealed to this AP");
+            shared.deny(
+                uuid.as_str(),
+                AccessErrorCode::Timeout,
+                "no valid answer from the verifier",
+            )
+        }),
+        (VerifyOutcome::Failed { error }, _) => {
+            Err(shared.deny(uuid.as_str(), error.code, error.message))
+        }
+        (_, _) => {
+            warn!(target: "audit", uuid = %uuid, "verifier answer refused: wrong mode (plaintext in secure mode or sealed in walkthrough)");
+            Err(shared.deny(
+                uuid.as_str(),
+                AccessErrorCode::Timeout,
+                "no valid answer from the verifier",
+            ))
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! What the device puts on the wire to an AP and what it believes back,
+//! in either mode: the access request (in secure mode SPAKE2's first
+//! message, never pass_tmp), the proof that answers the AP's challenge, and
+//! the password of a grant (in secure mode only if it opens with the
+//! handshake's key). The onboarding flow decides when; this decides what.
+
+use crate::{DeviceConfig, DeviceError};
+use bus::Message;
+use protocol::crypto::{handshake_tag, DeviceHandshake, SessionKeys};
+use protocol::onboarding::{
+    wifi_seal_context, AccessChallenge, AccessGranted, AccessProof, AccessRequest, AccessResponse,
+};
+use protocol::{decode, topics, DeviceUuid};
+use tracing::warn;
+
+/// The access request, and in secure mode the handshake it starts with
+/// that handshake's tag ([`handshake_tag`]).
+pub(crate) fn access_request(
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+) -> (AccessRequest, Option<(DeviceHandshake, String)>) {
+    let mut request = AccessRequest {
+        uuid: uuid.as_str().to_owned(),
+        ssid: config.ssid.clone(),
+        pass_tmp: String::new(),
+        spake2: None,
+    };
+    if config.platform_key.is_none() {
+        request.pass_tmp = config.pass_tmp.clone();
+        return (request, None);
+    }
+    let (state, msg) = DeviceHandshake::start(uuid.as_str(), &config.ssid, &config.pass_tmp);
+    let tag = handshake_tag(&msg);
+    request.spake2 = Some(msg);
+    (request, Some((state, tag)))
+}
+
+/// Secure mode: once a challenge has answered the current handshake
+/// (`handshake` is None), the next request starts a new one.
+pub(crate) fn renew_if_spent(
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    request: &mut AccessRequest,
+    handshake: &mut Option<(DeviceHandshake, String)>,
+) {
+    if config.platform_key.is_some() && handshake.is_none() {
+        (*request, *handshake) = access_request(config, uuid);
+    }
+}
+
+fn invalid_challenge(reason: String) -> DeviceError {
+    DeviceError::Invalid {
+        field: "challenge",
+        reason,
+    }
+}
+
+/// A well-formed challenge for this device's SSID.
+pub(crate) fn read_challenge(
+    config: &DeviceConfig,
+    msg: &Message,
+) -> Result<AccessChallenge, DeviceError> {
+    let challenge = decode::<AccessChallenge>(&msg.payload)
+        .map_err(|e| invalid_challenge(e.to_string()))
+        .and_then(|c| {
+            c.validate()
+                .map(|()| c)
+                .map_err(|e| invalid_challenge(e.to_string()))
+        })?;
+    if challenge.ssid != config.ssid {
+        return Err(invalid_challenge("for another SSID".into()));
+    }
+    Ok(challenge)
+}
+
+/// Sends the proof of an answered challenge (again, if the AP repeats it).
+pub(crate) async fn send_proof(
+    bus: &bus::Bus,
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    keys: &SessionKeys,
+    session: &str,
+) -> Result<(), DeviceError> {
+    let proof = AccessProof {
+        uuid: uuid.as_str().to_owned(),
+        session: session.to_owned(),
+        proof: keys.device_proof(),
+    };
+    bus.publish_json(topics::access_proof(&config.ssid), &proof)
+        .await?;
+    Ok(())
+}
+
+/// Secure mode: finishes the handshake with the AP's challenge and sends
+/// the proof. Returns the session keys and the session id.
+pub(crate) async fn answer_challenge(
+    bus: &bus::Bus,
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    state: DeviceHandshake,
+    challenge: &AccessChallenge,
+) -> Result<(SessionKeys, String), DeviceError> {
+    let keys = state
+        .finish(&challenge.spake2, &challenge.session)
+        .map_err(|e| invalid_challenge(e.to_string()))?;
+    send_proof(bus, config, uuid, &keys, &challenge.session).await?;
+    Ok((keys, challenge.session.clone()))
+}
+
+/// The password of a grant: in secure mode, only if it opens with this
+/// handshake's key; in walkthrough mode, as sent.
+pub(crate) fn open_grant(
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    keys: Option<&(SessionKeys, String)>,
+    mut granted: AccessGranted,
+) -> Result<AccessGranted, String> {
+    if config.platform_key.is_none() {
+        if granted.password.is_empty() {
+            return Err("no password in a walkthrough-mode grant".into());
+        }
+        return Ok(granted);
+    }
+    let (keys, session) = keys.ok_or("no handshake completed")?;
+    if granted.session.as_deref() != Some(session.as_str()) {
+        return Err("for another session".into());
+    }
+    let sealed = granted.sealed.as_deref().ok_or("no sealed password")?;
+    granted.password = keys
+        .open_password(
+            sealed,
+            &wifi_seal_context(uuid.as_str(), &config.ssid, session),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(granted)
+}
+
+pub(crate) fn read_response(msg: &Message, uuid: &DeviceUuid) -> Option<AccessResponse> {
+    match decode::<AccessResponse>(&msg.payload) {
+        Ok(resp) if DeviceUuid::parse(resp.uuid()).is_ok_and(|u| u.key() == uuid.key()) => {
+            Some(resp)
+        }
+        Ok(_) => {
+            warn!("access response for another device ignored");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "malformed access response ignored");
+            None
+        }
+    }
+}

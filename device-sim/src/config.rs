@@ -1,0 +1,94 @@
+//! Who a device is and how patient it is: its factory identity, checked
+//! before anything goes on the wire, and the platform session it logs in
+//! with.
+
+use crate::{DeviceError, LinkConfig};
+use protocol::crypto::PlatformPublicKey;
+use protocol::onboarding::{check_pass_tmp, check_ssid};
+use protocol::DeviceUuid;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// The platform broker, "host:port".
+    pub broker: String,
+    pub uuid: String,
+    pub pass_tmp: String,
+    pub ssid: String,
+    pub auto_confirm: bool,
+    /// How long the device's own prompt waits for its user.
+    pub confirm_timeout: Duration,
+    /// Give up if no AP has answered by then. Longer than an AP's prompt
+    /// timeout (60 s), so a slow human on the AP side is not cut off.
+    pub answer_timeout: Duration,
+    /// First wait before re-sending the request; doubles up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub username: String,
+    pub password: String,
+    /// Secure mode: the platform's public key. The device then logs in as
+    /// itself, proves pass_tmp by SPAKE2 without sending it, and accepts
+    /// only a sealed password. None: walkthrough mode (plaintext).
+    pub platform_key: Option<PlatformPublicKey>,
+}
+
+impl DeviceConfig {
+    pub fn new(
+        broker: impl Into<String>,
+        uuid: impl Into<String>,
+        pass_tmp: impl Into<String>,
+        ssid: impl Into<String>,
+    ) -> Self {
+        DeviceConfig {
+            broker: broker.into(),
+            uuid: uuid.into(),
+            pass_tmp: pass_tmp.into(),
+            ssid: ssid.into(),
+            auto_confirm: false,
+            confirm_timeout: Duration::from_secs(60),
+            answer_timeout: Duration::from_secs(90),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(15),
+            username: "device".into(),
+            password: String::new(),
+            platform_key: None,
+        }
+    }
+}
+
+impl DeviceConfig {
+    /// Checks the factory identity before anything goes on the wire.
+    pub fn validate(&self) -> Result<DeviceUuid, DeviceError> {
+        let uuid = DeviceUuid::parse(&self.uuid).map_err(|e| DeviceError::Invalid {
+            field: "uuid",
+            reason: e.to_string(),
+        })?;
+        check_ssid(&self.ssid).map_err(|reason| DeviceError::Invalid {
+            field: "ssid",
+            reason,
+        })?;
+        check_pass_tmp(&self.pass_tmp).map_err(|reason| DeviceError::Invalid {
+            field: "pass_tmp",
+            reason,
+        })?;
+        Ok(uuid)
+    }
+
+    /// The device's session on the platform broker.
+    pub fn link(&self) -> LinkConfig {
+        let (username, password) = match self.platform_key {
+            Some(_) => (
+                self.uuid.clone(),
+                protocol::crypto::device_login(&self.uuid, &self.pass_tmp),
+            ),
+            None => (self.username.clone(), self.password.clone()),
+        };
+        LinkConfig {
+            broker: self.broker.clone(),
+            device_id: self.uuid.clone(),
+            username,
+            password,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
