@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use bus::{Bus, BusOptions};
 use device_sim::manifest;
+use protocol::topics;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,15 +34,19 @@ enum TopicsPhase {
 /// sizes of what it receives there: a challenge, an access response, an
 /// assignment (rough secure-mode sizes).
 fn device_filters(uuid: &str) -> Vec<String> {
-    ["access/response", "access/challenge", "confirm", "gateway"]
-        .iter()
-        .map(|t| format!("device/{uuid}/{t}"))
-        .collect()
+    vec![
+        topics::access_response(uuid),
+        topics::access_challenge(uuid),
+        topics::device_confirm(uuid),
+        topics::device_gateway(uuid),
+    ]
 }
-const DEVICE_MESSAGES: [(&str, usize); 3] = [
-    ("access/challenge", 200),
-    ("access/response", 300),
-    ("gateway", 600),
+/// A [`protocol::topics`] builder of one of a device's topics.
+type DeviceTopic = fn(&str) -> String;
+const DEVICE_MESSAGES: [(DeviceTopic, usize); 3] = [
+    (topics::access_challenge, 200),
+    (topics::access_response, 300),
+    (topics::device_gateway, 600),
 ];
 
 /// `topics-N`: what rumqttd keeps per distinct client id, topic filter,
@@ -57,7 +62,7 @@ pub async fn topics(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
     publisher.ready(Duration::from_secs(10)).await?;
     let (watcher, mut presence) = Bus::connect(
         p.admin_opts("topics-presence")?,
-        vec!["device/+/presence".into()],
+        vec![topics::DEVICE_PRESENCE_ALL.into()],
         stop.clone(),
     );
     watcher.ready(Duration::from_secs(10)).await?;
@@ -122,7 +127,7 @@ pub async fn topics(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
             match phase {
                 TopicsPhase::Wildcard => {
                     publisher
-                        .publish(format!("device/{uuid}/presence"), vec![b'p'; 120])
+                        .publish(topics::device_presence(&uuid), vec![b'p'; 120])
                         .await?;
                     drop(permit);
                 }
@@ -186,9 +191,7 @@ async fn emulate(opts: BusOptions, publisher: &Bus, uuid: &str, phase: TopicsPha
     bus.ready(Duration::from_secs(10)).await?;
     if matches!(phase, TopicsPhase::Receive | TopicsPhase::Again) {
         for (topic, size) in DEVICE_MESSAGES {
-            publisher
-                .publish(format!("device/{uuid}/{topic}"), vec![b'm'; size])
-                .await?;
+            publisher.publish(topic(uuid), vec![b'm'; size]).await?;
         }
         for _ in DEVICE_MESSAGES {
             tokio::time::timeout(Duration::from_secs(10), inbox.recv())
