@@ -5,5 +5,4 @@
 
 #![forbid(unsafe_code)]
 
-pub mod procs;
 pub mod scenarios;

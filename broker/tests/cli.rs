@@ -124,8 +124,7 @@ fn an_enrollment_the_cli_reported_survives_kill_9() {
         );
     }
     // No grace: SIGKILL right after the last acknowledgement.
-    broker.0.kill().unwrap();
-    broker.0.wait().unwrap();
+    broker.kill().unwrap();
 
     let port = free_port();
     let mut broker = spawn_platform(dir.path(), port);
@@ -138,8 +137,7 @@ fn an_enrollment_the_cli_reported_survives_kill_9() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    broker.0.kill().unwrap();
-    broker.0.wait().unwrap();
+    broker.kill().unwrap();
 }
 
 #[test]
@@ -149,31 +147,17 @@ fn sigterm_drains_flushes_and_exits_0() {
     let mut broker = spawn_platform(dir.path(), port);
     let out = verifier(port, &["enroll", "--uuid", &uuid(7), "--pass-tmp", "pt"]);
     assert!(out.status.success());
-    let term = Command::new("kill")
-        .args(["-TERM", &broker.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = broker.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
+    broker.sigterm().unwrap();
+    let status = broker.wait_exit(Duration::from_secs(15)).unwrap();
+    assert!(status.is_some(), "broker did not exit after SIGTERM");
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
 
     let port = free_port();
     let mut broker = spawn_platform(dir.path(), port);
     assert!(verifier(port, &["show", "--uuid", &uuid(7)])
         .status
         .success());
-    broker.0.kill().unwrap();
-    broker.0.wait().unwrap();
+    broker.kill().unwrap();
 }
 
 #[test]
@@ -195,8 +179,7 @@ fn a_second_platform_on_the_same_data_dir_is_refused_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("another verifier"), "{stderr}");
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    first.kill().unwrap();
 }
 
 #[test]
@@ -234,8 +217,7 @@ fn registry_cli_exit_codes_and_json_and_kill_9_durability() {
     assert_eq!(out.status.code(), Some(1));
 
     // Reported done, then SIGKILL: the assignment is still there.
-    broker.0.kill().unwrap();
-    broker.0.wait().unwrap();
+    broker.kill().unwrap();
     let port = free_port();
     let mut broker = spawn_platform(dir.path(), port);
     let out = registry_cli(port, &["--json", "show", "--device", "cli-1"]);
@@ -250,6 +232,5 @@ fn registry_cli_exit_codes_and_json_and_kill_9_durability() {
         text.contains("\"gateway_id\": \"gw-2\"") && text.contains("\"epoch\": 2"),
         "{text}"
     );
-    broker.0.kill().unwrap();
-    broker.0.wait().unwrap();
+    broker.kill().unwrap();
 }

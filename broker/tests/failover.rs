@@ -39,6 +39,8 @@ async fn devices_of_a_killed_gateway_fail_over() {
     let config = dir.path().join("p.toml");
     std::fs::write(&config, platform_toml(port)).unwrap();
     let mut platform = spawn_broker(
+        dir.path(),
+        "platform",
         &[
             "--config",
             config.to_str().unwrap(),
@@ -49,6 +51,8 @@ async fn devices_of_a_killed_gateway_fail_over() {
     );
     let gw_listen = format!("127.0.0.1:{}", free_port());
     let mut gateway = spawn_broker(
+        dir.path(),
+        "gw-9",
         &[
             "gateway",
             "--id",
@@ -110,8 +114,7 @@ async fn devices_of_a_killed_gateway_fail_over() {
         }
     }
 
-    gateway.0.kill().unwrap();
-    gateway.0.wait().unwrap();
+    gateway.kill().unwrap();
     let killed = Instant::now();
     let mut rehomed = std::collections::HashMap::new();
     while rehomed.len() < devices {
@@ -155,6 +158,5 @@ async fn devices_of_a_killed_gateway_fail_over() {
     }
     stop.cancel();
     client.close().await;
-    platform.0.kill().unwrap();
-    platform.0.wait().unwrap();
+    platform.kill().unwrap();
 }

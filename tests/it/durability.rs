@@ -16,6 +16,7 @@ use ap_sim::{ApConfig, Network};
 use bus::BusOptions;
 use device_sim::fleet::{self, FleetConfig, FleetStats};
 use device_sim::manifest::{self, Identity};
+use harness::{Proc, WorkspaceBin};
 use platform_tests::{unique_id, SSID, WIFI_PASSWORD};
 use protocol::admin::{AdminOk, AdminOp, ImportRow};
 use protocol::crypto::PlatformPublicKey;
@@ -23,8 +24,7 @@ use protocol::registry_admin::{GatewayView, RegistryOk, RegistryOp};
 use registry::RegistryClient;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -120,173 +120,32 @@ fn no_admin(addr: &str, e: impl std::fmt::Display) -> String {
 
 /// The workspace's `broker` binary, next to this test's own profile dir
 /// and built once per test run.
-fn broker_bin() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(find_or_build_broker)
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn find_or_build_broker() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("PLATFORM_BROKER_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    // target/<profile>/deps/it-HASH -> target/<profile>
-    let exe = std::env::current_exe().map_err(|e| format!("no path for this test: {e}"))?;
-    let mut dir = exe.parent().ok_or("the test binary has no directory")?;
-    if dir.ends_with("deps") {
-        dir = dir.parent().ok_or("deps has no parent")?;
-    }
-    let bin = dir.join(format!("broker{}", std::env::consts::EXE_SUFFIX));
-    let profile = match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(other) => other,
-    };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("no workspace dir")?;
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--quiet", "-p", "broker", "--bin", "broker"])
-        .args(["--profile", profile])
-        .current_dir(workspace)
-        .stdin(Stdio::null());
-    if let Some(target) = dir.parent() {
-        build.env("CARGO_TARGET_DIR", target);
-    }
-    match build.output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            return Err(format!(
-                "`cargo build -p broker --bin broker --profile {profile}` failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-        Err(e) if bin.exists() => {
-            eprintln!("cannot run {cargo} ({e}); using {} as it is", bin.display());
-        }
-        Err(e) => return Err(format!("cannot run {cargo} to build the broker: {e}")),
-    }
-    if !bin.exists() {
-        return Err(format!(
-            "{} not found; build it with `cargo build -p broker --bin broker`, \
-             or point PLATFORM_BROKER_BIN at a broker binary",
-            bin.display()
-        ));
-    }
-    Ok(bin)
-}
+static BROKER: WorkspaceBin = WorkspaceBin::new("broker", "broker", "PLATFORM_BROKER_BIN");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    harness::free_port().unwrap()
 }
 
-/// A `broker` child process, its output in a log file; SIGKILLed on drop
-/// so a failing test leaves nothing behind.
-struct Proc {
-    child: Child,
-    name: String,
-    log: PathBuf,
+/// `broker args…` as a child process, its output in `dir/{name}.log`;
+/// SIGKILLed on drop so a failing test leaves nothing behind.
+fn spawn_broker_proc(dir: &Path, name: &str, args: &[&str]) -> Proc {
+    let bin = BROKER.path().unwrap_or_else(|e| panic!("{e}"));
+    harness::Spawn::new(bin)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("DURABILITY_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
+        )
+        .env("NO_COLOR", "1")
+        .tail_lines(15)
+        .start(dir, name)
+        .unwrap_or_else(|e| panic!("{e:?}"))
 }
 
-impl Proc {
-    fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        let child = Command::new(broker_bin())
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("DURABILITY_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
-            )
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", broker_bin().display()));
-        Proc {
-            child,
-            name: name.to_owned(),
-            log,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL (`Child::kill`), as a crash, and reap.
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM through kill(1): no signal crate is a dependency here.
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("cannot run kill(1)");
-        assert!(status.success(), "kill -TERM {} failed", self.pid());
-    }
-
-    /// Waits for the process to exit on its own.
-    async fn exited(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until the log contains `line`.
-    async fn wait_for(&mut self, line: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains(line)) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "{} exited ({status}) before {line:?}:\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not log {line:?} within {timeout:?}:\n{}",
-                self.name,
-                self.tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// Waits until `proc` logs `line`. The wait blocks, so it hands this
+/// worker's other tasks (a running fleet, admin writers) to the runtime.
+fn wait_for(proc: &mut Proc, line: &str, timeout: Duration) {
+    tokio::task::block_in_place(|| proc.wait_for(line, timeout)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The platform as processes: `broker` over a data dir that outlives
@@ -332,7 +191,7 @@ impl Platform {
         self.starts += 1;
         let config = self.dir.path().join("platform.toml");
         let data = self.data();
-        let mut broker = Proc::spawn(
+        let mut broker = spawn_broker_proc(
             self.dir.path(),
             &format!("platform-{}", self.starts),
             &[
@@ -342,7 +201,7 @@ impl Platform {
                 data.to_str().unwrap(),
             ],
         );
-        broker.wait_for("platform ready", STARTUP).await;
+        wait_for(&mut broker, "platform ready", STARTUP);
         self.broker = Some(broker);
     }
 
@@ -394,7 +253,7 @@ impl Platform {
 
     /// SIGKILL of the platform process.
     fn kill9(&mut self) {
-        self.broker().kill9();
+        self.broker().kill().unwrap();
         self.broker = None;
     }
 
@@ -404,7 +263,7 @@ impl Platform {
         let addr = self.addr();
         let password = self.token_file("gateway");
         let key = self.key_file();
-        let mut gw = Proc::spawn(
+        let mut gw = spawn_broker_proc(
             self.dir.path(),
             id,
             &[
@@ -421,14 +280,14 @@ impl Platform {
                 key.to_str().unwrap(),
             ],
         );
-        gw.wait_for("gateway listening", STARTUP).await;
+        wait_for(&mut gw, "gateway listening", STARTUP);
         self.gateways.push(gw);
     }
 
     fn gateway(&mut self, id: &str) -> &mut Proc {
         self.gateways
             .iter_mut()
-            .find(|g| g.name == id)
+            .find(|g| g.name() == id)
             .expect("no such gateway process")
     }
 
@@ -552,7 +411,7 @@ impl Platform {
         self.broker
             .iter()
             .chain(self.gateways.iter())
-            .map(|p| format!("--- {} (pid {}):\n{}", p.name, p.pid(), p.tail()))
+            .map(|p| format!("--- {} (pid {}):\n{}", p.name(), p.pid(), p.tail()))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -951,7 +810,7 @@ async fn gateway_crash_rehomes_its_devices() {
     let stats = &fleet.stats;
     let all = doomed as u64;
 
-    p.gateway("gw-1").kill9();
+    p.gateway("gw-1").kill().unwrap();
     let killed = Instant::now();
     let rehomed = stats
         .wait_until(Duration::from_secs(30), |s| s.on_gateway("gw-2") == all)
@@ -1030,9 +889,10 @@ async fn graceful_shutdown_keeps_acknowledged_work() {
         p.tails()
     );
 
-    p.broker().sigterm();
+    p.broker().sigterm().unwrap();
     let termed = Instant::now();
-    let status = p.broker().exited(Duration::from_secs(20)).await;
+    let status =
+        tokio::task::block_in_place(|| p.broker().wait_exit(Duration::from_secs(20))).unwrap();
     let took = termed.elapsed();
     assert!(
         status.is_some_and(|s| s.success()),

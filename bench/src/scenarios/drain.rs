@@ -1,0 +1,70 @@
+//! `drain-N`: a whole gateway's devices moved by `registry drain`.
+
+use anyhow::{bail, Context, Result};
+use device_sim::fleet::Phase;
+use std::time::{Duration, Instant};
+
+use super::platform::{fleet_on_gw1_with_gw2_standing_by, run, strings, Setup};
+use super::report::{lat, Outcome};
+
+/// `drain-N`: N devices on gw-1, `registry drain gw-1 --to gw-2`, the time
+/// until all N are connected to gw-2.
+pub async fn drain(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
+    let (p, stop, stats, task, floor) = fleet_on_gw1_with_gw2_standing_by(setup, n, seed).await?;
+
+    let mut args = strings(&[
+        "drain",
+        "--gateway",
+        "gw-1",
+        "--to",
+        "gw-2",
+        "--broker",
+        &p.addr,
+        "--json",
+        "--timeout",
+        "120",
+    ]);
+    args.extend(p.client_args("admin", false)?);
+    let t0 = Instant::now();
+    let cli = tokio::task::spawn_blocking(move || run("registry", &args).map(|_| t0.elapsed()));
+    let all = n as u64;
+    let moved = stats
+        .wait_until(Duration::from_secs(120), |s| s.on_gateway("gw-2") == all)
+        .await;
+    let took = t0.elapsed();
+    let on_gw2 = stats.on_gateway("gw-2");
+    let cli_done = cli.await??;
+    stop.cancel();
+    let report = task.await?;
+    if !moved {
+        bail!(
+            "only {on_gw2} of {n} devices reached gw-2: {:?}\n{}",
+            stats.snapshot(),
+            p.tails()
+        );
+    }
+    let mv = lat(&report, Phase::Move)
+        .cloned()
+        .context("no moves measured")?;
+    Ok(Outcome {
+        mode: setup.mode,
+        table: Vec::new(),
+        scenario: format!("drain-{n}"),
+        devices: n,
+        figures: vec![
+            ("all moved, s".into(), took.as_secs_f64()),
+            ("drain CLI returned, s".into(), cli_done.as_secs_f64()),
+            ("moves".into(), report.moves as f64),
+            (
+                "lost (not on gw-2)".into(),
+                all.saturating_sub(on_gw2) as f64,
+            ),
+            ("move p50 ms".into(), mv.p50_ms),
+            ("move p99 ms".into(), mv.p99_ms),
+            ("refusals".into(), report.refusals as f64),
+        ],
+        ratios: vec![("move p50".into(), mv.p50_ms / floor.p50_ms)],
+        rtt: floor,
+        fleet: Some(report),
+    })
+}

@@ -1,0 +1,398 @@
+//! The shared setup of every scenario: the platform for one run, as the
+//! release binaries started as processes on free ports in a scratch
+//! directory, and the clients and fleets that talk to it.
+
+use anyhow::{bail, Context, Result};
+use bus::BusOptions;
+use device_sim::fleet::{self, FleetConfig, FleetStats};
+use device_sim::manifest;
+use device_sim::report::{FleetReport, Percentiles};
+use harness::{Proc, Spawn};
+use protocol::crypto::PlatformPublicKey;
+use protocol::registry_admin::{RegistryOk, RegistryOp};
+use registry::RegistryClient;
+use serde::Serialize;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::rtt::rtt;
+
+const SSID: &str = "bench-wifi";
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// The platform's security mode for a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The default: every client logs in (admin, ap and gateway with the
+    /// platform's bootstrap tokens, devices as themselves), the topic ACL,
+    /// SPAKE2 onboarding, signed assignments.
+    #[default]
+    Secure,
+    /// `[security] mode = "walkthrough"`, clients with `--walkthrough`:
+    /// plaintext, no logins, no signatures. For comparison only.
+    Walkthrough,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Secure => "secure",
+            Mode::Walkthrough => "walkthrough",
+        }
+    }
+}
+
+/// How every platform of a run is configured.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub mode: Mode,
+    /// `[platform] segment_size` for the platform broker [default: the
+    /// built-in one]. Below the default `max_payload_size` (256 KiB),
+    /// `max_payload_size` is lowered to it, which the config requires.
+    pub segment_size: Option<usize>,
+    /// `[platform] segment_count` [default: the built-in one].
+    pub segment_count: Option<usize>,
+}
+
+/// The built-in `[platform] max_payload_size`.
+const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
+
+/// A platform for one run, in its own scratch directory.
+pub struct Platform {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    pub mode: Mode,
+    pub broker: Proc,
+    pub ap: Option<Proc>,
+    pub gateways: Vec<Proc>,
+}
+
+impl Platform {
+    /// The platform broker with the verifier and registry, and `gateways`
+    /// (ids) in the same process; with an AP for [`SSID`] if `ap`.
+    pub fn start(setup: &Setup, gateways: &[&str], ap: bool) -> Result<Platform> {
+        Self::start_with(setup, gateways, ap, false)
+    }
+
+    /// With `broker_only`, the platform broker alone: no worker, no gateway.
+    pub fn start_with(
+        setup: &Setup,
+        gateways: &[&str],
+        ap: bool,
+        broker_only: bool,
+    ) -> Result<Platform> {
+        let dir = tempfile::Builder::new()
+            .prefix("platform-bench-")
+            .disable_cleanup(std::env::var_os("BENCH_KEEP").is_some())
+            .tempdir()?;
+        let port = harness::free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        // Top-level keys first: after a [table] they would belong to it.
+        let mut toml = String::from(if gateways.is_empty() {
+            "gateways = []\n"
+        } else {
+            ""
+        });
+        toml.push_str(&format!(
+            "[platform]\nlisten = \"{addr}\"\nmax_connections = 19000\n"
+        ));
+        if let Some(size) = setup.segment_size {
+            toml.push_str(&format!("segment_size = {size}\n"));
+            if size < DEFAULT_MAX_PAYLOAD {
+                toml.push_str(&format!("max_payload_size = {size}\n"));
+            }
+        }
+        if let Some(count) = setup.segment_count {
+            toml.push_str(&format!("segment_count = {count}\n"));
+        }
+        toml.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+        if setup.mode == Mode::Walkthrough {
+            toml.push_str("[security]\nmode = \"walkthrough\"\n");
+        }
+        for id in gateways {
+            toml.push_str(&format!(
+                "[[gateways]]\nid = \"{id}\"\nlisten = \"127.0.0.1:{}\"\n",
+                harness::free_port()?
+            ));
+        }
+        let config = dir.path().join("platform.toml");
+        std::fs::write(&config, toml)?;
+        let data = dir.path().join("data");
+        let mut args = vec![
+            "--config",
+            path_str(&config)?,
+            "--data-dir",
+            path_str(&data)?,
+        ];
+        if broker_only {
+            args.push("--broker-only");
+        }
+        let mut broker = spawn(dir.path(), "platform", "broker", &args)?;
+        broker.wait_for("platform ready", STARTUP)?;
+        let mut p = Platform {
+            dir,
+            addr,
+            mode: setup.mode,
+            broker,
+            ap: None,
+            gateways: Vec::new(),
+        };
+        if ap {
+            let mut args = strings(&[
+                "--broker",
+                &p.addr,
+                "--ssid",
+                SSID,
+                "--password",
+                "bench password",
+                "--auto-confirm",
+            ]);
+            args.extend(p.client_args("ap", true)?);
+            let mut ap = spawn(p.dir.path(), "ap", "ap-sim", &args)?;
+            ap.wait_for("AP serving", STARTUP)?;
+            p.ap = Some(ap);
+        }
+        Ok(p)
+    }
+
+    /// The broker's `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn token_file(&self, role: &str) -> PathBuf {
+        self.data_dir()
+            .join("credentials")
+            .join(format!("{role}.token"))
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.data_dir().join("platform.key.pub")
+    }
+
+    /// Secure mode: the bootstrap password of `role` (admin, ap, gateway),
+    /// which the platform wrote on start. Walkthrough: empty.
+    pub fn token(&self, role: &str) -> Result<String> {
+        if self.mode == Mode::Walkthrough {
+            return Ok(String::new());
+        }
+        let path = self.token_file(role);
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("no {role} credential at {}", path.display()))?
+            .trim()
+            .to_owned())
+    }
+
+    /// Secure mode: the platform's public key. Walkthrough: None.
+    pub fn platform_key(&self) -> Result<Option<PlatformPublicKey>> {
+        if self.mode == Mode::Walkthrough {
+            return Ok(None);
+        }
+        let path = self.key_file();
+        let hex = std::fs::read_to_string(&path)
+            .with_context(|| format!("no platform key at {}", path.display()))?;
+        Ok(Some(
+            PlatformPublicKey::from_hex(&hex)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        ))
+    }
+
+    /// The flags a client binary needs to log in as `role`, and, with
+    /// `key`, to check the platform's signatures; `--walkthrough` in
+    /// walkthrough mode.
+    pub fn client_args(&self, role: &str, key: bool) -> Result<Vec<String>> {
+        if self.mode == Mode::Walkthrough {
+            return Ok(strings(&["--walkthrough"]));
+        }
+        let mut args = strings(&["--password-file", path_str(&self.token_file(role))?]);
+        if key {
+            args.extend(strings(&[
+                "--platform-key-file",
+                path_str(&self.key_file())?,
+            ]));
+        }
+        Ok(args)
+    }
+
+    /// Options for a raw admin client (admin may publish and subscribe to
+    /// anything), with a unique client id.
+    pub fn admin_opts(&self, prefix: &str) -> Result<BusOptions> {
+        self.admin_opts_as(format!("{prefix}-{:08x}", fastrand::u32(..)))
+    }
+
+    /// [`Platform::admin_opts`] with exactly `client_id`.
+    pub fn admin_opts_as(&self, client_id: String) -> Result<BusOptions> {
+        Ok(BusOptions::new(&self.addr, client_id)?.with_credentials("admin", self.token("admin")?))
+    }
+
+    /// The last lines of every process's log, for errors.
+    pub fn tails(&self) -> String {
+        std::iter::once(&self.broker)
+            .chain(self.ap.iter())
+            .chain(self.gateways.iter())
+            .map(|proc| format!("--- {}:\n{}", proc.name(), proc.tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A gateway as its own process (so it can be killed, and so its
+    /// connections count against its own open-file limit).
+    pub fn spawn_gateway(&mut self, id: &str) -> Result<()> {
+        let listen = format!("127.0.0.1:{}", harness::free_port()?);
+        let mut args = strings(&[
+            "gateway",
+            "--id",
+            id,
+            "--listen",
+            &listen,
+            "--platform",
+            &self.addr,
+            "--max-connections",
+            "19000",
+        ]);
+        args.extend(self.client_args("gateway", true)?);
+        let mut gw = spawn(self.dir.path(), id, "broker", &args)?;
+        gw.wait_for("gateway listening", STARTUP)?;
+        self.gateways.push(gw);
+        Ok(())
+    }
+
+    pub fn gateway(&mut self, id: &str) -> Option<&mut Proc> {
+        self.gateways.iter_mut().find(|g| g.name() == id)
+    }
+
+    /// `n` identities, enrolled through `verifier import`.
+    pub fn enroll(&self, n: usize, seed: u64) -> Result<Vec<manifest::Identity>> {
+        let devices = manifest::generate(n, seed);
+        let file = self.dir.path().join("fleet.csv");
+        manifest::write(&file, &devices)?;
+        let mut args = strings(&["import", path_str(&file)?, "--broker", &self.addr]);
+        args.extend(self.client_args("admin", false)?);
+        run("verifier", &args)?;
+        Ok(devices)
+    }
+
+    pub async fn registry(&self) -> Result<RegistryClient> {
+        let opts = self.admin_opts("bench-admin")?;
+        Ok(RegistryClient::connect(opts, Duration::from_secs(10)).await?)
+    }
+
+    /// Waits until the registry sees `id` alive.
+    pub async fn wait_alive(&self, id: &str) -> Result<()> {
+        let client = self.registry().await?;
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let RegistryOk::Gateways { gateways } = client.request(RegistryOp::Gateways).await? {
+                if gateways.iter().any(|g| g.gateway_id == id && g.alive) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{id} never came alive");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A fleet of `devices` on this platform, in its mode.
+    pub fn fleet_config(
+        &self,
+        devices: Vec<manifest::Identity>,
+        concurrency: usize,
+    ) -> Result<FleetConfig> {
+        let mut config = FleetConfig::new(&self.addr, devices, SSID);
+        config.concurrency = concurrency;
+        config.platform_key = self.platform_key()?;
+        Ok(config)
+    }
+}
+
+pub(crate) fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+pub(crate) fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().context("a non-UTF-8 temp path")
+}
+
+/// A release binary of the platform: next to this one (target/release).
+fn bin(name: &str) -> Result<PathBuf> {
+    harness::beside_current_exe(name)
+        .context("build the release binaries first: cargo build --release --workspace --bins")
+}
+
+/// Starts the release binary `program args…` as `name`, its output in
+/// `dir/{name}.log`.
+fn spawn<S: AsRef<OsStr>>(dir: &Path, name: &str, program: &str, args: &[S]) -> Result<Proc> {
+    let proc = Spawn::new(bin(program)?)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_LOG")
+                .unwrap_or_else(|_| "warn,broker=info,ap_sim=info,rumqttd=off".into()),
+        )
+        .env("NO_COLOR", "1")
+        .start(dir, name)?;
+    Ok(proc)
+}
+
+/// Runs the release binary `program args…` to completion; its output on
+/// failure.
+pub(crate) fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
+    Ok(harness::run(&bin(program)?, args)?)
+}
+
+/// Starts a fleet in the background and waits until all of it is on
+/// `gateway`.
+async fn fleet_on(
+    p: &Platform,
+    n: usize,
+    seed: u64,
+    gateway: &str,
+    stop: &CancellationToken,
+) -> Result<(Arc<FleetStats>, tokio::task::JoinHandle<FleetReport>)> {
+    let devices = p.enroll(n, seed)?;
+    let config = p.fleet_config(devices, 256)?;
+    let stats = FleetStats::new(n);
+    let task = tokio::spawn(fleet::run(config, stats.clone(), stop.clone()));
+    let all = n as u64;
+    if !stats
+        .wait_until(Duration::from_secs(120), |s| s.on_gateway(gateway) == all)
+        .await
+    {
+        bail!(
+            "only {} of {n} devices reached {gateway}: {:?}",
+            stats.on_gateway(gateway),
+            stats.snapshot()
+        );
+    }
+    Ok((stats, task))
+}
+
+/// The start of `drain` and `failover`: gw-1 and gw-2 as their own
+/// processes, all N devices on gw-1, gw-2 alive and empty, and the floor.
+pub(crate) async fn fleet_on_gw1_with_gw2_standing_by(
+    setup: &Setup,
+    n: usize,
+    seed: u64,
+) -> Result<(
+    Platform,
+    CancellationToken,
+    Arc<FleetStats>,
+    tokio::task::JoinHandle<FleetReport>,
+    Percentiles,
+)> {
+    let mut p = Platform::start(setup, &[], true)?;
+    p.spawn_gateway("gw-1")?;
+    p.wait_alive("gw-1").await?;
+    let stop = CancellationToken::new();
+    let (stats, task) = fleet_on(&p, n, seed, "gw-1", &stop).await?;
+    p.spawn_gateway("gw-2")?;
+    p.wait_alive("gw-2").await?;
+    let floor = rtt(&p, 1000).await?;
+    Ok((p, stop, stats, task, floor))
+}
