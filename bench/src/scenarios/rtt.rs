@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use bus::Bus;
 use device_sim::report::Percentiles;
+use protocol::topics;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -16,11 +17,8 @@ pub async fn rtt(p: &Platform, samples: usize) -> Result<Percentiles> {
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
     let tag = format!("{:08x}", fastrand::u32(..));
-    // LOCAL TOPICS: protocol::topics has no builder for a benchmark's own
-    // request/reply pair, which no platform component uses; formatted here
-    // until it has one.
-    let req_topic = format!("bench/{tag}/request");
-    let rep_topic = format!("bench/{tag}/reply");
+    let req_topic = topics::bench_request(&tag);
+    let rep_topic = topics::bench_reply(&tag);
     let (responder, mut requests) = Bus::connect(
         p.admin_opts("rtt-responder")?,
         vec![req_topic.clone()],

@@ -31,6 +31,10 @@
 //! - `registry/sync`: agent -> registry (send my snapshot)
 //! - `registry/admin/request`, `registry/admin/reply`: admin CLI <-> registry
 //!
+//! Diagnostics, used by no platform component:
+//! - `bench/{tag}/request`, `bench/{tag}/reply`: the bench's round-trip
+//!   floor, one admin client to another through the platform broker
+//!
 //! [`Topic::parse`] reads any of them back, with the identity it belongs
 //! to ([`Topic::owner`]).
 
@@ -127,6 +131,16 @@ pub fn ap_confirm(ap_id: &str) -> String {
 
 pub fn ap_outcome(ap_id: &str) -> String {
     format!("ap/{ap_id}/outcome")
+}
+
+/// The bench's round-trip floor: requests of run `tag`.
+pub fn bench_request(tag: &str) -> String {
+    format!("bench/{tag}/request")
+}
+
+/// The bench's round-trip floor: replies of run `tag`.
+pub fn bench_reply(tag: &str) -> String {
+    format!("bench/{tag}/reply")
 }
 
 /// The gateway id of a `gateway/{gateway_id}/…` topic and the rest after it.
