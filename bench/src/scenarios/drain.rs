@@ -4,8 +4,9 @@ use anyhow::{bail, Context, Result};
 use device_sim::fleet::Phase;
 use std::time::{Duration, Instant};
 
-use super::platform::{fleet_on_gw1_with_gw2_standing_by, run, strings, Setup};
+use super::platform::{run, strings, Setup};
 use super::report::{lat, Outcome};
+use super::standby::fleet_on_gw1_with_gw2_standing_by;
 
 /// `drain-N`: N devices on gw-1, `registry drain gw-1 --to gw-2`, the time
 /// until all N are connected to gw-2.

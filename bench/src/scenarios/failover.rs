@@ -6,8 +6,9 @@ use protocol::registry_admin::RegistryOp;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::platform::{fleet_on_gw1_with_gw2_standing_by, Setup};
+use super::platform::Setup;
 use super::report::{histogram, lat, percentiles, Outcome};
+use super::standby::fleet_on_gw1_with_gw2_standing_by;
 
 /// `failover-N`: N devices on gw-1's process; kill -9 it; the time until
 /// all N are connected elsewhere. A probe times registry requests

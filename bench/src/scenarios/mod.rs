@@ -14,6 +14,7 @@ mod platform;
 mod report;
 mod rtt;
 mod soak;
+mod standby;
 mod topics;
 
 pub use drain::drain;
@@ -21,8 +22,8 @@ pub use failover::failover;
 pub use hold::hold;
 pub use life::life;
 pub use onboard::onboard;
-pub use platform::{Mode, Platform, Setup};
-pub use report::Outcome;
+pub use platform::{Platform, Setup};
+pub use report::{Mode, Outcome};
 pub use rtt::{rtt, rtt_only};
 pub use soak::{soak, SoakOptions};
 pub use topics::topics;

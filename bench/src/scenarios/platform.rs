@@ -6,45 +6,21 @@ use anyhow::{bail, Context, Result};
 use bus::BusOptions;
 use device_sim::fleet::{self, FleetConfig, FleetStats};
 use device_sim::manifest;
-use device_sim::report::{FleetReport, Percentiles};
+use device_sim::report::FleetReport;
 use harness::{Proc, Spawn};
 use protocol::crypto::PlatformPublicKey;
 use protocol::registry_admin::{RegistryOk, RegistryOp};
 use registry::RegistryClient;
-use serde::Serialize;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::rtt::rtt;
+use super::report::Mode;
 
 const SSID: &str = "bench-wifi";
 const STARTUP: Duration = Duration::from_secs(30);
-
-/// The platform's security mode for a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// The default: every client logs in (admin, ap and gateway with the
-    /// platform's bootstrap tokens, devices as themselves), the topic ACL,
-    /// SPAKE2 onboarding, signed assignments.
-    #[default]
-    Secure,
-    /// `[security] mode = "walkthrough"`, clients with `--walkthrough`:
-    /// plaintext, no logins, no signatures. For comparison only.
-    Walkthrough,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Secure => "secure",
-            Mode::Walkthrough => "walkthrough",
-        }
-    }
-}
 
 /// How every platform of a run is configured.
 #[derive(Debug, Clone, Default)]
@@ -348,7 +324,7 @@ pub(crate) fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> 
 
 /// Starts a fleet in the background and waits until all of it is on
 /// `gateway`.
-async fn fleet_on(
+pub(crate) async fn fleet_on(
     p: &Platform,
     n: usize,
     seed: u64,
@@ -371,28 +347,4 @@ async fn fleet_on(
         );
     }
     Ok((stats, task))
-}
-
-/// The start of `drain` and `failover`: gw-1 and gw-2 as their own
-/// processes, all N devices on gw-1, gw-2 alive and empty, and the floor.
-pub(crate) async fn fleet_on_gw1_with_gw2_standing_by(
-    setup: &Setup,
-    n: usize,
-    seed: u64,
-) -> Result<(
-    Platform,
-    CancellationToken,
-    Arc<FleetStats>,
-    tokio::task::JoinHandle<FleetReport>,
-    Percentiles,
-)> {
-    let mut p = Platform::start(setup, &[], true)?;
-    p.spawn_gateway("gw-1")?;
-    p.wait_alive("gw-1").await?;
-    let stop = CancellationToken::new();
-    let (stats, task) = fleet_on(&p, n, seed, "gw-1", &stop).await?;
-    p.spawn_gateway("gw-2")?;
-    p.wait_alive("gw-2").await?;
-    let floor = rtt(&p, 1000).await?;
-    Ok((p, stop, stats, task, floor))
 }

@@ -7,7 +7,28 @@ use device_sim::report::{FleetReport, Percentiles};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::platform::Mode;
+/// The platform's security mode for a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The default: every client logs in (admin, ap and gateway with the
+    /// platform's bootstrap tokens, devices as themselves), the topic ACL,
+    /// SPAKE2 onboarding, signed assignments.
+    #[default]
+    Secure,
+    /// `[security] mode = "walkthrough"`, clients with `--walkthrough`:
+    /// plaintext, no logins, no signatures. For comparison only.
+    Walkthrough,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Secure => "secure",
+            Mode::Walkthrough => "walkthrough",
+        }
+    }
+}
 
 /// Microseconds, 1 µs to 10 min, 3 significant digits.
 pub(crate) fn histogram() -> Result<Histogram<u64>> {
