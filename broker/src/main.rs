@@ -26,7 +26,7 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where workers keep their databases.
-    #[arg(long, value_name = "DIR", default_value = "./data")]
+    #[arg(long, value_name = "DIR", default_value = protocol::layout::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Run the broker alone, without the in-process workers.
     #[arg(long)]
@@ -74,7 +74,7 @@ enum Command {
         #[arg(
             long,
             env = "PLATFORM_PASSWORD_FILE",
-            default_value = "data/credentials/gateway.token"
+            default_value = protocol::layout::DEFAULT_GATEWAY_TOKEN_FILE
         )]
         password_file: PathBuf,
         /// For a platform in walkthrough mode: admit any assigned device

@@ -6,6 +6,7 @@ use crate::gateway;
 use crate::security::{self, Mode, PlatformAuth, SecurityError};
 use metrics::Metrics;
 use protocol::crypto::PlatformKey;
+use protocol::layout;
 use registry::RegistryConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,11 +95,11 @@ impl Platform {
         let (auth, signing_key) = if secure {
             let key_path = data_dir.join(&sec.signing_key_file);
             let key = security::load_or_create_key(&key_path)?;
-            let users = security::users_with_bootstrap(sec, &data_dir.join("credentials"))?;
+            let users = security::users_with_bootstrap(sec, &layout::credentials_dir(data_dir))?;
             info!(
                 public_key = %key.public().to_hex(),
                 public_key_file = %security::public_key_path(&key_path).display(),
-                credentials = %data_dir.join("credentials").display(),
+                credentials = %layout::credentials_dir(data_dir).display(),
                 "secure mode: authentication by role, topic ACL, sealed onboarding, signed assignments"
             );
             (

@@ -4,7 +4,8 @@
 
 use bus::{BusError, BusOptions};
 use protocol::crypto::PlatformPublicKey;
-use std::path::PathBuf;
+use protocol::layout;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the platform is and who to be there.
@@ -58,9 +59,9 @@ pub struct ConnectArgs {
 }
 
 /// Where the platform writes its public key with its default data dir.
-pub const DEFAULT_KEY_FILE: &str = "data/platform.key.pub";
+pub const DEFAULT_KEY_FILE: &str = layout::DEFAULT_PUBLIC_KEY_FILE;
 /// Where the platform writes bootstrap credentials with its default data dir.
-pub const DEFAULT_CREDENTIALS_DIR: &str = "data/credentials";
+pub const DEFAULT_CREDENTIALS_DIR: &str = layout::DEFAULT_CREDENTIALS_DIR;
 
 impl ConnectArgs {
     pub fn username_or(&self, role: &str) -> String {
@@ -77,7 +78,7 @@ impl ConnectArgs {
         let (path, required) = match &self.password_file {
             Some(p) => (p.clone(), true),
             None => (
-                PathBuf::from(DEFAULT_CREDENTIALS_DIR).join(format!("{role}.token")),
+                layout::token_file(Path::new(DEFAULT_CREDENTIALS_DIR), role),
                 false,
             ),
         };

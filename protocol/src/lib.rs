@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod decode;
 pub mod gateway;
 pub mod ids;
+pub mod layout;
 pub mod onboarding;
 pub mod registry_admin;
 pub mod topics;

@@ -20,6 +20,7 @@ use harness::{Proc, WorkspaceBin};
 use platform_tests::{unique_id, SSID, WIFI_PASSWORD};
 use protocol::admin::{AdminOk, AdminOp, ImportRow};
 use protocol::crypto::PlatformPublicKey;
+use protocol::layout;
 use protocol::registry_admin::{GatewayView, RegistryOk, RegistryOp};
 use registry::RegistryClient;
 use std::collections::{HashMap, HashSet};
@@ -216,15 +217,13 @@ impl Platform {
 
     /// Where the platform keeps the bootstrap password of `role`.
     fn token_file(&self, role: &str) -> PathBuf {
-        self.data()
-            .join("credentials")
-            .join(format!("{role}.token"))
+        layout::token_file(&layout::credentials_dir(&self.data()), role)
     }
 
     /// The public half of the platform's signing key, which devices, APs
     /// and gateways are configured with.
     fn key_file(&self) -> PathBuf {
-        self.data().join("platform.key.pub")
+        layout::public_key_file(&self.data())
     }
 
     /// How a client logs in as `role`; the platform must have started

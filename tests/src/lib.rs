@@ -116,14 +116,18 @@ impl TestPlatform {
 
     /// Secure mode: a role's bootstrap password. Walkthrough: empty.
     pub fn token(&self, role: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("credentials/{role}.token")))
-            .map(|t| t.trim().to_owned())
-            .unwrap_or_default()
+        std::fs::read_to_string(protocol::layout::token_file(
+            &protocol::layout::credentials_dir(self.dir.path()),
+            role,
+        ))
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_default()
     }
 
     /// Secure mode: the platform's public key.
     pub fn platform_key(&self) -> Option<protocol::crypto::PlatformPublicKey> {
-        let hex = std::fs::read_to_string(self.dir.path().join("platform.key.pub")).ok()?;
+        let hex =
+            std::fs::read_to_string(protocol::layout::public_key_file(self.dir.path())).ok()?;
         protocol::crypto::PlatformPublicKey::from_hex(&hex).ok()
     }
 

@@ -9,6 +9,7 @@ use device_sim::manifest;
 use device_sim::report::FleetReport;
 use harness::{Proc, Spawn};
 use protocol::crypto::PlatformPublicKey;
+use protocol::layout;
 use protocol::registry_admin::{RegistryOk, RegistryOp};
 use registry::RegistryClient;
 use std::ffi::OsStr;
@@ -141,13 +142,11 @@ impl Platform {
     }
 
     fn token_file(&self, role: &str) -> PathBuf {
-        self.data_dir()
-            .join("credentials")
-            .join(format!("{role}.token"))
+        layout::token_file(&layout::credentials_dir(&self.data_dir()), role)
     }
 
     fn key_file(&self) -> PathBuf {
-        self.data_dir().join("platform.key.pub")
+        layout::public_key_file(&self.data_dir())
     }
 
     /// Secure mode: the bootstrap password of `role` (admin, ap, gateway),

@@ -55,11 +55,7 @@ pub fn load_or_create_key(path: &Path) -> Result<PlatformKey, SecurityError> {
     Ok(key)
 }
 
-pub fn public_key_path(key: &Path) -> PathBuf {
-    let mut name = key.as_os_str().to_owned();
-    name.push(".pub");
-    PathBuf::from(name)
-}
+pub use protocol::layout::public_key_path;
 
 /// Writes a new secret file (mode 0600) so that a crash at any point
 /// leaves either no file or the whole one: written and synced under a
@@ -121,7 +117,7 @@ pub fn users_with_bootstrap(
         if users.values().any(|(r, _)| *r == role) {
             continue;
         }
-        let path = credentials.join(format!("{}.token", role.name()));
+        let path = protocol::layout::token_file(credentials, role.name());
         let token = match std::fs::read_to_string(&path) {
             Ok(t) => t.trim().to_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -68,7 +68,7 @@ impl Default for SecuritySection {
     fn default() -> Self {
         SecuritySection {
             mode: Mode::Secure,
-            signing_key_file: PathBuf::from("platform.key"),
+            signing_key_file: PathBuf::from(protocol::layout::SIGNING_KEY_FILE),
             users: Vec::new(),
             max_failures: 5,
             lockout_secs: 300,

@@ -1,0 +1,72 @@
+//! Where the platform keeps, in its data dir, the files its clients read:
+//! the public half of its signing key, and one bootstrap credential per
+//! role. The platform writes them on first start; the CLIs, simulators,
+//! tests and benchmarks find them by default. The names are spelled here
+//! once, so that the writer and its readers cannot drift apart. Paths
+//! only: nothing here touches the file system.
+
+use std::path::{Path, PathBuf};
+
+/// The data dir of a platform started from the repository's root.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// The platform's signing key, relative to its data dir; its public half
+/// is next to it ([`public_key_path`]).
+pub const SIGNING_KEY_FILE: &str = "platform.key";
+/// The bootstrap credentials' folder, relative to the data dir.
+pub const CREDENTIALS_DIR: &str = "credentials";
+/// The public key of a platform with the default data dir, as a client
+/// run from the same directory finds it.
+pub const DEFAULT_PUBLIC_KEY_FILE: &str = "data/platform.key.pub";
+/// The bootstrap credentials of a platform with the default data dir.
+pub const DEFAULT_CREDENTIALS_DIR: &str = "data/credentials";
+/// The gateway role's bootstrap credential, with the default data dir.
+pub const DEFAULT_GATEWAY_TOKEN_FILE: &str = "data/credentials/gateway.token";
+
+/// The bootstrap credentials' folder of the platform on `data_dir`.
+pub fn credentials_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(CREDENTIALS_DIR)
+}
+
+/// The bootstrap credential of `role` (`admin`, `ap`, `gateway`) in
+/// `credentials_dir`.
+pub fn token_file(credentials_dir: &Path, role: &str) -> PathBuf {
+    credentials_dir.join(format!("{role}.token"))
+}
+
+/// The public half of the signing key in `key_file`: the same name with
+/// `.pub` added.
+pub fn public_key_path(key_file: &Path) -> PathBuf {
+    let mut name = key_file.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// The public key of the platform on `data_dir`, with the default key
+/// file name.
+pub fn public_key_file(data_dir: &Path) -> PathBuf {
+    public_key_path(&data_dir.join(SIGNING_KEY_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_layout_under_the_default_data_dir() {
+        let data: PathBuf = Path::new(DEFAULT_DATA_DIR)
+            .components()
+            .filter(|c| *c != std::path::Component::CurDir)
+            .collect();
+        assert_eq!(data, Path::new("data"));
+        assert_eq!(credentials_dir(&data), Path::new(DEFAULT_CREDENTIALS_DIR));
+        assert_eq!(public_key_file(&data), Path::new(DEFAULT_PUBLIC_KEY_FILE));
+        assert_eq!(
+            token_file(Path::new(DEFAULT_CREDENTIALS_DIR), "gateway"),
+            Path::new(DEFAULT_GATEWAY_TOKEN_FILE)
+        );
+        assert_eq!(
+            public_key_path(Path::new("/k/platform.key")),
+            Path::new("/k/platform.key.pub")
+        );
+    }
+}
