@@ -1,0 +1,50 @@
+//! The read-only admin operations: `show` (a device's assignment and where
+//! it was last seen), `history` (its audit log) and `gateways` (every
+//! gateway with its liveness and counts).
+
+use super::admin::{check_device, internal, refuse, AdminResult};
+use crate::worker::state::Registry;
+use protocol::registry_admin::{GatewayView, RegistryErrorCode, RegistryOk};
+
+impl Registry {
+    pub(super) fn show(&self, device_id: &str) -> AdminResult {
+        check_device(device_id)?;
+        match self.store.assignment(device_id).map_err(internal)? {
+            Some(a) => self.view(device_id, &a, false),
+            None => Err(refuse(
+                RegistryErrorCode::NotFound,
+                format!("{device_id} has no assignment"),
+            )),
+        }
+    }
+
+    pub(super) fn history(&self, device_id: String) -> AdminResult {
+        check_device(&device_id)?;
+        let entries = self.store.history(&device_id).map_err(internal)?;
+        if entries.is_empty() {
+            return Err(refuse(
+                RegistryErrorCode::NotFound,
+                format!("{device_id} has no history"),
+            ));
+        }
+        Ok(RegistryOk::History { device_id, entries })
+    }
+
+    pub(super) fn gateway_views(&self) -> RegistryOk {
+        RegistryOk::Gateways {
+            gateways: self
+                .gateways
+                .iter()
+                .map(|(id, g)| GatewayView {
+                    gateway_id: id.clone(),
+                    address: g.record.address.clone(),
+                    alive: g.alive,
+                    draining: g.record.draining,
+                    weight: g.record.weight,
+                    assigned: g.assigned,
+                    connected: g.connected.len() as u64,
+                })
+                .collect(),
+        }
+    }
+}
