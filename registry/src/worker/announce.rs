@@ -1,8 +1,9 @@
 //! Telling the gateways about assignment changes, once they are durable.
 //!
 //! **Flush before announce.** [`Registry::commit`] is the only caller of
-//! [`Registry::announce`], and it flushes first: an assignment anyone has
-//! heard of (a gateway, the device, an admin) survives `kill -9`.
+//! [`Registry::announce`], and it announces only once the batch's commit
+//! has returned: an assignment anyone has heard of (a gateway, the device,
+//! an admin) survives `kill -9`.
 //!
 //! **Admit the new before redirecting from the old.** For a batch of moves,
 //! every new gateway gets its `add` first, then the old ones their `remove`
@@ -11,10 +12,11 @@
 //! refused, and asks again after a backoff.
 
 use super::state::Registry;
-use crate::store::StoreError;
+use crate::store::{RegistryStore, StoreBatch, StoreError};
 use protocol::gateway::{AssignUpdate, Redirect, RedirectBatch, RedirectReason, ASSIGN_CHUNK};
 use protocol::topics;
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// One assignment change, announced to the gateways after it is durable.
 #[derive(Clone)]
@@ -29,10 +31,22 @@ pub(super) struct Move {
     pub(super) reason: &'static str,
 }
 
-impl Registry {
-    /// Makes the moves durable, then announces them.
-    pub(super) async fn commit(&self, moves: &[Move]) -> Result<(), StoreError> {
-        self.flush().await?;
+impl<S: RegistryStore> Registry<S> {
+    /// Commits the batch that staged `moves`, timing it, and once they
+    /// are durable announces them. If the commit fails nothing is
+    /// announced, and the counts are reloaded from the store.
+    pub(super) async fn commit(
+        &mut self,
+        batch: S::Batch,
+        moves: &[Move],
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = batch.commit().await;
+        self.metrics.store_flush("registry", started.elapsed());
+        if let Err(e) = result {
+            self.recount().await;
+            return Err(e);
+        }
         self.announce(moves).await;
         Ok(())
     }

@@ -1,13 +1,14 @@
 //! The registry worker: its configuration, its error, and `start`, which
-//! opens the store, connects to the broker and spawns the one task that
-//! owns the registry's state.
+//! opens the store (sled, in `db_dir`), connects to the broker and spawns
+//! the one task that owns the registry's state. That task is generic over
+//! [`RegistryStore`]: the store is chosen here, once.
 //!
 //! The rest of the worker is split by job, as mini-redis splits a server:
-//! - [`state`]: the state and the invariants it keeps (counts, liveness,
+//! - `state`: the state and the invariants it keeps (counts, liveness,
 //!   candidates, signed answers);
-//! - [`serve`]: the loop that takes messages one at a time, batches
-//!   queries into group commits, and dispatches by topic;
-//! - [`announce`]: telling the gateways about moves once they are durable;
+//! - `serve`: the loop that takes messages one at a time, batches queries
+//!   into group commits, and dispatches by topic;
+//! - `announce`: committing moves, and only then telling the gateways;
 //! - `cmd`: one file per handler (queries, status, presence, sync, and the
 //!   admin operations).
 
@@ -17,7 +18,7 @@ mod serve;
 mod state;
 
 use crate::policy::Policy;
-use crate::store::{Store, StoreError};
+use crate::store::{RegistryStore, SledStore, StoreError};
 use bus::{Bus, BusError, BusOptions};
 use metrics::Metrics;
 use protocol::crypto::PlatformKey;
@@ -100,20 +101,25 @@ pub async fn start(
     shutdown: CancellationToken,
     ready_timeout: Option<Duration>,
 ) -> Result<Worker, RegistryError> {
-    let store = Store::open(&config.db_dir)?;
+    let store = SledStore::open(&config.db_dir)?;
+    spawn(store, config, shutdown, ready_timeout).await
+}
+
+/// Loads the gateways and their counts from an open store, connects, and
+/// spawns the worker over it. The store is chosen by the caller, once:
+/// the worker is generic over it, so its calls need no dispatch.
+async fn spawn<S: RegistryStore>(
+    store: S,
+    config: RegistryConfig,
+    shutdown: CancellationToken,
+    ready_timeout: Option<Duration>,
+) -> Result<Worker, RegistryError> {
     let mut gateways = BTreeMap::new();
-    for (id, record) in store.gateways()? {
+    for (id, record) in store.gateways().await? {
         let state = GatewayState::new(&id, record, &config.metrics);
         gateways.insert(id, state);
     }
-    let mut devices = 0;
-    for item in store.assignments() {
-        let (_, a) = item?;
-        devices += 1;
-        if let Some(g) = gateways.get_mut(&a.gateway_id) {
-            g.assigned += 1;
-        }
-    }
+    let devices = state::count_assigned(&store, &mut gateways).await?;
     info!(db = %config.db_dir.display(), devices, gateways = gateways.len(), policy = ?config.policy, "registry store open");
 
     let opts = BusOptions::new(&config.broker, &config.client_id)?

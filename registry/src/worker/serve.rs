@@ -8,6 +8,7 @@
 
 use super::state::Registry;
 use super::RegistryError;
+use crate::store::RegistryStore;
 use bus::Message;
 use protocol::topics;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use tracing::{debug, info};
 /// Gateway queries handled in one group commit at most.
 const MAX_QUERY_BATCH: usize = 1024;
 
-impl Registry {
+impl<S: RegistryStore> Registry<S> {
     /// Runs until `shutdown` or the broker link closes, then flushes.
     pub(super) async fn serve(
         mut self,
@@ -33,7 +34,7 @@ impl Registry {
                 msg = inbox.recv() => match msg { Some(m) => m, None => break },
             };
             // Group commit: the queries already waiting are answered
-            // together, after one flush, in the order they arrived. Any
+            // together, after one commit, in the order they arrived. Any
             // other message first settles the queries before it.
             let mut next = Some(msg);
             while let Some(msg) = next {
@@ -68,7 +69,7 @@ impl Registry {
             topics::REGISTRY_ADMIN_REQUEST => self.on_admin(&msg.payload).await,
             topic => match topics::parse_gateway_topic(topic) {
                 Some((gw, "status")) => self.on_status(gw, &msg.payload).await,
-                Some((gw, "presence")) => self.on_presence(gw, &msg.payload),
+                Some((gw, "presence")) => self.on_presence(gw, &msg.payload).await,
                 _ => debug!(topic, "message on an unexpected topic"),
             },
         }

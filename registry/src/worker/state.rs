@@ -10,11 +10,13 @@
 //! and [`RESTART_GRACE`] keeps its devices where they are meanwhile.
 //!
 //! **Epochs only grow.** [`Registry::set`] is the one place an assignment
-//! changes, and it gives the device its previous epoch plus one.
+//! changes. It names the epoch it replaces, and the store gives the device
+//! that epoch plus one, or refuses if the stored one differs
+//! ([`crate::store::StoreBatch::set`]).
 
 use super::announce::Move;
 use crate::policy::{Candidate, Policy};
-use crate::store::{Assignment, GatewayRecord, Store, StoreError};
+use crate::store::{Assignment, GatewayRecord, RegistryStore, StoreBatch, StoreError};
 use bus::Bus;
 use metrics::{Counter, Gauge, Metrics};
 use protocol::crypto::PlatformKey;
@@ -67,9 +69,24 @@ impl GatewayState {
     }
 }
 
+/// Sets every gateway's `assigned` from the store; returns how many
+/// devices are assigned in all.
+pub(super) async fn count_assigned<S: RegistryStore>(
+    store: &S,
+    gateways: &mut BTreeMap<String, GatewayState>,
+) -> Result<u64, StoreError> {
+    let counts = store.assigned_counts().await?;
+    for (id, g) in gateways.iter_mut() {
+        g.assigned = counts.get(id).copied().unwrap_or(0);
+    }
+    Ok(counts.values().sum())
+}
+
 /// Everything the registry knows, owned by its one task.
-pub(super) struct Registry {
-    pub(super) store: Store,
+pub(super) struct Registry<S> {
+    /// Assignments, gateway records, audit log, last seen. The counts and
+    /// liveness below are kept here, not read from it per message.
+    pub(super) store: S,
     pub(super) bus: Bus,
     pub(super) policy: Policy,
     pub(super) allow_unknown: bool,
@@ -81,7 +98,7 @@ pub(super) struct Registry {
     pub(super) started: Instant,
 }
 
-impl Registry {
+impl<S: RegistryStore> Registry<S> {
     /// The gateways that may take a device: alive, not draining, and not
     /// `exclude` (the one being drained).
     pub(super) fn candidates(&self, exclude: Option<&str>) -> Vec<Candidate<'_>> {
@@ -122,9 +139,21 @@ impl Registry {
         result
     }
 
-    /// Records a change (not yet flushed) and keeps the counts.
-    pub(super) fn set(
+    /// Reloads the counts from the store after a batch that staged changes
+    /// failed to commit or was dropped: the counts kept what it staged,
+    /// the store holds what happened.
+    pub(super) async fn recount(&mut self) {
+        if let Err(e) = count_assigned(&self.store, &mut self.gateways).await {
+            warn!(error = %e, "cannot reload the assigned counts");
+        }
+    }
+
+    /// Stages a change in `batch` (durable once it commits) and keeps the
+    /// counts. `previous` is the assignment it replaces: the store refuses
+    /// the change if another is stored by then.
+    pub(super) async fn set(
         &mut self,
+        batch: &mut S::Batch,
         device_id: &str,
         to: &str,
         previous: Option<&Assignment>,
@@ -132,9 +161,10 @@ impl Registry {
         notify: Option<RedirectReason>,
     ) -> Result<Move, StoreError> {
         let from = previous.map(|a| a.gateway_id.clone());
-        let epoch = previous.map_or(1, |a| a.epoch + 1);
-        self.store
-            .set_assignment(device_id, to, epoch, from.as_deref(), reason)?;
+        let epoch = batch
+            .set(device_id, previous.map(|a| a.epoch), to, reason)
+            .await?
+            .epoch;
         if let Some(f) = from.as_deref().and_then(|f| self.gateways.get_mut(f)) {
             f.assigned = f.assigned.saturating_sub(1);
         }

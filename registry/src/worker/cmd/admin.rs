@@ -1,7 +1,7 @@
 //! What the admin operations share: their result, refusals, the checks of
 //! their arguments, and the view of an assignment they reply with.
 
-use crate::store::{Assignment, StoreError};
+use crate::store::{Assignment, RegistryStore, StoreError};
 use crate::worker::state::Registry;
 use protocol::gateway::check_device_id;
 use protocol::registry_admin::{AssignmentView, RegistryErrorCode, RegistryOk};
@@ -32,7 +32,7 @@ pub(super) fn check_device(device_id: &str) -> Result<(), ErrorBody<RegistryErro
     })
 }
 
-impl Registry {
+impl<S: RegistryStore> Registry<S> {
     /// A gateway an admin may move devices to: known and alive.
     pub(super) fn check_target(
         &self,
@@ -51,13 +51,14 @@ impl Registry {
         }
     }
 
-    pub(super) fn view(&self, device_id: &str, a: &Assignment, changed: bool) -> AdminResult {
+    /// The reply naming the device's assignment and where it was last seen.
+    pub(super) async fn view(&self, device_id: &str, a: &Assignment, changed: bool) -> AdminResult {
         Ok(RegistryOk::Assignment(AssignmentView {
             device_id: device_id.to_owned(),
             gateway_id: a.gateway_id.clone(),
             epoch: a.epoch,
             changed,
-            last_seen: self.store.last_seen(device_id).map_err(internal)?,
+            last_seen: self.store.last_seen(device_id).await.map_err(internal)?,
         }))
     }
 }

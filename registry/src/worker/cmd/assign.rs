@@ -2,19 +2,19 @@
 //! has). Both reply only once the change is durable and announced.
 
 use super::admin::{check_device, internal, refuse, AdminResult};
-use crate::store::Assignment;
+use crate::store::{Assignment, RegistryStore};
 use crate::worker::state::Registry;
 use protocol::gateway::RedirectReason;
 use protocol::now_ms;
 use protocol::registry_admin::RegistryErrorCode;
 
-impl Registry {
+impl<S: RegistryStore> Registry<S> {
     pub(super) async fn assign(&mut self, device_id: &str, gateway_id: &str) -> AdminResult {
         check_device(device_id)?;
-        let current = self.store.assignment(device_id).map_err(internal)?;
+        let current = self.store.assignment(device_id).await.map_err(internal)?;
         if let Some(a) = &current {
             if a.gateway_id == gateway_id {
-                return self.view(device_id, a, false);
+                return self.view(device_id, a, false).await;
             }
             return Err(refuse(
                 RegistryErrorCode::AlreadyAssigned,
@@ -25,22 +25,23 @@ impl Registry {
             ));
         }
         self.check_target(gateway_id)?;
+        let mut batch = self.store.begin().await.map_err(internal)?;
         let m = self
-            .set(device_id, gateway_id, None, "assign", None)
-            .map_err(internal)?;
-        self.commit(std::slice::from_ref(&m))
+            .set(&mut batch, device_id, gateway_id, None, "assign", None)
             .await
             .map_err(internal)?;
-        let a = self.store.assignment(device_id).map_err(internal)?;
-        a.map_or_else(
-            || Err(refuse(RegistryErrorCode::Internal, "assignment vanished")),
-            |a| self.view(device_id, &a, true),
-        )
+        self.commit(batch, std::slice::from_ref(&m))
+            .await
+            .map_err(internal)?;
+        match self.store.assignment(device_id).await.map_err(internal)? {
+            Some(a) => self.view(device_id, &a, true).await,
+            None => Err(refuse(RegistryErrorCode::Internal, "assignment vanished")),
+        }
     }
 
     pub(super) async fn remap(&mut self, device_id: &str, gateway_id: String) -> AdminResult {
         check_device(device_id)?;
-        let Some(current) = self.store.assignment(device_id).map_err(internal)? else {
+        let Some(current) = self.store.assignment(device_id).await.map_err(internal)? else {
             return Err(refuse(
                 RegistryErrorCode::NotFound,
                 format!("{device_id} has no assignment; use assign"),
@@ -48,18 +49,21 @@ impl Registry {
         };
         self.check_target(&gateway_id)?;
         if current.gateway_id == gateway_id {
-            return self.view(device_id, &current, false);
+            return self.view(device_id, &current, false).await;
         }
+        let mut batch = self.store.begin().await.map_err(internal)?;
         let m = self
             .set(
+                &mut batch,
                 device_id,
                 &gateway_id,
                 Some(&current),
                 "remap",
                 Some(RedirectReason::Remapped),
             )
+            .await
             .map_err(internal)?;
-        self.commit(std::slice::from_ref(&m))
+        self.commit(batch, std::slice::from_ref(&m))
             .await
             .map_err(internal)?;
         self.metrics.remap();
@@ -68,6 +72,6 @@ impl Registry {
             epoch: m.epoch,
             updated_ms: now_ms(),
         };
-        self.view(device_id, &a, true)
+        self.view(device_id, &a, true).await
     }
 }

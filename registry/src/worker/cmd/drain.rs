@@ -3,12 +3,13 @@
 
 use super::admin::{internal, refuse, AdminResult};
 use crate::policy::Policy;
+use crate::store::RegistryStore;
 use crate::worker::state::Registry;
 use protocol::gateway::RedirectReason;
 use protocol::registry_admin::{DrainReport, RegistryErrorCode, RegistryOk, MAX_DRAIN_BATCH};
 use tracing::info;
 
-impl Registry {
+impl<S: RegistryStore> Registry<S> {
     /// Marks the gateway draining and moves up to `limit` (at most
     /// [`MAX_DRAIN_BATCH`]) of its devices, to `to` or by policy, in one
     /// commit. The CLI repeats it until none remain.
@@ -50,20 +51,19 @@ impl Registry {
                 let record = g.record.clone();
                 self.store
                     .put_gateway(gateway_id, &record)
+                    .await
                     .map_err(internal)?;
                 info!(gateway_id, "gateway draining");
             }
         }
-        let mut on_gateway = Vec::new();
-        for item in self.store.assignments() {
-            let (device, a) = item.map_err(internal)?;
-            if a.gateway_id == gateway_id {
-                on_gateway.push((device, a));
-            }
-        }
-        let batch = limit.clamp(1, MAX_DRAIN_BATCH);
+        let on_gateway = self
+            .store
+            .assignments_on(gateway_id)
+            .await
+            .map_err(internal)?;
+        let mut batch = self.store.begin().await.map_err(internal)?;
         let mut moves = Vec::new();
-        for (device, a) in on_gateway.iter().take(batch) {
+        for (device, a) in on_gateway.iter().take(limit.clamp(1, MAX_DRAIN_BATCH)) {
             let target = match to {
                 Some(t) => t.to_owned(),
                 None => match self
@@ -74,18 +74,28 @@ impl Registry {
                     None => break,
                 },
             };
-            moves.push(
-                self.set(
+            let staged = self
+                .set(
+                    &mut batch,
                     device,
                     &target,
                     Some(a),
                     "drain",
                     Some(RedirectReason::Draining),
                 )
-                .map_err(internal)?,
-            );
+                .await;
+            match staged {
+                Ok(m) => moves.push(m),
+                Err(e) => {
+                    // The batch is dropped unwritten; the counts it moved
+                    // are taken back from the store.
+                    self.recount().await;
+                    return Err(internal(e));
+                }
+            }
         }
-        self.commit(&moves).await.map_err(internal)?;
+        // Also makes the draining mark durable, even when nothing moved.
+        self.commit(batch, &moves).await.map_err(internal)?;
         Ok(RegistryOk::Drained(DrainReport {
             gateway_id: gateway_id.to_owned(),
             moved: moves.len() as u64,
@@ -104,6 +114,7 @@ impl Registry {
         let record = g.record.clone();
         self.store
             .put_gateway(&gateway_id, &record)
+            .await
             .map_err(internal)?;
         self.flush().await.map_err(internal)?;
         Ok(RegistryOk::Undrained { gateway_id })

@@ -12,6 +12,7 @@ mod status;
 mod sync;
 
 use super::state::Registry;
+use crate::store::RegistryStore;
 use admin::{refuse, AdminResult};
 use protocol::registry_admin::{
     RegistryErrorCode, RegistryOp, RegistryOutcome, RegistryReply, RegistryRequest,
@@ -19,7 +20,7 @@ use protocol::registry_admin::{
 use protocol::{decode, peek_str_field, topics};
 use tracing::warn;
 
-impl Registry {
+impl<S: RegistryStore> Registry<S> {
     pub(crate) async fn on_admin(&mut self, payload: &[u8]) {
         let req = match decode::<RegistryRequest>(payload) {
             Ok(r) => r,
@@ -69,9 +70,9 @@ impl Registry {
                 limit,
             } => self.drain(&gateway_id, to.as_deref(), limit).await,
             RegistryOp::Undrain { gateway_id } => self.undrain(gateway_id).await,
-            RegistryOp::Show { device_id } => self.show(&device_id),
+            RegistryOp::Show { device_id } => self.show(&device_id).await,
             RegistryOp::Gateways => Ok(self.gateway_views()),
-            RegistryOp::History { device_id } => self.history(device_id),
+            RegistryOp::History { device_id } => self.history(device_id).await,
         }
     }
 }

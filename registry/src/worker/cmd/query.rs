@@ -4,6 +4,7 @@
 //! assignment or its gateway is dead.
 
 use crate::policy::Policy;
+use crate::store::{RegistryStore, StoreBatch};
 use crate::worker::announce::Move;
 use crate::worker::state::Registry;
 use protocol::gateway::{GatewayAnswer, GatewayErrorCode, GatewayQuery};
@@ -17,14 +18,22 @@ enum Resolved {
     Moved(Move),
 }
 
-impl Registry {
+impl<S: RegistryStore> Registry<S> {
     /// Answers a batch of gateway queries. Every new assignment among them
-    /// is made durable by one flush before any answer goes out, so a
-    /// thousand devices failing over cost one fsync, not a thousand.
+    /// is staged in one store batch and made durable by its one commit
+    /// before any answer goes out, so a thousand devices failing over cost
+    /// one fsync, not a thousand.
     pub(crate) async fn on_queries(&mut self, payloads: Vec<bytes::Bytes>) {
         let started = Instant::now();
         let mut answers: Vec<(String, Resolved)> = Vec::with_capacity(payloads.len());
         let mut moves = Vec::new();
+        let mut batch = match self.store.begin().await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                error!(error = %e, devices = payloads.len(), "cannot start a store batch");
+                None
+            }
+        };
         for payload in &payloads {
             let query = match decode::<GatewayQuery>(payload).and_then(|q| q.validate().map(|()| q))
             {
@@ -47,22 +56,25 @@ impl Registry {
                     continue;
                 }
             };
-            let resolved = self.resolve(&query.device_id);
+            let resolved = match batch.as_mut() {
+                Some(b) => self.resolve(b, &query.device_id).await,
+                None => Resolved::Now(storage_failure(&query.device_id)),
+            };
             if let Resolved::Moved(m) = &resolved {
                 moves.push(m.clone());
             }
             answers.push((query.device_id, resolved));
         }
-        let durable = if moves.is_empty() {
-            true
-        } else {
-            match self.commit(&moves).await {
+        let durable = match batch {
+            Some(b) if !moves.is_empty() => match self.commit(b, &moves).await {
                 Ok(()) => true,
                 Err(e) => {
-                    error!(error = %e, devices = moves.len(), "flush failed; the assignments are not confirmed");
+                    error!(error = %e, devices = moves.len(), "commit failed; the assignments are not confirmed");
                     false
                 }
-            }
+            },
+            // Nothing changed: nothing to commit.
+            _ => true,
         };
         for (device_id, resolved) in answers {
             let answer = match resolved {
@@ -79,10 +91,11 @@ impl Registry {
     }
 
     /// The device's live gateway, allocating one if it has none or its
-    /// gateway is dead. A new assignment is recorded but not yet durable:
-    /// the caller flushes before answering.
-    fn resolve(&mut self, device_id: &str) -> Resolved {
-        let current = match self.store.assignment(device_id) {
+    /// gateway is dead. A new assignment is staged in `batch`, not yet
+    /// durable: the caller commits before answering. Reads go through the
+    /// batch, so a device queried twice in one batch is allocated once.
+    async fn resolve(&mut self, batch: &mut S::Batch, device_id: &str) -> Resolved {
+        let current = match batch.assignment(device_id).await {
             Ok(a) => a,
             Err(e) => {
                 error!(device_id, error = %e, "store lookup failed");
@@ -124,7 +137,10 @@ impl Registry {
                 )
             });
         };
-        match self.set(device_id, &to, current.as_ref(), reason, None) {
+        match self
+            .set(batch, device_id, &to, current.as_ref(), reason, None)
+            .await
+        {
             Ok(m) => Resolved::Moved(m),
             Err(e) => {
                 error!(device_id, error = %e, "cannot record assignment");

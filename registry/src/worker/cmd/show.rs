@@ -3,14 +3,15 @@
 //! gateway with its liveness and counts).
 
 use super::admin::{check_device, internal, refuse, AdminResult};
+use crate::store::RegistryStore;
 use crate::worker::state::Registry;
 use protocol::registry_admin::{GatewayView, RegistryErrorCode, RegistryOk};
 
-impl Registry {
-    pub(super) fn show(&self, device_id: &str) -> AdminResult {
+impl<S: RegistryStore> Registry<S> {
+    pub(super) async fn show(&self, device_id: &str) -> AdminResult {
         check_device(device_id)?;
-        match self.store.assignment(device_id).map_err(internal)? {
-            Some(a) => self.view(device_id, &a, false),
+        match self.store.assignment(device_id).await.map_err(internal)? {
+            Some(a) => self.view(device_id, &a, false).await,
             None => Err(refuse(
                 RegistryErrorCode::NotFound,
                 format!("{device_id} has no assignment"),
@@ -18,9 +19,9 @@ impl Registry {
         }
     }
 
-    pub(super) fn history(&self, device_id: String) -> AdminResult {
+    pub(super) async fn history(&self, device_id: String) -> AdminResult {
         check_device(&device_id)?;
-        let entries = self.store.history(&device_id).map_err(internal)?;
+        let entries = self.store.history(&device_id).await.map_err(internal)?;
         if entries.is_empty() {
             return Err(refuse(
                 RegistryErrorCode::NotFound,

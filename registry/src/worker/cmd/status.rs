@@ -3,13 +3,13 @@
 //! of liveness, and liveness is not persisted: only the address and weight
 //! are stored.
 
-use crate::store::GatewayRecord;
+use crate::store::{GatewayRecord, RegistryStore};
 use crate::worker::state::{GatewayState, Registry};
 use protocol::gateway::GatewayStatus;
 use protocol::{decode, Segment};
 use tracing::{error, info, warn};
 
-impl Registry {
+impl<S: RegistryStore> Registry<S> {
     pub(crate) async fn on_status(&mut self, gateway_id: &str, payload: &[u8]) {
         let status = match decode::<GatewayStatus>(payload) {
             Ok(s) if s.gateway_id == gateway_id && Segment::parse(gateway_id).is_ok() => s,
@@ -58,7 +58,7 @@ impl Registry {
         state.heard = true;
         if changed {
             let record = state.record.clone();
-            if let Err(e) = self.store.put_gateway(gateway_id, &record) {
+            if let Err(e) = self.store.put_gateway(gateway_id, &record).await {
                 error!(gateway_id, error = %e, "cannot record gateway");
             }
         }

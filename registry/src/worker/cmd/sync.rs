@@ -2,25 +2,22 @@
 //! assigned to it. The first chunk has `reset` set, so the agent forgets
 //! what it had: a move whose announcement it missed is settled here.
 
+use crate::store::RegistryStore;
 use crate::worker::state::Registry;
 use protocol::gateway::{AssignUpdate, SyncRequest, ASSIGN_CHUNK};
 use protocol::{decode, topics, Segment};
 use tracing::{debug, error, warn};
 
-impl Registry {
+impl<S: RegistryStore> Registry<S> {
     pub(crate) async fn on_sync(&mut self, payload: &[u8]) {
         let req = match decode::<SyncRequest>(payload) {
             Ok(r) if Segment::parse(&r.gateway_id).is_ok() => r,
             _ => return warn!("malformed sync request"),
         };
-        let mut devices = Vec::new();
-        for item in self.store.assignments() {
-            match item {
-                Ok((device, a)) if a.gateway_id == req.gateway_id => devices.push(device),
-                Ok(_) => {}
-                Err(e) => return error!(error = %e, "cannot read assignments"),
-            }
-        }
+        let devices: Vec<String> = match self.store.assignments_on(&req.gateway_id).await {
+            Ok(on) => on.into_iter().map(|(device, _)| device).collect(),
+            Err(e) => return error!(error = %e, "cannot read assignments"),
+        };
         debug!(gateway_id = %req.gateway_id, devices = devices.len(), "sending assignment snapshot");
         let mut chunks = devices.chunks(ASSIGN_CHUNK);
         let first = AssignUpdate {
