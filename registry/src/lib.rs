@@ -1,9 +1,9 @@
 //! The gateway registry: device id -> gateway id, gateway id -> address.
 //!
 //! Devices know only the platform broker. They ask the registry for their
-//! gateway on `registry/query`; the registry answers from its sled store
-//! ([`store`]), allocating by [`policy`] when a device has no assignment or
-//! its gateway is dead. It learns gateways' liveness from their status
+//! gateway on `registry/query`; the registry answers from its store
+//! ([`store`], sled today), allocating by [`policy`] when a device has no
+//! assignment or its gateway is dead. It learns gateways' liveness from their status
 //! messages and last wills, keeps each gateway agent's list of admitted
 //! devices current, and on a remap or drain tells the old gateway to send
 //! the device a redirect notice ([`worker`]). Admins drive it over MQTT
@@ -21,5 +21,9 @@ pub mod worker;
 
 pub use client::{RegistryClient, RegistryClientError};
 pub use policy::Policy;
-pub use store::{Store, StoreError};
+pub use store::{RegistryStore, SledStore, StoreBatch, StoreError};
 pub use worker::{start, RegistryConfig, RegistryError, Worker};
+
+/// The store [`start`] opens in `db_dir`: the name under which tools and
+/// tests open a stopped registry's database.
+pub type Store = SledStore;

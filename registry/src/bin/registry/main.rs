@@ -1,0 +1,67 @@
+//! `registry`: administer the running gateway registry.
+//!
+//! This file parses the command line, sends the request and maps the
+//! outcome to an exit code; [`args`] is the command line, [`drain`] the one
+//! command that loops, and [`render`] how every reply is printed.
+
+mod args;
+mod drain;
+mod render;
+
+use args::{Cli, Command};
+use clap::Parser;
+use protocol::registry_admin::RegistryOp;
+use registry::{RegistryClient, RegistryClientError};
+use std::process::ExitCode;
+
+/// Exit codes a script can rely on.
+use cli::exit;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging("warn", cli::LogOutput::Stderr);
+    let runtime = match cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                RegistryClientError::Refused(_) => exit::REFUSED,
+                _ => exit::UNREACHABLE,
+            })
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), RegistryClientError> {
+    let opts = cli.admin.options("registry")?;
+    let client = RegistryClient::connect(opts, cli.admin.timeout()).await?;
+    let json = cli.admin.json;
+    let op = match cli.command {
+        Command::Drain { gateway, to, rate } => {
+            let result = drain::run(&client, gateway, to, rate, json).await;
+            client.close().await;
+            return result;
+        }
+        Command::Assign { device, gateway } => RegistryOp::Assign {
+            device_id: device,
+            gateway_id: gateway,
+        },
+        Command::Remap { device, gateway } => RegistryOp::Remap {
+            device_id: device,
+            gateway_id: gateway,
+        },
+        Command::Undrain { gateway } => RegistryOp::Undrain {
+            gateway_id: gateway,
+        },
+        Command::Show { device } => RegistryOp::Show { device_id: device },
+        Command::Gateways => RegistryOp::Gateways,
+        Command::History { device } => RegistryOp::History { device_id: device },
+    };
+    render::print(&client.request(op).await?, json);
+    client.close().await;
+    Ok(())
+}

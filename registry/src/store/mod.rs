@@ -1,0 +1,172 @@
+//! What the registry needs from its database, as a trait, so that the
+//! worker does not know which database it is.
+//!
+//! Today the only implementation is [`SledStore`], an embedded database
+//! owned by one registry. The trait is shaped for a later one: a
+//! replicated SQL database shared by several registry instances. Hence:
+//! - every method is async (a SQL store does I/O on every call; sled's
+//!   return at once);
+//! - changes to assignments go through a [`StoreBatch`], the unit a SQL
+//!   transaction implements: staged, then made durable together by
+//!   [`StoreBatch::commit`]. The worker stages every change of a group of
+//!   queries, or of one drain request, in one batch, so they cost one
+//!   commit (one fsync) between them, and it announces or answers nothing
+//!   before `commit` returns;
+//! - every change names the epoch it replaces and fails with
+//!   [`StoreError::Conflict`] if the stored assignment has another: the
+//!   check two instances racing on one device need. One registry task
+//!   never conflicts with itself, but the check is made on every change;
+//! - no database type appears in a signature, and the errors are this
+//!   module's own, [`StoreError`]. Key encoding belongs to the
+//!   implementation.
+//!
+//! The worker is generic over the trait rather than holding a `Box<dyn>`:
+//! the store is chosen once, when the worker starts, and every call on the
+//! hot path is then direct, with no boxed future per query.
+
+mod sled;
+
+pub use self::sled::{SledBatch, SledStore};
+
+use protocol::registry_admin::{AuditEntry, LastSeen};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// A device's gateway. `epoch` goes up by one at every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub gateway_id: String,
+    pub epoch: u64,
+    pub updated_ms: u64,
+}
+
+/// What is kept of a gateway. Liveness is not: after a restart every
+/// gateway is dead until it announces itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRecord {
+    pub address: String,
+    pub weight: u32,
+    #[serde(default)]
+    pub draining: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened (sled: another process holds it).
+    #[error(transparent)]
+    Open(#[from] storage::OpenError),
+    /// The database itself failed (I/O, a lost connection).
+    #[error("registry database error: {0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    #[error("corrupt record under {key}: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+    /// The device's assignment is not the one the change expected to
+    /// replace: someone else changed it first. `current` is what is there.
+    #[error(
+        "the assignment of {device_id} changed: expected epoch {expected:?}, found {current:?}"
+    )]
+    Conflict {
+        device_id: String,
+        expected: Option<u64>,
+        current: Option<Assignment>,
+    },
+}
+
+/// The registry's database: assignments (device -> gateway, epoch), their
+/// audit log, gateway records, and where devices were last seen.
+pub trait RegistryStore: Send + Sync + 'static {
+    /// Its unit of durable change (sled: staged in memory; SQL: a
+    /// transaction).
+    type Batch: StoreBatch;
+
+    /// Starts a batch of assignment changes.
+    fn begin(&self) -> impl Future<Output = Result<Self::Batch, StoreError>> + Send;
+
+    /// The device's committed assignment.
+    fn assignment(
+        &self,
+        device_id: &str,
+    ) -> impl Future<Output = Result<Option<Assignment>, StoreError>> + Send;
+
+    /// The devices assigned to `gateway_id`, in device id order.
+    fn assignments_on(
+        &self,
+        gateway_id: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Assignment)>, StoreError>> + Send;
+
+    /// How many devices each gateway has, by gateway id.
+    fn assigned_counts(
+        &self,
+    ) -> impl Future<Output = Result<BTreeMap<String, u64>, StoreError>> + Send;
+
+    /// The device's changes, oldest first.
+    fn history(
+        &self,
+        device_id: &str,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+
+    /// Every gateway ever recorded, in id order.
+    fn gateways(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, GatewayRecord)>, StoreError>> + Send;
+
+    /// Records a gateway. Durable, at the latest, once the next
+    /// [`StoreBatch::commit`] or [`RegistryStore::flush`] returns.
+    fn put_gateway(
+        &self,
+        gateway_id: &str,
+        record: &GatewayRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Where the device was last seen connected, or left.
+    fn last_seen(
+        &self,
+        device_id: &str,
+    ) -> impl Future<Output = Result<Option<LastSeen>, StoreError>> + Send;
+
+    /// Records where devices were seen. Informational: nothing waits for
+    /// it to be durable, and it never causes a flush of its own.
+    fn set_last_seen(
+        &self,
+        seen: &[(&str, LastSeen)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Makes everything recorded so far durable.
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Assignment changes made durable together, or not at all. Reads through
+/// the batch see what it staged; nobody else sees it before
+/// [`StoreBatch::commit`]. Dropped without a commit, it changes nothing.
+pub trait StoreBatch: Send {
+    /// The device's assignment as this batch sees it: the one it staged,
+    /// else the committed one.
+    fn assignment(
+        &mut self,
+        device_id: &str,
+    ) -> impl Future<Output = Result<Option<Assignment>, StoreError>> + Send;
+
+    /// Stages moving the device to `gateway_id`, replacing its assignment
+    /// at epoch `expected` (`None`: it has none), with an audit entry
+    /// giving `reason`. The new assignment has epoch `expected + 1` (1 for
+    /// a new device), so epochs only grow. Fails with
+    /// [`StoreError::Conflict`] if the assignment this batch sees has
+    /// another epoch.
+    fn set(
+        &mut self,
+        device_id: &str,
+        expected: Option<u64>,
+        gateway_id: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<Assignment, StoreError>> + Send;
+
+    /// Makes every staged change durable, with every gateway record put
+    /// before it, and returns only then. Fails with
+    /// [`StoreError::Conflict`], changing nothing, if another batch
+    /// changed one of these devices since this one read it.
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,152 @@
+//! The registry worker: its configuration, its error, and `start`, which
+//! opens the store (sled, in `db_dir`), connects to the broker and spawns
+//! the one task that owns the registry's state. That task is generic over
+//! [`RegistryStore`]: the store is chosen here, once.
+//!
+//! The rest of the worker is split by job, as mini-redis splits a server:
+//! - `state`: the state and the invariants it keeps (counts, liveness,
+//!   candidates, signed answers);
+//! - `serve`: the loop that takes messages one at a time, batches queries
+//!   into group commits, and dispatches by topic;
+//! - `announce`: committing moves, and only then telling the gateways;
+//! - `cmd`: one file per handler (queries, status, presence, sync, and the
+//!   admin operations).
+
+mod announce;
+mod cmd;
+mod serve;
+mod state;
+
+use crate::policy::Policy;
+use crate::store::{RegistryStore, SledStore, StoreError};
+use bus::{Bus, BusError, BusOptions};
+use metrics::Metrics;
+use protocol::crypto::PlatformKey;
+use protocol::topics;
+use state::{GatewayState, Registry};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub broker: String,
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    pub db_dir: PathBuf,
+    pub policy: Policy,
+    /// Whether a device the registry has never seen gets a gateway by
+    /// policy (true) or `unassigned` (false).
+    pub allow_unknown: bool,
+    /// Where queries, assignments, redirects, connected devices and
+    /// flushes are counted. The default is a registry nobody serves.
+    pub metrics: Metrics,
+    /// Secure mode: signs every answer, valid for `answer_ttl`.
+    pub signing_key: Option<Arc<PlatformKey>>,
+    pub answer_ttl: Duration,
+}
+
+/// How long a signed answer stays valid: a device whose gateway restarts
+/// after that asks the registry again.
+pub const DEFAULT_ANSWER_TTL: Duration = Duration::from_secs(3600);
+
+impl RegistryConfig {
+    pub fn new(broker: impl Into<String>, db_dir: impl Into<PathBuf>) -> Self {
+        RegistryConfig {
+            broker: broker.into(),
+            client_id: "registry".into(),
+            username: "registry".into(),
+            password: String::new(),
+            db_dir: db_dir.into(),
+            policy: Policy::default(),
+            allow_unknown: true,
+            metrics: Metrics::default(),
+            signing_key: None,
+            answer_ttl: DEFAULT_ANSWER_TTL,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("registry task panicked: {0}")]
+    Panicked(String),
+}
+
+pub struct Worker {
+    task: tokio::task::JoinHandle<Result<(), RegistryError>>,
+}
+
+impl Worker {
+    pub async fn join(self) -> Result<(), RegistryError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(RegistryError::Panicked(e.to_string())),
+        }
+    }
+}
+
+/// Opens the store, connects, and spawns the worker; with `ready_timeout`,
+/// returns only once subscribed.
+pub async fn start(
+    config: RegistryConfig,
+    shutdown: CancellationToken,
+    ready_timeout: Option<Duration>,
+) -> Result<Worker, RegistryError> {
+    let store = SledStore::open(&config.db_dir)?;
+    spawn(store, config, shutdown, ready_timeout).await
+}
+
+/// Loads the gateways and their counts from an open store, connects, and
+/// spawns the worker over it. The store is chosen by the caller, once:
+/// the worker is generic over it, so its calls need no dispatch.
+async fn spawn<S: RegistryStore>(
+    store: S,
+    config: RegistryConfig,
+    shutdown: CancellationToken,
+    ready_timeout: Option<Duration>,
+) -> Result<Worker, RegistryError> {
+    let mut gateways = BTreeMap::new();
+    for (id, record) in store.gateways().await? {
+        let state = GatewayState::new(&id, record, &config.metrics);
+        gateways.insert(id, state);
+    }
+    let devices = state::count_assigned(&store, &mut gateways).await?;
+    info!(db = %config.db_dir.display(), devices, gateways = gateways.len(), policy = ?config.policy, "registry store open");
+
+    let opts = BusOptions::new(&config.broker, &config.client_id)?
+        .with_credentials(&config.username, &config.password);
+    let link = CancellationToken::new();
+    let filters = vec![
+        topics::REGISTRY_QUERY.into(),
+        topics::REGISTRY_SYNC.into(),
+        topics::REGISTRY_ADMIN_REQUEST.into(),
+        topics::GATEWAY_STATUS_ALL.into(),
+        topics::GATEWAY_PRESENCE_ALL.into(),
+    ];
+    let (bus, inbox) = Bus::connect_ready(opts, filters, link.clone(), ready_timeout).await?;
+    if ready_timeout.is_some() {
+        info!(broker = %config.broker, "registry serving");
+    }
+    let registry = Registry {
+        store,
+        bus,
+        policy: config.policy,
+        allow_unknown: config.allow_unknown,
+        gateways,
+        metrics: config.metrics,
+        signing_key: config.signing_key,
+        answer_ttl: config.answer_ttl,
+        started: Instant::now(),
+    };
+    let task = tokio::spawn(registry.serve(inbox, link, shutdown));
+    Ok(Worker { task })
+}

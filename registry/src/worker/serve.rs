@@ -1,0 +1,77 @@
+//! The worker's loop: one message at a time, queries grouped into one
+//! commit, every other message dispatched by topic to its handler in `cmd`.
+//!
+//! **One task owns the state**, and this loop is that task: a handler runs
+//! to completion before the next message is taken, so two changes to one
+//! assignment never race. The cost is that a slow fsync delays everything
+//! behind it; group commit spreads it over every query already waiting.
+
+use super::state::Registry;
+use super::RegistryError;
+use crate::store::RegistryStore;
+use bus::Message;
+use protocol::topics;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+/// Gateway queries handled in one group commit at most.
+const MAX_QUERY_BATCH: usize = 1024;
+
+impl<S: RegistryStore> Registry<S> {
+    /// Runs until `shutdown` or the broker link closes, then flushes.
+    pub(super) async fn serve(
+        mut self,
+        mut inbox: mpsc::Receiver<Message>,
+        link: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> Result<(), RegistryError> {
+        let mut queries = Vec::new();
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                msg = inbox.recv() => match msg { Some(m) => m, None => break },
+            };
+            // Group commit: the queries already waiting are answered
+            // together, after one commit, in the order they arrived. Any
+            // other message first settles the queries before it.
+            let mut next = Some(msg);
+            while let Some(msg) = next {
+                if msg.topic == topics::REGISTRY_QUERY {
+                    queries.push(msg.payload);
+                    if queries.len() >= MAX_QUERY_BATCH {
+                        self.on_queries(std::mem::take(&mut queries)).await;
+                    }
+                } else {
+                    if !queries.is_empty() {
+                        self.on_queries(std::mem::take(&mut queries)).await;
+                    }
+                    self.dispatch(msg).await;
+                }
+                next = inbox.try_recv().ok();
+            }
+            if !queries.is_empty() {
+                self.on_queries(std::mem::take(&mut queries)).await;
+            }
+        }
+        link.cancel();
+        self.bus.closed(Duration::from_secs(3)).await;
+        self.flush().await?;
+        info!("registry stopped; store flushed");
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, msg: Message) {
+        match msg.topic.as_str() {
+            topics::REGISTRY_QUERY => self.on_queries(vec![msg.payload]).await,
+            topics::REGISTRY_SYNC => self.on_sync(&msg.payload).await,
+            topics::REGISTRY_ADMIN_REQUEST => self.on_admin(&msg.payload).await,
+            topic => match topics::parse_gateway_topic(topic) {
+                Some((gw, "status")) => self.on_status(gw, &msg.payload).await,
+                Some((gw, "presence")) => self.on_presence(gw, &msg.payload).await,
+                _ => debug!(topic, "message on an unexpected topic"),
+            },
+        }
+    }
+}
