@@ -10,7 +10,7 @@ use super::state::Registry;
 use super::RegistryError;
 use crate::store::RegistryStore;
 use bus::Message;
-use protocol::topics;
+use protocol::topics::{self, Level, Topic};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -63,15 +63,17 @@ impl<S: RegistryStore> Registry<S> {
     }
 
     async fn dispatch(&mut self, msg: Message) {
-        match msg.topic.as_str() {
-            topics::REGISTRY_QUERY => self.on_queries(vec![msg.payload]).await,
-            topics::REGISTRY_SYNC => self.on_sync(&msg.payload).await,
-            topics::REGISTRY_ADMIN_REQUEST => self.on_admin(&msg.payload).await,
-            topic => match topics::parse_gateway_topic(topic) {
-                Some((gw, "status")) => self.on_status(gw, &msg.payload).await,
-                Some((gw, "presence")) => self.on_presence(gw, &msg.payload).await,
-                _ => debug!(topic, "message on an unexpected topic"),
-            },
+        match Topic::parse(&msg.topic) {
+            Some(Topic::RegistryQuery) => self.on_queries(vec![msg.payload]).await,
+            Some(Topic::RegistrySync) => self.on_sync(&msg.payload).await,
+            Some(Topic::RegistryAdminRequest) => self.on_admin(&msg.payload).await,
+            Some(Topic::GatewayStatus {
+                gateway_id: Level::Id(gw),
+            }) => self.on_status(gw, &msg.payload).await,
+            Some(Topic::GatewayPresence {
+                gateway_id: Level::Id(gw),
+            }) => self.on_presence(gw, &msg.payload).await,
+            _ => debug!(topic = %msg.topic, "message on an unexpected topic"),
         }
     }
 }
