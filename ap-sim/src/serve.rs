@@ -10,7 +10,8 @@ use crate::{ApConfig, ApError};
 use bus::{Bus, BusOptions, LinkState, Message, Pending};
 use protocol::crypto::ApKey;
 use protocol::onboarding::{AccessProof, ApConfirm, VerifyResponse};
-use protocol::{decode, topics, AccessErrorCode};
+use protocol::topics::{self, Level, Topic};
+use protocol::{decode, AccessErrorCode};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -130,14 +131,15 @@ async fn serve(
             }
             msg = inbox.recv() => match msg { Some(m) => m, None => break },
         };
-        if let Some(ssid) = topics::parse_access_request(&msg.topic) {
-            let ssid = ssid.to_owned();
-            let shared = shared.clone();
-            tracker.spawn(async move { handle_request(&shared, &ssid, &msg.payload).await });
-            continue;
-        }
-        if topics::parse_access_proof(&msg.topic).is_some() {
-            match decode::<AccessProof>(&msg.payload) {
+        match Topic::parse(&msg.topic) {
+            Some(Topic::AccessRequest {
+                ssid: Level::Id(ssid),
+            }) => {
+                let ssid = ssid.to_owned();
+                let shared = shared.clone();
+                tracker.spawn(async move { handle_request(&shared, &ssid, &msg.payload).await });
+            }
+            Some(Topic::AccessProof { .. }) => match decode::<AccessProof>(&msg.payload) {
                 Ok(proof) => {
                     let session = proof.session.clone();
                     if !shared.proofs.complete(&session, proof) {
@@ -145,11 +147,8 @@ async fn serve(
                     }
                 }
                 Err(e) => warn!(error = %e, "malformed access proof"),
-            }
-            continue;
-        }
-        match topics::parse_ap_topic(&msg.topic) {
-            Some((_, "verify/response")) => match decode::<VerifyResponse>(&msg.payload) {
+            },
+            Some(Topic::VerifyResponse { .. }) => match decode::<VerifyResponse>(&msg.payload) {
                 Ok(resp) => {
                     let id = resp.request_id.clone();
                     if !shared.verifications.complete(&id, resp) {
@@ -158,7 +157,7 @@ async fn serve(
                 }
                 Err(e) => warn!(error = %e, "malformed verification response"),
             },
-            Some((_, "confirm")) => match decode::<ApConfirm>(&msg.payload) {
+            Some(Topic::ApConfirm { .. }) => match decode::<ApConfirm>(&msg.payload) {
                 Ok(c) => {
                     if !shared.confirmations.confirm(&c.uuid, c.accept) {
                         warn!(uuid = %c.uuid.escape_debug(), "confirmation for a device with no open prompt");
