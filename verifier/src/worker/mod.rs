@@ -10,7 +10,7 @@ mod outcome;
 mod serve;
 mod verify;
 
-use crate::store::{Store, StoreError};
+use crate::store::{EnrollmentStore, Store, StoreError};
 use bus::{Bus, BusError, BusOptions};
 use metrics::Metrics;
 use protocol::crypto::PlatformKey;
@@ -107,7 +107,8 @@ pub async fn start(
 ) -> Result<Worker, VerifierError> {
     let store = Arc::new(Store::open(&config.db_dir)?);
     let store_handle = store.clone();
-    info!(db = %config.db_dir.display(), enrolled = store.len(), "verifier store open");
+    let enrolled = store.count().await?;
+    info!(db = %config.db_dir.display(), enrolled, "verifier store open");
 
     let opts = BusOptions::new(&config.broker, &config.client_id)?
         .with_credentials(&config.username, &config.password);

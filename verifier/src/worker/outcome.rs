@@ -10,7 +10,7 @@ use tracing::warn;
 
 /// Counts an AP's report of how an access request ended. The AP decides
 /// the outcome; the verifier is where the platform hears of it.
-pub(super) fn record_outcome(worker: &Served, ap_id: &str, payload: &[u8]) {
+pub(super) fn record_outcome<S>(worker: &Served<S>, ap_id: &str, payload: &[u8]) {
     match decode::<OutcomeReport>(payload).and_then(|r| r.validate().map(|_| r)) {
         Ok(report) => {
             worker

@@ -7,7 +7,7 @@
 
 use super::verify::Guard;
 use super::{admin, outcome, verify, VerifierError};
-use crate::store::{Store, StoreError};
+use crate::store::{EnrollmentStore, StoreError};
 use bus::{Bus, Message};
 use metrics::Metrics;
 use protocol::topics;
@@ -18,15 +18,26 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 /// What the worker's tasks share: the verify loop and the admin task.
-#[derive(Clone)]
-pub(super) struct Served {
-    pub(super) store: Arc<Store>,
+pub(super) struct Served<S> {
+    pub(super) store: Arc<S>,
     pub(super) bus: Bus,
     pub(super) metrics: Metrics,
     pub(super) guard: Option<Arc<Guard>>,
 }
 
-impl Served {
+// By hand: a derive would ask for `S: Clone`, and only the `Arc` is cloned.
+impl<S> Clone for Served<S> {
+    fn clone(&self) -> Self {
+        Served {
+            store: self.store.clone(),
+            bus: self.bus.clone(),
+            metrics: self.metrics.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<S: EnrollmentStore> Served<S> {
     /// Flushes the store, timing it.
     pub(super) async fn flush(&self) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -36,8 +47,8 @@ impl Served {
     }
 }
 
-pub(super) async fn serve(
-    worker: Served,
+pub(super) async fn serve<S: EnrollmentStore>(
+    worker: Served<S>,
     mut inbox: mpsc::Receiver<Message>,
     link: CancellationToken,
     shutdown: CancellationToken,
@@ -66,7 +77,7 @@ pub(super) async fn serve(
     Ok(())
 }
 
-async fn dispatch(worker: &Served, admin_tx: &admin::Queue, msg: Message) {
+async fn dispatch<S: EnrollmentStore>(worker: &Served<S>, admin_tx: &admin::Queue, msg: Message) {
     match msg.topic.as_str() {
         topics::VERIFY_REQUEST => verify::handle_verify(worker, &msg.payload).await,
         topics::VERIFIER_ADMIN_REQUEST => admin::submit(&worker.bus, admin_tx, &msg).await,

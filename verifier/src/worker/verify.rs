@@ -7,6 +7,7 @@
 use super::serve::{publish, Served};
 use super::SecureVerify;
 use crate::lockout::Lockout;
+use crate::store::EnrollmentStore;
 use bus::Bus;
 use protocol::onboarding::{VerifyOutcome, VerifyRequest, VerifyResponse};
 use protocol::{decode, peek_str_field, topics, AccessErrorCode, DecodeError, ErrorBody};
@@ -66,7 +67,7 @@ impl Guard {
     }
 }
 
-pub(super) async fn handle_verify(worker: &Served, payload: &[u8]) {
+pub(super) async fn handle_verify<S: EnrollmentStore>(worker: &Served<S>, payload: &[u8]) {
     let Served {
         store,
         bus,
@@ -89,7 +90,7 @@ pub(super) async fn handle_verify(worker: &Served, payload: &[u8]) {
     let failed = |code, message: &str| VerifyOutcome::Failed {
         error: ErrorBody::new(code, message),
     };
-    let outcome = match (guard, store.get(&uuid)) {
+    let outcome = match (guard, store.get(&uuid).await) {
         (_, Err(e)) => {
             // The AP times out and tells the device; nothing better to say.
             error!(uuid = %uuid, error = %e, "store lookup failed");

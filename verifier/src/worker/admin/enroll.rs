@@ -2,15 +2,15 @@
 //! replaced only when asked to.
 
 use super::{bad, internal, parse_uuid, AdminResult};
-use crate::store::EnrollOutcome;
+use crate::store::{EnrollOutcome, EnrollmentStore};
 use crate::worker::serve::Served;
 use protocol::admin::AdminOk;
 use protocol::onboarding::check_pass_tmp;
 use protocol::{AdminErrorCode, ErrorBody};
 use tracing::info;
 
-pub(super) async fn apply(
-    worker: &Served,
+pub(super) async fn apply<S: EnrollmentStore>(
+    worker: &Served<S>,
     uuid: &str,
     pass_tmp: &str,
     replace: bool,
@@ -20,6 +20,7 @@ pub(super) async fn apply(
     let outcome = worker
         .store
         .enroll(&id, pass_tmp, replace)
+        .await
         .map_err(internal)?;
     if outcome == EnrollOutcome::Conflict {
         return Err(ErrorBody::new(

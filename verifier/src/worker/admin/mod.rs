@@ -9,7 +9,7 @@ mod read;
 mod remove;
 
 use super::serve::{publish, Served};
-use crate::store::StoreError;
+use crate::store::{EnrollmentStore, StoreError};
 use bus::{Bus, Message};
 use protocol::admin::{
     AdminOk, AdminOp, AdminOutcome, AdminReply, AdminRequest, MAX_ADMIN_PAYLOAD,
@@ -44,7 +44,10 @@ pub(super) async fn submit(bus: &Bus, queue: &Queue, msg: &Message) {
     }
 }
 
-pub(super) async fn admin_loop(worker: Served, mut rx: mpsc::Receiver<AdminRequest>) {
+pub(super) async fn admin_loop<S: EnrollmentStore>(
+    worker: Served<S>,
+    mut rx: mpsc::Receiver<AdminRequest>,
+) {
     while let Some(req) = rx.recv().await {
         let request_id = req.request_id.clone();
         let outcome = match apply_admin(&worker, req.op).await {
@@ -59,7 +62,7 @@ pub(super) async fn admin_loop(worker: Served, mut rx: mpsc::Receiver<AdminReque
     }
 }
 
-async fn apply_admin(worker: &Served, op: AdminOp) -> AdminResult {
+async fn apply_admin<S: EnrollmentStore>(worker: &Served<S>, op: AdminOp) -> AdminResult {
     match op {
         AdminOp::Enroll {
             uuid,
@@ -68,8 +71,8 @@ async fn apply_admin(worker: &Served, op: AdminOp) -> AdminResult {
         } => enroll::apply(worker, &uuid, &pass_tmp, replace).await,
         AdminOp::Import { rows } => import::apply(worker, rows).await,
         AdminOp::Remove { uuid } => remove::apply(worker, &uuid).await,
-        AdminOp::Show { uuid } => read::show(worker, &uuid),
-        AdminOp::List { after, limit } => read::list(worker, after.as_deref(), limit),
+        AdminOp::Show { uuid } => read::show(worker, &uuid).await,
+        AdminOp::List { after, limit } => read::list(worker, after.as_deref(), limit).await,
     }
 }
 

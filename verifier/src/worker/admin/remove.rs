@@ -1,14 +1,15 @@
 //! `remove`: forget one device, so it can no longer be verified.
 
 use super::{internal, parse_uuid, AdminResult};
+use crate::store::EnrollmentStore;
 use crate::worker::serve::Served;
 use protocol::admin::AdminOk;
 use protocol::{AdminErrorCode, ErrorBody};
 use tracing::info;
 
-pub(super) async fn apply(worker: &Served, uuid: &str) -> AdminResult {
+pub(super) async fn apply<S: EnrollmentStore>(worker: &Served<S>, uuid: &str) -> AdminResult {
     let id = parse_uuid(uuid)?;
-    if !worker.store.remove(&id).map_err(internal)? {
+    if !worker.store.remove(&id).await.map_err(internal)? {
         return Err(ErrorBody::new(
             AdminErrorCode::NotFound,
             format!("{} is not enrolled", id.key()),
