@@ -1,6 +1,6 @@
 //! The admin commands of the `verifier` binary (enroll, import, remove,
 //! show, list): each is sent to the running worker over MQTT, and its
-//! answer printed by [`print`].
+//! answer printed (`print.rs`).
 
 mod print;
 

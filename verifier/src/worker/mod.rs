@@ -1,9 +1,10 @@
 //! The verifier worker: its config, how it starts and stops, and its errors.
 //!
 //! The work itself is split by job, as mini-redis splits its commands:
-//! [`serve`] takes messages and dispatches them by topic, [`verify`] answers
-//! the APs' verification requests, [`outcome`] counts the APs' reports, and
-//! [`admin`] applies admin requests one at a time, one file per operation.
+//! `serve.rs` takes messages and dispatches them by topic, `verify.rs`
+//! answers the APs' verification requests, `outcome.rs` counts the APs'
+//! reports, and `admin/` applies admin requests one at a time, one file per
+//! operation.
 
 mod admin;
 mod outcome;
