@@ -1,6 +1,7 @@
 //! The verifier: the server side of Wi-Fi onboarding.
 //!
-//! It owns the factory mapping UUID -> pass_tmp (in sled, see [`store`]),
+//! It owns the factory mapping UUID -> pass_tmp (behind a trait, in sled
+//! today, see [`store`]),
 //! answers APs' verification messages with the stored pass_tmp, and serves
 //! admin requests (enroll, import, remove, show, list) over MQTT
 //! ([`worker`]). sled is single-process, so the admin CLI never opens the
@@ -19,5 +20,5 @@ pub mod worker;
 
 pub use client::{AdminClient, ClientError};
 pub use lockout::Lockout;
-pub use store::{Store, StoreError};
+pub use store::{EnrollmentStore, Store, StoreError};
 pub use worker::{run, start, SecureVerify, VerifierConfig, VerifierError, Worker};

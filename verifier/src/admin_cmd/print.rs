@@ -1,0 +1,55 @@
+//! How an admin command's answer is shown: one line per fact for a person,
+//! or the reply as pretty JSON with `--json`, for a script.
+
+use protocol::admin::{AdminOk, ImportReport};
+use std::time::Duration;
+
+pub fn print(ok: &AdminOk, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(ok).unwrap_or_default());
+        return;
+    }
+    match ok {
+        AdminOk::Enrolled {
+            uuid,
+            created: true,
+        } => println!("enrolled {uuid}"),
+        AdminOk::Enrolled {
+            uuid,
+            created: false,
+        } => println!("{uuid} was already enrolled with this pass_tmp"),
+        AdminOk::Imported(ImportReport {
+            added,
+            unchanged,
+            rejected,
+        }) => {
+            println!(
+                "added {added}, unchanged {unchanged}, rejected {}",
+                rejected.len()
+            );
+            for r in rejected {
+                println!("  line {}: {} {}", r.line, r.uuid, r.reason);
+            }
+        }
+        AdminOk::Removed { uuid } => println!("removed {uuid}"),
+        AdminOk::Device {
+            uuid,
+            enrolled_at_ms,
+        } => {
+            println!(
+                "{uuid} enrolled at {} (unix ms {enrolled_at_ms})",
+                format_ms(*enrolled_at_ms)
+            )
+        }
+        AdminOk::List { uuids, .. } => {
+            for u in uuids {
+                println!("{u}");
+            }
+        }
+    }
+}
+
+fn format_ms(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(at).to_string()
+}

@@ -1,0 +1,114 @@
+//! Where the verifier keeps its enrollments (UUID -> pass_tmp), behind
+//! [`EnrollmentStore`], so the worker does not depend on the database.
+//!
+//! [`Store`] (sled, in the data dir) is the only implementation today. The
+//! trait is shaped for a shared SQL store too, with several verifiers on
+//! one database: every method is async, because such a store does I/O on
+//! every call; each write decides its outcome in one atomic step, as one
+//! SQL statement or transaction would; and [`EnrollmentStore::flush`] is
+//! the point after which a change survives a crash, so an admin request is
+//! answered `ok` only after it.
+//!
+//! The worker is generic over the trait rather than holding a
+//! `dyn EnrollmentStore`: one store is chosen at startup and never
+//! changes, async methods in a trait are not object-safe without boxing
+//! every call's future, and the platform broker needs the concrete
+//! [`Store`] anyway, for its synchronous login check ([`Store::get`]).
+
+mod sled_store;
+
+pub use sled_store::Store;
+
+use protocol::DeviceUuid;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+
+/// A failure underneath the store, kept as a boxed error so that no
+/// database's own error type shows in this module's signatures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened (or reached).
+    #[error(transparent)]
+    Open(BoxError),
+    /// The database failed a read or a write.
+    #[error("verifier database error: {0}")]
+    Backend(#[source] BoxError),
+    /// A record is there but cannot be read back.
+    #[error("corrupt record for {key}: {source}")]
+    Corrupt { key: String, source: BoxError },
+}
+
+/// What is stored per device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub pass_tmp: String,
+    pub enrolled_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollOutcome {
+    Created,
+    /// Already enrolled with the same pass_tmp.
+    Unchanged,
+    /// Enrolled with another pass_tmp; replaced because asked to.
+    Replaced,
+    /// Enrolled with another pass_tmp; left as it was.
+    Conflict,
+}
+
+/// One page of enrolled UUIDs, in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Canonical (lower-case) UUIDs.
+    pub uuids: Vec<String>,
+    /// The cursor for the next page (the last UUID of this one), if there
+    /// is more.
+    pub next: Option<String>,
+}
+
+/// The verifier's enrollments. A change is visible to readers at once,
+/// and durable once [`EnrollmentStore::flush`] has returned.
+pub trait EnrollmentStore: Send + Sync + 'static {
+    /// The device's enrollment, if it is enrolled.
+    fn get(
+        &self,
+        uuid: &DeviceUuid,
+    ) -> impl Future<Output = Result<Option<Enrollment>, StoreError>> + Send;
+
+    /// Enrolls or re-enrolls one device. The outcome is decided and written
+    /// in one atomic step: of concurrent enrolls of one new UUID, exactly
+    /// one is [`EnrollOutcome::Created`].
+    fn enroll(
+        &self,
+        uuid: &DeviceUuid,
+        pass_tmp: &str,
+        replace: bool,
+    ) -> impl Future<Output = Result<EnrollOutcome, StoreError>> + Send;
+
+    /// Enrolls many devices in one call, each as `enroll(uuid, pass_tmp,
+    /// false)` would and in order (a UUID repeated in `rows` sees its
+    /// earlier row). Answers one outcome per row, in order. A SQL store
+    /// applies the batch in one transaction.
+    fn import(
+        &self,
+        rows: &[(DeviceUuid, String)],
+    ) -> impl Future<Output = Result<Vec<EnrollOutcome>, StoreError>> + Send;
+
+    /// Removes one device; true if it was enrolled.
+    fn remove(&self, uuid: &DeviceUuid) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Up to `limit` UUIDs in key order after the cursor `after`.
+    fn list(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// How many devices are enrolled.
+    fn count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Makes every change so far durable. Call before acknowledging.
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

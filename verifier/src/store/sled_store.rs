@@ -1,0 +1,407 @@
+//! The sled implementation of [`EnrollmentStore`]: one tree, keyed by the
+//! lower-case UUID, each value an [`Enrollment`] as JSON. Key encoding
+//! lives here and nowhere else.
+//!
+//! Writes use compare-and-swap rather than sled transactions or batches:
+//! the first of those in a process makes every sled operation in it (the
+//! registry's too) take a process-wide lock from then on.
+
+use super::{BoxError, EnrollOutcome, Enrollment, EnrollmentStore, Page, StoreError};
+use protocol::now_ms;
+use protocol::DeviceUuid;
+use std::ops::Bound;
+use std::path::Path;
+
+pub struct Store {
+    db: sled::Db,
+    enrollments: sled::Tree,
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn corrupt(uuid: &DeviceUuid, source: impl Into<BoxError>) -> StoreError {
+    StoreError::Corrupt {
+        key: uuid.key().to_owned(),
+        source: source.into(),
+    }
+}
+
+fn key(uuid: &DeviceUuid) -> &[u8] {
+    uuid.key().as_bytes()
+}
+
+fn decode(uuid: &DeviceUuid, raw: &[u8]) -> Result<Enrollment, StoreError> {
+    serde_json::from_slice(raw).map_err(|e| corrupt(uuid, e))
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = storage::open_sled("verifier", dir).map_err(|e| StoreError::Open(Box::new(e)))?;
+        let enrollments = db.open_tree("enrollments").map_err(backend)?;
+        Ok(Store { db, enrollments })
+    }
+
+    /// The same lookup as [`EnrollmentStore::get`], without a future: sled
+    /// answers from memory or the OS page cache, and the platform broker
+    /// checks device logins with it, synchronously, on its own thread.
+    pub fn get(&self, uuid: &DeviceUuid) -> Result<Option<Enrollment>, StoreError> {
+        match self.enrollments.get(key(uuid)).map_err(backend)? {
+            Some(raw) => decode(uuid, &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Decides the outcome from the current value, then writes only if
+    /// that value is still there; if another writer got in between,
+    /// decides again from what it wrote.
+    fn enroll_now(
+        &self,
+        uuid: &DeviceUuid,
+        pass_tmp: &str,
+        replace: bool,
+    ) -> Result<EnrollOutcome, StoreError> {
+        let mut current = self.enrollments.get(key(uuid)).map_err(backend)?;
+        loop {
+            let outcome = match &current {
+                None => EnrollOutcome::Created,
+                Some(raw) => match decode(uuid, raw)? {
+                    old if old.pass_tmp == pass_tmp => return Ok(EnrollOutcome::Unchanged),
+                    _ if replace => EnrollOutcome::Replaced,
+                    _ => return Ok(EnrollOutcome::Conflict),
+                },
+            };
+            let record = Enrollment {
+                pass_tmp: pass_tmp.to_owned(),
+                enrolled_at_ms: now_ms(),
+            };
+            let value = serde_json::to_vec(&record).map_err(|e| corrupt(uuid, e))?;
+            match self
+                .enrollments
+                .compare_and_swap(key(uuid), current, Some(value))
+                .map_err(backend)?
+            {
+                Ok(()) => return Ok(outcome),
+                Err(lost) => current = lost.current,
+            }
+        }
+    }
+}
+
+impl EnrollmentStore for Store {
+    async fn get(&self, uuid: &DeviceUuid) -> Result<Option<Enrollment>, StoreError> {
+        Store::get(self, uuid)
+    }
+
+    /// Not durable until [`EnrollmentStore::flush`].
+    async fn enroll(
+        &self,
+        uuid: &DeviceUuid,
+        pass_tmp: &str,
+        replace: bool,
+    ) -> Result<EnrollOutcome, StoreError> {
+        self.enroll_now(uuid, pass_tmp, replace)
+    }
+
+    /// Row by row, each row atomic: without a transaction (see the module
+    /// doc), a failure part-way leaves the rows before it enrolled.
+    async fn import(
+        &self,
+        rows: &[(DeviceUuid, String)],
+    ) -> Result<Vec<EnrollOutcome>, StoreError> {
+        rows.iter()
+            .map(|(uuid, pass_tmp)| self.enroll_now(uuid, pass_tmp, false))
+            .collect()
+    }
+
+    async fn remove(&self, uuid: &DeviceUuid) -> Result<bool, StoreError> {
+        Ok(self
+            .enrollments
+            .remove(key(uuid))
+            .map_err(backend)?
+            .is_some())
+    }
+
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<Page, StoreError> {
+        let range = match after {
+            Some(a) => self
+                .enrollments
+                .range::<&[u8], _>((Bound::Excluded(a.as_bytes()), Bound::Unbounded)),
+            None => self.enrollments.iter(),
+        };
+        let mut uuids = Vec::new();
+        for item in range.keys().take(limit.saturating_add(1)) {
+            uuids.push(String::from_utf8_lossy(&item.map_err(backend)?).into_owned());
+        }
+        let next = if uuids.len() > limit {
+            uuids.truncate(limit);
+            uuids.last().cloned()
+        } else {
+            None
+        };
+        Ok(Page { uuids, next })
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        Ok(self.enrollments.len() as u64)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    fn uuid(n: u8) -> DeviceUuid {
+        DeviceUuid::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn enroll_semantics_and_persistence() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(
+                s.enroll(&uuid(1), "a", false).await.unwrap(),
+                EnrollOutcome::Created
+            );
+            assert_eq!(
+                s.enroll(&uuid(1), "a", false).await.unwrap(),
+                EnrollOutcome::Unchanged
+            );
+            assert_eq!(
+                s.enroll(&uuid(1), "b", false).await.unwrap(),
+                EnrollOutcome::Conflict
+            );
+            assert_eq!(s.get(&uuid(1)).unwrap().unwrap().pass_tmp, "a");
+            assert_eq!(
+                s.enroll(&uuid(1), "b", true).await.unwrap(),
+                EnrollOutcome::Replaced
+            );
+            assert_eq!(
+                s.enroll(&uuid(2), "c", false).await.unwrap(),
+                EnrollOutcome::Created
+            );
+            assert!(s.remove(&uuid(2)).await.unwrap());
+            assert!(!s.remove(&uuid(2)).await.unwrap());
+            s.flush().await.unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.get(&uuid(1)).unwrap().unwrap().pass_tmp, "b");
+        assert!(s.get(&uuid(2)).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn enroll_decides_each_of_the_four_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let first = s.enroll(&uuid(1), "a", false).await.unwrap();
+        let enrolled_at = s.get(&uuid(1)).unwrap().unwrap().enrolled_at_ms;
+        assert_eq!(first, EnrollOutcome::Created);
+
+        // The same pass_tmp, with or without replace: nothing is written.
+        for replace in [false, true] {
+            let again = s.enroll(&uuid(1), "a", replace).await.unwrap();
+            assert_eq!(again, EnrollOutcome::Unchanged);
+        }
+        // Another pass_tmp without replace: refused, and the old one stays.
+        let other = s.enroll(&uuid(1), "b", false).await.unwrap();
+        assert_eq!(other, EnrollOutcome::Conflict);
+        let kept = EnrollmentStore::get(&s, &uuid(1)).await.unwrap().unwrap();
+        assert_eq!(kept.pass_tmp, "a");
+        assert_eq!(kept.enrolled_at_ms, enrolled_at);
+        // With replace: the new one is stored.
+        let replaced = s.enroll(&uuid(1), "b", true).await.unwrap();
+        assert_eq!(replaced, EnrollOutcome::Replaced);
+        assert_eq!(s.get(&uuid(1)).unwrap().unwrap().pass_tmp, "b");
+        assert_eq!(s.count().await.unwrap(), 1);
+    }
+
+    #[test]
+    fn concurrent_enrolls_of_one_uuid_make_exactly_one_created() {
+        const WRITERS: usize = 8;
+        const ROUNDS: u8 = 120;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for replace in [false, true] {
+            let start = Barrier::new(WRITERS);
+            // outcomes[round] = what each writer was told, with its pass_tmp.
+            let outcomes: Vec<Vec<(EnrollOutcome, String)>> = std::thread::scope(|scope| {
+                let writers: Vec<_> = (0..WRITERS)
+                    .map(|w| {
+                        let (store, start) = (&store, &start);
+                        scope.spawn(move || {
+                            let rt = tokio::runtime::Builder::new_current_thread()
+                                .build()
+                                .unwrap();
+                            (0..ROUNDS)
+                                .map(|round| {
+                                    let id = uuid(round + if replace { ROUNDS } else { 0 });
+                                    let pass_tmp = format!("p{w}");
+                                    start.wait();
+                                    let outcome =
+                                        rt.block_on(store.enroll(&id, &pass_tmp, replace)).unwrap();
+                                    (outcome, pass_tmp)
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let per_writer: Vec<_> = writers.into_iter().map(|h| h.join().unwrap()).collect();
+                (0..usize::from(ROUNDS))
+                    .map(|r| per_writer.iter().map(|w| w[r].clone()).collect())
+                    .collect()
+            });
+            for (round, told) in outcomes.iter().enumerate() {
+                let created: Vec<_> = told
+                    .iter()
+                    .filter(|(o, _)| *o == EnrollOutcome::Created)
+                    .collect();
+                assert_eq!(
+                    created.len(),
+                    1,
+                    "round {round}, replace {replace}: {told:?}"
+                );
+                let others = if replace {
+                    EnrollOutcome::Replaced
+                } else {
+                    EnrollOutcome::Conflict
+                };
+                let rest = told.iter().filter(|(o, _)| *o == others).count();
+                assert_eq!(
+                    rest,
+                    WRITERS - 1,
+                    "round {round}, replace {replace}: {told:?}"
+                );
+                if !replace {
+                    // Nobody overwrote the one that was created.
+                    let round = u8::try_from(round).unwrap();
+                    let stored = store.get(&uuid(round)).unwrap().unwrap();
+                    assert_eq!(stored.pass_tmp, created[0].1);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn import_decides_each_row_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.enroll(&uuid(1), "old", false).await.unwrap();
+        let rows = [
+            (uuid(1), "old"),
+            (uuid(1), "new"),
+            (uuid(2), "a"),
+            (uuid(2), "a"),
+            (uuid(2), "b"),
+        ]
+        .map(|(id, p)| (id, p.to_owned()));
+        let outcomes = s.import(&rows).await.unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                EnrollOutcome::Unchanged,
+                EnrollOutcome::Conflict,
+                EnrollOutcome::Created,
+                EnrollOutcome::Unchanged,
+                EnrollOutcome::Conflict,
+            ]
+        );
+        assert_eq!(s.get(&uuid(1)).unwrap().unwrap().pass_tmp, "old");
+        assert_eq!(s.get(&uuid(2)).unwrap().unwrap().pass_tmp, "a");
+        assert_eq!(s.import(&[]).await.unwrap(), []);
+        assert_eq!(s.count().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn flushed_changes_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let rows: Vec<_> = (0..10).map(|n| (uuid(n), format!("p{n}"))).collect();
+            s.import(&rows).await.unwrap();
+            s.enroll(&uuid(3), "replaced", true).await.unwrap();
+            assert!(s.remove(&uuid(4)).await.unwrap());
+            s.flush().await.unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.count().await.unwrap(), 9);
+        assert_eq!(s.get(&uuid(0)).unwrap().unwrap().pass_tmp, "p0");
+        assert_eq!(s.get(&uuid(3)).unwrap().unwrap().pass_tmp, "replaced");
+        assert!(s.get(&uuid(4)).unwrap().is_none());
+        let page = s.list(None, 100).await.unwrap();
+        assert_eq!(page.uuids.len(), 9);
+        assert_eq!(page.next, None);
+    }
+
+    #[tokio::test]
+    async fn uppercase_and_lowercase_are_one_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let lower = DeviceUuid::parse("6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b").unwrap();
+        let upper = DeviceUuid::parse("6F1C2B8E-0B5D-4A8F-9E8C-2B7D8E9F0A1B").unwrap();
+        s.enroll(&lower, "p", false).await.unwrap();
+        assert_eq!(s.get(&upper).unwrap().unwrap().pass_tmp, "p");
+    }
+
+    #[tokio::test]
+    async fn list_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for n in 0..5 {
+            s.enroll(&uuid(n), "p", false).await.unwrap();
+        }
+        let Page { uuids: page, next } = s.list(None, 2).await.unwrap();
+        assert_eq!(page.len(), 2);
+        let Page {
+            uuids: page2,
+            next: next2,
+        } = s.list(next.as_deref(), 2).await.unwrap();
+        assert_eq!(page2.len(), 2);
+        assert_ne!(page[1], page2[0]);
+        let Page {
+            uuids: page3,
+            next: next3,
+        } = s.list(next2.as_deref(), 2).await.unwrap();
+        assert_eq!((page3.len(), next3), (1, None));
+    }
+
+    #[tokio::test]
+    async fn list_pages_in_key_order_after_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for n in [4, 0, 3, 1, 2] {
+            s.enroll(&uuid(n), "p", false).await.unwrap();
+        }
+        let mut after = None;
+        let mut seen = Vec::new();
+        loop {
+            let page = s.list(after.as_deref(), 2).await.unwrap();
+            assert!(page.uuids.len() <= 2);
+            seen.extend(page.uuids);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<_> = (0..5).map(|n| uuid(n).key().to_owned()).collect();
+        assert_eq!(seen, expected);
+        // A cursor past the end is an empty last page.
+        let past = s.list(Some("ffffffff"), 2).await.unwrap();
+        assert_eq!((past.uuids.len(), past.next), (0, None));
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("another verifier"), "{err}");
+    }
+}
