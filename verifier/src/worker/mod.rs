@@ -143,6 +143,3 @@ pub async fn start(
 pub async fn run(config: VerifierConfig, shutdown: CancellationToken) -> Result<(), VerifierError> {
     start(config, shutdown, None).await?.join().await
 }
-
-/// How long a CLI waits for the worker to answer one request.
-pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -10,7 +10,7 @@ use super::{admin, outcome, verify, VerifierError};
 use crate::store::{EnrollmentStore, StoreError};
 use bus::{Bus, Message};
 use metrics::Metrics;
-use protocol::topics;
+use protocol::topics::{Level, Topic};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -78,13 +78,13 @@ pub(super) async fn serve<S: EnrollmentStore>(
 }
 
 async fn dispatch<S: EnrollmentStore>(worker: &Served<S>, admin_tx: &admin::Queue, msg: Message) {
-    match msg.topic.as_str() {
-        topics::VERIFY_REQUEST => verify::handle_verify(worker, &msg.payload).await,
-        topics::VERIFIER_ADMIN_REQUEST => admin::submit(&worker.bus, admin_tx, &msg).await,
-        topic => match topics::parse_ap_outcome(topic) {
-            Some(ap_id) => outcome::record_outcome(worker, ap_id, &msg.payload),
-            None => debug!(topic, "message on an unexpected topic"),
-        },
+    match Topic::parse(&msg.topic) {
+        Some(Topic::VerifyRequest) => verify::handle_verify(worker, &msg.payload).await,
+        Some(Topic::VerifierAdminRequest) => admin::submit(&worker.bus, admin_tx, &msg).await,
+        Some(Topic::ApOutcome {
+            ap_id: Level::Id(ap_id),
+        }) => outcome::record_outcome(worker, ap_id, &msg.payload),
+        _ => debug!(topic = %msg.topic, "message on an unexpected topic"),
     }
 }
 
