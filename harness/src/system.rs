@@ -7,11 +7,36 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a child to
-/// listen on. The listener is closed before returning, so another process
-/// may take it first; the loopback ephemeral range makes that rare.
+/// listen on (and, after a restart, listen on again). It is drawn from
+/// below the kernel's ephemeral range, so that none of the thousands of
+/// outgoing connections a test makes meanwhile can be handed it as its
+/// local port: a port from `bind(0)` is an ephemeral one, and a fleet's
+/// clients took it before the child could listen. The listener is closed
+/// before returning, so another process drawing the same way may still
+/// take it first; the draw from a wide range makes that rare.
 pub fn free_port() -> Result<u16, Error> {
+    let first_ephemeral = ephemeral_start().unwrap_or(32_768);
+    let (low, high) = (10_000u16, first_ephemeral.saturating_sub(1));
+    if high > low {
+        for _ in 0..200 {
+            let port = fastrand::u16(low..=high);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::Port)?;
     Ok(listener.local_addr().map_err(Error::Port)?.port())
+}
+
+/// The first port of the kernel's ephemeral range, on Linux.
+fn ephemeral_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Resident memory of process `pid` now (`VmRSS` in /proc/{pid}/status),
@@ -68,6 +93,9 @@ mod tests {
     fn a_free_port_can_be_bound() {
         let port = free_port().unwrap();
         assert_ne!(port, 0);
+        if let Some(first) = ephemeral_start() {
+            assert!(port < first, "{port} is an ephemeral port (from {first})");
+        }
         std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     }
 
