@@ -1,5 +1,7 @@
-//! Where the verifier keeps its enrollments (UUID -> pass_tmp), behind
-//! [`EnrollmentStore`], so the worker does not depend on the database.
+//! Where the verifier keeps who is who, behind [`EnrollmentStore`], so the
+//! worker does not depend on the database: each enrolled device (UUID ->
+//! pass_tmp, and once onboarded the public key it logs in with), and each
+//! registered AP (its SSIDs and the hash of its credential).
 //!
 //! [`Store`] (sled, in the data dir) is the only implementation today. The
 //! trait is shaped for a shared SQL store too, with several verifiers on
@@ -45,6 +47,40 @@ pub enum StoreError {
 pub struct Enrollment {
     pub pass_tmp: String,
     pub enrolled_at_ms: u64,
+    /// The Ed25519 public key (hex) the device registered when it was
+    /// onboarded, which its later logins are signed with. None before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<String>,
+}
+
+/// What registering a device's key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// The device had no key; this one is now its key.
+    Registered,
+    /// The device already had this key.
+    Unchanged,
+    /// The device has another key, which stays: a key is replaced only
+    /// after an admin revokes it.
+    Conflict,
+    /// No such device is enrolled.
+    NotEnrolled,
+}
+
+/// A registered AP: the SSIDs it serves and how it logs in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApRecord {
+    pub ssids: Vec<String>,
+    /// SHA-256 (hex) of its credential; the credential itself is never
+    /// stored.
+    pub credential_sha256: String,
+    pub registered_ms: u64,
+}
+
+impl ApRecord {
+    pub fn serves(&self, ssid: &str) -> bool {
+        self.ssids.iter().any(|s| s == ssid)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +141,38 @@ pub trait EnrollmentStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// Registers `device_key` as the device's key, first come: a device
+    /// with no key gets it, one with another key keeps its own. Decided and
+    /// written in one atomic step. Not durable until flushed.
+    fn set_device_key(
+        &self,
+        uuid: &DeviceUuid,
+        device_key: &str,
+    ) -> impl Future<Output = Result<KeyOutcome, StoreError>> + Send;
+
+    /// Forgets the device's key, so that it must be onboarded again to log
+    /// in; true if it had one.
+    fn revoke_device_key(
+        &self,
+        uuid: &DeviceUuid,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The registered AP `ap_id`, if any.
+    fn ap(&self, ap_id: &str) -> impl Future<Output = Result<Option<ApRecord>, StoreError>> + Send;
+
+    /// Registers or re-registers an AP; true if it is new.
+    fn put_ap(
+        &self,
+        ap_id: &str,
+        record: &ApRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Removes an AP; true if it was registered.
+    fn remove_ap(&self, ap_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every registered AP, in id order.
+    fn aps(&self) -> impl Future<Output = Result<Vec<(String, ApRecord)>, StoreError>> + Send;
 
     /// How many devices are enrolled.
     fn count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

@@ -1,12 +1,15 @@
-//! The sled implementation of [`EnrollmentStore`]: one tree, keyed by the
-//! lower-case UUID, each value an [`Enrollment`] as JSON. Key encoding
-//! lives here and nowhere else.
+//! The sled implementation of [`EnrollmentStore`]: tree `enrollments`,
+//! keyed by the lower-case UUID, each value an [`Enrollment`] as JSON, and
+//! tree `aps`, keyed by AP id, each value an [`ApRecord`] as JSON. Key
+//! encoding lives here and nowhere else.
 //!
 //! Writes use compare-and-swap rather than sled transactions or batches:
 //! the first of those in a process makes every sled operation in it (the
 //! registry's too) take a process-wide lock from then on.
 
-use super::{BoxError, EnrollOutcome, Enrollment, EnrollmentStore, Page, StoreError};
+use super::{
+    ApRecord, BoxError, EnrollOutcome, Enrollment, EnrollmentStore, KeyOutcome, Page, StoreError,
+};
 use protocol::now_ms;
 use protocol::DeviceUuid;
 use std::ops::Bound;
@@ -15,6 +18,7 @@ use std::path::Path;
 pub struct Store {
     db: sled::Db,
     enrollments: sled::Tree,
+    aps: sled::Tree,
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -40,7 +44,12 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = storage::open_sled("verifier", dir).map_err(|e| StoreError::Open(Box::new(e)))?;
         let enrollments = db.open_tree("enrollments").map_err(backend)?;
-        Ok(Store { db, enrollments })
+        let aps = db.open_tree("aps").map_err(backend)?;
+        Ok(Store {
+            db,
+            enrollments,
+            aps,
+        })
     }
 
     /// The same lookup as [`EnrollmentStore::get`], without a future: sled
@@ -53,6 +62,50 @@ impl Store {
         }
     }
 
+    /// The registered AP `ap_id`, without a future, for the platform
+    /// broker's synchronous login and ACL checks.
+    pub fn ap(&self, ap_id: &str) -> Result<Option<ApRecord>, StoreError> {
+        match self.aps.get(ap_id.as_bytes()).map_err(backend)? {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key: ap_id.to_owned(),
+                    source: e.into(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `change` to the device's enrollment in one compare-and-swap
+    /// step, retrying from what another writer wrote. `change` returns the
+    /// new record to write, or None to write nothing, with what to answer.
+    fn update<T>(
+        &self,
+        uuid: &DeviceUuid,
+        mut change: impl FnMut(Option<Enrollment>) -> (Option<Enrollment>, T),
+    ) -> Result<T, StoreError> {
+        let mut current = self.enrollments.get(key(uuid)).map_err(backend)?;
+        loop {
+            let old = current
+                .as_deref()
+                .map(|raw| decode(uuid, raw))
+                .transpose()?;
+            let (new, answer) = change(old);
+            let Some(new) = new else {
+                return Ok(answer);
+            };
+            let value = serde_json::to_vec(&new).map_err(|e| corrupt(uuid, e))?;
+            match self
+                .enrollments
+                .compare_and_swap(key(uuid), current, Some(value))
+                .map_err(backend)?
+            {
+                Ok(()) => return Ok(answer),
+                Err(lost) => current = lost.current,
+            }
+        }
+    }
+
     /// Decides the outcome from the current value, then writes only if
     /// that value is still there; if another writer got in between,
     /// decides again from what it wrote.
@@ -62,30 +115,22 @@ impl Store {
         pass_tmp: &str,
         replace: bool,
     ) -> Result<EnrollOutcome, StoreError> {
-        let mut current = self.enrollments.get(key(uuid)).map_err(backend)?;
-        loop {
-            let outcome = match &current {
+        self.update(uuid, |old| {
+            let outcome = match &old {
                 None => EnrollOutcome::Created,
-                Some(raw) => match decode(uuid, raw)? {
-                    old if old.pass_tmp == pass_tmp => return Ok(EnrollOutcome::Unchanged),
-                    _ if replace => EnrollOutcome::Replaced,
-                    _ => return Ok(EnrollOutcome::Conflict),
-                },
+                Some(old) if old.pass_tmp == pass_tmp => return (None, EnrollOutcome::Unchanged),
+                Some(_) if replace => EnrollOutcome::Replaced,
+                Some(_) => return (None, EnrollOutcome::Conflict),
             };
+            // A new pass_tmp is a new device as far as logins go: its old
+            // key, if any, goes with the old enrollment.
             let record = Enrollment {
                 pass_tmp: pass_tmp.to_owned(),
                 enrolled_at_ms: now_ms(),
+                device_key: None,
             };
-            let value = serde_json::to_vec(&record).map_err(|e| corrupt(uuid, e))?;
-            match self
-                .enrollments
-                .compare_and_swap(key(uuid), current, Some(value))
-                .map_err(backend)?
-            {
-                Ok(()) => return Ok(outcome),
-                Err(lost) => current = lost.current,
-            }
-        }
+            (Some(record), outcome)
+        })
     }
 }
 
@@ -141,6 +186,74 @@ impl EnrollmentStore for Store {
             None
         };
         Ok(Page { uuids, next })
+    }
+
+    async fn set_device_key(
+        &self,
+        uuid: &DeviceUuid,
+        device_key: &str,
+    ) -> Result<KeyOutcome, StoreError> {
+        self.update(uuid, |old| match old {
+            None => (None, KeyOutcome::NotEnrolled),
+            Some(e) if e.device_key.as_deref() == Some(device_key) => (None, KeyOutcome::Unchanged),
+            Some(e) if e.device_key.is_some() => (None, KeyOutcome::Conflict),
+            Some(e) => (
+                Some(Enrollment {
+                    device_key: Some(device_key.to_owned()),
+                    ..e
+                }),
+                KeyOutcome::Registered,
+            ),
+        })
+    }
+
+    async fn revoke_device_key(&self, uuid: &DeviceUuid) -> Result<bool, StoreError> {
+        self.update(uuid, |old| match old {
+            Some(e) if e.device_key.is_some() => (
+                Some(Enrollment {
+                    device_key: None,
+                    ..e
+                }),
+                true,
+            ),
+            _ => (None, false),
+        })
+    }
+
+    async fn ap(&self, ap_id: &str) -> Result<Option<ApRecord>, StoreError> {
+        Store::ap(self, ap_id)
+    }
+
+    async fn put_ap(&self, ap_id: &str, record: &ApRecord) -> Result<bool, StoreError> {
+        let value = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+            key: ap_id.to_owned(),
+            source: e.into(),
+        })?;
+        let old = self.aps.insert(ap_id.as_bytes(), value).map_err(backend)?;
+        Ok(old.is_none())
+    }
+
+    async fn remove_ap(&self, ap_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .aps
+            .remove(ap_id.as_bytes())
+            .map_err(backend)?
+            .is_some())
+    }
+
+    async fn aps(&self) -> Result<Vec<(String, ApRecord)>, StoreError> {
+        self.aps
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                let id = String::from_utf8_lossy(&k).into_owned();
+                let record = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    key: id.clone(),
+                    source: e.into(),
+                })?;
+                Ok((id, record))
+            })
+            .collect()
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
@@ -403,5 +516,81 @@ mod tests {
         let _first = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("another verifier"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_device_key_is_first_come_until_revoked_and_a_new_pass_tmp_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.set_device_key(&uuid(1), "k1").await.unwrap(),
+            KeyOutcome::NotEnrolled
+        );
+        s.enroll(&uuid(1), "a", false).await.unwrap();
+        assert_eq!(
+            s.set_device_key(&uuid(1), "k1").await.unwrap(),
+            KeyOutcome::Registered
+        );
+        assert_eq!(
+            s.set_device_key(&uuid(1), "k1").await.unwrap(),
+            KeyOutcome::Unchanged
+        );
+        assert_eq!(
+            s.set_device_key(&uuid(1), "k2").await.unwrap(),
+            KeyOutcome::Conflict
+        );
+        assert_eq!(
+            s.get(&uuid(1)).unwrap().unwrap().device_key.as_deref(),
+            Some("k1")
+        );
+        // Re-enrolling with the same pass_tmp keeps the key...
+        s.enroll(&uuid(1), "a", true).await.unwrap();
+        assert_eq!(
+            s.get(&uuid(1)).unwrap().unwrap().device_key.as_deref(),
+            Some("k1")
+        );
+        // ...revoking it makes room for another...
+        assert!(s.revoke_device_key(&uuid(1)).await.unwrap());
+        assert!(!s.revoke_device_key(&uuid(1)).await.unwrap());
+        assert_eq!(
+            s.set_device_key(&uuid(1), "k2").await.unwrap(),
+            KeyOutcome::Registered
+        );
+        // ...and a new pass_tmp is a new device, with no key.
+        s.enroll(&uuid(1), "b", true).await.unwrap();
+        assert_eq!(s.get(&uuid(1)).unwrap().unwrap().device_key, None);
+    }
+
+    #[tokio::test]
+    async fn aps_are_registered_listed_and_removed_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |ssid: &str| ApRecord {
+            ssids: vec![ssid.to_owned()],
+            credential_sha256: "00".repeat(32),
+            registered_ms: 1,
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert!(s.put_ap("ap-2", &record("b")).await.unwrap());
+            assert!(s.put_ap("ap-1", &record("a")).await.unwrap());
+            assert!(
+                !s.put_ap("ap-1", &record("c")).await.unwrap(),
+                "re-registered"
+            );
+            s.flush().await.unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let ids: Vec<String> = s
+            .aps()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, ["ap-1", "ap-2"]);
+        let ap1 = s.ap("ap-1").unwrap().unwrap();
+        assert!(ap1.serves("c") && !ap1.serves("a"));
+        assert!(s.remove_ap("ap-1").await.unwrap());
+        assert!(s.ap("ap-1").unwrap().is_none());
     }
 }
