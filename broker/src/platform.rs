@@ -145,6 +145,10 @@ impl Platform {
                 lockout: Duration::from_secs(sec.lockout_secs),
                 ap_rate_per_sec: sec.ap_rate_per_sec,
             });
+            if secure {
+                vc.bootstrap_aps =
+                    security::bootstrap_aps(sec, &layout::credentials_dir(data_dir))?;
+            }
             let worker =
                 verifier::start(vc, shutdown.child_token(), Some(Duration::from_secs(10))).await?;
             let devices: Arc<dyn security::DeviceDirectory> = worker.store();

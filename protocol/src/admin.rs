@@ -49,6 +49,25 @@ pub enum AdminOp {
         #[serde(default = "default_list_limit")]
         limit: usize,
     },
+    /// Forget the key an onboarded device logs in with: it is refused until
+    /// it is onboarded again.
+    RevokeKey {
+        uuid: String,
+    },
+    /// Register an AP, or change a registered one: the SSIDs it serves and
+    /// the SHA-256 of its credential. The admin CLI makes the credential;
+    /// it never crosses the network.
+    ApRegister {
+        ap_id: String,
+        ssids: Vec<String>,
+        credential_sha256: String,
+    },
+    /// Remove an AP: it is refused from then on.
+    ApRemove {
+        ap_id: String,
+    },
+    /// Every registered AP.
+    ApList,
 }
 
 fn default_list_limit() -> usize {
@@ -102,7 +121,32 @@ pub enum AdminOk {
         uuids: Vec<String>,
         next: Option<String>,
     },
+    KeyRevoked {
+        uuid: String,
+    },
+    ApRegistered {
+        ap_id: String,
+        ssids: Vec<String>,
+        created: bool,
+    },
+    ApRemoved {
+        ap_id: String,
+    },
+    Aps {
+        aps: Vec<ApView>,
+    },
 }
+
+/// A registered AP, as `ap list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApView {
+    pub ap_id: String,
+    pub ssids: Vec<String>,
+    pub registered_ms: u64,
+}
+
+/// Most SSIDs one AP may be registered for.
+pub const MAX_AP_SSIDS: usize = 64;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportReport {

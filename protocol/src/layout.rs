@@ -33,6 +33,20 @@ pub fn token_file(credentials_dir: &Path, role: &str) -> PathBuf {
     credentials_dir.join(format!("{role}.token"))
 }
 
+/// Where the credential of AP `ap_id` is kept, when the platform made it
+/// (a bootstrap AP) or an admin wrote it there: `credentials/ap/ID.token`.
+pub fn ap_token_file(credentials_dir: &Path, ap_id: &str) -> PathBuf {
+    credentials_dir.join("ap").join(format!("{ap_id}.token"))
+}
+
+/// Where the credential of gateway `gateway_id` is kept:
+/// `credentials/gateway/ID.token`.
+pub fn gateway_token_file(credentials_dir: &Path, gateway_id: &str) -> PathBuf {
+    credentials_dir
+        .join("gateway")
+        .join(format!("{gateway_id}.token"))
+}
+
 /// The public half of the signing key in `key_file`: the same name with
 /// `.pub` added.
 pub fn public_key_path(key_file: &Path) -> PathBuf {

@@ -2,9 +2,15 @@
 //! its own database behind a store trait of its own; this crate only opens
 //! the embedded one, sled, the same way for both: the same page cache
 //! bound, and the same clear error when a second process holds the data
-//! dir (sled is single-process, and takes a lock).
+//! dir (sled is single-process, and takes a lock). [`write_secret`] and
+//! [`private_dir`] are how the platform and the admin CLIs keep keys and
+//! credentials on disk.
 
 #![forbid(unsafe_code)]
+
+mod secret;
+
+pub use secret::{private_dir, write_secret};
 
 use std::path::{Path, PathBuf};
 

@@ -222,8 +222,30 @@ impl TestPlatform {
         config
     }
 
+    /// Starts an AP; on a secure platform it is registered first, for the
+    /// SSIDs of its config.
     pub async fn start_ap(&self, config: ApConfig, shutdown: &CancellationToken) -> Ap {
+        if self.platform_key().is_some() {
+            self.register_ap(&config).await;
+        }
         ap_sim::start(config, shutdown.clone()).await.unwrap()
+    }
+
+    /// Registers the AP of `config` for its SSIDs, with a new credential;
+    /// returns the credential.
+    pub async fn register_ap(&self, config: &ApConfig) -> String {
+        let credential = protocol::crypto::random_b64(24);
+        let admin = self.admin().await;
+        admin
+            .request(protocol::admin::AdminOp::ApRegister {
+                ap_id: config.ap_id.clone(),
+                ssids: config.networks.iter().map(|n| n.ssid.clone()).collect(),
+                credential_sha256: protocol::crypto::sha256_hex(&credential),
+            })
+            .await
+            .unwrap();
+        admin.close().await;
+        credential
     }
 
     pub fn device_config(&self, uuid: &str, pass_tmp: &str, auto_confirm: bool) -> DeviceConfig {

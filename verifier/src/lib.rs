@@ -20,5 +20,5 @@ pub mod worker;
 
 pub use client::{AdminClient, ClientError};
 pub use lockout::Lockout;
-pub use store::{EnrollmentStore, Store, StoreError};
+pub use store::{ApRecord, EnrollmentStore, Store, StoreError};
 pub use worker::{run, start, SecureVerify, VerifierConfig, VerifierError, Worker};

@@ -21,5 +21,7 @@ mod secrets;
 mod settings;
 
 pub use platform_auth::{DeviceDirectory, PlatformAuth};
-pub use secrets::{load_or_create_key, public_key_path, users_with_bootstrap, SecurityError};
-pub use settings::{Mode, Role, SecuritySection, User};
+pub use secrets::{
+    bootstrap_aps, load_or_create_key, public_key_path, users_with_bootstrap, SecurityError,
+};
+pub use settings::{BootstrapAp, Mode, Role, SecuritySection, User};

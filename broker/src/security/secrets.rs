@@ -7,6 +7,7 @@ use protocol::crypto::{sha256_hex, PlatformKey};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tracing::info;
+use verifier::ApRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
@@ -57,43 +58,45 @@ pub fn load_or_create_key(path: &Path) -> Result<PlatformKey, SecurityError> {
 
 pub use protocol::layout::public_key_path;
 
-/// Writes a new secret file (mode 0600) so that a crash at any point
-/// leaves either no file or the whole one: written and synced under a
-/// temporary name, renamed into place, then the directory synced. A
-/// half-written key would otherwise stop the next start until someone
-/// deleted it by hand.
+/// [`storage::write_secret`], with the error naming the file.
 fn write_secret(path: &Path, text: &str) -> Result<(), SecurityError> {
-    use std::io::Write;
-    let write = |source| SecurityError::Write {
+    storage::write_secret(path, text).map_err(|source| SecurityError::Write {
         path: path.to_owned(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(write)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    // A leftover from a crash is replaced, never reused: its mode may not
-    // be 0600.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(write(e)),
-        _ => {}
+    })
+}
+
+/// The bootstrap APs of `section` whose credential file does not exist
+/// yet: each gets a new credential, written to
+/// `{credentials}/ap/{id}.token`, and is returned with its hash for the
+/// verifier to register. An AP whose file exists was bootstrapped before
+/// (and may have been removed by an admin since): it is left alone.
+pub fn bootstrap_aps(
+    section: &SecuritySection,
+    credentials: &Path,
+) -> Result<Vec<(String, ApRecord)>, SecurityError> {
+    let mut new = Vec::new();
+    for ap in &section.aps {
+        let path = protocol::layout::ap_token_file(credentials, &ap.id);
+        if path.exists() {
+            continue;
+        }
+        let token = protocol::crypto::random_b64(24);
+        write_secret(&path, &format!("{token}\n"))?;
+        info!(ap_id = %ap.id, path = %path.display(), "created the credential of a bootstrap AP");
+        let mut ssids = ap.ssids.clone();
+        ssids.sort();
+        ssids.dedup();
+        new.push((
+            ap.id.clone(),
+            ApRecord {
+                ssids,
+                credential_sha256: sha256_hex(&token),
+                registered_ms: protocol::now_ms(),
+            },
+        ));
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(write)?;
-    file.write_all(text.as_bytes()).map_err(write)?;
-    file.sync_all().map_err(write)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(write)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write)
+    Ok(new)
 }
 
 /// The users of `section`, plus one bootstrap user per role that has

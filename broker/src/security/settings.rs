@@ -1,7 +1,7 @@
 //! `[security]`: the mode, the role users and the limits, as the config
 //! file spells them, and their validation.
 
-use protocol::DeviceUuid;
+use protocol::{DeviceUuid, Segment};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -47,6 +47,16 @@ pub struct User {
     pub password_sha256: String,
 }
 
+/// One `[[security.aps]]` entry: an AP registered on the platform's first
+/// start, so that a first AP needs no admin step. Its credential is written
+/// to `DATA_DIR/credentials/ap/ID.token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapAp {
+    pub id: String,
+    pub ssids: Vec<String>,
+}
+
 /// `[security]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -62,6 +72,9 @@ pub struct SecuritySection {
     pub lockout_secs: u64,
     /// Verification requests each AP may make per second (burst: the same).
     pub ap_rate_per_sec: u32,
+    /// APs registered on first start (when their credential file does not
+    /// exist yet); others are registered with `verifier ap add`.
+    pub aps: Vec<BootstrapAp>,
 }
 
 impl Default for SecuritySection {
@@ -73,6 +86,10 @@ impl Default for SecuritySection {
             max_failures: 5,
             lockout_secs: 300,
             ap_rate_per_sec: 500,
+            aps: vec![BootstrapAp {
+                id: "ap-1".into(),
+                ssids: vec!["home-wifi".into()],
+            }],
         }
     }
 }
@@ -91,6 +108,15 @@ impl SecuritySection {
                     "users[{i}].name {:?} must be non-empty and not a device UUID",
                     u.name
                 ));
+            }
+        }
+        for (i, ap) in self.aps.iter().enumerate() {
+            Segment::parse(&ap.id).map_err(|e| format!("aps[{i}].id {:?} {e}", ap.id))?;
+            if ap.ssids.is_empty() {
+                return Err(format!("aps[{i}].ssids must name at least one SSID"));
+            }
+            for ssid in &ap.ssids {
+                Segment::parse(ssid).map_err(|e| format!("aps[{i}].ssids: {ssid:?} {e}"))?;
             }
         }
         if self.max_failures == 0 || self.ap_rate_per_sec == 0 {

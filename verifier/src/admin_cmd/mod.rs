@@ -38,6 +38,41 @@ pub enum AdminCommand {
     },
     /// List enrolled UUIDs.
     List,
+    /// Forget an onboarded device's login key: it is refused until it is
+    /// onboarded again.
+    Revoke {
+        #[arg(long)]
+        uuid: String,
+    },
+    /// Register, remove and list APs, each with its own credential.
+    #[command(subcommand)]
+    Ap(ApCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ApCommand {
+    /// Register an AP, or change a registered one's SSIDs and credential.
+    /// A new random credential is made here and shown once (or written to
+    /// --out, mode 0600); the verifier stores only its SHA-256.
+    Add {
+        /// The AP's id: it logs in as `ap.ID` and uses the topics `ap/ID/…`.
+        #[arg(long)]
+        id: String,
+        /// An SSID the AP serves; repeat for several.
+        #[arg(long = "ssid", required = true)]
+        ssids: Vec<String>,
+        /// Write the credential to FILE (mode 0600) instead of showing it.
+        /// ap-sim reads data/credentials/ap/ID.token by default.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Remove an AP: its credential is refused from then on.
+    Remove {
+        #[arg(long)]
+        id: String,
+    },
+    /// List the registered APs and their SSIDs.
+    List,
 }
 
 /// Runs one command and prints its answer; the exit code if it got one.
@@ -114,6 +149,50 @@ pub async fn run(client: &AdminClient, command: AdminCommand, json: bool) -> any
             );
             exit::OK
         }
+        AdminCommand::Revoke { uuid } => {
+            print(&client.request(AdminOp::RevokeKey { uuid }).await?, json);
+            exit::OK
+        }
+        AdminCommand::Ap(command) => ap(client, command, json).await?,
     };
     Ok(code)
+}
+
+async fn ap(client: &AdminClient, command: ApCommand, json: bool) -> anyhow::Result<u8> {
+    match command {
+        ApCommand::Add { id, ssids, out } => {
+            let credential = protocol::crypto::random_b64(24);
+            let ok = client
+                .request(AdminOp::ApRegister {
+                    ap_id: id,
+                    ssids,
+                    credential_sha256: protocol::crypto::sha256_hex(&credential),
+                })
+                .await?;
+            print(&ok, json);
+            // Registered first, written second: a credential that could
+            // not be written is still shown, never lost.
+            let written = out.as_ref().map(|path| {
+                (
+                    path,
+                    storage::write_secret(path, &format!("{credential}\n")),
+                )
+            });
+            match written {
+                Some((path, Ok(()))) => eprintln!("credential written to {}", path.display()),
+                Some((path, Err(e))) => {
+                    eprintln!("cannot write {}: {e}", path.display());
+                    eprintln!("credential (shown once, keep it secret): {credential}");
+                    return Ok(exit::FAILED);
+                }
+                None => eprintln!("credential (shown once, keep it secret): {credential}"),
+            }
+        }
+        ApCommand::Remove { id } => print(
+            &client.request(AdminOp::ApRemove { ap_id: id }).await?,
+            json,
+        ),
+        ApCommand::List => print(&client.request(AdminOp::ApList).await?, json),
+    }
+    Ok(exit::OK)
 }

@@ -46,6 +46,29 @@ pub fn print(ok: &AdminOk, json: bool) {
                 println!("{u}");
             }
         }
+        AdminOk::KeyRevoked { uuid } => {
+            println!("revoked the login key of {uuid}; it must be onboarded again")
+        }
+        AdminOk::ApRegistered {
+            ap_id,
+            ssids,
+            created,
+        } => println!(
+            "{} AP {ap_id} serving {}",
+            if *created { "registered" } else { "updated" },
+            ssids.join(", ")
+        ),
+        AdminOk::ApRemoved { ap_id } => println!("removed AP {ap_id}"),
+        AdminOk::Aps { aps } => {
+            for ap in aps {
+                println!(
+                    "{}\t{}\tregistered {}",
+                    ap.ap_id,
+                    ap.ssids.join(","),
+                    format_ms(ap.registered_ms)
+                );
+            }
+        }
     }
 }
 

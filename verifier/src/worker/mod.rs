@@ -11,7 +11,7 @@ mod outcome;
 mod serve;
 mod verify;
 
-use crate::store::{EnrollmentStore, Store, StoreError};
+use crate::store::{ApRecord, EnrollmentStore, Store, StoreError};
 use bus::{Bus, BusError, BusOptions};
 use metrics::Metrics;
 use protocol::crypto::PlatformKey;
@@ -39,6 +39,9 @@ pub struct VerifierConfig {
     /// Secure mode: seal and sign answers, lock out guessed UUIDs,
     /// rate-limit APs. None: walkthrough mode, plaintext answers.
     pub secure: Option<SecureVerify>,
+    /// APs to register at start unless already registered (the platform's
+    /// bootstrap AP, on its first start).
+    pub bootstrap_aps: Vec<(String, ApRecord)>,
 }
 
 /// The verifier's secure-mode settings.
@@ -63,6 +66,7 @@ impl VerifierConfig {
             db_dir: db_dir.into(),
             metrics: Metrics::default(),
             secure: None,
+            bootstrap_aps: Vec::new(),
         }
     }
 }
@@ -110,6 +114,15 @@ pub async fn start(
     let store_handle = store.clone();
     let enrolled = store.count().await?;
     info!(db = %config.db_dir.display(), enrolled, "verifier store open");
+    for (ap_id, record) in &config.bootstrap_aps {
+        if EnrollmentStore::ap(store.as_ref(), ap_id).await?.is_none() {
+            store.put_ap(ap_id, record).await?;
+            info!(target: "audit", ap_id, ssids = ?record.ssids, "bootstrap AP registered");
+        }
+    }
+    if !config.bootstrap_aps.is_empty() {
+        store.flush().await?;
+    }
 
     let opts = BusOptions::new(&config.broker, &config.client_id)?
         .with_credentials(&config.username, &config.password);

@@ -3,10 +3,12 @@
 //! `verifier/admin/reply` only once the change is flushed. This file only
 //! queues and dispatches; each operation has its own file.
 
+mod aps;
 mod enroll;
 mod import;
 mod read;
 mod remove;
+mod revoke;
 
 use super::serve::{publish, Served};
 use crate::store::{EnrollmentStore, StoreError};
@@ -73,6 +75,14 @@ async fn apply_admin<S: EnrollmentStore>(worker: &Served<S>, op: AdminOp) -> Adm
         AdminOp::Remove { uuid } => remove::apply(worker, &uuid).await,
         AdminOp::Show { uuid } => read::show(worker, &uuid).await,
         AdminOp::List { after, limit } => read::list(worker, after.as_deref(), limit).await,
+        AdminOp::RevokeKey { uuid } => revoke::apply(worker, &uuid).await,
+        AdminOp::ApRegister {
+            ap_id,
+            ssids,
+            credential_sha256,
+        } => aps::register(worker, &ap_id, ssids, &credential_sha256).await,
+        AdminOp::ApRemove { ap_id } => aps::remove(worker, &ap_id).await,
+        AdminOp::ApList => aps::list(worker).await,
     }
 }
 

@@ -1,0 +1,81 @@
+//! Files that hold secrets (keys, credentials): written so that a crash at
+//! any point leaves either no file or the whole one, readable by their
+//! owner only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Writes a new secret file, mode 0600: written and synced under a
+/// temporary name, renamed into place, then the directory synced. A
+/// half-written key would otherwise stop the next start until someone
+/// deleted it by hand. Missing parent directories are created, mode 0700.
+pub fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    private_dir(dir)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    // A leftover from a crash is replaced, never reused: its mode may not
+    // be 0600.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing parents, each new one mode 0700.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_written_whole_and_private_over_a_leftover() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("key");
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub").join("key.tmp"), "half").unwrap();
+        write_secret(&path, "whole\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "whole\n");
+        assert!(!dir.path().join("sub").join("key.tmp").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a").join("b");
+        private_dir(&deep).unwrap();
+        for d in [dir.path().join("a"), deep] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", d.display());
+        }
+    }
+}
