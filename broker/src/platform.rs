@@ -157,8 +157,35 @@ impl Platform {
                 async move { ("verifier", worker.join().await.map_err(PlatformError::from)) },
             );
         }
+        // The in-process gateways' ports are fixed now, so that they can be
+        // registered, at the address they will listen on, before they
+        // announce themselves.
+        let mut gateway_sections = Vec::new();
+        if !opts.broker_only {
+            for section in &config.gateways {
+                let mut section = section.clone();
+                section.listen = free_listen(section.listen)?;
+                gateway_sections.push(section);
+            }
+        }
+        let gateway_logins = Arc::new(registry::GatewayLogins::default());
         if config.registry.enabled && !opts.broker_only {
             let mut rc = RegistryConfig::new(broker.addr().to_string(), data_dir.join("registry"));
+            rc.registration_required = secure;
+            rc.logins = gateway_logins.clone();
+            rc.bootstrap_gateways = gateway_sections
+                .iter()
+                .map(|g| {
+                    let record = registry::store::GatewayRecord {
+                        address: g.advertised(g.listen),
+                        weight: g.weight,
+                        draining: false,
+                        registered: true,
+                        credential_sha256: None,
+                    };
+                    (g.id.clone(), record)
+                })
+                .collect();
             rc.policy = config.registry.policy;
             rc.allow_unknown = config.registry.allow_unknown;
             rc.metrics = metrics.clone();
@@ -172,7 +199,7 @@ impl Platform {
         }
         let mut gateways = Vec::new();
         if !opts.broker_only {
-            for section in &config.gateways {
+            for section in &gateway_sections {
                 let gw_security = gateway::GatewaySecurity {
                     login: internal.clone(),
                     platform_key: signing_key.as_ref().map(|k| k.public()),
@@ -286,4 +313,21 @@ fn worker_result(done: WorkerExit) -> Result<(), PlatformError> {
             e.to_string(),
         ))),
     }
+}
+
+/// `listen` with its port chosen now, if it asks for any free one (port
+/// 0): the address an in-process gateway is registered at must be known
+/// before it starts.
+fn free_listen(listen: SocketAddr) -> Result<SocketAddr, PlatformError> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    std::net::TcpListener::bind(listen)
+        .and_then(|l| l.local_addr())
+        .map_err(|source| {
+            PlatformError::Broker(BrokerError::Bind {
+                addr: listen,
+                source,
+            })
+        })
 }

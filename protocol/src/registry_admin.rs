@@ -51,6 +51,27 @@ pub enum RegistryOp {
     History {
         device_id: String,
     },
+    /// Register a gateway, or change a registered one: the address devices
+    /// are sent to, its weight, and the SHA-256 of the credential its agent
+    /// logs in with (the admin CLI makes the credential; it never crosses
+    /// the network).
+    GatewayRegister {
+        gateway_id: String,
+        address: String,
+        #[serde(default = "default_weight")]
+        weight: u32,
+        #[serde(default)]
+        credential_sha256: Option<String>,
+    },
+    /// Remove a gateway: it is refused from then on, and its devices fail
+    /// over when they next ask.
+    GatewayRemove {
+        gateway_id: String,
+    },
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,6 +132,15 @@ pub enum RegistryOk {
     History {
         device_id: String,
         entries: Vec<AuditEntry>,
+    },
+    GatewayRegistered {
+        gateway_id: String,
+        address: String,
+        weight: u32,
+        created: bool,
+    },
+    GatewayRemoved {
+        gateway_id: String,
     },
 }
 

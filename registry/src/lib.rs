@@ -7,7 +7,10 @@
 //! messages and last wills, keeps each gateway agent's list of admitted
 //! devices current, and on a remap or drain tells the old gateway to send
 //! the device a redirect notice ([`worker`]). Admins drive it over MQTT
-//! through [`client`], never by opening the database.
+//! through [`client`], never by opening the database. Gateways are
+//! registered identities: in secure mode the registry believes only a
+//! registered gateway, at the address and weight of its registration, and
+//! [`GatewayLogins`] tells the platform broker how each logs in.
 //!
 //! Invariant: an assignment is flushed to disk before anyone hears of it:
 //! the device's answer, the CLI's reply, the gateways' updates.
@@ -15,11 +18,13 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod logins;
 pub mod policy;
 pub mod store;
 pub mod worker;
 
 pub use client::{RegistryClient, RegistryClientError};
+pub use logins::GatewayLogins;
 pub use policy::Policy;
 pub use store::{RegistryStore, SledStore, StoreBatch, StoreError};
 pub use worker::{start, RegistryConfig, RegistryError, Worker};

@@ -259,6 +259,7 @@ impl Platform {
     /// `broker gateway --id ID` as its own process, pointed at the platform.
     async fn spawn_gateway(&mut self, id: &str) {
         let listen = format!("127.0.0.1:{}", free_port());
+        self.register_gateway(id, &listen).await;
         let addr = self.addr();
         let password = self.token_file("gateway");
         let key = self.key_file();
@@ -281,6 +282,23 @@ impl Platform {
         );
         wait_for(&mut gw, "gateway listening", STARTUP);
         self.gateways.push(gw);
+    }
+
+    /// Registers gateway `id` at `address`, as an admin does before
+    /// starting it: the registry believes only registered gateways.
+    async fn register_gateway(&self, id: &str, address: &str) {
+        let credential = protocol::crypto::random_b64(24);
+        let registry = self.registry().await;
+        registry
+            .request(RegistryOp::GatewayRegister {
+                gateway_id: id.into(),
+                address: address.into(),
+                weight: 1,
+                credential_sha256: Some(protocol::crypto::sha256_hex(&credential)),
+            })
+            .await
+            .unwrap();
+        registry.close().await;
     }
 
     fn gateway(&mut self, id: &str) -> &mut Proc {

@@ -218,6 +218,24 @@ impl Platform {
     /// connections count against its own open-file limit).
     pub fn spawn_gateway(&mut self, id: &str) -> Result<()> {
         let listen = format!("127.0.0.1:{}", harness::free_port()?);
+        if self.mode == Mode::Secure {
+            // The registry believes only registered gateways.
+            let credential = self.dir.path().join(format!("gateway-{id}.token"));
+            let mut args = strings(&[
+                "gateway",
+                "add",
+                "--id",
+                id,
+                "--address",
+                &listen,
+                "--out",
+                path_str(&credential)?,
+                "--broker",
+                &self.addr,
+            ]);
+            args.extend(self.client_args("admin", false)?);
+            run("registry", &args)?;
+        }
         let mut args = strings(&[
             "gateway",
             "--id",

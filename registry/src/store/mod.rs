@@ -49,6 +49,16 @@ pub struct GatewayRecord {
     pub weight: u32,
     #[serde(default)]
     pub draining: bool,
+    /// Registered by an admin, or by the platform for its own in-process
+    /// gateways. In secure mode only a registered gateway is believed, and
+    /// with this record's address and weight, never its announcement's.
+    #[serde(default)]
+    pub registered: bool,
+    /// SHA-256 (hex) of the credential the gateway's agent logs in with;
+    /// None for the platform's in-process gateways, which log in
+    /// internally. The credential itself is never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_sha256: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +131,13 @@ pub trait RegistryStore: Send + Sync + 'static {
         gateway_id: &str,
         record: &GatewayRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets a gateway's record; true if there was one. Its devices'
+    /// assignments stay, and fail over when they next ask.
+    fn remove_gateway(
+        &self,
+        gateway_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Where the device was last seen connected, or left.
     fn last_seen(

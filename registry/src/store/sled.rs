@@ -216,6 +216,15 @@ impl RegistryStore for SledStore {
         Ok(())
     }
 
+    async fn remove_gateway(&self, gateway_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
+            .gateways
+            .remove(gateway_id.as_bytes())
+            .map_err(backend)?
+            .is_some())
+    }
+
     async fn last_seen(&self, device_id: &str) -> Result<Option<LastSeen>, StoreError> {
         Trees::get(&self.inner.last_seen, device_id)
     }
@@ -392,6 +401,8 @@ mod tests {
             s.put_gateway(
                 "gw-1",
                 &GatewayRecord {
+                    registered: false,
+                    credential_sha256: None,
                     address: "a:1".into(),
                     weight: 1,
                     draining: false,

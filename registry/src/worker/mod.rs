@@ -17,8 +17,9 @@ mod cmd;
 mod serve;
 mod state;
 
+use crate::logins::GatewayLogins;
 use crate::policy::Policy;
-use crate::store::{RegistryStore, SledStore, StoreError};
+use crate::store::{GatewayRecord, RegistryStore, SledStore, StoreError};
 use bus::{Bus, BusError, BusOptions};
 use metrics::Metrics;
 use protocol::crypto::PlatformKey;
@@ -48,6 +49,17 @@ pub struct RegistryConfig {
     /// Secure mode: signs every answer, valid for `answer_ttl`.
     pub signing_key: Option<Arc<PlatformKey>>,
     pub answer_ttl: Duration,
+    /// Secure mode: a gateway must be registered (`registry gateway add`,
+    /// or the platform's own) to be believed, and its address and weight
+    /// are its registration's, never its announcement's.
+    pub registration_required: bool,
+    /// Gateways registered at start (the platform's in-process ones, at
+    /// the address they listen on), keeping what else the store knows of
+    /// them (draining).
+    pub bootstrap_gateways: Vec<(String, GatewayRecord)>,
+    /// Kept current with the registered gateways' credentials, for the
+    /// platform broker's admission.
+    pub logins: Arc<GatewayLogins>,
 }
 
 /// How long a signed answer stays valid: a device whose gateway restarts
@@ -67,6 +79,9 @@ impl RegistryConfig {
             metrics: Metrics::default(),
             signing_key: None,
             answer_ttl: DEFAULT_ANSWER_TTL,
+            registration_required: false,
+            bootstrap_gateways: Vec::new(),
+            logins: Arc::default(),
         }
     }
 }
@@ -114,8 +129,25 @@ async fn spawn<S: RegistryStore>(
     shutdown: CancellationToken,
     ready_timeout: Option<Duration>,
 ) -> Result<Worker, RegistryError> {
+    for (id, mut record) in config.bootstrap_gateways.clone() {
+        let known = store.gateways().await?.into_iter().find(|(g, _)| *g == id);
+        if let Some((_, old)) = known {
+            record.draining = old.draining;
+        }
+        store.put_gateway(&id, &record).await?;
+    }
+    if !config.bootstrap_gateways.is_empty() {
+        store.flush().await?;
+    }
     let mut gateways = BTreeMap::new();
     for (id, record) in store.gateways().await? {
+        config.logins.set(
+            &id,
+            record
+                .credential_sha256
+                .as_deref()
+                .filter(|_| record.registered),
+        );
         let state = GatewayState::new(&id, record, &config.metrics);
         gateways.insert(id, state);
     }
@@ -146,6 +178,8 @@ async fn spawn<S: RegistryStore>(
         signing_key: config.signing_key,
         answer_ttl: config.answer_ttl,
         started: Instant::now(),
+        registration_required: config.registration_required,
+        logins: config.logins,
     };
     let task = tokio::spawn(registry.serve(inbox, link, shutdown));
     Ok(Worker { task })

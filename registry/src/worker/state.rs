@@ -15,6 +15,7 @@
 //! ([`crate::store::StoreBatch::set`]).
 
 use super::announce::Move;
+use crate::logins::GatewayLogins;
 use crate::policy::{Candidate, Policy};
 use crate::store::{Assignment, GatewayRecord, RegistryStore, StoreBatch, StoreError};
 use bus::Bus;
@@ -96,6 +97,11 @@ pub(super) struct Registry<S> {
     pub(super) answer_ttl: Duration,
     /// When this registry started: the clock of [`RESTART_GRACE`].
     pub(super) started: Instant,
+    /// Secure mode: only registered gateways are believed, at their
+    /// registered address and weight.
+    pub(super) registration_required: bool,
+    /// The registered gateways' credentials, for the platform broker.
+    pub(super) logins: Arc<GatewayLogins>,
 }
 
 impl<S: RegistryStore> Registry<S> {

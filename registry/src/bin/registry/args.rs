@@ -1,5 +1,6 @@
 //! The command line: what `registry --help` shows, parsed by clap.
 
+use crate::gateway::GatewayCommand;
 use clap::{Parser, Subcommand};
 use cli::AdminArgs;
 
@@ -13,7 +14,7 @@ when you move it, its old gateway sends it a redirect notice (or refuses it at i
 if it is offline) and it asks again.
 
 Exit codes: 0 done; 1 refused by the registry (the reason is printed); 2 bad command line; \
-3 platform unreachable or no answer."
+3 platform unreachable or no answer; 4 a credential registered but not written to --out."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -66,4 +67,7 @@ pub enum Command {
         #[arg(long)]
         device: String,
     },
+    /// Register and remove gateways, each with its own credential.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
 }

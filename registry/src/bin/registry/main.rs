@@ -6,6 +6,7 @@
 
 mod args;
 mod drain;
+mod gateway;
 mod render;
 
 use args::{Cli, Command};
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::from(exit::OK),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(match e {
@@ -36,13 +37,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), RegistryClientError> {
+async fn run(cli: Cli) -> Result<u8, RegistryClientError> {
     let opts = cli.admin.options("registry")?;
     let client = RegistryClient::connect(opts, cli.admin.timeout()).await?;
     let json = cli.admin.json;
     let op = match cli.command {
         Command::Drain { gateway, to, rate } => {
             let result = drain::run(&client, gateway, to, rate, json).await;
+            client.close().await;
+            return result.map(|()| exit::OK);
+        }
+        Command::Gateway(command) => {
+            let result = gateway::run(&client, command, json).await;
             client.close().await;
             return result;
         }
@@ -63,5 +69,5 @@ async fn run(cli: Cli) -> Result<(), RegistryClientError> {
     };
     render::print(&client.request(op).await?, json);
     client.close().await;
-    Ok(())
+    Ok(exit::OK)
 }

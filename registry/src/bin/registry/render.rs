@@ -34,6 +34,16 @@ pub fn print(ok: &RegistryOk, json: bool) {
                 );
             }
         }
+        RegistryOk::GatewayRegistered {
+            gateway_id,
+            address,
+            weight,
+            created,
+        } => println!(
+            "{} gateway {gateway_id} at {address}, weight {weight}",
+            if *created { "registered" } else { "updated" }
+        ),
+        RegistryOk::GatewayRemoved { gateway_id } => println!("removed gateway {gateway_id}"),
         RegistryOk::History { device_id, entries } => {
             println!("history of {device_id}:");
             for e in entries {

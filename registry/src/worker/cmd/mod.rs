@@ -5,6 +5,7 @@
 mod admin;
 mod assign;
 mod drain;
+mod gateway;
 mod presence;
 mod query;
 mod show;
@@ -73,6 +74,16 @@ impl<S: RegistryStore> Registry<S> {
             RegistryOp::Show { device_id } => self.show(&device_id).await,
             RegistryOp::Gateways => Ok(self.gateway_views()),
             RegistryOp::History { device_id } => self.history(device_id).await,
+            RegistryOp::GatewayRegister {
+                gateway_id,
+                address,
+                weight,
+                credential_sha256,
+            } => {
+                self.register_gateway(&gateway_id, &address, weight, credential_sha256)
+                    .await
+            }
+            RegistryOp::GatewayRemove { gateway_id } => self.remove_gateway(&gateway_id).await,
         }
     }
 }

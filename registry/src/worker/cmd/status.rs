@@ -7,7 +7,7 @@ use crate::store::{GatewayRecord, RegistryStore};
 use crate::worker::state::{GatewayState, Registry};
 use protocol::gateway::GatewayStatus;
 use protocol::{decode, Segment};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 impl<S: RegistryStore> Registry<S> {
     pub(crate) async fn on_status(&mut self, gateway_id: &str, payload: &[u8]) {
@@ -32,6 +32,9 @@ impl<S: RegistryStore> Registry<S> {
             }
             return;
         }
+        if self.registration_required {
+            return self.registered_up(gateway_id, &status);
+        }
         let Some(address) = status.address.filter(|a| !a.is_empty()) else {
             return warn!(gateway_id, "gateway announced itself without an address");
         };
@@ -42,6 +45,8 @@ impl<S: RegistryStore> Registry<S> {
             .entry(gateway_id.to_owned())
             .or_insert_with(|| {
                 let record = GatewayRecord {
+                    registered: false,
+                    credential_sha256: None,
                     address: String::new(),
                     weight,
                     draining: false,
@@ -62,5 +67,30 @@ impl<S: RegistryStore> Registry<S> {
                 error!(gateway_id, error = %e, "cannot record gateway");
             }
         }
+    }
+
+    /// Secure mode: an `alive` from a registered gateway marks it up, and
+    /// changes nothing else; from anyone else it is ignored. What the
+    /// gateway says its address and weight are is not believed.
+    fn registered_up(&mut self, gateway_id: &str, status: &GatewayStatus) {
+        let Some(state) = self
+            .gateways
+            .get_mut(gateway_id)
+            .filter(|g| g.record.registered)
+        else {
+            return warn!(target: "audit", gateway_id, "status of a gateway that is not registered ignored");
+        };
+        if status
+            .address
+            .as_deref()
+            .is_some_and(|a| a != state.record.address)
+        {
+            debug!(gateway_id, announced = ?status.address, registered = %state.record.address, "announced address ignored: the registration's is used");
+        }
+        if !state.alive {
+            info!(gateway_id, address = %state.record.address, weight = state.record.weight, "gateway up");
+        }
+        state.alive = true;
+        state.heard = true;
     }
 }
