@@ -106,6 +106,7 @@ fn main() -> ExitCode {
         Some(Command::Gateway { .. }) | None => {}
     }
     cli::init_logging("info,rumqttd=off", cli::LogOutput::Stdout);
+    cli::private_files();
 
     if let Some(Command::Gateway {
         id,

@@ -73,10 +73,13 @@ impl Platform {
         data_dir: &Path,
         opts: StartOptions,
     ) -> Result<Self, PlatformError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| PlatformError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        // pass_tmps, keys and credentials live here: the owner's only.
+        storage::private_dir(data_dir)
+            .and_then(|()| storage::restrict_tree(data_dir))
+            .map_err(|source| PlatformError::DataDir {
+                path: data_dir.to_owned(),
+                source,
+            })?;
         // Bound before the broker starts, so a port in use fails cleanly.
         let metrics_listener = if config.metrics.enabled {
             let addr = config.metrics.listen;

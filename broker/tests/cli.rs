@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, platform_toml, spawn_platform, BROKER};
+use common::{free_port, platform_toml, spawn_broker, spawn_platform, BROKER};
 
 /// A sibling CLI (verifier, registry), built beside this binary by
 /// `cargo test --workspace`.
@@ -233,4 +233,62 @@ fn registry_cli_exit_codes_and_json_and_kill_9_durability() {
         "{text}"
     );
     broker.kill().unwrap();
+}
+
+/// Secrets at rest: whatever the platform writes in its data dir (sled's
+/// files, the signing key, the credentials) is its owner's only.
+#[cfg(unix)]
+#[test]
+fn the_data_dir_is_private_0700_and_its_files_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let config = dir.path().join("secure.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[platform]\nlisten = \"127.0.0.1:{port}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let mut broker = spawn_broker(
+        dir.path(),
+        "platform",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "platform ready",
+    );
+    broker.sigterm().unwrap();
+    broker.wait_exit(Duration::from_secs(15)).unwrap();
+    fn walk(path: &std::path::Path, seen: &mut Vec<(std::path::PathBuf, u32, bool)>) {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        seen.push((
+            path.to_owned(),
+            meta.permissions().mode() & 0o777,
+            meta.is_dir(),
+        ));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                walk(&entry.unwrap().path(), seen);
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    walk(&data, &mut seen);
+    assert!(seen.iter().any(|(p, _, _)| p.ends_with("platform.key")));
+    assert!(
+        seen.iter().any(|(p, _, _)| p.ends_with("conf")),
+        "sled wrote nothing?"
+    );
+    for (path, mode, is_dir) in seen {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
 }

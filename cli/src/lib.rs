@@ -1,7 +1,8 @@
 //! What the platform's binaries share, and only they use: the flags that
 //! say where the platform is and who to be there (with the credential and
 //! key files the platform writes on first start), the log subscriber, the
-//! async runtime, Ctrl-C/SIGTERM as a cancellation, and the exit codes.
+//! async runtime, Ctrl-C/SIGTERM as a cancellation, the exit codes, and
+//! the file-creation mask that keeps what a binary writes private.
 //!
 //! Libraries never depend on this crate: it is where clap and
 //! tracing-subscriber enter, and a library that only wants an MQTT client
@@ -12,10 +13,12 @@
 mod args;
 pub mod exit;
 mod logging;
+mod private;
 mod runtime;
 mod signal;
 
 pub use args::{AdminArgs, ConnectArgs, DEFAULT_CREDENTIALS_DIR, DEFAULT_KEY_FILE};
 pub use logging::{init_logging, LogOutput};
+pub use private::private_files;
 pub use runtime::runtime;
 pub use signal::cancel_on_signal;

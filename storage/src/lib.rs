@@ -10,7 +10,7 @@
 
 mod secret;
 
-pub use secret::{private_dir, write_secret};
+pub use secret::{private_dir, restrict_tree, write_secret};
 
 use std::path::{Path, PathBuf};
 
