@@ -17,6 +17,7 @@
 //! every call's future, and the platform broker needs the concrete
 //! [`Store`] anyway, for its synchronous login check ([`Store::get`]).
 
+mod at_rest;
 mod sled_store;
 
 pub use sled_store::Store;

@@ -7,11 +7,13 @@
 //! the first of those in a process makes every sled operation in it (the
 //! registry's too) take a process-wide lock from then on.
 
+use super::at_rest::StoreKey;
 use super::{
     ApRecord, BoxError, EnrollOutcome, Enrollment, EnrollmentStore, KeyOutcome, Page, StoreError,
 };
 use protocol::now_ms;
 use protocol::DeviceUuid;
+use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 use std::path::Path;
 
@@ -19,6 +21,8 @@ pub struct Store {
     db: sled::Db,
     enrollments: sled::Tree,
     aps: sled::Tree,
+    /// What pass_tmps are sealed with on disk.
+    key: StoreKey,
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -36,12 +40,57 @@ fn key(uuid: &DeviceUuid) -> &[u8] {
     uuid.key().as_bytes()
 }
 
-fn decode(uuid: &DeviceUuid, raw: &[u8]) -> Result<Enrollment, StoreError> {
-    serde_json::from_slice(raw).map_err(|e| corrupt(uuid, e))
+/// An enrollment as it is on disk: pass_tmp sealed under the store key.
+/// `pass_tmp` is what a store written before sealing holds; it is read,
+/// and sealed at the record's next write.
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pass_tmp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pass_tmp_sealed: Option<String>,
+    enrolled_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device_key: Option<String>,
 }
 
 impl Store {
+    fn decode(&self, uuid: &DeviceUuid, raw: &[u8]) -> Result<Enrollment, StoreError> {
+        let disk: OnDisk = serde_json::from_slice(raw).map_err(|e| corrupt(uuid, e))?;
+        let pass_tmp = match (disk.pass_tmp_sealed, disk.pass_tmp) {
+            (Some(sealed), _) => self
+                .key
+                .open(uuid.key(), &sealed)
+                .map_err(|e| corrupt(uuid, e))?,
+            (None, Some(plain)) => plain,
+            (None, None) => return Err(corrupt(uuid, "no pass_tmp")),
+        };
+        Ok(Enrollment {
+            pass_tmp,
+            enrolled_at_ms: disk.enrolled_at_ms,
+            device_key: disk.device_key,
+        })
+    }
+
+    fn encode(&self, uuid: &DeviceUuid, e: &Enrollment) -> Result<Vec<u8>, StoreError> {
+        let disk = OnDisk {
+            pass_tmp: None,
+            pass_tmp_sealed: Some(self.key.seal(uuid.key(), &e.pass_tmp)),
+            enrolled_at_ms: e.enrolled_at_ms,
+            device_key: e.device_key.clone(),
+        };
+        serde_json::to_vec(&disk).map_err(|e| corrupt(uuid, e))
+    }
+}
+
+impl Store {
+    /// Opens the database in `dir`, with pass_tmps sealed under the key in
+    /// `{dir}.key` (made on first open).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let mut key_file = dir.as_os_str().to_owned();
+        key_file.push(".key");
+        let key = StoreKey::load_or_create(Path::new(&key_file))
+            .map_err(|e| StoreError::Open(Box::new(e)))?;
         let db = storage::open_sled("verifier", dir).map_err(|e| StoreError::Open(Box::new(e)))?;
         let enrollments = db.open_tree("enrollments").map_err(backend)?;
         let aps = db.open_tree("aps").map_err(backend)?;
@@ -49,6 +98,7 @@ impl Store {
             db,
             enrollments,
             aps,
+            key,
         })
     }
 
@@ -57,7 +107,7 @@ impl Store {
     /// checks device logins with it, synchronously, on its own thread.
     pub fn get(&self, uuid: &DeviceUuid) -> Result<Option<Enrollment>, StoreError> {
         match self.enrollments.get(key(uuid)).map_err(backend)? {
-            Some(raw) => decode(uuid, &raw).map(Some),
+            Some(raw) => self.decode(uuid, &raw).map(Some),
             None => Ok(None),
         }
     }
@@ -88,13 +138,13 @@ impl Store {
         loop {
             let old = current
                 .as_deref()
-                .map(|raw| decode(uuid, raw))
+                .map(|raw| self.decode(uuid, raw))
                 .transpose()?;
             let (new, answer) = change(old);
             let Some(new) = new else {
                 return Ok(answer);
             };
-            let value = serde_json::to_vec(&new).map_err(|e| corrupt(uuid, e))?;
+            let value = self.encode(uuid, &new)?;
             match self
                 .enrollments
                 .compare_and_swap(key(uuid), current, Some(value))
@@ -592,5 +642,55 @@ mod tests {
         assert!(ap1.serves("c") && !ap1.serves("a"));
         assert!(s.remove_ap("ap-1").await.unwrap());
         assert!(s.ap("ap-1").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn no_file_of_the_database_holds_a_pass_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("verifier");
+        const MARKER: &str = "correct-horse-battery-staple-42";
+        {
+            let s = Store::open(&db).unwrap();
+            s.enroll(&uuid(1), MARKER, false).await.unwrap();
+            s.flush().await.unwrap();
+            assert_eq!(s.get(&uuid(1)).unwrap().unwrap().pass_tmp, MARKER);
+        }
+        fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    files(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        files(dir.path(), &mut all);
+        assert!(all.len() > 1);
+        for f in all {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+                "{} holds the pass_tmp",
+                f.display()
+            );
+        }
+        let s = Store::open(&db).unwrap();
+        assert_eq!(s.get(&uuid(1)).unwrap().unwrap().pass_tmp, MARKER);
+    }
+
+    #[tokio::test]
+    async fn a_record_written_before_sealing_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.enrollments
+            .insert(
+                key(&uuid(1)),
+                br#"{"pass_tmp":"old","enrolled_at_ms":5}"#.to_vec(),
+            )
+            .unwrap();
+        let e = s.get(&uuid(1)).unwrap().unwrap();
+        assert_eq!((e.pass_tmp.as_str(), e.enrolled_at_ms), ("old", 5));
     }
 }
