@@ -935,3 +935,102 @@ async fn t8_secure_mode_login_floods_do_not_brick_the_listener() {
     .unwrap();
     assert_serves(&p, &legit, "login floods in secure mode").await;
 }
+
+// ---------------------------------------------------------------------
+// The topic ACL, raced: what a client sends in one TCP segment is read in
+// one batch; a batch whose read fails part-way must not leave unchecked
+// packets for the router to deliver.
+// ---------------------------------------------------------------------
+
+/// A QoS 0 PUBLISH by hand, `retain` set or not.
+fn publish_qos0(topic: &str, payload: &[u8], retain: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_str(&mut body, topic.as_bytes());
+    body.extend_from_slice(payload);
+    packet(if retain { 0x31 } else { 0x30 }, body)
+}
+
+/// A PUBLISH header announcing 256 MiB, over any `max_payload_size`: the
+/// read fails on the header alone.
+const OVERSIZED_HEADER: [u8; 5] = [0x30, 0xff, 0xff, 0xff, 0x7f];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
+    // The interleaving: in ONE write, as many allowed PUBLISHes as fill a
+    // read batch (max_inflight), then a PUBLISH the client's ACL forbids,
+    // then a header that fails the read. The allowed batch is handed to
+    // the router; the forbidden PUBLISH starts the next batch, whose read
+    // fails before any check ran. Appended to the router's buffer as it
+    // was read, it stayed there for the first batch's notification to
+    // deliver. Repeated, as it is a race with the router's thread.
+    const ROUNDS: usize = 40;
+    let config = secure_test_config();
+    let batch = config.platform.max_inflight;
+    let p = TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
+    let legit = Legit::secure_ap(&p);
+    let (user, token) = legit.login.clone().unwrap();
+    let forbidden = [
+        topics::REGISTRY_ADMIN_REQUEST.to_string(),
+        topics::device_gateway(&new_uuid()),
+    ];
+    // An admin sees every topic: whatever gets through, it receives.
+    let (admin, mut inbox, admin_stop) = p.client(&forbidden).await;
+
+    let addr = p.addr;
+    let attack_topics = forbidden.clone();
+    tokio::task::spawn_blocking(move || {
+        for round in 0..ROUNDS {
+            let id = format!("ap-race-{round}");
+            let mut s = open_session(
+                addr,
+                &Connect {
+                    username: Some(&user),
+                    password: Some(token.as_bytes()),
+                    ..Connect::v4(&id)
+                },
+            )
+            .unwrap_or_else(|| panic!("round {round}: the AP login was refused"));
+            let allowed = topics::ap_confirm(&id);
+            let mut bytes = Vec::new();
+            for i in 0..batch {
+                bytes.extend(publish_qos0(&allowed, format!("ok {i}").as_bytes(), false));
+            }
+            let target = &attack_topics[round % attack_topics.len()];
+            bytes.extend(publish_qos0(target, b"{\"smuggled\":true}", false));
+            bytes.extend_from_slice(&OVERSIZED_HEADER);
+            s.write_all(&bytes).unwrap();
+            // The broker closes the connection: the read failed.
+            let mut rest = Vec::new();
+            let closed = s.read_to_end(&mut rest);
+            assert!(
+                closed.is_ok(),
+                "round {round}: the broker did not close the connection: {closed:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+
+    // Every attack connection is closed, so whatever it got through is
+    // ahead of these in the router; each forbidden topic's messages reach
+    // the admin in order. The sentinels are the "generous wait".
+    for topic in &forbidden {
+        admin
+            .publish(topic.clone(), b"sentinel".to_vec())
+            .await
+            .unwrap();
+    }
+    let mut sentinels = 0;
+    while sentinels < forbidden.len() {
+        let msg = next_message(&mut inbox, 20).await;
+        assert_eq!(
+            String::from_utf8_lossy(&msg.payload),
+            "sentinel",
+            "a PUBLISH the ACL forbids was delivered on {}",
+            msg.topic
+        );
+        sentinels += 1;
+    }
+    admin_stop.cancel();
+    assert_serves(&p, &legit, "ACL races with malformed headers").await;
+}

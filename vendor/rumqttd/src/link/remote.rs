@@ -64,6 +64,9 @@ pub struct RemoteLink<P> {
     pub(crate) will_delay_interval: u32,
     /// PATCH(platform): the ACL with this client's id and username.
     acl: Option<(AclHandler, String, String)>,
+    /// PATCH(platform): the batch just read, checked against the ACL
+    /// before any of it reaches the buffer shared with the router.
+    batch: VecDeque<Packet>,
 }
 
 impl<P: Protocol> RemoteLink<P> {
@@ -136,6 +139,8 @@ impl<P: Protocol> RemoteLink<P> {
             notifications: VecDeque::with_capacity(8),
             will_delay_interval,
             acl,
+            // PATCH(platform): see RemoteLink::batch.
+            batch: VecDeque::new(),
         })
     }
 
@@ -172,17 +177,25 @@ impl<P: Protocol> RemoteLink<P> {
             select! {
                 o = self.network.read() => {
                     let packet = o?;
+                    // PATCH(platform): read the whole batch into a queue of
+                    // its own and check it against the ACL; only a batch
+                    // read without error and allowed whole reaches the
+                    // buffer the router drains. Appended first, a batch
+                    // that failed mid-read (a malformed header after a
+                    // forbidden PUBLISH) left unchecked packets there for
+                    // a DeviceData still queued to deliver. A read error or
+                    // a refusal discards the whole batch and disconnects.
+                    // (readv's limit now bounds a batch, not the buffer.)
+                    self.batch.clear();
+                    self.batch.push_back(packet);
+                    self.network.readv(&mut self.batch)?;
+                    if let Some(what) = self.refused(self.batch.iter()) {
+                        self.batch.clear();
+                        return Err(Error::NotAuthorized(what));
+                    }
                     let len = {
                         let mut buffer = self.link_tx.buffer();
-                        // PATCH(platform): check what was just read against
-                        // the ACL; a refusal drops it and disconnects.
-                        let start = buffer.len();
-                        buffer.push_back(packet);
-                        self.network.readv(&mut buffer)?;
-                        if let Some(what) = self.refused(buffer.range(start..)) {
-                            buffer.truncate(start);
-                            return Err(Error::NotAuthorized(what));
-                        }
+                        buffer.extend(self.batch.drain(..));
                         buffer.len()
                     };
 
