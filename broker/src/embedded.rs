@@ -12,6 +12,9 @@
 //!   handler refuses such ids before the router sees them. rumqttd calls
 //!   the handler only when CONNECT carries a login, and refuses a CONNECT
 //!   without one, so every client must send a username.
+//! - The retained store has no bound upstream; it is capped here at
+//!   [`MAX_RETAINED_COUNT`] messages and [`MAX_RETAINED_BYTES`] (a patch),
+//!   so that not even an admin can exhaust the broker's memory with it.
 //! - With `dynamic_filters` off, a PUBLISH to a topic nobody subscribes to
 //!   disconnects the publisher; it is on, which costs a commit log per such
 //!   topic (bounded by `segment_size * segment_count`).
@@ -38,6 +41,19 @@ pub enum BrokerError {
     #[error("the broker did not start listening on {0} within 5 s")]
     NotListening(SocketAddr),
 }
+
+/// At most this many retained messages per broker. The platform's own
+/// traffic retains nothing (what a client must know on connect is sent
+/// again on every connect: snapshots, announcements), so retained messages
+/// are only what an admin (or, in walkthrough mode, anyone) stores by hand.
+/// rumqttd also walks every retained message on every SUBSCRIBE, so the
+/// count bounds that walk as well as the memory.
+pub const MAX_RETAINED_COUNT: usize = 1024;
+
+/// At most this many bytes of retained messages (topics and payloads) per
+/// broker, or two of the largest payload the broker accepts if that is
+/// more, so that one message of any allowed size can still be retained.
+pub const MAX_RETAINED_BYTES: usize = 16 * 1024 * 1024;
 
 /// A running embedded broker. It lives until the process exits.
 #[derive(Debug, Clone)]
@@ -211,6 +227,8 @@ fn rumqttd_config(
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
+            max_retained_count: Some(MAX_RETAINED_COUNT),
+            max_retained_bytes: Some(MAX_RETAINED_BYTES.max(2 * s.max_payload_size)),
         },
         v4: Some(HashMap::from([(name.to_owned(), server)])),
         v5: None,

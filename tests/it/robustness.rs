@@ -1034,3 +1034,111 @@ async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
     admin_stop.cancel();
     assert_serves(&p, &legit, "ACL races with malformed headers").await;
 }
+
+// ---------------------------------------------------------------------
+// Retained messages: the store is bounded.
+// ---------------------------------------------------------------------
+
+/// Reads until the broker closes `s` (true) or 3 s pass (false).
+fn closed_by_broker(mut s: TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// An admin's raw session on a secure platform.
+fn admin_session(p: &TestPlatform, client_id: &str) -> TcpStream {
+    let token = p.token("admin");
+    open_session(
+        p.addr,
+        &Connect {
+            username: Some("admin"),
+            password: Some(token.as_bytes()),
+            ..Connect::v4(client_id)
+        },
+    )
+    .expect("the admin login was refused")
+}
+
+/// A fresh admin subscriber to `filter`: the retained messages it is
+/// given, up to the live `sentinel` an admin then publishes there.
+async fn retained_before_sentinel(
+    p: &TestPlatform,
+    filter: &str,
+    sentinel_topic: &str,
+) -> Vec<String> {
+    let (bus, mut inbox, stop) = p.client(&[filter.to_owned()]).await;
+    bus.publish(sentinel_topic, b"sentinel".to_vec())
+        .await
+        .unwrap();
+    let mut retained = Vec::new();
+    loop {
+        let msg = next_message(&mut inbox, 20).await;
+        if &msg.payload[..] == b"sentinel" {
+            break;
+        }
+        retained.push(format!(
+            "{} {}",
+            msg.topic,
+            String::from_utf8_lossy(&msg.payload)
+        ));
+    }
+    stop.cancel();
+    retained
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retained_store_is_capped_even_for_an_admin() {
+    use broker::embedded::MAX_RETAINED_COUNT;
+    let p = TestPlatform::start_config(
+        secure_test_config(),
+        broker::StartOptions { broker_only: true },
+    )
+    .await;
+    let prefix = unique_id("cap");
+    let mut admin = admin_session(&p, &unique_id("admin-cap"));
+    let mut bytes = Vec::new();
+    for i in 0..MAX_RETAINED_COUNT {
+        bytes.extend(publish_qos0(&format!("{prefix}/{i}"), b"kept", true));
+    }
+    // Over the cap: delivered, not retained.
+    bytes.extend(publish_qos0(&format!("{prefix}/over"), b"not kept", true));
+    admin.write_all(&bytes).unwrap();
+    admin.write_all(&DISCONNECT).unwrap();
+    assert!(closed_by_broker(admin));
+
+    let over = format!("{prefix}/over");
+    assert!(retained_before_sentinel(&p, &over, &over).await.is_empty());
+    let last = format!("{prefix}/{}", MAX_RETAINED_COUNT - 1);
+    assert_eq!(
+        retained_before_sentinel(&p, &last, &last).await,
+        vec![format!("{last} kept")]
+    );
+    // Clearing one (an empty retained PUBLISH) makes room for another.
+    let mut admin = admin_session(&p, &unique_id("admin-cap"));
+    admin
+        .write_all(&publish_qos0(&format!("{prefix}/0"), b"", true))
+        .unwrap();
+    admin
+        .write_all(&publish_qos0(&over, b"kept now", true))
+        .unwrap();
+    admin.write_all(&DISCONNECT).unwrap();
+    assert!(closed_by_broker(admin));
+    assert_eq!(
+        retained_before_sentinel(&p, &over, &over).await,
+        vec![format!("{over} kept now")]
+    );
+}

@@ -224,6 +224,15 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// PATCH(platform): at most this many retained messages are kept; a
+    /// retained PUBLISH to a new topic beyond it is delivered but not
+    /// retained. None: no limit (upstream).
+    #[serde(default)]
+    pub max_retained_count: Option<usize>,
+    /// PATCH(platform): at most this many bytes (topics and payloads) of
+    /// retained messages are kept, as for `max_retained_count`.
+    #[serde(default)]
+    pub max_retained_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
