@@ -5,7 +5,7 @@
 
 use super::acl;
 use super::settings::{Mode, Role, SecuritySection};
-use crate::admission::{AclAction, Admission};
+use crate::admission::{AclRequest, Admission, Verdict};
 use protocol::crypto::{ct_eq, sha256_hex};
 use protocol::DeviceUuid;
 use std::collections::HashMap;
@@ -86,58 +86,74 @@ impl PlatformAuth {
 }
 
 impl Admission for PlatformAuth {
-    fn admit(&self, client_id: &str, username: &str, password: &str) -> bool {
+    fn admit(&self, client_id: &str, login: Option<(&str, &str)>) -> Verdict {
         if self.mode == Mode::Walkthrough {
-            return true;
+            return Verdict::Accept;
         }
-        let refuse = |reason: &str| {
+        let username = login.map_or("", |(username, _)| username);
+        let refuse = |verdict: Verdict, reason: &str| {
             warn!(target: "audit", client_id, username, reason, "platform connect refused");
-            false
+            verdict
+        };
+        let Some((username, password)) = login else {
+            return refuse(Verdict::NotAuthorized, "no login");
         };
         if let Some((role, hash)) = self.users.get(username) {
             if !ct_eq(&sha256_hex(password), hash) {
-                return refuse("wrong password");
+                return refuse(Verdict::BadLogin, "wrong password");
             }
             if DeviceUuid::parse(client_id).is_ok() {
-                return refuse("a role user may not use a device's id");
+                return refuse(
+                    Verdict::NotAuthorized,
+                    "a role user may not use a device's id",
+                );
             }
             info!(target: "audit", client_id, username, role = role.name(), "connected");
-            return true;
+            return Verdict::Accept;
         }
         let Ok(uuid) = DeviceUuid::parse(username) else {
-            return refuse("unknown user");
+            return refuse(Verdict::BadLogin, "unknown user");
         };
         if client_id != username {
-            return refuse("a device must connect with its own id as client id");
+            return refuse(
+                Verdict::NotAuthorized,
+                "a device must connect with its own id as client id",
+            );
         }
         if self.logins.locked(uuid.key()).is_some() {
-            return refuse("device locked out after failed logins");
+            return refuse(
+                Verdict::NotAuthorized,
+                "device locked out after failed logins",
+            );
         }
         match self.devices.get().and_then(Weak::upgrade) {
             Some(d) if d.login_ok(&uuid, password) => {
                 self.logins.clear(uuid.key());
-                true
+                Verdict::Accept
             }
             Some(_) => {
                 self.logins.fail(uuid.key());
-                refuse("wrong device login or not enrolled")
+                refuse(Verdict::BadLogin, "wrong device login or not enrolled")
             }
-            None => refuse("the verifier is not serving yet"),
+            None => refuse(Verdict::NotAuthorized, "the verifier is not serving yet"),
         }
     }
 
-    fn allow(&self, client_id: &str, username: &str, topic: &str, action: AclAction) -> bool {
+    /// A retained PUBLISH or last will is an admin's alone.
+    fn allow(&self, client_id: &str, username: &str, request: &AclRequest) -> bool {
         if self.mode == Mode::Walkthrough {
             return true;
         }
+        let (topic, action, retain) = (request.topic, request.action, request.retain);
         let ok = match self.who(username) {
             Who::Role(Role::Admin) => true,
+            _ if retain => false,
             Who::Role(Role::Ap) => acl::ap_may(topic, action),
             Who::Role(Role::Gateway) => acl::gateway_may(topic, action),
             Who::Device => acl::device_may(client_id, topic, action),
         };
         if !ok {
-            warn!(target: "audit", client_id, username, topic, ?action, "refused by the platform ACL");
+            warn!(target: "audit", client_id, username, topic, ?action, retain, "refused by the platform ACL");
         }
         ok
     }
@@ -160,10 +176,25 @@ mod tests {
         let again = users_with_bootstrap(&section, dir.path()).unwrap();
         assert_eq!(users, again);
         let auth = PlatformAuth::new(Mode::Secure, users);
-        assert!(auth.admit("cli-1", "admin", token.trim()));
-        assert!(!auth.admit("cli-1", "admin", "guess"));
-        assert!(!auth.admit(UUID, "admin", token.trim()), "a device's id");
-        assert!(!auth.admit("x", "nobody", ""));
-        assert!(!auth.admit(UUID, UUID, "x"), "no verifier yet");
+        let token = token.trim();
+        assert_eq!(auth.admit("cli-1", Some(("admin", token))), Verdict::Accept);
+        assert_eq!(
+            auth.admit("cli-1", Some(("admin", "guess"))),
+            Verdict::BadLogin
+        );
+        assert_eq!(
+            auth.admit(UUID, Some(("admin", token))),
+            Verdict::NotAuthorized,
+            "a device's id"
+        );
+        assert_eq!(auth.admit("x", Some(("nobody", ""))), Verdict::BadLogin);
+        assert_eq!(
+            auth.admit(UUID, Some((UUID, "x"))),
+            Verdict::NotAuthorized,
+            "no verifier yet"
+        );
+        assert_eq!(auth.admit("x", None), Verdict::NotAuthorized, "no login");
+        let walkthrough = PlatformAuth::new(Mode::Walkthrough, Default::default());
+        assert_eq!(walkthrough.admit("", None), Verdict::Accept);
     }
 }
