@@ -218,6 +218,8 @@ struct Connect<'a> {
     keep_alive: u16,
     /// A last will: topic and payload, QoS 0.
     will: Option<(&'a str, &'a [u8])>,
+    /// The last will's retain flag.
+    will_retain: bool,
 }
 
 impl<'a> Connect<'a> {
@@ -230,6 +232,7 @@ impl<'a> Connect<'a> {
             clean_session: true,
             keep_alive: 30,
             will: None,
+            will_retain: false,
         }
     }
 
@@ -243,6 +246,9 @@ impl<'a> Connect<'a> {
         }
         if self.will.is_some() {
             flags |= 0b0000_0100;
+        }
+        if self.will_retain {
+            flags |= 0b0010_0000;
         }
         if self.clean_session {
             flags |= 0b0000_0010;
@@ -309,6 +315,8 @@ fn packet(header: u8, body: Vec<u8>) -> Vec<u8> {
 
 const CONNACK_ACCEPTED: [u8; 4] = [0x20, 2, 0, 0];
 const CONNACK_IDENTIFIER_REJECTED: [u8; 4] = [0x20, 2, 0, 2];
+const CONNACK_BAD_LOGIN: [u8; 4] = [0x20, 2, 0, 4];
+const CONNACK_NOT_AUTHORIZED: [u8; 4] = [0x20, 2, 0, 5];
 const DISCONNECT: [u8; 2] = [0xE0, 0];
 
 /// An MQTT 5 PUBLISH (QoS 0) with properties: payload format, topic
@@ -1041,7 +1049,7 @@ async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
 }
 
 // ---------------------------------------------------------------------
-// Retained messages: the store is bounded.
+// Refusals are CONNACK codes, and retained messages are an admin's.
 // ---------------------------------------------------------------------
 
 /// Reads until the broker closes `s` (true) or 3 s pass (false).
@@ -1062,6 +1070,91 @@ fn closed_by_broker(mut s: TcpStream) -> bool {
             Err(_) => return true,
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refusal_is_answered_with_its_connack_code() {
+    let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
+    let legit = Legit::secure_ap(&p);
+    let (user, token) = legit.login.clone().unwrap();
+    let addr = p.addr;
+    tokio::task::spawn_blocking(move || {
+        let uuid = new_uuid();
+        let ap = Connect {
+            username: Some(&user),
+            password: Some(token.as_bytes()),
+            ..Connect::v4("ap-codes")
+        };
+        for (what, connect, answer) in [
+            ("the AP's login", ap, CONNACK_ACCEPTED),
+            (
+                "a client id the router would refuse",
+                Connect {
+                    client_id: "ap/../x",
+                    ..ap
+                },
+                CONNACK_IDENTIFIER_REJECTED,
+            ),
+            (
+                "a wrong password",
+                Connect {
+                    password: Some(b"guess"),
+                    ..ap
+                },
+                CONNACK_BAD_LOGIN,
+            ),
+            (
+                "an unknown user",
+                Connect {
+                    username: Some("nobody"),
+                    ..ap
+                },
+                CONNACK_BAD_LOGIN,
+            ),
+            (
+                "a device that is not enrolled",
+                Connect {
+                    client_id: &uuid,
+                    username: Some(&uuid),
+                    password: Some(b"not-the-hmac"),
+                    ..ap
+                },
+                CONNACK_BAD_LOGIN,
+            ),
+            (
+                "no login in secure mode",
+                Connect {
+                    username: None,
+                    password: None,
+                    ..ap
+                },
+                CONNACK_NOT_AUTHORIZED,
+            ),
+            (
+                "a role user with a device's id",
+                Connect {
+                    client_id: &uuid,
+                    ..ap
+                },
+                CONNACK_NOT_AUTHORIZED,
+            ),
+            (
+                "a device with another client id",
+                Connect {
+                    client_id: "not-its-id",
+                    username: Some(&uuid),
+                    password: Some(b"x"),
+                    ..ap
+                },
+                CONNACK_NOT_AUTHORIZED,
+            ),
+        ] {
+            assert_eq!(first_answer(addr, &connect.packet()), answer, "{what}");
+        }
+    })
+    .await
+    .unwrap();
+    assert_serves(&p, &legit, "refusals with CONNACK codes").await;
 }
 
 /// An admin's raw session on a secure platform.
@@ -1106,6 +1199,79 @@ async fn retained_before_sentinel(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_admin_may_retain_on_the_platform() {
+    let p = TestPlatform::start_config(
+        secure_test_config(),
+        broker::StartOptions { broker_only: true },
+    )
+    .await;
+    let legit = Legit::secure_ap(&p);
+    let (user, token) = legit.login.clone().unwrap();
+    let ap_id = unique_id("ap-retain");
+    let topic = topics::ap_confirm(&ap_id);
+    let addr = p.addr;
+    let (t, id) = (topic.clone(), ap_id.clone());
+    tokio::task::spawn_blocking(move || {
+        let ap = Connect {
+            username: Some(&user),
+            password: Some(token.as_bytes()),
+            ..Connect::v4(&id)
+        };
+        // The AP may publish on its confirm topic, but not retain there.
+        let mut s = open_session(addr, &ap).expect("the AP login was refused");
+        s.write_all(&publish_qos0(&t, b"live", false)).unwrap();
+        s.write_all(&publish_qos0(&t, b"retained by the AP", true))
+            .unwrap();
+        assert!(
+            closed_by_broker(s),
+            "a retained PUBLISH by the AP was let through"
+        );
+        // Nor leave a retained last will.
+        let with_will = Connect {
+            will: Some((&t, b"the AP's retained will")),
+            will_retain: true,
+            ..ap
+        };
+        assert_eq!(
+            first_answer(addr, &with_will.packet()),
+            CONNACK_NOT_AUTHORIZED
+        );
+        // A last will that does not retain is still fine (and, left with
+        // a DISCONNECT, not published).
+        let plain_will = Connect {
+            will: Some((&t, b"a will")),
+            ..ap
+        };
+        let mut s = open_session(addr, &plain_will).expect("a plain will was refused");
+        s.write_all(&DISCONNECT).unwrap();
+        assert!(closed_by_broker(s));
+    })
+    .await
+    .unwrap();
+    let kept = retained_before_sentinel(&p, &topic, &topic).await;
+    assert!(kept.is_empty(), "kept for the AP: {kept:?}");
+
+    // An admin's retained message is kept and given to new subscribers.
+    let admin_topic = topics::ap_prompt(&ap_id);
+    let mut admin = admin_session(&p, &unique_id("admin-retain"));
+    admin
+        .write_all(&publish_qos0(&admin_topic, b"retained by an admin", true))
+        .unwrap();
+    admin.write_all(&DISCONNECT).unwrap();
+    assert!(closed_by_broker(admin));
+    let kept = retained_before_sentinel(&p, &admin_topic, &admin_topic).await;
+    assert_eq!(kept, vec![format!("{admin_topic} retained by an admin")]);
+    // An empty PUBLISH without the retain flag does not clear it.
+    let (bus, _inbox, stop) = p.client(&[]).await;
+    bus.publish(admin_topic.clone(), Vec::new()).await.unwrap();
+    stop.cancel();
+    bus.closed(SERVED_WITHIN).await;
+    let kept = retained_before_sentinel(&p, &admin_topic, &admin_topic).await;
+    assert_eq!(kept, vec![format!("{admin_topic} retained by an admin")]);
+    assert_serves(&p, &legit, "retained publishes and wills").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retained_store_is_capped_even_for_an_admin() {
     use broker::embedded::MAX_RETAINED_COUNT;
     let p = TestPlatform::start_config(
@@ -1146,4 +1312,40 @@ async fn the_retained_store_is_capped_even_for_an_admin() {
         retained_before_sentinel(&p, &over, &over).await,
         vec![format!("{over} kept now")]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_may_not_retain_on_its_gateway() {
+    // Walkthrough mode: the gateway admits its assigned devices without a
+    // signed assignment, and still refuses them a retained PUBLISH.
+    let p = TestPlatform::start().await;
+    let uuid = new_uuid();
+    let mut device = p.home(&uuid, None);
+    let (gw, _) = device.connected(10).await;
+    device.stop.cancel();
+    let _ = device.task.await;
+    let addr: std::net::SocketAddr = p
+        .gateways()
+        .iter()
+        .find(|(id, _)| *id == gw)
+        .map(|(_, a)| a.parse().unwrap())
+        .unwrap();
+    let presence = topics::device_presence(&uuid);
+    tokio::task::spawn_blocking(move || {
+        let connect = Connect::v4(&uuid);
+        let mut s = open_session(addr, &connect).expect("the assigned device was refused");
+        s.write_all(&publish_qos0(&presence, br#"{"online":true}"#, true))
+            .unwrap();
+        assert!(
+            closed_by_broker(s),
+            "a retained PUBLISH on a gateway was let through"
+        );
+        // Its connection without retain still works.
+        let mut s = open_session(addr, &connect).expect("the device was refused after");
+        s.write_all(&publish_qos0(&presence, br#"{"online":true}"#, false))
+            .unwrap();
+        s.write_all(&DISCONNECT).unwrap();
+    })
+    .await
+    .unwrap();
 }
