@@ -45,11 +45,16 @@ pub trait Admission: Send + Sync + 'static {
         true
     }
 
-    /// A refused client may wait this long for the answer to change,
-    /// re-asked whenever the returned `Notify` fires: a device told its
-    /// gateway by the registry can race the registry's note to that
-    /// gateway. None: refuse at once.
-    fn grace(&self) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
+    /// A client that [`Admission::admit`] refused may wait this long for
+    /// the answer to change, re-asked whenever the returned `Notify` fires:
+    /// a device told its gateway by the registry can race the registry's
+    /// note to that gateway; a device that logs in while the platform
+    /// starts can race the verifier. None: refuse at once.
+    fn grace(
+        &self,
+        _client_id: &str,
+        _login: Option<(&str, &str)>,
+    ) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
         None
     }
 

@@ -244,8 +244,9 @@ fn rumqttd_config(
     }
 }
 
-/// Asks `admission`, and if it refuses and has a grace, asks again each
-/// time the answer may have changed until the grace is over.
+/// Asks `admission`, and if it refuses and offers a grace, asks again each
+/// time the answer may have changed, until it accepts, the grace is over,
+/// or it offers none any more.
 async fn admit_with_grace(
     admission: &dyn Admission,
     client_id: &str,
@@ -255,14 +256,14 @@ async fn admit_with_grace(
     if verdict == Verdict::Accept {
         return verdict;
     }
-    let Some((grace, changed)) = admission.grace() else {
+    let Some((grace, changed)) = admission.grace(client_id, login) else {
         return verdict;
     };
     let deadline = tokio::time::Instant::now() + grace;
     loop {
         let notified = changed.notified();
         let verdict = admission.admit(client_id, login);
-        if verdict == Verdict::Accept {
+        if verdict == Verdict::Accept || admission.grace(client_id, login).is_none() {
             return verdict;
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -366,6 +367,43 @@ mod tests {
         use std::io::Read;
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
+    }
+
+    /// Every device login is right.
+    struct AnyDevice;
+
+    impl crate::security::DeviceDirectory for AnyDevice {
+        fn login_ok(&self, _uuid: &protocol::DeviceUuid, _password: &str) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_device_login_while_the_verifier_starts_waits_for_it() {
+        use crate::security::{Mode, PlatformAuth, Role};
+        let users = HashMap::from([(
+            "admin".to_owned(),
+            (Role::Admin, protocol::crypto::sha256_hex("token")),
+        )]);
+        let auth = Arc::new(PlatformAuth::new(Mode::Secure, users));
+        let settings = BrokerSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..BrokerSettings::default()
+        };
+        let broker = EmbeddedBroker::start("t", &settings, auth.clone()).unwrap();
+        let addr = broker.addr();
+        // A role user's wrong password is answered at once.
+        let (_, code) = open(addr, &connect("cli", Some(("admin", "guess")), 30));
+        assert_eq!(code, Some(4));
+        // A device waits, and is admitted once the verifier serves.
+        let uuid = protocol::DeviceUuid::new_random();
+        let id = uuid.as_str().to_owned();
+        let device = std::thread::spawn(move || open(addr, &connect(&id, Some((&id, "x")), 30)).1);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!device.is_finished(), "answered before the verifier served");
+        let devices: Arc<dyn crate::security::DeviceDirectory> = Arc::new(AnyDevice);
+        auth.set_devices(&devices);
+        assert_eq!(device.join().unwrap(), Some(0));
     }
 
     #[test]

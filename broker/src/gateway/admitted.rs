@@ -135,7 +135,11 @@ impl Admission for Assigned {
         own
     }
 
-    fn grace(&self) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
+    fn grace(
+        &self,
+        _client_id: &str,
+        _login: Option<(&str, &str)>,
+    ) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
         Some((ADMISSION_GRACE, self.changed.clone()))
     }
 }

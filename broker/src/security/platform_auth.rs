@@ -10,6 +10,7 @@ use protocol::crypto::{ct_eq, sha256_hex};
 use protocol::DeviceUuid;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 use tracing::{info, warn};
 use verifier::Lockout;
 
@@ -46,7 +47,17 @@ pub struct PlatformAuth {
     /// and after it. Weak: the broker thread outlives a stopped platform,
     /// and must not keep the verifier's database open (and locked).
     devices: OnceLock<Weak<dyn DeviceDirectory>>,
+    /// Fired when `devices` is set: a device login that arrived while the
+    /// platform was starting waits for it (see [`VERIFIER_GRACE`]).
+    devices_set: Arc<tokio::sync::Notify>,
 }
+
+/// How long a device login that arrives before the verifier serves waits
+/// for it, instead of being refused: the broker listens before the
+/// verifier starts, and a device refused then would give up (a refusal is
+/// final to it) where the platform only needed a moment. A client gives
+/// up on its own after as long (bus: 5 s for the CONNACK).
+const VERIFIER_GRACE: Duration = Duration::from_secs(5);
 
 enum Who {
     Role(Role),
@@ -64,6 +75,7 @@ impl PlatformAuth {
             ),
             users,
             devices: OnceLock::new(),
+            devices_set: Arc::default(),
         }
     }
 
@@ -75,6 +87,7 @@ impl PlatformAuth {
 
     pub fn set_devices(&self, devices: &Arc<dyn DeviceDirectory>) {
         let _ = self.devices.set(Arc::downgrade(devices));
+        self.devices_set.notify_waiters();
     }
 
     fn who(&self, username: &str) -> Who {
@@ -137,6 +150,19 @@ impl Admission for PlatformAuth {
             }
             None => refuse(Verdict::NotAuthorized, "the verifier is not serving yet"),
         }
+    }
+
+    /// A device login waits for the verifier while it is not serving yet.
+    fn grace(
+        &self,
+        _client_id: &str,
+        login: Option<(&str, &str)>,
+    ) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
+        let device = login.is_some_and(|(user, _)| {
+            !self.users.contains_key(user) && DeviceUuid::parse(user).is_ok()
+        });
+        (self.mode == Mode::Secure && device && self.devices.get().is_none())
+            .then(|| (VERIFIER_GRACE, self.devices_set.clone()))
     }
 
     /// A retained PUBLISH or last will is an admin's alone.
