@@ -5,38 +5,75 @@
 //! its assigned devices (`gateway`); `embedded` only asks.
 
 use protocol::check_client_id;
-pub use rumqttd::AclAction;
+pub use rumqttd::{AclAction, AclRequest};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
-/// Who may connect, beyond the checks every broker makes (a client id
-/// rumqttd accepts, a username). The platform admits everyone; a gateway
-/// admits only the devices assigned to it.
+/// The answer to a CONNECT. A refusal reaches the client as the CONNACK's
+/// return code, so that a device can tell a refusal from a network fault,
+/// and a wrong secret from a policy that will not let it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    /// CONNACK 4, bad user name or password: the login is wrong (a wrong
+    /// password, an unknown user, a device not enrolled or with a wrong
+    /// login, a bad signed assignment). Trying again will not help.
+    BadLogin,
+    /// CONNACK 5, not authorized: the login is right, or absent, but this
+    /// client may not connect here now (a policy refusal, a device not or
+    /// no longer assigned to this gateway, a locked-out device).
+    NotAuthorized,
+}
+
+/// Who may connect, beyond the checks every broker makes ([`admit`]).
+/// The platform admits by role; a gateway admits only the devices
+/// assigned to it.
+///
+/// Every method is called on a broker's listener runtime and must not
+/// block.
 pub trait Admission: Send + Sync + 'static {
-    fn admit(&self, client_id: &str, username: &str, password: &str) -> bool;
+    /// `login` is the CONNECT's (username, password), None if it carried
+    /// no username.
+    fn admit(&self, client_id: &str, login: Option<(&str, &str)>) -> Verdict;
 
     /// The topic ACL for an admitted client (never asked for this
-    /// process's own clients). The default allows everything.
-    fn allow(&self, _client_id: &str, _username: &str, _topic: &str, _action: AclAction) -> bool {
+    /// process's own clients): one PUBLISH, SUBSCRIBE filter or last will,
+    /// with its payload and retain flag. `username` is "" for a client
+    /// that connected without one. The default allows everything.
+    fn allow(&self, _client_id: &str, _username: &str, _request: &AclRequest) -> bool {
         true
     }
 
-    /// A refused client may wait this long for the answer to change,
-    /// re-asked whenever the returned `Notify` fires: a device told its
-    /// gateway by the registry can race the registry's note to that
-    /// gateway. None: refuse at once.
-    fn grace(&self) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
+    /// A client that [`Admission::admit`] refused may wait this long for
+    /// the answer to change, re-asked whenever the returned `Notify` fires:
+    /// a device told its gateway by the registry can race the registry's
+    /// note to that gateway; a device that logs in while the platform
+    /// starts can race the verifier. None: refuse at once.
+    fn grace(
+        &self,
+        _client_id: &str,
+        _login: Option<(&str, &str)>,
+    ) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
         None
     }
+
+    /// A connection that [`Admission::admit`] accepted has ended, for
+    /// whatever reason (DISCONNECT, a lost network, a takeover by a newer
+    /// connection with the same client id, a refusal by the router or the
+    /// ACL). Called exactly once per accepted CONNECT, with the client id
+    /// it was admitted under, and never for this process's own clients:
+    /// what lets an admission count the live connections of an identity.
+    /// The default does nothing.
+    fn disconnected(&self, _client_id: &str) {}
 }
 
-/// Admits every well-formed client.
+/// Admits every well-formed client, with or without a login.
 pub struct AdmitAll;
 
 impl Admission for AdmitAll {
-    fn admit(&self, _client_id: &str, _username: &str, _password: &str) -> bool {
-        true
+    fn admit(&self, _client_id: &str, _login: Option<(&str, &str)>) -> Verdict {
+        Verdict::Accept
     }
 }
 
@@ -45,21 +82,18 @@ impl Admission for AdmitAll {
 /// leaves the process.
 pub const INTERNAL_USER: &str = "platform-internal";
 
-/// The checks every broker makes before a CONNECT may reach rumqttd's
-/// router.
+/// The check every broker makes before a CONNECT may reach rumqttd's
+/// router, which would refuse such a client id in a way that can brick
+/// its listener. False: refuse with CONNACK 2 (identifier rejected).
 ///
 /// An empty client id is admitted: rumqttd then assigns `rumqtt-<uuid>`
 /// (mosquitto_pub and mosquitto_sub send an empty id by default).
-pub fn admit(client_id: &str, username: &str) -> bool {
+pub fn admit(client_id: &str) -> bool {
     if client_id.is_empty() {
-        return !username.is_empty();
+        return true;
     }
     if let Err(e) = check_client_id(client_id) {
         warn!(client_id = %client_id.escape_debug(), reason = %e, "connection refused: bad client id");
-        return false;
-    }
-    if username.is_empty() {
-        warn!(client_id, "connection refused: no username");
         return false;
     }
     true
@@ -71,11 +105,10 @@ mod tests {
 
     #[test]
     fn admit_refuses_what_the_router_would() {
-        assert!(admit("device-1", "u"));
-        assert!(admit("", "u"), "mosquitto clients send an empty id");
+        assert!(admit("device-1"));
+        assert!(admit(""), "mosquitto clients send an empty id");
         for id in ["a/b", "a+", "#", "$sys", "x$y"] {
-            assert!(!admit(id, "u"), "{id:?} admitted");
+            assert!(!admit(id), "{id:?} admitted");
         }
-        assert!(!admit("ok", ""));
     }
 }

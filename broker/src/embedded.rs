@@ -9,16 +9,26 @@
 //!   subscribers), so only a v4 (MQTT 3.1.1) listener is configured.
 //! - A client id the router refuses (`+ $ # /`) that reconnects with the
 //!   same id can poison a mutex in the listener and brick it. The auth
-//!   handler refuses such ids before the router sees them. rumqttd calls
-//!   the handler only when CONNECT carries a login, and refuses a CONNECT
-//!   without one, so every client must send a username.
+//!   handler refuses such ids (CONNACK 2) before the router sees them;
+//!   the refusal happens before rumqttd registers the connection's will
+//!   handler, so answering it with a CONNACK leaves that path untouched.
+//!   (rumqttd is patched to ask the handler about every CONNECT, with or
+//!   without a login, and to write its verdict as the CONNACK's code;
+//!   upstream refused a CONNECT without a login and closed refused ones
+//!   without a CONNACK.)
+//! - Over `max_connections` the router refuses a connection without a
+//!   CONNACK; that path is the router's, not the auth handler's, and is
+//!   fenced in the vendored crate (`vendor/rumqttd/PATCHES.md`).
+//! - The retained store has no bound upstream; it is capped here at
+//!   [`MAX_RETAINED_COUNT`] messages and [`MAX_RETAINED_BYTES`] (a patch),
+//!   so that not even an admin can exhaust the broker's memory with it.
 //! - With `dynamic_filters` off, a PUBLISH to a topic nobody subscribes to
 //!   disconnects the publisher; it is on, which costs a commit log per such
 //!   topic (bounded by `segment_size * segment_count`).
 
-use crate::admission::{admit, AclAction, Admission, INTERNAL_USER};
+use crate::admission::{admit, AclRequest, Admission, Verdict, INTERNAL_USER};
 use crate::config::BrokerSettings;
-use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{AuthVerdict, ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -38,6 +48,19 @@ pub enum BrokerError {
     #[error("the broker did not start listening on {0} within 5 s")]
     NotListening(SocketAddr),
 }
+
+/// At most this many retained messages per broker. The platform's own
+/// traffic retains nothing (what a client must know on connect is sent
+/// again on every connect: snapshots, announcements), so retained messages
+/// are only what an admin (or, in walkthrough mode, anyone) stores by hand.
+/// rumqttd also walks every retained message on every SUBSCRIBE, so the
+/// count bounds that walk as well as the memory.
+pub const MAX_RETAINED_COUNT: usize = 1024;
+
+/// At most this many bytes of retained messages (topics and payloads) per
+/// broker, or two of the largest payload the broker accepts if that is
+/// more, so that one message of any allowed size can still be retained.
+pub const MAX_RETAINED_BYTES: usize = 16 * 1024 * 1024;
 
 /// A running embedded broker. It lives until the process exits.
 #[derive(Debug, Clone)]
@@ -68,7 +91,7 @@ impl EmbeddedBroker {
         drop(probe);
 
         let internal_password = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-        let config = rumqttd_config(name, addr, settings, admission, internal_password.clone());
+        let config = rumqttd_config(name, addr, settings, admission, &internal_password);
         let thread_name = format!("broker-{name}");
         std::thread::Builder::new()
             .name(thread_name)
@@ -146,9 +169,10 @@ fn rumqttd_config(
     addr: SocketAddr,
     s: &BrokerSettings,
     admission: Arc<dyn Admission>,
-    internal_password: String,
+    internal_password: &str,
 ) -> rumqttd::Config {
     let acl_admission = admission.clone();
+    let disconnect_admission = admission.clone();
     let mut connections = ConnectionSettings {
         connection_timeout_ms: s.connection_timeout_ms,
         max_payload_size: s.max_payload_size,
@@ -159,38 +183,33 @@ fn rumqttd_config(
         // Only an admitted client reaches the ACL, so a username of
         // INTERNAL_USER has shown the internal password.
         acl: Some(Arc::new(
-            move |client_id: &str, username: &str, topic: &str, action: AclAction| {
-                username == INTERNAL_USER || acl_admission.allow(client_id, username, topic, action)
+            move |client_id: &str, username: &str, request: &AclRequest| {
+                username == INTERNAL_USER || acl_admission.allow(client_id, username, request)
             },
         )),
+        // Called once per admitted connection; as in the ACL, only this
+        // process's own clients were admitted as INTERNAL_USER.
+        on_disconnect: Some(Arc::new(move |client_id: &str, username: &str| {
+            if username != INTERNAL_USER {
+                disconnect_admission.disconnected(client_id);
+            }
+        })),
     };
-    connections.set_auth_handler(
-        move |client_id: String, username: String, password: String| {
-            let checked = admit(&client_id, &username);
-            let internal = username == INTERNAL_USER;
-            let internal_ok =
-                internal && bool::from(password.as_bytes().ct_eq(internal_password.as_bytes()));
+    let internal_password: Arc<str> = internal_password.into();
+    connections.set_auth_verdict_handler(
+        move |client_id: String, login: Option<(String, String)>| {
             let admission = admission.clone();
+            let internal_password = internal_password.clone();
             async move {
-                if !checked || internal {
-                    return checked && internal_ok;
+                if !admit(&client_id) {
+                    return AuthVerdict::IdentifierRejected;
                 }
-                if admission.admit(&client_id, &username, &password) {
-                    return true;
+                let login = login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+                if let Some((INTERNAL_USER, password)) = login {
+                    let ok = password.as_bytes().ct_eq(internal_password.as_bytes());
+                    return AuthVerdict::from(bool::from(ok));
                 }
-                let Some((grace, changed)) = admission.grace() else {
-                    return false;
-                };
-                let deadline = tokio::time::Instant::now() + grace;
-                loop {
-                    let notified = changed.notified();
-                    if admission.admit(&client_id, &username, &password) {
-                        return true;
-                    }
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        return admission.admit(&client_id, &username, &password);
-                    }
-                }
+                connack(admit_with_grace(&*admission, &client_id, login).await)
             }
         },
     );
@@ -211,6 +230,8 @@ fn rumqttd_config(
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
+            max_retained_count: Some(MAX_RETAINED_COUNT),
+            max_retained_bytes: Some(MAX_RETAINED_BYTES.max(2 * s.max_payload_size)),
         },
         v4: Some(HashMap::from([(name.to_owned(), server)])),
         v5: None,
@@ -220,6 +241,43 @@ fn rumqttd_config(
         bridge: None,
         prometheus: None,
         metrics: None,
+    }
+}
+
+/// Asks `admission`, and if it refuses and offers a grace, asks again each
+/// time the answer may have changed, until it accepts, the grace is over,
+/// or it offers none any more.
+async fn admit_with_grace(
+    admission: &dyn Admission,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+) -> Verdict {
+    let verdict = admission.admit(client_id, login);
+    if verdict == Verdict::Accept {
+        return verdict;
+    }
+    let Some((grace, changed)) = admission.grace(client_id, login) else {
+        return verdict;
+    };
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let notified = changed.notified();
+        let verdict = admission.admit(client_id, login);
+        if verdict == Verdict::Accept || admission.grace(client_id, login).is_none() {
+            return verdict;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return admission.admit(client_id, login);
+        }
+    }
+}
+
+/// The CONNACK a verdict is written as.
+fn connack(verdict: Verdict) -> AuthVerdict {
+    match verdict {
+        Verdict::Accept => AuthVerdict::Accept,
+        Verdict::BadLogin => AuthVerdict::BadUserNamePassword,
+        Verdict::NotAuthorized => AuthVerdict::NotAuthorized,
     }
 }
 
@@ -237,5 +295,209 @@ mod tests {
         };
         let err = EmbeddedBroker::start("t", &settings, Arc::new(AdmitAll)).unwrap_err();
         assert!(matches!(err, BrokerError::Bind { .. }), "{err}");
+    }
+
+    /// Admits by client id, and counts how often each admitted one is
+    /// reported disconnected.
+    #[derive(Default)]
+    struct Counting {
+        disconnected: std::sync::Mutex<HashMap<String, usize>>,
+    }
+
+    impl Admission for Counting {
+        fn admit(&self, client_id: &str, login: Option<(&str, &str)>) -> Verdict {
+            match (client_id, login) {
+                ("policy-refused", _) => Verdict::NotAuthorized,
+                (_, Some((_, "wrong"))) => Verdict::BadLogin,
+                _ => Verdict::Accept,
+            }
+        }
+
+        fn allow(&self, _client_id: &str, _username: &str, request: &AclRequest) -> bool {
+            !request.topic.starts_with("forbidden/")
+        }
+
+        fn disconnected(&self, client_id: &str) {
+            *self
+                .disconnected
+                .lock()
+                .unwrap()
+                .entry(client_id.to_owned())
+                .or_default() += 1;
+        }
+    }
+
+    fn put(buf: &mut Vec<u8>, field: &[u8]) {
+        buf.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        buf.extend_from_slice(field);
+    }
+
+    /// A CONNECT by hand (remaining length < 128).
+    fn connect(client_id: &str, login: Option<(&str, &str)>, keep_alive: u16) -> Vec<u8> {
+        let flags = if login.is_some() { 0b1100_0010 } else { 0b10 };
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, flags];
+        body.extend_from_slice(&keep_alive.to_be_bytes());
+        put(&mut body, client_id.as_bytes());
+        if let Some((user, password)) = login {
+            put(&mut body, user.as_bytes());
+            put(&mut body, password.as_bytes());
+        }
+        let mut packet = vec![0x10, body.len() as u8];
+        packet.extend(body);
+        packet
+    }
+
+    /// Connects and sends `bytes`; the socket and the CONNACK's code (None:
+    /// closed without one).
+    fn open(addr: SocketAddr, bytes: &[u8]) -> (std::net::TcpStream, Option<u8>) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut ack = [0u8; 4];
+        let code = s.read_exact(&mut ack).ok().map(|()| {
+            assert_eq!(&ack[..3], &[0x20, 2, 0], "not a CONNACK: {ack:?}");
+            ack[3]
+        });
+        (s, code)
+    }
+
+    /// Blocks until the broker closes `s`.
+    fn until_closed(mut s: std::net::TcpStream) {
+        use std::io::Read;
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+
+    /// Every device login is right.
+    struct AnyDevice;
+
+    impl crate::security::DeviceDirectory for AnyDevice {
+        fn login_ok(&self, _uuid: &protocol::DeviceUuid, _password: &str) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_device_login_while_the_verifier_starts_waits_for_it() {
+        use crate::security::{Mode, PlatformAuth, Role};
+        let users = HashMap::from([(
+            "admin".to_owned(),
+            (Role::Admin, protocol::crypto::sha256_hex("token")),
+        )]);
+        let auth = Arc::new(PlatformAuth::new(Mode::Secure, users));
+        let settings = BrokerSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..BrokerSettings::default()
+        };
+        let broker = EmbeddedBroker::start("t", &settings, auth.clone()).unwrap();
+        let addr = broker.addr();
+        // A role user's wrong password is answered at once.
+        let (_, code) = open(addr, &connect("cli", Some(("admin", "guess")), 30));
+        assert_eq!(code, Some(4));
+        // A device waits, and is admitted once the verifier serves.
+        let uuid = protocol::DeviceUuid::new_random();
+        let id = uuid.as_str().to_owned();
+        let device = std::thread::spawn(move || open(addr, &connect(&id, Some((&id, "x")), 30)).1);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!device.is_finished(), "answered before the verifier served");
+        let devices: Arc<dyn crate::security::DeviceDirectory> = Arc::new(AnyDevice);
+        auth.set_devices(&devices);
+        assert_eq!(device.join().unwrap(), Some(0));
+    }
+
+    #[test]
+    fn verdicts_are_connack_codes_and_each_admitted_connection_ends_once() {
+        use std::io::Write;
+        let admission = Arc::new(Counting::default());
+        let settings = BrokerSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..BrokerSettings::default()
+        };
+        let broker = EmbeddedBroker::start("t", &settings, admission.clone()).unwrap();
+        let addr = broker.addr();
+        let login = Some(("me", "right"));
+
+        // Refusals: CONNACK 2, 4 and 5, then the broker closes; none of
+        // them was admitted, so none is reported disconnected.
+        for (id, login, code) in [
+            ("bad/id", login, 2),
+            ("wrong-password", Some(("me", "wrong")), 4),
+            ("policy-refused", login, 5),
+        ] {
+            let (s, got) = open(addr, &connect(id, login, 30));
+            assert_eq!(got, Some(code), "{id}");
+            until_closed(s);
+        }
+        // The internal login needs the internal password.
+        let (s, got) = open(addr, &connect("x", Some((INTERNAL_USER, "guess")), 30));
+        assert_eq!(got, Some(4));
+        until_closed(s);
+
+        // Admitted connections, each ending another way.
+        let (mut s, got) = open(addr, &connect("polite", login, 30));
+        assert_eq!(got, Some(0));
+        s.write_all(&[0xE0, 0]).unwrap();
+        until_closed(s);
+        let (s, got) = open(addr, &connect("no-login", None, 30));
+        assert_eq!(got, Some(0), "a CONNECT without a username is asked about");
+        drop(s);
+        let (first, got) = open(addr, &connect("twin", login, 30));
+        assert_eq!(got, Some(0));
+        let (second, got) = open(addr, &connect("twin", login, 30));
+        assert_eq!(got, Some(0));
+        until_closed(first);
+        drop(second);
+        let (mut s, got) = open(addr, &connect("acl-refused", login, 30));
+        assert_eq!(got, Some(0));
+        let mut publish = vec![0x30, 0];
+        put(&mut publish, b"forbidden/x");
+        publish[1] = (publish.len() - 2) as u8;
+        s.write_all(&publish).unwrap();
+        until_closed(s);
+        // Admitted by the handler, then refused by rumqttd (keep alive 0).
+        let (s, got) = open(addr, &connect("keep-alive-0", login, 0));
+        assert_eq!(got, None);
+        until_closed(s);
+
+        let expected: HashMap<String, usize> = [
+            ("polite", 1),
+            ("no-login", 1),
+            ("twin", 2),
+            ("acl-refused", 1),
+            ("keep-alive-0", 1),
+        ]
+        .into_iter()
+        .map(|(id, n)| (id.to_owned(), n))
+        .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = admission.disconnected.lock().unwrap().clone();
+            if seen == expected {
+                break;
+            }
+            let total: usize = seen.values().sum();
+            assert!(
+                total <= 6 && Instant::now() < deadline,
+                "disconnects {seen:?}, expected {expected:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // One more connection, reported last: nothing above was reported twice.
+        let (mut s, got) = open(addr, &connect("last", login, 30));
+        assert_eq!(got, Some(0));
+        s.write_all(&[0xE0, 0]).unwrap();
+        until_closed(s);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !admission.disconnected.lock().unwrap().contains_key("last") {
+            assert!(
+                Instant::now() < deadline,
+                "the last client was not reported"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut seen = admission.disconnected.lock().unwrap().clone();
+        assert_eq!(seen.remove("last"), Some(1));
+        assert_eq!(seen, expected);
     }
 }

@@ -155,14 +155,18 @@ async fn hostile_connects_do_not_brick_the_listener() {
     tokio::task::spawn_blocking(move || {
         // Client ids rumqttd's router would refuse, each reconnecting in a
         // loop with the same id: the path that poisons its listener mutex.
+        // They are refused before the router sees them: CONNACK 2.
         for id in ["bad/id", "wild+card", "hash#", "$SYS", "mid$dle"] {
             for _ in 0..20 {
                 let answer = first_answer(addr, &connect_packet(id, Some("me"), 4));
-                assert!(answer.is_empty(), "{id:?} got a CONNACK: {answer:?}");
+                assert_eq!(answer, CONNACK_IDENTIFIER_REJECTED, "{id:?}");
             }
         }
-        // No username at all.
-        assert!(first_answer(addr, &connect_packet("no-login", None, 4)).is_empty());
+        // No username at all: walkthrough mode admits it.
+        assert_eq!(
+            first_answer(addr, &connect_packet("no-login", None, 4)),
+            CONNACK_ACCEPTED
+        );
         // MQTT 5 with properties on the 3.1.1 listener.
         assert_ne!(
             first_answer(addr, &connect_packet("v5-client", Some("me"), 5)),
@@ -214,6 +218,8 @@ struct Connect<'a> {
     keep_alive: u16,
     /// A last will: topic and payload, QoS 0.
     will: Option<(&'a str, &'a [u8])>,
+    /// The last will's retain flag.
+    will_retain: bool,
 }
 
 impl<'a> Connect<'a> {
@@ -226,6 +232,7 @@ impl<'a> Connect<'a> {
             clean_session: true,
             keep_alive: 30,
             will: None,
+            will_retain: false,
         }
     }
 
@@ -239,6 +246,9 @@ impl<'a> Connect<'a> {
         }
         if self.will.is_some() {
             flags |= 0b0000_0100;
+        }
+        if self.will_retain {
+            flags |= 0b0010_0000;
         }
         if self.clean_session {
             flags |= 0b0000_0010;
@@ -304,6 +314,9 @@ fn packet(header: u8, body: Vec<u8>) -> Vec<u8> {
 }
 
 const CONNACK_ACCEPTED: [u8; 4] = [0x20, 2, 0, 0];
+const CONNACK_IDENTIFIER_REJECTED: [u8; 4] = [0x20, 2, 0, 2];
+const CONNACK_BAD_LOGIN: [u8; 4] = [0x20, 2, 0, 4];
+const CONNACK_NOT_AUTHORIZED: [u8; 4] = [0x20, 2, 0, 5];
 const DISCONNECT: [u8; 2] = [0xE0, 0];
 
 /// An MQTT 5 PUBLISH (QoS 0) with properties: payload format, topic
@@ -934,4 +947,405 @@ async fn t8_secure_mode_login_floods_do_not_brick_the_listener() {
     .await
     .unwrap();
     assert_serves(&p, &legit, "login floods in secure mode").await;
+}
+
+// ---------------------------------------------------------------------
+// The topic ACL, raced: what a client sends in one TCP segment is read in
+// one batch; a batch whose read fails part-way must not leave unchecked
+// packets for the router to deliver.
+// ---------------------------------------------------------------------
+
+/// A QoS 0 PUBLISH by hand, `retain` set or not.
+fn publish_qos0(topic: &str, payload: &[u8], retain: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_str(&mut body, topic.as_bytes());
+    body.extend_from_slice(payload);
+    packet(if retain { 0x31 } else { 0x30 }, body)
+}
+
+/// A PUBLISH header announcing 256 MiB, over any `max_payload_size`: the
+/// read fails on the header alone.
+const OVERSIZED_HEADER: [u8; 5] = [0x30, 0xff, 0xff, 0xff, 0x7f];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
+    // The interleaving: in ONE write, as many allowed PUBLISHes as fill a
+    // read batch (max_inflight), then a PUBLISH the client's ACL forbids,
+    // then a header that fails the read. The allowed batch is handed to
+    // the router; the forbidden PUBLISH starts the next batch, whose read
+    // fails before any check ran. Appended to the router's buffer as it
+    // was read, it stayed there for the first batch's notification to
+    // deliver. Repeated, as it is a race with the router's thread.
+    const ROUNDS: usize = 40;
+    let config = secure_test_config();
+    let batch = config.platform.max_inflight;
+    let p = TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
+    let legit = Legit::secure_ap(&p);
+    let (user, token) = legit.login.clone().unwrap();
+    let forbidden = [
+        topics::REGISTRY_ADMIN_REQUEST.to_string(),
+        topics::device_gateway(&new_uuid()),
+    ];
+    // An admin sees every topic: whatever gets through, it receives.
+    let (admin, mut inbox, admin_stop) = p.client(&forbidden).await;
+
+    let addr = p.addr;
+    let attack_topics = forbidden.clone();
+    tokio::task::spawn_blocking(move || {
+        for round in 0..ROUNDS {
+            let id = format!("ap-race-{round}");
+            let mut s = open_session(
+                addr,
+                &Connect {
+                    username: Some(&user),
+                    password: Some(token.as_bytes()),
+                    ..Connect::v4(&id)
+                },
+            )
+            .unwrap_or_else(|| panic!("round {round}: the AP login was refused"));
+            let allowed = topics::ap_confirm(&id);
+            let mut bytes = Vec::new();
+            for i in 0..batch {
+                bytes.extend(publish_qos0(&allowed, format!("ok {i}").as_bytes(), false));
+            }
+            let target = &attack_topics[round % attack_topics.len()];
+            bytes.extend(publish_qos0(target, b"{\"smuggled\":true}", false));
+            bytes.extend_from_slice(&OVERSIZED_HEADER);
+            s.write_all(&bytes).unwrap();
+            // The broker closes the connection: the read failed.
+            let mut rest = Vec::new();
+            let closed = s.read_to_end(&mut rest);
+            assert!(
+                closed.is_ok(),
+                "round {round}: the broker did not close the connection: {closed:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+
+    // Every attack connection is closed, so whatever it got through is
+    // ahead of these in the router; each forbidden topic's messages reach
+    // the admin in order. The sentinels are the "generous wait".
+    for topic in &forbidden {
+        admin
+            .publish(topic.clone(), b"sentinel".to_vec())
+            .await
+            .unwrap();
+    }
+    let mut sentinels = 0;
+    while sentinels < forbidden.len() {
+        let msg = next_message(&mut inbox, 20).await;
+        assert_eq!(
+            String::from_utf8_lossy(&msg.payload),
+            "sentinel",
+            "a PUBLISH the ACL forbids was delivered on {}",
+            msg.topic
+        );
+        sentinels += 1;
+    }
+    admin_stop.cancel();
+    assert_serves(&p, &legit, "ACL races with malformed headers").await;
+}
+
+// ---------------------------------------------------------------------
+// Refusals are CONNACK codes, and retained messages are an admin's.
+// ---------------------------------------------------------------------
+
+/// Reads until the broker closes `s` (true) or 3 s pass (false).
+fn closed_by_broker(mut s: TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refusal_is_answered_with_its_connack_code() {
+    let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
+    let legit = Legit::secure_ap(&p);
+    let (user, token) = legit.login.clone().unwrap();
+    let addr = p.addr;
+    tokio::task::spawn_blocking(move || {
+        let uuid = new_uuid();
+        let ap = Connect {
+            username: Some(&user),
+            password: Some(token.as_bytes()),
+            ..Connect::v4("ap-codes")
+        };
+        for (what, connect, answer) in [
+            ("the AP's login", ap, CONNACK_ACCEPTED),
+            (
+                "a client id the router would refuse",
+                Connect {
+                    client_id: "ap/../x",
+                    ..ap
+                },
+                CONNACK_IDENTIFIER_REJECTED,
+            ),
+            (
+                "a wrong password",
+                Connect {
+                    password: Some(b"guess"),
+                    ..ap
+                },
+                CONNACK_BAD_LOGIN,
+            ),
+            (
+                "an unknown user",
+                Connect {
+                    username: Some("nobody"),
+                    ..ap
+                },
+                CONNACK_BAD_LOGIN,
+            ),
+            (
+                "a device that is not enrolled",
+                Connect {
+                    client_id: &uuid,
+                    username: Some(&uuid),
+                    password: Some(b"not-the-hmac"),
+                    ..ap
+                },
+                CONNACK_BAD_LOGIN,
+            ),
+            (
+                "no login in secure mode",
+                Connect {
+                    username: None,
+                    password: None,
+                    ..ap
+                },
+                CONNACK_NOT_AUTHORIZED,
+            ),
+            (
+                "a role user with a device's id",
+                Connect {
+                    client_id: &uuid,
+                    ..ap
+                },
+                CONNACK_NOT_AUTHORIZED,
+            ),
+            (
+                "a device with another client id",
+                Connect {
+                    client_id: "not-its-id",
+                    username: Some(&uuid),
+                    password: Some(b"x"),
+                    ..ap
+                },
+                CONNACK_NOT_AUTHORIZED,
+            ),
+        ] {
+            assert_eq!(first_answer(addr, &connect.packet()), answer, "{what}");
+        }
+    })
+    .await
+    .unwrap();
+    assert_serves(&p, &legit, "refusals with CONNACK codes").await;
+}
+
+/// An admin's raw session on a secure platform.
+fn admin_session(p: &TestPlatform, client_id: &str) -> TcpStream {
+    let token = p.token("admin");
+    open_session(
+        p.addr,
+        &Connect {
+            username: Some("admin"),
+            password: Some(token.as_bytes()),
+            ..Connect::v4(client_id)
+        },
+    )
+    .expect("the admin login was refused")
+}
+
+/// A fresh admin subscriber to `filter`: the retained messages it is
+/// given, up to the live `sentinel` an admin then publishes there.
+async fn retained_before_sentinel(
+    p: &TestPlatform,
+    filter: &str,
+    sentinel_topic: &str,
+) -> Vec<String> {
+    let (bus, mut inbox, stop) = p.client(&[filter.to_owned()]).await;
+    bus.publish(sentinel_topic, b"sentinel".to_vec())
+        .await
+        .unwrap();
+    let mut retained = Vec::new();
+    loop {
+        let msg = next_message(&mut inbox, 20).await;
+        if &msg.payload[..] == b"sentinel" {
+            break;
+        }
+        retained.push(format!(
+            "{} {}",
+            msg.topic,
+            String::from_utf8_lossy(&msg.payload)
+        ));
+    }
+    stop.cancel();
+    retained
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_admin_may_retain_on_the_platform() {
+    let p = TestPlatform::start_config(
+        secure_test_config(),
+        broker::StartOptions { broker_only: true },
+    )
+    .await;
+    let legit = Legit::secure_ap(&p);
+    let (user, token) = legit.login.clone().unwrap();
+    let ap_id = unique_id("ap-retain");
+    let topic = topics::ap_confirm(&ap_id);
+    let addr = p.addr;
+    let (t, id) = (topic.clone(), ap_id.clone());
+    tokio::task::spawn_blocking(move || {
+        let ap = Connect {
+            username: Some(&user),
+            password: Some(token.as_bytes()),
+            ..Connect::v4(&id)
+        };
+        // The AP may publish on its confirm topic, but not retain there.
+        let mut s = open_session(addr, &ap).expect("the AP login was refused");
+        s.write_all(&publish_qos0(&t, b"live", false)).unwrap();
+        s.write_all(&publish_qos0(&t, b"retained by the AP", true))
+            .unwrap();
+        assert!(
+            closed_by_broker(s),
+            "a retained PUBLISH by the AP was let through"
+        );
+        // Nor leave a retained last will.
+        let with_will = Connect {
+            will: Some((&t, b"the AP's retained will")),
+            will_retain: true,
+            ..ap
+        };
+        assert_eq!(
+            first_answer(addr, &with_will.packet()),
+            CONNACK_NOT_AUTHORIZED
+        );
+        // A last will that does not retain is still fine (and, left with
+        // a DISCONNECT, not published).
+        let plain_will = Connect {
+            will: Some((&t, b"a will")),
+            ..ap
+        };
+        let mut s = open_session(addr, &plain_will).expect("a plain will was refused");
+        s.write_all(&DISCONNECT).unwrap();
+        assert!(closed_by_broker(s));
+    })
+    .await
+    .unwrap();
+    let kept = retained_before_sentinel(&p, &topic, &topic).await;
+    assert!(kept.is_empty(), "kept for the AP: {kept:?}");
+
+    // An admin's retained message is kept and given to new subscribers.
+    let admin_topic = topics::ap_prompt(&ap_id);
+    let mut admin = admin_session(&p, &unique_id("admin-retain"));
+    admin
+        .write_all(&publish_qos0(&admin_topic, b"retained by an admin", true))
+        .unwrap();
+    admin.write_all(&DISCONNECT).unwrap();
+    assert!(closed_by_broker(admin));
+    let kept = retained_before_sentinel(&p, &admin_topic, &admin_topic).await;
+    assert_eq!(kept, vec![format!("{admin_topic} retained by an admin")]);
+    // An empty PUBLISH without the retain flag does not clear it.
+    let (bus, _inbox, stop) = p.client(&[]).await;
+    bus.publish(admin_topic.clone(), Vec::new()).await.unwrap();
+    stop.cancel();
+    bus.closed(SERVED_WITHIN).await;
+    let kept = retained_before_sentinel(&p, &admin_topic, &admin_topic).await;
+    assert_eq!(kept, vec![format!("{admin_topic} retained by an admin")]);
+    assert_serves(&p, &legit, "retained publishes and wills").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retained_store_is_capped_even_for_an_admin() {
+    use broker::embedded::MAX_RETAINED_COUNT;
+    let p = TestPlatform::start_config(
+        secure_test_config(),
+        broker::StartOptions { broker_only: true },
+    )
+    .await;
+    let prefix = unique_id("cap");
+    let mut admin = admin_session(&p, &unique_id("admin-cap"));
+    let mut bytes = Vec::new();
+    for i in 0..MAX_RETAINED_COUNT {
+        bytes.extend(publish_qos0(&format!("{prefix}/{i}"), b"kept", true));
+    }
+    // Over the cap: delivered, not retained.
+    bytes.extend(publish_qos0(&format!("{prefix}/over"), b"not kept", true));
+    admin.write_all(&bytes).unwrap();
+    admin.write_all(&DISCONNECT).unwrap();
+    assert!(closed_by_broker(admin));
+
+    let over = format!("{prefix}/over");
+    assert!(retained_before_sentinel(&p, &over, &over).await.is_empty());
+    let last = format!("{prefix}/{}", MAX_RETAINED_COUNT - 1);
+    assert_eq!(
+        retained_before_sentinel(&p, &last, &last).await,
+        vec![format!("{last} kept")]
+    );
+    // Clearing one (an empty retained PUBLISH) makes room for another.
+    let mut admin = admin_session(&p, &unique_id("admin-cap"));
+    admin
+        .write_all(&publish_qos0(&format!("{prefix}/0"), b"", true))
+        .unwrap();
+    admin
+        .write_all(&publish_qos0(&over, b"kept now", true))
+        .unwrap();
+    admin.write_all(&DISCONNECT).unwrap();
+    assert!(closed_by_broker(admin));
+    assert_eq!(
+        retained_before_sentinel(&p, &over, &over).await,
+        vec![format!("{over} kept now")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_may_not_retain_on_its_gateway() {
+    // Walkthrough mode: the gateway admits its assigned devices without a
+    // signed assignment, and still refuses them a retained PUBLISH.
+    let p = TestPlatform::start().await;
+    let uuid = new_uuid();
+    let mut device = p.home(&uuid, None);
+    let (gw, _) = device.connected(10).await;
+    device.stop.cancel();
+    let _ = device.task.await;
+    let addr: std::net::SocketAddr = p
+        .gateways()
+        .iter()
+        .find(|(id, _)| *id == gw)
+        .map(|(_, a)| a.parse().unwrap())
+        .unwrap();
+    let presence = topics::device_presence(&uuid);
+    tokio::task::spawn_blocking(move || {
+        let connect = Connect::v4(&uuid);
+        let mut s = open_session(addr, &connect).expect("the assigned device was refused");
+        s.write_all(&publish_qos0(&presence, br#"{"online":true}"#, true))
+            .unwrap();
+        assert!(
+            closed_by_broker(s),
+            "a retained PUBLISH on a gateway was let through"
+        );
+        // Its connection without retain still works.
+        let mut s = open_session(addr, &connect).expect("the device was refused after");
+        s.write_all(&publish_qos0(&presence, br#"{"online":true}"#, false))
+            .unwrap();
+        s.write_all(&DISCONNECT).unwrap();
+    })
+    .await
+    .unwrap();
 }

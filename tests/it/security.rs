@@ -1040,3 +1040,177 @@ async fn next_on(inbox: &mut mpsc::Receiver<Message>, suffix: &str) -> Vec<u8> {
         .await
         .unwrap_or_else(|_| panic!("nothing on */{suffix} within 10 s"))
 }
+
+/// The CONNACK code a refused client settled on, as rumqttc names it; a
+/// connection closed without a CONNACK (`LinkState::Down`) fails.
+async fn connack_refusal(opts: BusOptions, why: &str) -> String {
+    let (r, bus, _inbox) = try_connect(opts, &[]).await;
+    assert!(r.is_err(), "{why}: admitted");
+    match bus.state() {
+        LinkState::Refused(code) => code,
+        other => panic!("{why}: not refused with a CONNACK: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t1_a_refusal_tells_a_wrong_login_from_a_policy() {
+    let p = secure().await;
+    p.enroll(UUID_C, "pass-c-123").await;
+    let login_c = protocol::crypto::device_login(UUID_C, "pass-c-123");
+    let admin = p.token("admin");
+    for (id, user, pass, why, code) in [
+        (
+            "c1",
+            "admin",
+            "wrong",
+            "a wrong password",
+            "BadUserNamePassword",
+        ),
+        (
+            "c2",
+            "nobody",
+            "x",
+            "an unknown user",
+            "BadUserNamePassword",
+        ),
+        (
+            UUID_B,
+            UUID_B,
+            "x",
+            "a device not enrolled",
+            "BadUserNamePassword",
+        ),
+        (
+            "a+b",
+            "admin",
+            admin.as_str(),
+            "a client id with +",
+            "BadClientId",
+        ),
+        (
+            UUID_C,
+            "admin",
+            admin.as_str(),
+            "a role user with a device's id",
+            "NotAuthorized",
+        ),
+        (
+            "not-c",
+            UUID_C,
+            login_c.as_str(),
+            "a device with another client id",
+            "NotAuthorized",
+        ),
+    ] {
+        assert_eq!(
+            connack_refusal(opts(&p, id, user, pass), why).await,
+            code,
+            "{why}"
+        );
+    }
+    // Guessing locks the device out (max_failures 3): after that even its
+    // right login is refused, by policy.
+    for _ in 0..3 {
+        let why = "a wrong device login";
+        let code = connack_refusal(opts(&p, UUID_C, UUID_C, "guess"), why).await;
+        assert_eq!(code, "BadUserNamePassword");
+    }
+    let why = "a locked-out device";
+    let code = connack_refusal(opts(&p, UUID_C, UUID_C, &login_c), why).await;
+    assert_eq!(code, "NotAuthorized", "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t1_a_gateway_refuses_a_device_moved_away_with_not_authorized() {
+    use device_sim::gateway::{stay_homed, HomeConfig, HomeEvent, KnownGateway};
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    // The device's signed assignment, as the registry answers it.
+    let (_, reg_bus, mut answers) = try_connect(
+        opts(&p, UUID_A, UUID_A, &login),
+        &[&topics::device_gateway(UUID_A)],
+    )
+    .await;
+    reg_bus
+        .publish_json(
+            topics::REGISTRY_QUERY,
+            &protocol::gateway::GatewayQuery {
+                device_id: UUID_A.into(),
+            },
+        )
+        .await
+        .unwrap();
+    let token = next_message(&mut answers.0, 5).await.payload;
+    let token = String::from_utf8(token.to_vec()).unwrap();
+    drop((reg_bus, answers));
+    let assigned: GatewayAssigned = protocol::decode(token.as_bytes()).unwrap();
+    let (home, elsewhere) = match (&p.gateways()[..], &assigned.gateway_id) {
+        ([a, b], id) if a.0 == *id => (a.clone(), b.clone()),
+        ([a, b], _) => (b.clone(), a.clone()),
+        other => panic!("two gateways expected: {other:?}"),
+    };
+
+    // Its own gateway: a bad signed assignment is a bad login.
+    let gw_opts = |addr: &str, pass: &str| {
+        BusOptions::new(addr, UUID_A)
+            .unwrap()
+            .with_credentials(UUID_A, pass)
+    };
+    let code = connack_refusal(gw_opts(&home.1, "{}"), "a junk assignment").await;
+    assert_eq!(code, "BadUserNamePassword");
+    // Another gateway: not assigned there, whatever it shows.
+    let code = connack_refusal(gw_opts(&elsewhere.1, &token), "another gateway").await;
+    assert_eq!(code, "NotAuthorized");
+
+    // Moved while offline, it comes back to the gateway it remembers with
+    // its old, valid assignment: refused by policy, so it asks again.
+    let registry = p.registry().await;
+    registry
+        .request(RegistryOp::Remap {
+            device_id: UUID_A.into(),
+            gateway_id: elsewhere.0.clone(),
+        })
+        .await
+        .unwrap();
+    registry.close().await;
+    let mut config =
+        HomeConfig::new(p.broker(), UUID_A).secure(p.platform_key().unwrap(), "pass-a-123");
+    config.last_known = Some(KnownGateway {
+        gateway_id: home.0.clone(),
+        address: home.1.clone(),
+        epoch: assigned.epoch,
+        token: Some(token),
+    });
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move { stay_homed(&config, &tx, &token).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(HomeEvent::Refused { gateway_id, reason })) => {
+                assert_eq!(gateway_id, home.0);
+                break reason;
+            }
+            Ok(Some(HomeEvent::Connected { gateway_id, .. })) => {
+                panic!("connected to {gateway_id} before any refusal")
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no refusal in time: {other:?}"),
+        }
+    };
+    assert!(reason.contains("NotAuthorized"), "{reason}");
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(HomeEvent::Connected { gateway_id, .. })) => {
+                assert_eq!(gateway_id, elsewhere.0);
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("not home in time: {other:?}"),
+        }
+    }
+    stop.cancel();
+    let _ = task.await;
+}

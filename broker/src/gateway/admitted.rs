@@ -1,8 +1,10 @@
 //! Whom a gateway broker admits: the devices the registry assigned to it,
 //! each (in secure mode) with its signed assignment to this gateway, and
-//! confined to its own topics.
+//! confined to its own topics. A device not (or no longer) assigned here
+//! is refused with CONNACK 5 (not authorized: "moved away", ask the
+//! registry again); a bad signed assignment with CONNACK 4.
 
-use crate::admission::{AclAction, Admission};
+use crate::admission::{AclRequest, Admission, Verdict};
 use protocol::crypto::PlatformPublicKey;
 use protocol::decode;
 use protocol::gateway::{AssignUpdate, GatewayAssigned, GATEWAY_AGENT_CLIENT_ID};
@@ -67,10 +69,11 @@ impl Assigned {
 
 impl Assigned {
     /// The signed-assignment check of secure mode.
-    fn token_ok(&self, client_id: &str, username: &str, password: &str) -> bool {
+    fn token_ok(&self, client_id: &str, login: Option<(&str, &str)>) -> bool {
         let Some(key) = &self.key else {
             return true;
         };
+        let (username, password) = login.unwrap_or_default();
         if username != client_id {
             warn!(target: "audit", client_id, username, gateway_id = %self.id, "gateway connect refused: username is not the client id");
             return false;
@@ -92,7 +95,7 @@ impl Assigned {
 }
 
 impl Admission for Assigned {
-    fn admit(&self, client_id: &str, username: &str, password: &str) -> bool {
+    fn admit(&self, client_id: &str, login: Option<(&str, &str)>) -> Verdict {
         let ok = client_id != GATEWAY_AGENT_CLIENT_ID
             && self.synced.load(Ordering::Acquire)
             && self
@@ -102,14 +105,25 @@ impl Admission for Assigned {
                 .contains(client_id);
         if !ok {
             debug!(client_id, "device not assigned here: refused at connect");
-            return false;
+            return Verdict::NotAuthorized;
         }
-        self.token_ok(client_id, username, password)
+        if self.token_ok(client_id, login) {
+            Verdict::Accept
+        } else {
+            Verdict::BadLogin
+        }
     }
 
-    /// Secure mode: a device publishes and subscribes only under
+    /// A device may not retain: only this gateway's agent, which the ACL
+    /// never asks about, has anything to say to later subscribers. Secure
+    /// mode: a device publishes and subscribes only under
     /// `device/{its id}/`.
-    fn allow(&self, client_id: &str, _username: &str, topic: &str, action: AclAction) -> bool {
+    fn allow(&self, client_id: &str, _username: &str, request: &AclRequest) -> bool {
+        let (topic, action) = (request.topic, request.action);
+        if request.retain {
+            warn!(target: "audit", client_id, topic, ?action, gateway_id = %self.id, "retained message refused by the gateway ACL");
+            return false;
+        }
         if self.key.is_none() {
             return true;
         }
@@ -121,7 +135,11 @@ impl Admission for Assigned {
         own
     }
 
-    fn grace(&self) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
+    fn grace(
+        &self,
+        _client_id: &str,
+        _login: Option<(&str, &str)>,
+    ) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
         Some((ADMISSION_GRACE, self.changed.clone()))
     }
 }

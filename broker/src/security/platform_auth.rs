@@ -5,11 +5,12 @@
 
 use super::acl;
 use super::settings::{Mode, Role, SecuritySection};
-use crate::admission::{AclAction, Admission};
+use crate::admission::{AclRequest, Admission, Verdict};
 use protocol::crypto::{ct_eq, sha256_hex};
 use protocol::DeviceUuid;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 use tracing::{info, warn};
 use verifier::Lockout;
 
@@ -46,7 +47,17 @@ pub struct PlatformAuth {
     /// and after it. Weak: the broker thread outlives a stopped platform,
     /// and must not keep the verifier's database open (and locked).
     devices: OnceLock<Weak<dyn DeviceDirectory>>,
+    /// Fired when `devices` is set: a device login that arrived while the
+    /// platform was starting waits for it (see [`VERIFIER_GRACE`]).
+    devices_set: Arc<tokio::sync::Notify>,
 }
+
+/// How long a device login that arrives before the verifier serves waits
+/// for it, instead of being refused: the broker listens before the
+/// verifier starts, and a device refused then would give up (a refusal is
+/// final to it) where the platform only needed a moment. A client gives
+/// up on its own after as long (bus: 5 s for the CONNACK).
+const VERIFIER_GRACE: Duration = Duration::from_secs(5);
 
 enum Who {
     Role(Role),
@@ -64,6 +75,7 @@ impl PlatformAuth {
             ),
             users,
             devices: OnceLock::new(),
+            devices_set: Arc::default(),
         }
     }
 
@@ -75,6 +87,7 @@ impl PlatformAuth {
 
     pub fn set_devices(&self, devices: &Arc<dyn DeviceDirectory>) {
         let _ = self.devices.set(Arc::downgrade(devices));
+        self.devices_set.notify_waiters();
     }
 
     fn who(&self, username: &str) -> Who {
@@ -86,58 +99,87 @@ impl PlatformAuth {
 }
 
 impl Admission for PlatformAuth {
-    fn admit(&self, client_id: &str, username: &str, password: &str) -> bool {
+    fn admit(&self, client_id: &str, login: Option<(&str, &str)>) -> Verdict {
         if self.mode == Mode::Walkthrough {
-            return true;
+            return Verdict::Accept;
         }
-        let refuse = |reason: &str| {
+        let username = login.map_or("", |(username, _)| username);
+        let refuse = |verdict: Verdict, reason: &str| {
             warn!(target: "audit", client_id, username, reason, "platform connect refused");
-            false
+            verdict
+        };
+        let Some((username, password)) = login else {
+            return refuse(Verdict::NotAuthorized, "no login");
         };
         if let Some((role, hash)) = self.users.get(username) {
             if !ct_eq(&sha256_hex(password), hash) {
-                return refuse("wrong password");
+                return refuse(Verdict::BadLogin, "wrong password");
             }
             if DeviceUuid::parse(client_id).is_ok() {
-                return refuse("a role user may not use a device's id");
+                return refuse(
+                    Verdict::NotAuthorized,
+                    "a role user may not use a device's id",
+                );
             }
             info!(target: "audit", client_id, username, role = role.name(), "connected");
-            return true;
+            return Verdict::Accept;
         }
         let Ok(uuid) = DeviceUuid::parse(username) else {
-            return refuse("unknown user");
+            return refuse(Verdict::BadLogin, "unknown user");
         };
         if client_id != username {
-            return refuse("a device must connect with its own id as client id");
+            return refuse(
+                Verdict::NotAuthorized,
+                "a device must connect with its own id as client id",
+            );
         }
         if self.logins.locked(uuid.key()).is_some() {
-            return refuse("device locked out after failed logins");
+            return refuse(
+                Verdict::NotAuthorized,
+                "device locked out after failed logins",
+            );
         }
         match self.devices.get().and_then(Weak::upgrade) {
             Some(d) if d.login_ok(&uuid, password) => {
                 self.logins.clear(uuid.key());
-                true
+                Verdict::Accept
             }
             Some(_) => {
                 self.logins.fail(uuid.key());
-                refuse("wrong device login or not enrolled")
+                refuse(Verdict::BadLogin, "wrong device login or not enrolled")
             }
-            None => refuse("the verifier is not serving yet"),
+            None => refuse(Verdict::NotAuthorized, "the verifier is not serving yet"),
         }
     }
 
-    fn allow(&self, client_id: &str, username: &str, topic: &str, action: AclAction) -> bool {
+    /// A device login waits for the verifier while it is not serving yet.
+    fn grace(
+        &self,
+        _client_id: &str,
+        login: Option<(&str, &str)>,
+    ) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
+        let device = login.is_some_and(|(user, _)| {
+            !self.users.contains_key(user) && DeviceUuid::parse(user).is_ok()
+        });
+        (self.mode == Mode::Secure && device && self.devices.get().is_none())
+            .then(|| (VERIFIER_GRACE, self.devices_set.clone()))
+    }
+
+    /// A retained PUBLISH or last will is an admin's alone.
+    fn allow(&self, client_id: &str, username: &str, request: &AclRequest) -> bool {
         if self.mode == Mode::Walkthrough {
             return true;
         }
+        let (topic, action, retain) = (request.topic, request.action, request.retain);
         let ok = match self.who(username) {
             Who::Role(Role::Admin) => true,
+            _ if retain => false,
             Who::Role(Role::Ap) => acl::ap_may(topic, action),
             Who::Role(Role::Gateway) => acl::gateway_may(topic, action),
             Who::Device => acl::device_may(client_id, topic, action),
         };
         if !ok {
-            warn!(target: "audit", client_id, username, topic, ?action, "refused by the platform ACL");
+            warn!(target: "audit", client_id, username, topic, ?action, retain, "refused by the platform ACL");
         }
         ok
     }
@@ -160,10 +202,25 @@ mod tests {
         let again = users_with_bootstrap(&section, dir.path()).unwrap();
         assert_eq!(users, again);
         let auth = PlatformAuth::new(Mode::Secure, users);
-        assert!(auth.admit("cli-1", "admin", token.trim()));
-        assert!(!auth.admit("cli-1", "admin", "guess"));
-        assert!(!auth.admit(UUID, "admin", token.trim()), "a device's id");
-        assert!(!auth.admit("x", "nobody", ""));
-        assert!(!auth.admit(UUID, UUID, "x"), "no verifier yet");
+        let token = token.trim();
+        assert_eq!(auth.admit("cli-1", Some(("admin", token))), Verdict::Accept);
+        assert_eq!(
+            auth.admit("cli-1", Some(("admin", "guess"))),
+            Verdict::BadLogin
+        );
+        assert_eq!(
+            auth.admit(UUID, Some(("admin", token))),
+            Verdict::NotAuthorized,
+            "a device's id"
+        );
+        assert_eq!(auth.admit("x", Some(("nobody", ""))), Verdict::BadLogin);
+        assert_eq!(
+            auth.admit(UUID, Some((UUID, "x"))),
+            Verdict::NotAuthorized,
+            "no verifier yet"
+        );
+        assert_eq!(auth.admit("x", None), Verdict::NotAuthorized, "no login");
+        let walkthrough = PlatformAuth::new(Mode::Walkthrough, Default::default());
+        assert_eq!(walkthrough.admit("", None), Verdict::Accept);
     }
 }

@@ -47,11 +47,56 @@ pub type Cursor = (u64, u64);
 pub type ClientId = String;
 pub type AuthUser = String;
 pub type AuthPass = String;
+/// PATCH(platform): called for every CONNECT, with its login if it
+/// carries one (upstream called it only with a login and refused a CONNECT
+/// without one); the [`AuthVerdict`] it returns is the CONNACK's code.
 pub type AuthHandler = Arc<
-    dyn Fn(ClientId, AuthUser, AuthPass) -> Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+    dyn Fn(
+            ClientId,
+            Option<(AuthUser, AuthPass)>,
+        ) -> Pin<Box<dyn std::future::Future<Output = AuthVerdict> + Send>>
         + Send
         + Sync,
 >;
+
+/// PATCH(platform): an auth handler's answer to a CONNECT. A refusal is
+/// written as a CONNACK with its code before the connection closes
+/// (upstream closed it without one, so a client could not tell a refusal
+/// from a network fault). Only codes that MQTT 3.1.1 and 5 both have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthVerdict {
+    Accept,
+    /// CONNACK 2 (MQTT 5: 0x85), identifier rejected.
+    IdentifierRejected,
+    /// CONNACK 4 (MQTT 5: 0x86), bad user name or password.
+    BadUserNamePassword,
+    /// CONNACK 5 (MQTT 5: 0x87), not authorized.
+    NotAuthorized,
+}
+
+impl AuthVerdict {
+    /// The CONNACK code of a refusal; None for [`AuthVerdict::Accept`].
+    pub fn refusal(self) -> Option<protocol::ConnectReturnCode> {
+        use protocol::ConnectReturnCode as Code;
+        match self {
+            AuthVerdict::Accept => None,
+            AuthVerdict::IdentifierRejected => Some(Code::ClientIdentifierNotValid),
+            AuthVerdict::BadUserNamePassword => Some(Code::BadUserNamePassword),
+            AuthVerdict::NotAuthorized => Some(Code::NotAuthorized),
+        }
+    }
+}
+
+/// PATCH(platform): upstream's yes/no handlers: no is a bad login.
+impl From<bool> for AuthVerdict {
+    fn from(accept: bool) -> Self {
+        if accept {
+            AuthVerdict::Accept
+        } else {
+            AuthVerdict::BadUserNamePassword
+        }
+    }
+}
 
 /// PATCH(platform): what a client asks to do with a topic, for [`AclHandler`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +107,32 @@ pub enum AclAction {
     Subscribe,
 }
 
+/// PATCH(platform): what the ACL is asked about one PUBLISH, SUBSCRIBE
+/// filter or last will. It borrows from the packet: asking costs no copy.
+#[derive(Debug, Clone, Copy)]
+pub struct AclRequest<'a> {
+    pub action: AclAction,
+    /// The topic, or for a SUBSCRIBE the filter.
+    pub topic: &'a str,
+    /// The payload of a PUBLISH or last will; empty for a SUBSCRIBE.
+    pub payload: &'a [u8],
+    /// The retain flag of a PUBLISH or last will; false for a SUBSCRIBE.
+    pub retain: bool,
+}
+
 /// PATCH(platform): a topic ACL. Called with (client id as sent in
-/// CONNECT, username, topic or filter, action) for every PUBLISH, every
-/// SUBSCRIBE filter and the last will; `false` disconnects the client
-/// before the router sees the packet (a refused will refuses the CONNECT).
-pub type AclHandler = Arc<dyn Fn(&str, &str, &str, AclAction) -> bool + Send + Sync>;
+/// CONNECT, username or "" without a login, request) for every PUBLISH,
+/// every SUBSCRIBE filter and the last will; `false` disconnects the
+/// client before the router sees the packet (a refused will refuses the
+/// CONNECT with CONNACK 5).
+pub type AclHandler = Arc<dyn Fn(&str, &str, &AclRequest) -> bool + Send + Sync>;
+
+/// PATCH(platform): called once with (client id as sent in CONNECT,
+/// username or "") when a connection its auth admitted ends, however it
+/// ends (DISCONNECT, a network error, a takeover by the same client id, a
+/// refusal by the router or the ACL). It runs on the listener's runtime:
+/// it must not block.
+pub type DisconnectHandler = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 #[derive(Debug, Default, Serialize, Deserialize, Clone)]
 pub struct Config {
@@ -172,18 +238,45 @@ pub struct ConnectionSettings {
     /// PATCH(platform): see [`AclHandler`]. None allows everything.
     #[serde(skip)]
     pub acl: Option<AclHandler>,
+    /// PATCH(platform): see [`DisconnectHandler`].
+    #[serde(skip)]
+    pub on_disconnect: Option<DisconnectHandler>,
 }
 
 impl ConnectionSettings {
+    /// PATCH(platform): upstream's handler, adapted to [`AuthHandler`]: a
+    /// CONNECT without a login is refused (CONNACK 4) without asking it,
+    /// and its `false` is CONNACK 4.
     pub fn set_auth_handler<F, O>(&mut self, auth_fn: F)
     where
         F: Fn(ClientId, AuthUser, AuthPass) -> O + Send + Sync + 'static,
         O: IntoFuture<Output = bool> + 'static,
         O::IntoFuture: Send,
     {
-        self.external_auth = Some(Arc::new(move |client_id, username, password| {
-            let auth = auth_fn(client_id, username, password).into_future();
-            Box::pin(auth)
+        let auth_fn = Arc::new(auth_fn);
+        self.external_auth = Some(Arc::new(move |client_id, login| {
+            let auth_fn = auth_fn.clone();
+            Box::pin(async move {
+                match login {
+                    Some((username, password)) => {
+                        AuthVerdict::from(auth_fn(client_id, username, password).await)
+                    }
+                    None => AuthVerdict::BadUserNamePassword,
+                }
+            })
+        }));
+    }
+
+    /// PATCH(platform): an auth handler that is also asked about a
+    /// CONNECT without a login, and whose verdict is the CONNACK's code.
+    pub fn set_auth_verdict_handler<F, O>(&mut self, auth_fn: F)
+    where
+        F: Fn(ClientId, Option<(AuthUser, AuthPass)>) -> O + Send + Sync + 'static,
+        O: IntoFuture<Output = AuthVerdict> + 'static,
+        O::IntoFuture: Send,
+    {
+        self.external_auth = Some(Arc::new(move |client_id, login| {
+            Box::pin(auth_fn(client_id, login).into_future())
         }));
     }
 }
@@ -197,8 +290,10 @@ impl fmt::Debug for ConnectionSettings {
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
-            // PATCH(platform): the ACL, shown like external_auth.
+            // PATCH(platform): the ACL and the disconnect hook, shown
+            // like external_auth.
             .field("acl", &self.acl.is_some())
+            .field("on_disconnect", &self.on_disconnect.is_some())
             .finish()
     }
 }
@@ -224,6 +319,15 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// PATCH(platform): at most this many retained messages are kept; a
+    /// retained PUBLISH to a new topic beyond it is delivered but not
+    /// retained. None: no limit (upstream).
+    #[serde(default)]
+    pub max_retained_count: Option<usize>,
+    /// PATCH(platform): at most this many bytes (topics and payloads) of
+    /// retained messages are kept, as for `max_retained_count`.
+    #[serde(default)]
+    pub max_retained_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -4,8 +4,11 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
-// PATCH(platform): AclAction and AclHandler, for the topic ACL.
-use crate::{AclAction, AclHandler, ConnectionId, ConnectionSettings};
+// PATCH(platform): the topic ACL's types, the auth verdict and the
+// disconnect hook.
+use crate::{
+    AclAction, AclHandler, AclRequest, ConnectionId, ConnectionSettings, DisconnectHandler,
+};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
@@ -51,6 +54,10 @@ pub enum Error {
     /// PATCH(platform): the ACL refused a PUBLISH or SUBSCRIBE.
     #[error("Not authorized: {0}")]
     NotAuthorized(String),
+    /// PATCH(platform): the CONNECT was refused with this CONNACK code
+    /// (already written to the client).
+    #[error("Connect refused: {0:?}")]
+    ConnectRefused(ConnectReturnCode),
 }
 
 /// Orchestrates between Router and Network.
@@ -64,6 +71,9 @@ pub struct RemoteLink<P> {
     pub(crate) will_delay_interval: u32,
     /// PATCH(platform): the ACL with this client's id and username.
     acl: Option<(AclHandler, String, String)>,
+    /// PATCH(platform): the batch just read, checked against the ACL
+    /// before any of it reaches the buffer shared with the router.
+    batch: VecDeque<Packet>,
 }
 
 impl<P: Protocol> RemoteLink<P> {
@@ -136,6 +146,8 @@ impl<P: Protocol> RemoteLink<P> {
             notifications: VecDeque::with_capacity(8),
             will_delay_interval,
             acl,
+            // PATCH(platform): see RemoteLink::batch.
+            batch: VecDeque::new(),
         })
     }
 
@@ -145,14 +157,26 @@ impl<P: Protocol> RemoteLink<P> {
         for packet in packets {
             match packet {
                 Packet::Publish(publish, _) => {
-                    let topic = std::str::from_utf8(&publish.topic).unwrap_or("");
-                    if !acl(client_id, username, topic, AclAction::Publish) {
-                        return Some(format!("publish to {topic:?}"));
+                    let request = AclRequest {
+                        action: AclAction::Publish,
+                        topic: std::str::from_utf8(&publish.topic).unwrap_or(""),
+                        payload: &publish.payload,
+                        retain: publish.retain,
+                    };
+                    if !acl(client_id, username, &request) {
+                        let retained = if publish.retain { "retained " } else { "" };
+                        return Some(format!("{retained}publish to {:?}", request.topic));
                     }
                 }
                 Packet::Subscribe(subscribe, _) => {
                     for filter in &subscribe.filters {
-                        if !acl(client_id, username, &filter.path, AclAction::Subscribe) {
+                        let request = AclRequest {
+                            action: AclAction::Subscribe,
+                            topic: &filter.path,
+                            payload: &[],
+                            retain: false,
+                        };
+                        if !acl(client_id, username, &request) {
                             return Some(format!("subscribe to {:?}", filter.path));
                         }
                     }
@@ -172,17 +196,25 @@ impl<P: Protocol> RemoteLink<P> {
             select! {
                 o = self.network.read() => {
                     let packet = o?;
+                    // PATCH(platform): read the whole batch into a queue of
+                    // its own and check it against the ACL; only a batch
+                    // read without error and allowed whole reaches the
+                    // buffer the router drains. Appended first, a batch
+                    // that failed mid-read (a malformed header after a
+                    // forbidden PUBLISH) left unchecked packets there for
+                    // a DeviceData still queued to deliver. A read error or
+                    // a refusal discards the whole batch and disconnects.
+                    // (readv's limit now bounds a batch, not the buffer.)
+                    self.batch.clear();
+                    self.batch.push_back(packet);
+                    self.network.readv(&mut self.batch)?;
+                    if let Some(what) = self.refused(self.batch.iter()) {
+                        self.batch.clear();
+                        return Err(Error::NotAuthorized(what));
+                    }
                     let len = {
                         let mut buffer = self.link_tx.buffer();
-                        // PATCH(platform): check what was just read against
-                        // the ACL; a refusal drops it and disconnects.
-                        let start = buffer.len();
-                        buffer.push_back(packet);
-                        self.network.readv(&mut buffer)?;
-                        if let Some(what) = self.refused(buffer.range(start..)) {
-                            buffer.truncate(start);
-                            return Err(Error::NotAuthorized(what));
-                        }
+                        buffer.extend(self.batch.drain(..));
                         buffer.len()
                     };
 
@@ -214,12 +246,43 @@ impl<P: Protocol> RemoteLink<P> {
     }
 }
 
+/// PATCH(platform): an admitted CONNECT. Dropping it (when the
+/// connection ends, however it ends) calls the disconnect hook, once.
+pub struct Admitted {
+    hook: Option<(DisconnectHandler, String, String)>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((hook, client_id, username)) = self.hook.take() {
+            hook(&client_id, &username);
+        }
+    }
+}
+
+/// PATCH(platform): writes a CONNACK refusing the CONNECT with `code`; the
+/// caller then closes the connection.
+async fn refuse<P: Protocol>(
+    network: &mut Network<P>,
+    code: ConnectReturnCode,
+) -> Result<(), Error> {
+    let ack = ConnAck {
+        session_present: false,
+        code,
+    };
+    network.write(Packet::ConnAck(ack, None)).await?;
+    Ok(())
+}
+
 /// Read MQTT connect packet from network and verify it.
 /// authentication and checks are done here.
+/// PATCH(platform): a refusal by auth or by the ACL (of the last will)
+/// is written as a CONNACK; the [`Admitted`] returned with the packet
+/// lives as long as the connection.
 pub async fn mqtt_connect<P>(
     config: Arc<ConnectionSettings>,
     network: &mut Network<P>,
-) -> Result<Packet, Error>
+) -> Result<(Packet, Admitted), Error>
 where
     P: Protocol,
 {
@@ -240,15 +303,37 @@ where
 
     Span::current().record("client_id", &connect.client_id);
 
-    handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+    // PATCH(platform): a refusal is answered with its CONNACK code.
+    if let Err(e) = handle_auth(config.clone(), login.as_ref(), &connect.client_id).await {
+        if let Error::ConnectRefused(code) = e {
+            refuse(network, code).await?;
+        }
+        return Err(e);
+    }
+    let username = login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
+    // PATCH(platform): admitted from here on, whatever happens next.
+    let admitted = Admitted {
+        hook: config
+            .on_disconnect
+            .clone()
+            .map(|hook| (hook, connect.client_id.clone(), username.to_owned())),
+    };
 
     // PATCH(platform): a last will the client may not publish itself
-    // refuses the CONNECT.
+    // refuses the CONNECT (CONNACK 5).
     if let (Some(acl), Packet::Connect(_, _, Some(will), _, _)) = (&config.acl, &packet) {
-        let username = login.as_ref().map(|l| l.username.as_str()).unwrap_or("");
-        let topic = std::str::from_utf8(&will.topic).unwrap_or("");
-        if !acl(&connect.client_id, username, topic, AclAction::Publish) {
-            return Err(Error::NotAuthorized(format!("last will on {topic:?}")));
+        let request = AclRequest {
+            action: AclAction::Publish,
+            topic: std::str::from_utf8(&will.topic).unwrap_or(""),
+            payload: &will.message,
+            retain: will.retain,
+        };
+        if !acl(&connect.client_id, username, &request) {
+            refuse(network, ConnectReturnCode::NotAuthorized).await?;
+            return Err(Error::NotAuthorized(format!(
+                "last will on {:?}",
+                request.topic
+            )));
         }
     }
 
@@ -274,7 +359,8 @@ where
     }
 
     // Ok((connect, props, lastwill, lastwill_props))
-    Ok(packet)
+    // PATCH(platform): with the connection's Admitted.
+    Ok((packet, admitted))
 }
 
 async fn handle_auth(
@@ -286,28 +372,26 @@ async fn handle_auth(
         return Ok(());
     }
 
+    // PATCH(platform): the external handler decides about a CONNECT with
+    // or without a login, and its verdict is the CONNACK's code; static
+    // auth's refusals are CONNACK 4 (upstream: no CONNACK at all).
+    let bad_login = Error::ConnectRefused(ConnectReturnCode::BadUserNamePassword);
+    if let Some(auth) = &config.external_auth {
+        let login = login.map(|l| (l.username.clone(), l.password.clone()));
+        return match auth(client_id.to_owned(), login).await.refusal() {
+            None => Ok(()),
+            Some(code) => Err(Error::ConnectRefused(code)),
+        };
+    }
+
     // if authentication is configured and connect packet doesn't have login details
     // return an error
     let Some(login) = login else {
-        return Err(Error::InvalidAuth);
+        return Err(bad_login);
     };
 
     let username = &login.username;
     let password = &login.password;
-
-    if let Some(auth) = &config.external_auth {
-        if !auth(
-            client_id.to_owned(),
-            username.to_owned(),
-            password.to_owned(),
-        )
-        .await
-        {
-            return Err(Error::InvalidAuth);
-        }
-
-        return Ok(());
-    }
 
     if let Some(pairs) = &config.auth {
         if let Some(stored_password) = pairs.get(username) {
@@ -316,10 +400,12 @@ async fn handle_auth(
             }
         }
 
-        return Err(Error::InvalidAuth);
+        // PATCH(platform): CONNACK 4 (upstream: InvalidAuth, no CONNACK).
+        return Err(bad_login);
     }
 
-    Err(Error::InvalidAuth)
+    // PATCH(platform): as above.
+    Err(bad_login)
 }
 
 #[cfg(test)]
@@ -338,8 +424,10 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
-            // PATCH(platform): the field the ACL added; these tests use none.
+            // PATCH(platform): the fields the ACL and the disconnect hook
+            // added; these tests use neither.
             acl: None,
+            on_disconnect: None,
         }
     }
 
@@ -423,6 +511,56 @@ mod tests {
 
         let r = handle_auth(Arc::new(cfg), Some(&login), "").await;
         assert!(r.is_err());
+    }
+
+    // PATCH(platform): the verdict handler is asked without a login too,
+    // and its refusal carries its code.
+    #[tokio::test]
+    async fn a_verdict_handler_decides_with_or_without_a_login() {
+        use crate::protocol::ConnectReturnCode;
+        use crate::AuthVerdict;
+        let mut cfg = config();
+        cfg.set_auth_verdict_handler(
+            |client_id: String, login: Option<(String, String)>| async move {
+                match (client_id.as_str(), login) {
+                    ("anonymous", None) => AuthVerdict::Accept,
+                    (_, None) => AuthVerdict::NotAuthorized,
+                    ("bad/id", Some(_)) => AuthVerdict::IdentifierRejected,
+                    (_, Some((_, password))) if password == "p" => AuthVerdict::Accept,
+                    (_, Some(_)) => AuthVerdict::BadUserNamePassword,
+                }
+            },
+        );
+        let cfg = Arc::new(cfg);
+        let code = |r: Result<(), super::Error>| match r {
+            Ok(()) => None,
+            Err(super::Error::ConnectRefused(code)) => Some(code),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            code(handle_auth(cfg.clone(), None, "anonymous").await),
+            None
+        );
+        assert_eq!(
+            code(handle_auth(cfg.clone(), None, "c").await),
+            Some(ConnectReturnCode::NotAuthorized)
+        );
+        assert_eq!(
+            code(handle_auth(cfg.clone(), Some(&login()), "c").await),
+            None
+        );
+        assert_eq!(
+            code(handle_auth(cfg.clone(), Some(&login()), "bad/id").await),
+            Some(ConnectReturnCode::ClientIdentifierNotValid)
+        );
+        let wrong = Login {
+            password: "x".to_owned(),
+            ..login()
+        };
+        assert_eq!(
+            code(handle_auth(cfg, Some(&wrong), "c").await),
+            Some(ConnectReturnCode::BadUserNamePassword)
+        );
     }
 
     #[tokio::test]

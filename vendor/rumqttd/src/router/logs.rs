@@ -1,6 +1,7 @@
 use super::Ack;
 use slab::Slab;
-use tracing::{info, trace};
+// PATCH(platform): warn and debug, for the retained store's limits.
+use tracing::{debug, info, trace, warn};
 
 use crate::protocol::{
     matches, ConnAck, ConnAckProperties, PingResp, PubAck, PubComp, PubRec, PubRel, Publish,
@@ -56,6 +57,12 @@ pub fn detach(publish: &mut Publish) {
     publish.payload = both.slice(topic_len..);
 }
 
+/// PATCH(platform): what a retained message costs the retained store: its
+/// topic twice (the map's key and the message's own) and its payload.
+fn retained_size(topic: &str, publish: &Publish) -> usize {
+    topic.len() + publish.topic.len() + publish.payload.len()
+}
+
 // TODO: remove this from here
 impl Storage for PublishData {
     // TODO: calculate size of publish properties as well!
@@ -81,6 +88,12 @@ pub struct DataLog {
     /// Map of subscription filter name to filter index
     filter_indexes: HashMap<Filter, FilterIdx>,
     retained_publishes: HashMap<Topic, PublishData>,
+    /// PATCH(platform): the bytes `retained_publishes` holds (see
+    /// `retained_size`), for `RouterConfig::max_retained_bytes`.
+    retained_bytes: usize,
+    /// PATCH(platform): a full retained store was reported; reported
+    /// again only after it had room.
+    retained_full_reported: bool,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
     /// PATCH(platform): the filters with `+` or `#`. A topic can match
@@ -123,6 +136,9 @@ impl DataLog {
             publish_filters,
             filter_indexes,
             retained_publishes,
+            // PATCH(platform): see DataLog::retained_bytes.
+            retained_bytes: 0,
+            retained_full_reported: false,
             // PATCH(platform): see DataLog::wildcard_filters.
             wildcard_filters,
         })
@@ -351,18 +367,65 @@ impl DataLog {
         self.publish_filters.remove(filter);
     }
 
+    /// PATCH(platform): a message that would take the store over
+    /// `max_retained_count` or `max_retained_bytes` is not retained (it is
+    /// still delivered), and the older one on its topic is dropped, so
+    /// that a new subscriber never gets a message older than the last one
+    /// retained there. Upstream kept every retained topic forever.
     pub fn insert_to_retained_publishes(
         &mut self,
         publish: Publish,
         publish_properties: Option<PublishProperties>,
         topic: Topic,
     ) {
+        let size = retained_size(&topic, &publish);
+        let old = self
+            .retained_publishes
+            .get(&topic)
+            .map(|p| retained_size(&topic, &p.publish));
+        let count = self.retained_publishes.len() + usize::from(old.is_none());
+        let bytes = self.retained_bytes - old.unwrap_or(0) + size;
+        let over_count = self
+            .config
+            .max_retained_count
+            .is_some_and(|max| count > max);
+        let over_bytes = self
+            .config
+            .max_retained_bytes
+            .is_some_and(|max| bytes > max);
+        if over_count || over_bytes {
+            if self.retained_full_reported {
+                debug!(topic, "retained store full: not retained");
+            } else {
+                self.retained_full_reported = true;
+                warn!(
+                    topic,
+                    retained = self.retained_publishes.len(),
+                    retained_bytes = self.retained_bytes,
+                    max_retained_count = self.config.max_retained_count,
+                    max_retained_bytes = self.config.max_retained_bytes,
+                    "retained store full: a retained message was delivered but not retained"
+                );
+            }
+            self.remove_from_retained_publishes(topic);
+            return;
+        }
         let pub_with_props = (publish, publish_properties);
         self.retained_publishes.insert(topic, pub_with_props.into());
+        self.retained_bytes = bytes;
     }
 
     pub fn remove_from_retained_publishes(&mut self, topic: Topic) {
-        self.retained_publishes.remove(&topic);
+        // PATCH(platform): keeps DataLog::retained_bytes.
+        if let Some(p) = self.retained_publishes.remove(&topic) {
+            self.retained_bytes -= retained_size(&topic, &p.publish);
+            self.retained_full_reported = false;
+        }
+    }
+
+    /// PATCH(platform): how many retained messages are kept.
+    pub fn retained_count(&self) -> usize {
+        self.retained_publishes.len()
     }
 
     pub fn read_retained_messages(&mut self, filter: &str) -> Vec<PubWithProp> {
@@ -370,7 +433,9 @@ impl DataLog {
         let now = Instant::now();
 
         // discard expired retained messages
-        self.retained_publishes.retain(|_, pubdata| {
+        // PATCH(platform): keeping DataLog::retained_bytes.
+        let mut expired = 0;
+        self.retained_publishes.retain(|topic, pubdata| {
             // Keep data if no properties exists, which implies no message expiry!
             let Some(properties) = pubdata.properties.as_mut() else {
                 return true;
@@ -390,10 +455,18 @@ impl DataLog {
                 // set message_expiry_interval to (original value - time spent waiting in server)
                 // ref: https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901112
                 *message_expiry_interval -= time_spent;
+            } else {
+                // PATCH(platform): see above.
+                expired += retained_size(topic, &pubdata.publish);
             }
 
             is_valid
         });
+        // PATCH(platform): see above.
+        if expired > 0 {
+            self.retained_bytes -= expired;
+            self.retained_full_reported = false;
+        }
 
         // no need to include timestamp when returning
         self.retained_publishes
@@ -541,6 +614,52 @@ mod test {
 
     // PATCH(platform)
     #[test]
+    fn the_retained_store_keeps_to_its_limits() {
+        let config = RouterConfig {
+            max_segment_size: 1024,
+            max_connections: 10,
+            max_segment_count: 10,
+            max_outgoing_packet_count: 1024,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Strategy::RoundRobin,
+            max_retained_count: Some(3),
+            max_retained_bytes: Some(100),
+        };
+        let mut data = DataLog::new(config).unwrap();
+        let retain = |data: &mut DataLog, topic: &str, payload: &[u8]| {
+            let publish = Publish::new(
+                Bytes::copy_from_slice(topic.as_bytes()),
+                Bytes::copy_from_slice(payload),
+                true,
+            );
+            data.insert_to_retained_publishes(publish, None, topic.to_owned());
+        };
+        for t in ["a/1", "a/2", "a/3"] {
+            retain(&mut data, t, b"x");
+        }
+        assert_eq!(data.retained_count(), 3);
+        // A fourth topic is over the count; replacing one is not.
+        retain(&mut data, "a/4", b"x");
+        assert_eq!(data.retained_count(), 3);
+        assert!(data.read_retained_messages("a/4").is_empty());
+        retain(&mut data, "a/1", b"y");
+        assert_eq!(data.read_retained_messages("a/1")[0].0.payload, &b"y"[..]);
+        // Over the bytes: not retained, and the older message is dropped.
+        retain(&mut data, "a/2", &[0; 100]);
+        assert_eq!(data.retained_count(), 2);
+        assert!(data.read_retained_messages("a/2").is_empty());
+        // Removing makes room again, and the byte count follows.
+        data.remove_from_retained_publishes("a/1".to_owned());
+        data.remove_from_retained_publishes("a/3".to_owned());
+        assert_eq!(data.retained_bytes, 0);
+        retain(&mut data, "b", &[0; 98]);
+        assert_eq!(data.retained_bytes, 100);
+        assert_eq!(data.retained_count(), 1);
+    }
+
+    // PATCH(platform)
+    #[test]
     fn a_stored_publish_keeps_no_part_of_the_read_buffer() {
         let read = Bytes::from(b"device/a/presence{\"online\":true} and more".to_vec());
         let mut publish = Publish::new(read.slice(..17), read.slice(17..32), false);
@@ -562,6 +681,9 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            // PATCH(platform): the retained store's limits; none here.
+            max_retained_count: None,
+            max_retained_bytes: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -582,6 +704,9 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            // PATCH(platform): the retained store's limits; none here.
+            max_retained_count: None,
+            max_retained_bytes: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");

@@ -1251,7 +1251,11 @@ fn append_to_commitlog(
         }
     }
 
-    if publish.payload.is_empty() {
+    // PATCH(platform): only a retained empty message clears the retained
+    // one (MQTT 3.1.1 3.3.1.3); upstream cleared it on any empty PUBLISH,
+    // so a client the ACL lets publish but not retain could still clear
+    // what an admin retained.
+    if publish.retain && publish.payload.is_empty() {
         datalog.remove_from_retained_publishes(topic.to_owned());
     } else if publish.retain {
         datalog.insert_to_retained_publishes(publish.clone(), properties.clone(), topic.to_owned());
@@ -1325,7 +1329,11 @@ fn append_will_message(
         }
     }
 
-    if publish.payload.is_empty() {
+    // PATCH(platform): only a retained empty message clears the retained
+    // one (MQTT 3.1.1 3.3.1.3); upstream cleared it on any empty PUBLISH,
+    // so a client the ACL lets publish but not retain could still clear
+    // what an admin retained.
+    if publish.retain && publish.payload.is_empty() {
         datalog.remove_from_retained_publishes(topic.to_owned());
     } else if publish.retain {
         datalog.insert_to_retained_publishes(publish.clone(), properties.clone(), topic.to_owned());

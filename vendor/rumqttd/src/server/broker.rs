@@ -520,7 +520,9 @@ async fn remote<P: Protocol>(
     // PATCH(platform): the topic ACL, for the link.
     let acl = config.acl.clone();
 
-    let connect_packet = match mqtt_connect(config, &mut network).await {
+    // PATCH(platform): `admitted` calls the disconnect hook when dropped:
+    // on every return below, or once the link has ended.
+    let (connect_packet, admitted) = match mqtt_connect(config, &mut network).await {
         Ok(p) => p,
         Err(e) => {
             error!(error=?e, "Error while handling MQTT connect packet");
@@ -635,6 +637,8 @@ async fn remote<P: Protocol>(
 
     // this is important to stop the connection
     drop(link);
+    // PATCH(platform): the link has ended: the disconnect hook.
+    drop(admitted);
 
     let publish_will = match tokio::time::timeout(
         Duration::from_secs(will_delay_interval as u64),
