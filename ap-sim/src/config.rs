@@ -24,7 +24,9 @@ pub struct ApConfig {
     pub confirm_timeout: Duration,
     /// How long to wait for the verifier's answer.
     pub verify_timeout: Duration,
+    /// `ap.ID` by default: each AP logs in as itself.
     pub username: String,
+    /// Its own credential, made when it was registered.
     pub password: String,
     /// Secure mode: the platform's public key, which signs the verifier's
     /// answers. None: walkthrough mode (plaintext pass_tmp and password).
@@ -37,14 +39,15 @@ impl ApConfig {
         ap_id: impl Into<String>,
         networks: Vec<Network>,
     ) -> Self {
+        let ap_id = ap_id.into();
         ApConfig {
             broker: broker.into(),
-            ap_id: ap_id.into(),
+            username: protocol::logins::ap_login(&ap_id),
+            ap_id,
             networks,
             auto_confirm: false,
             confirm_timeout: Duration::from_secs(60),
             verify_timeout: Duration::from_secs(5),
-            username: "ap".into(),
             password: String::new(),
             platform_key: None,
         }

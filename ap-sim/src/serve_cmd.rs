@@ -47,20 +47,35 @@ pub async fn run(opts: Options, specs: Vec<ApSpec>) -> Result<(), ap_sim::ApErro
             field: "platform key",
             reason,
         })?;
-    let password = opts
-        .connect
-        .password_for("ap")
-        .map_err(|reason| ap_sim::ApError::Invalid {
+    if specs.len() > 1 && (opts.connect.password_given() || opts.connect.username.is_some()) {
+        return Err(ap_sim::ApError::Invalid {
             field: "password file",
-            reason,
-        })?;
+            reason: "each AP of an --aps file logs in as itself, with its own credential \
+                     (data/credentials/ap/ID.token): --username, --mqtt-password and \
+                     --password-file are for a single AP"
+                .into(),
+        });
+    }
     let mut aps = Vec::with_capacity(specs.len());
     for spec in specs {
+        let own_credential = protocol::layout::ap_token_file(
+            std::path::Path::new(cli::DEFAULT_CREDENTIALS_DIR),
+            &spec.id,
+        );
+        let password = opts
+            .connect
+            .password_or(&own_credential)
+            .map_err(|reason| ap_sim::ApError::Invalid {
+                field: "password file",
+                reason,
+            })?;
         let mut config = ApConfig::new(&opts.connect.broker, &spec.id, vec![spec.network]);
         config.auto_confirm = opts.auto_confirm;
         config.confirm_timeout = Duration::from_secs(opts.confirm_timeout);
-        config.username = opts.connect.username_or("ap");
-        config.password = password.clone();
+        if let Some(username) = &opts.connect.username {
+            config.username = username.clone();
+        }
+        config.password = password;
         config.platform_key = platform_key;
         let ssid = config.networks[0].ssid.clone();
         match ap_sim::start(config, shutdown.clone()).await {

@@ -95,6 +95,28 @@ async fn enroll(dir: &Path, broker: &str, uuid: &str, pass_tmp: &str) {
     admin.close().await;
 }
 
+/// Registers AP `ap_id` for `ssid`, as `verifier ap add` does; its new
+/// credential.
+async fn register_ap(dir: &Path, broker: &str, ap_id: &str, ssid: &str) -> String {
+    let credential = protocol::crypto::random_b64(24);
+    let opts = BusOptions::new(broker, format!("ap-sim-test-{ap_id}"))
+        .unwrap()
+        .with_credentials("admin", token(dir, "admin"));
+    let admin = AdminClient::connect(opts, Duration::from_secs(10))
+        .await
+        .unwrap();
+    admin
+        .request(AdminOp::ApRegister {
+            ap_id: ap_id.into(),
+            ssids: vec![ssid.into()],
+            credential_sha256: protocol::crypto::sha256_hex(&credential),
+        })
+        .await
+        .unwrap();
+    admin.close().await;
+    credential
+}
+
 async fn onboard(
     dir: &Path,
     broker: &str,
@@ -119,12 +141,24 @@ async fn one_process_serves_two_aps_with_their_own_networks() {
     let broker = platform.broker_addr().to_string();
     let file = write(dir.path(), "aps.toml", TWO_APS);
 
+    // Secure mode, the default: each AP is registered, and logs in as
+    // itself with its own credential, found where an admin wrote it
+    // (`verifier ap add --out data/credentials/ap/ID.token`, from the
+    // directory ap-sim runs in).
+    let run_dir = dir.path().join("run");
+    for (id, ssid) in [("cli-ap-1", "factory-a"), ("cli-ap-2", "factory-b")] {
+        let credential = register_ap(dir.path(), &broker, id, ssid).await;
+        let file = protocol::layout::ap_token_file(
+            &run_dir.join(protocol::layout::DEFAULT_CREDENTIALS_DIR),
+            id,
+        );
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, credential).unwrap();
+    }
     let mut child = Command::new(AP_SIM)
+        .current_dir(&run_dir)
         .args(["--aps", &file, "--auto-confirm", "--broker", &broker])
-        // Secure mode, the default: the AP logs in with the role's token
-        // and checks the verifier's signature with the platform's key.
-        .arg("--password-file")
-        .arg(dir.path().join("credentials/ap.token"))
+        // The verifier's signature is checked with the platform's key.
         .arg("--platform-key-file")
         .arg(dir.path().join("platform.key.pub"))
         .env("RUST_LOG", "warn")

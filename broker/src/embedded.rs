@@ -372,9 +372,12 @@ mod tests {
     /// Every device login is right.
     struct AnyDevice;
 
-    impl crate::security::DeviceDirectory for AnyDevice {
+    impl crate::security::Directory for AnyDevice {
         fn login_ok(&self, _uuid: &protocol::DeviceUuid, _password: &str) -> bool {
             true
+        }
+        fn ap(&self, _ap_id: &str) -> Option<verifier::ApRecord> {
+            None
         }
     }
 
@@ -385,7 +388,7 @@ mod tests {
             "admin".to_owned(),
             (Role::Admin, protocol::crypto::sha256_hex("token")),
         )]);
-        let auth = Arc::new(PlatformAuth::new(Mode::Secure, users));
+        let auth = Arc::new(PlatformAuth::new(Mode::Secure, users, Arc::default()));
         let settings = BrokerSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..BrokerSettings::default()
@@ -401,8 +404,8 @@ mod tests {
         let device = std::thread::spawn(move || open(addr, &connect(&id, Some((&id, "x")), 30)).1);
         std::thread::sleep(Duration::from_millis(300));
         assert!(!device.is_finished(), "answered before the verifier served");
-        let devices: Arc<dyn crate::security::DeviceDirectory> = Arc::new(AnyDevice);
-        auth.set_devices(&devices);
+        let directory: Arc<dyn crate::security::Directory> = Arc::new(AnyDevice);
+        auth.set_directory(&directory);
         assert_eq!(device.join().unwrap(), Some(0));
     }
 

@@ -50,10 +50,13 @@ enum Command {
         /// Where devices connect.
         #[arg(long)]
         listen: std::net::SocketAddr,
-        /// The "host:port" devices are told; default: --listen.
+        /// The "host:port" devices are told; default: --listen. In secure
+        /// mode the registry uses the address the gateway was registered
+        /// with (`registry gateway add`), not this.
         #[arg(long)]
         advertise: Option<String>,
-        /// Relative share of devices under the hashed policy.
+        /// Relative share of devices under the hashed policy (walkthrough
+        /// mode; in secure mode, the registered weight).
         #[arg(long, default_value_t = 1)]
         weight: u32,
         /// The platform broker.
@@ -67,16 +70,14 @@ enum Command {
         /// assignment it signed.
         #[arg(long, env = "PLATFORM_KEY_FILE", default_value = cli::DEFAULT_KEY_FILE)]
         platform_key_file: PathBuf,
-        /// The MQTT username on the platform broker.
-        #[arg(long, default_value = "gateway")]
-        username: String,
-        /// The gateway role's password file on the platform.
-        #[arg(
-            long,
-            env = "PLATFORM_PASSWORD_FILE",
-            default_value = protocol::layout::DEFAULT_GATEWAY_TOKEN_FILE
-        )]
-        password_file: PathBuf,
+        /// The MQTT username on the platform broker [default: gateway.ID].
+        #[arg(long)]
+        username: Option<String>,
+        /// The gateway's own credential, made when it was registered
+        /// (`registry gateway add --id ID --address ADDR --out FILE`)
+        /// [default: data/credentials/gateway/ID.token].
+        #[arg(long, env = "PLATFORM_PASSWORD_FILE")]
+        password_file: Option<PathBuf>,
         /// For a platform in walkthrough mode: admit any assigned device
         /// without a signed assignment, log in without a password.
         #[arg(long)]
@@ -121,6 +122,13 @@ fn main() -> ExitCode {
         walkthrough,
     }) = cli.command
     {
+        let username = username.unwrap_or_else(|| protocol::logins::gateway_login(&id));
+        let password_file = password_file.unwrap_or_else(|| {
+            protocol::layout::gateway_token_file(
+                std::path::Path::new(cli::DEFAULT_CREDENTIALS_DIR),
+                &id,
+            )
+        });
         let security = if walkthrough {
             broker::gateway::GatewaySecurity {
                 login: (username, String::new()),
@@ -130,7 +138,7 @@ fn main() -> ExitCode {
             let read = |path: &PathBuf| {
                 std::fs::read_to_string(path)
                     .map(|t| t.trim().to_owned())
-                    .map_err(|e| format!("cannot read {}: {e} (the platform writes it under its --data-dir; or pass --walkthrough for a walkthrough-mode platform)", path.display()))
+                    .map_err(|e| format!("cannot read {}: {e} (the platform writes its key under its --data-dir, and `registry gateway add --out FILE` the gateway's credential; or pass --walkthrough for a walkthrough-mode platform)", path.display()))
             };
             let key = read(&platform_key_file).and_then(|hex| {
                 protocol::crypto::PlatformPublicKey::from_hex(&hex)

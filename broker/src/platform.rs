@@ -95,6 +95,7 @@ impl Platform {
         };
         let sec = &config.security;
         let secure = sec.mode == Mode::Secure;
+        let gateway_logins = Arc::new(registry::GatewayLogins::default());
         let (auth, signing_key) = if secure {
             let key_path = data_dir.join(&sec.signing_key_file);
             let key = security::load_or_create_key(&key_path)?;
@@ -107,7 +108,7 @@ impl Platform {
             );
             (
                 Arc::new(
-                    PlatformAuth::new(Mode::Secure, users)
+                    PlatformAuth::new(Mode::Secure, users, gateway_logins.clone())
                         .with_lockout(sec.max_failures, Duration::from_secs(sec.lockout_secs)),
                 ),
                 Some(Arc::new(key)),
@@ -115,7 +116,11 @@ impl Platform {
         } else {
             warn!("walkthrough mode: any client may connect and read every topic, and pass_tmp and Wi-Fi passwords travel in plaintext; never use it on a real network");
             (
-                Arc::new(PlatformAuth::new(Mode::Walkthrough, Default::default())),
+                Arc::new(PlatformAuth::new(
+                    Mode::Walkthrough,
+                    Default::default(),
+                    gateway_logins.clone(),
+                )),
                 None,
             )
         };
@@ -154,8 +159,8 @@ impl Platform {
             }
             let worker =
                 verifier::start(vc, shutdown.child_token(), Some(Duration::from_secs(10))).await?;
-            let devices: Arc<dyn security::DeviceDirectory> = worker.store();
-            auth.set_devices(&devices);
+            let directory: Arc<dyn security::Directory> = worker.store();
+            auth.set_directory(&directory);
             workers.spawn(
                 async move { ("verifier", worker.join().await.map_err(PlatformError::from)) },
             );
@@ -171,7 +176,6 @@ impl Platform {
                 gateway_sections.push(section);
             }
         }
-        let gateway_logins = Arc::new(registry::GatewayLogins::default());
         if config.registry.enabled && !opts.broker_only {
             let mut rc = RegistryConfig::new(broker.addr().to_string(), data_dir.join("registry"));
             rc.registration_required = secure;

@@ -31,8 +31,9 @@ pub struct ConnectArgs {
         hide_env_values = true
     )]
     pub mqtt_password: String,
-    /// Read the MQTT password from FILE [default: data/credentials/ROLE.token,
-    /// written by the platform on first start, when it exists].
+    /// Read the MQTT password from FILE [default: the identity's credential
+    /// file under data/credentials/ when it exists: admin.token for the
+    /// admin CLIs, ap/ID.token for an AP].
     #[arg(
         long,
         global = true,
@@ -72,21 +73,35 @@ impl ConnectArgs {
     /// `--password-file`, else the platform's bootstrap token for the role
     /// if it is where the default data dir puts it, else empty.
     pub fn password_for(&self, role: &str) -> Result<String, String> {
+        self.password_or(&layout::token_file(
+            Path::new(DEFAULT_CREDENTIALS_DIR),
+            role,
+        ))
+    }
+
+    /// The password to present: `--mqtt-password`, else the
+    /// `--password-file`, else what `default_file` holds if it exists (the
+    /// platform's or an admin's credential file, where the default data
+    /// dir keeps it), else empty.
+    pub fn password_or(&self, default_file: &Path) -> Result<String, String> {
         if !self.mqtt_password.is_empty() {
             return Ok(self.mqtt_password.clone());
         }
         let (path, required) = match &self.password_file {
             Some(p) => (p.clone(), true),
-            None => (
-                layout::token_file(Path::new(DEFAULT_CREDENTIALS_DIR), role),
-                false,
-            ),
+            None => (default_file.to_owned(), false),
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(text.trim().to_owned()),
             Err(e) if required => Err(format!("cannot read {}: {e}", path.display())),
             Err(_) => Ok(String::new()),
         }
+    }
+
+    /// Whether a password was given on the command line or in the
+    /// environment, rather than left to a default file.
+    pub fn password_given(&self) -> bool {
+        !self.mqtt_password.is_empty() || self.password_file.is_some()
     }
 
     /// The platform's public key, or None in walkthrough mode.

@@ -1,6 +1,7 @@
 //! Where the platform keeps, in its data dir, the files its clients read:
-//! the public half of its signing key, and one bootstrap credential per
-//! role. The platform writes them on first start; the CLIs, simulators,
+//! the public half of its signing key, the bootstrap admin's credential,
+//! and each AP's and gateway's own. The platform writes them on first start
+//! (an admin CLI the credentials it registers); the CLIs, simulators,
 //! tests and benchmarks find them by default. The names are spelled here
 //! once, so that the writer and its readers cannot drift apart. Paths
 //! only: nothing here touches the file system.
@@ -19,8 +20,6 @@ pub const CREDENTIALS_DIR: &str = "credentials";
 pub const DEFAULT_PUBLIC_KEY_FILE: &str = "data/platform.key.pub";
 /// The bootstrap credentials of a platform with the default data dir.
 pub const DEFAULT_CREDENTIALS_DIR: &str = "data/credentials";
-/// The gateway role's bootstrap credential, with the default data dir.
-pub const DEFAULT_GATEWAY_TOKEN_FILE: &str = "data/credentials/gateway.token";
 
 /// The bootstrap credentials' folder of the platform on `data_dir`.
 pub fn credentials_dir(data_dir: &Path) -> PathBuf {
@@ -75,8 +74,16 @@ mod tests {
         assert_eq!(credentials_dir(&data), Path::new(DEFAULT_CREDENTIALS_DIR));
         assert_eq!(public_key_file(&data), Path::new(DEFAULT_PUBLIC_KEY_FILE));
         assert_eq!(
-            token_file(Path::new(DEFAULT_CREDENTIALS_DIR), "gateway"),
-            Path::new(DEFAULT_GATEWAY_TOKEN_FILE)
+            token_file(Path::new(DEFAULT_CREDENTIALS_DIR), "admin"),
+            Path::new("data/credentials/admin.token")
+        );
+        assert_eq!(
+            ap_token_file(Path::new(DEFAULT_CREDENTIALS_DIR), "ap-1"),
+            Path::new("data/credentials/ap/ap-1.token")
+        );
+        assert_eq!(
+            gateway_token_file(Path::new(DEFAULT_CREDENTIALS_DIR), "gw-3"),
+            Path::new("data/credentials/gateway/gw-3.token")
         );
         assert_eq!(
             public_key_path(Path::new("/k/platform.key")),

@@ -17,6 +17,7 @@ pub mod decode;
 pub mod gateway;
 pub mod ids;
 pub mod layout;
+pub mod logins;
 pub mod onboarding;
 pub mod registry_admin;
 pub mod topics;

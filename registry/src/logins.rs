@@ -22,7 +22,9 @@ impl GatewayLogins {
         self.read().get(gateway_id).cloned()
     }
 
-    pub(crate) fn set(&self, gateway_id: &str, credential_sha256: Option<&str>) {
+    /// Records (or, with None, forgets) how `gateway_id` logs in. The
+    /// registry calls it as it registers and removes gateways.
+    pub fn set(&self, gateway_id: &str, credential_sha256: Option<&str>) {
         let mut map = self.write();
         match credential_sha256 {
             Some(hash) => map.insert(gateway_id.to_owned(), hash.to_owned()),

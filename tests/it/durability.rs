@@ -259,9 +259,8 @@ impl Platform {
     /// `broker gateway --id ID` as its own process, pointed at the platform.
     async fn spawn_gateway(&mut self, id: &str) {
         let listen = format!("127.0.0.1:{}", free_port());
-        self.register_gateway(id, &listen).await;
+        let password = self.register_gateway(id, &listen).await;
         let addr = self.addr();
-        let password = self.token_file("gateway");
         let key = self.key_file();
         let mut gw = spawn_broker_proc(
             self.dir.path(),
@@ -285,9 +284,12 @@ impl Platform {
     }
 
     /// Registers gateway `id` at `address`, as an admin does before
-    /// starting it: the registry believes only registered gateways.
-    async fn register_gateway(&self, id: &str, address: &str) {
+    /// starting it (the registry believes only registered gateways), and
+    /// writes its credential where `broker gateway` reads it; the file.
+    async fn register_gateway(&self, id: &str, address: &str) -> PathBuf {
         let credential = protocol::crypto::random_b64(24);
+        let file = layout::gateway_token_file(&layout::credentials_dir(&self.data()), id);
+        storage::write_secret(&file, &format!("{credential}\n")).unwrap();
         let registry = self.registry().await;
         registry
             .request(RegistryOp::GatewayRegister {
@@ -299,6 +301,7 @@ impl Platform {
             .await
             .unwrap();
         registry.close().await;
+        file
     }
 
     fn gateway(&mut self, id: &str) -> &mut Proc {
@@ -355,9 +358,13 @@ impl Platform {
             }],
         );
         config.auto_confirm = true;
-        let login = self.login("ap");
-        config.username = login.role.into();
-        config.password = login.password;
+        // The platform's bootstrap AP: ap-1 serving home-wifi, its own
+        // credential in the data dir.
+        let credential = layout::ap_token_file(&layout::credentials_dir(&self.data()), "ap-1");
+        config.password = std::fs::read_to_string(&credential)
+            .unwrap_or_else(|e| panic!("{}: {e}", credential.display()))
+            .trim()
+            .to_owned();
         config.platform_key = Some(self.platform_key());
         ap_sim::start(config, stop.clone()).await.unwrap()
     }

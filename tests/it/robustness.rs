@@ -367,24 +367,42 @@ impl Legit {
         }
     }
 
-    /// Secure mode: the AP role, with the token the platform created in
-    /// its data dir, on an AP's confirm topic (which the ACL lets an AP
-    /// both publish and subscribe to).
-    fn secure_ap(p: &TestPlatform) -> Self {
-        let token = std::fs::read_to_string(p.dir.path().join("credentials").join("ap.token"))
-            .expect("secure mode writes the AP role's token");
+    /// Secure mode, even with the broker alone: the bootstrap admin, on an
+    /// AP's confirm topic.
+    fn secure_admin(p: &TestPlatform) -> Self {
         Legit {
             client_id: None,
-            login: Some(("ap".into(), token.trim().to_owned())),
-            topic: topics::ap_confirm(&unique_id("ap")),
+            login: Some(("admin".into(), p.token("admin"))),
+            topic: topics::ap_confirm("ap-1"),
         }
     }
 
+    /// Secure mode: the bootstrap AP `ap-1`, with the credential the
+    /// platform created in its data dir, on its own confirm topic (which
+    /// the ACL lets an AP both publish and subscribe to).
+    fn secure_ap(p: &TestPlatform) -> Self {
+        let token = p.token("ap/ap-1");
+        assert!(
+            !token.is_empty(),
+            "secure mode writes the bootstrap AP's credential"
+        );
+        Legit {
+            client_id: None,
+            login: Some((protocol::logins::ap_login("ap-1"), token)),
+            topic: topics::ap_confirm("ap-1"),
+        }
+    }
+
+    /// Options as `client_id`, which for an AP is a named session of its
+    /// identity (its client ids must belong to its username).
     fn options(&self, p: &TestPlatform, client_id: String) -> bus::BusOptions {
-        let opts = bus::BusOptions::new(&p.broker(), client_id).unwrap();
         match &self.login {
-            Some((user, password)) => opts.with_credentials(user, password),
-            None => opts,
+            Some((user, password)) => {
+                bus::BusOptions::new(&p.broker(), format!("{user}.{client_id}"))
+                    .unwrap()
+                    .with_credentials(user, password)
+            }
+            None => bus::BusOptions::new(&p.broker(), client_id).unwrap(),
         }
     }
 }
@@ -869,7 +887,7 @@ async fn t8_secure_mode_login_floods_do_not_brick_the_listener() {
     let mut config = secure_test_config();
     config.platform.max_connections = MAX;
     let p = TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
-    let legit = Legit::secure_ap(&p);
+    let legit = Legit::secure_admin(&p);
     let (user, token) = legit.login.clone().unwrap();
     let addr = p.addr;
     tokio::task::spawn_blocking(move || {
@@ -979,7 +997,8 @@ async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
     const ROUNDS: usize = 40;
     let config = secure_test_config();
     let batch = config.platform.max_inflight;
-    let p = TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
+    // With its verifier, which keeps the APs an AP logs in as.
+    let p = TestPlatform::start_config(config, broker::StartOptions::default()).await;
     let legit = Legit::secure_ap(&p);
     let (user, token) = legit.login.clone().unwrap();
     let forbidden = [
@@ -993,7 +1012,7 @@ async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
     let attack_topics = forbidden.clone();
     tokio::task::spawn_blocking(move || {
         for round in 0..ROUNDS {
-            let id = format!("ap-race-{round}");
+            let id = format!("{user}.race-{round}");
             let mut s = open_session(
                 addr,
                 &Connect {
@@ -1003,7 +1022,7 @@ async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
                 },
             )
             .unwrap_or_else(|| panic!("round {round}: the AP login was refused"));
-            let allowed = topics::ap_confirm(&id);
+            let allowed = topics::ap_confirm("ap-1");
             let mut bytes = Vec::new();
             for i in 0..batch {
                 bytes.extend(publish_qos0(&allowed, format!("ok {i}").as_bytes(), false));
@@ -1083,7 +1102,7 @@ async fn each_refusal_is_answered_with_its_connack_code() {
         let ap = Connect {
             username: Some(&user),
             password: Some(token.as_bytes()),
-            ..Connect::v4("ap-codes")
+            ..Connect::v4("ap.ap-1.codes")
         };
         for (what, connect, answer) in [
             ("the AP's login", ap, CONNACK_ACCEPTED),
@@ -1200,17 +1219,12 @@ async fn retained_before_sentinel(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_an_admin_may_retain_on_the_platform() {
-    let p = TestPlatform::start_config(
-        secure_test_config(),
-        broker::StartOptions { broker_only: true },
-    )
-    .await;
+    let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
     let legit = Legit::secure_ap(&p);
     let (user, token) = legit.login.clone().unwrap();
-    let ap_id = unique_id("ap-retain");
-    let topic = topics::ap_confirm(&ap_id);
+    let topic = topics::ap_confirm("ap-1");
     let addr = p.addr;
-    let (t, id) = (topic.clone(), ap_id.clone());
+    let (t, id) = (topic.clone(), format!("{user}.retain"));
     tokio::task::spawn_blocking(move || {
         let ap = Connect {
             username: Some(&user),
@@ -1252,7 +1266,7 @@ async fn only_an_admin_may_retain_on_the_platform() {
     assert!(kept.is_empty(), "kept for the AP: {kept:?}");
 
     // An admin's retained message is kept and given to new subscribers.
-    let admin_topic = topics::ap_prompt(&ap_id);
+    let admin_topic = topics::ap_prompt("ap-1");
     let mut admin = admin_session(&p, &unique_id("admin-retain"));
     admin
         .write_all(&publish_qos0(&admin_topic, b"retained by an admin", true))

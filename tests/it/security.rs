@@ -103,8 +103,19 @@ async fn t1_no_or_wrong_credentials_are_refused_by_platform_and_gateway() {
     for (id, user, pass, why) in [
         ("c1", "admin", "", "admin without password"),
         ("c2", "admin", "wrong", "admin with a wrong password"),
-        ("c3", "ap", "wrong", "ap with a wrong password"),
-        ("c4", "gateway", "", "gateway without password"),
+        (
+            "ap.ap-1",
+            "ap.ap-1",
+            "wrong",
+            "an AP with a wrong credential",
+        ),
+        (
+            "gateway.gw-1",
+            "gateway.gw-1",
+            "",
+            "a gateway without a credential",
+        ),
+        ("ap.ap-9", "ap.ap-9", "x", "an AP nobody registered"),
         ("c5", "nobody", "x", "unknown user"),
         (UUID_A, UUID_A, "wrong", "device with a wrong login"),
         (UUID_B, UUID_B, &login, "a device that is not enrolled"),
@@ -114,8 +125,9 @@ async fn t1_no_or_wrong_credentials_are_refused_by_platform_and_gateway() {
     }
     let (ok, _bus, _inbox) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
     assert!(ok.is_ok(), "the enrolled device was refused: {ok:?}");
-    let (ok, _b, _i) = try_connect(opts(&p, "ap.x", "ap", &p.token("ap")), &[]).await;
-    assert!(ok.is_ok(), "the AP role was refused: {ok:?}");
+    let ap = protocol::logins::ap_login("ap-1");
+    let (ok, _b, _i) = try_connect(opts(&p, &ap, &ap, &p.token("ap/ap-1")), &[]).await;
+    assert!(ok.is_ok(), "the registered AP was refused: {ok:?}");
 
     // The gateway: no assignment, someone else's, another gateway's, forged.
     let mut dev = p.home_secure(UUID_A, "pass-a-123");
@@ -182,8 +194,19 @@ async fn t2_sniffers_capture_no_secret_while_1000_devices_onboard_and_move() {
     let d0 = sniffer_identity;
     let login = protocol::crypto::device_login(&d0.uuid, &d0.pass_tmp);
     let (_, dev_sniffer, _i1) = try_connect(opts(&p, &d0.uuid, &d0.uuid, &login), &["#"]).await;
-    let (_, ap_sniffer, _i2) =
-        try_connect(opts(&p, "ap.sniffer", "ap", &p.token("ap")), &["#"]).await;
+    let ap = protocol::logins::ap_login("ap-1");
+    let (_, ap_sniffer, _i2) = try_connect(
+        opts(&p, &format!("{ap}.sniffer"), &ap, &p.token("ap/ap-1")),
+        &["#"],
+    )
+    .await;
+    let gw_credential = p.register_gateway("gw-sniffer", "127.0.0.1:9").await;
+    let gw = protocol::logins::gateway_login("gw-sniffer");
+    let (_, gw_sniffer, _i3) = try_connect(opts(&p, &gw, &gw, &gw_credential), &["#"]).await;
+    assert!(
+        cut_off(&gw_sniffer, 5).await,
+        "a gateway was let subscribe to #"
+    );
     assert!(
         cut_off(&dev_sniffer, 5).await,
         "a device was let subscribe to #"
@@ -193,7 +216,7 @@ async fn t2_sniffers_capture_no_secret_while_1000_devices_onboard_and_move() {
         "an AP was let subscribe to #"
     );
     // Stop them retrying (the device sniffer holds device 0's client id).
-    drop((_i1, _i2));
+    drop((_i1, _i2, _i3));
 
     // The strongest vantage point: the admin sees every message.
     let (ok, _admin_bus, mut all) =
@@ -660,10 +683,12 @@ async fn t6_non_admins_cannot_send_admin_requests() {
     let enroll =
         format!(r#"{{"request_id":"x2","op":"enroll","uuid":"{UUID_B}","pass_tmp":"mine-now"}}"#);
     let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let ap_credential = p.token("ap/ap-1");
+    let gw_credential = p.register_gateway("gw-evil", "127.0.0.1:9").await;
     for (id, user, pass) in [
         (UUID_A, UUID_A, login.as_str()),
-        ("ap.evil", "ap", &p.token("ap")),
-        ("gateway.evil", "gateway", &p.token("gateway")),
+        ("ap.ap-1.evil", "ap.ap-1", &ap_credential),
+        ("gateway.gw-evil", "gateway.gw-evil", &gw_credential),
     ] {
         for (topic, payload) in [
             (topics::REGISTRY_ADMIN_REQUEST, &remap),
@@ -711,7 +736,7 @@ async fn t7_nobody_connects_as_another_device() {
     assert!(r.is_err(), "B's login opened A's client id");
     let (r, _b, _i) = try_connect(opts(&p, UUID_A, "admin", &p.token("admin")), &[]).await;
     assert!(r.is_err(), "the admin took a device's client id");
-    let (r, _b, _i) = try_connect(opts(&p, UUID_A, "ap", &p.token("ap")), &[]).await;
+    let (r, _b, _i) = try_connect(opts(&p, UUID_A, "ap.ap-1", &p.token("ap/ap-1")), &[]).await;
     assert!(r.is_err(), "an AP took a device's client id");
     // On a gateway: B's signed assignment does not open A's client id.
     let mut dev_b = p.home_secure(UUID_B, "pass-b-123");

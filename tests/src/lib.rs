@@ -114,7 +114,8 @@ impl TestPlatform {
         client.close().await;
     }
 
-    /// Secure mode: a role's bootstrap password. Walkthrough: empty.
+    /// Secure mode: the bootstrap password of `role` (`admin`), or of the
+    /// bootstrap AP (`ap/ap-1`). Walkthrough: empty.
     pub fn token(&self, role: &str) -> String {
         std::fs::read_to_string(protocol::layout::token_file(
             &protocol::layout::credentials_dir(self.dir.path()),
@@ -217,18 +218,38 @@ impl TestPlatform {
             }],
         );
         config.auto_confirm = auto_confirm;
-        config.password = self.token("ap");
         config.platform_key = self.platform_key();
         config
     }
 
     /// Starts an AP; on a secure platform it is registered first, for the
     /// SSIDs of its config.
-    pub async fn start_ap(&self, config: ApConfig, shutdown: &CancellationToken) -> Ap {
+    pub async fn start_ap(&self, mut config: ApConfig, shutdown: &CancellationToken) -> Ap {
         if self.platform_key().is_some() {
-            self.register_ap(&config).await;
+            config.password = self.register_ap(&config).await;
         }
         ap_sim::start(config, shutdown.clone()).await.unwrap()
+    }
+
+    /// Registers gateway `id` at `address` with a new credential, as an
+    /// admin does before starting it; returns the credential.
+    pub async fn register_gateway(&self, id: &str, address: &str) -> String {
+        let credential = protocol::crypto::random_b64(24);
+        let registry =
+            RegistryClient::connect(self.admin_opts("register"), Duration::from_secs(10))
+                .await
+                .unwrap();
+        registry
+            .request(RegistryOp::GatewayRegister {
+                gateway_id: id.into(),
+                address: address.into(),
+                weight: 1,
+                credential_sha256: Some(protocol::crypto::sha256_hex(&credential)),
+            })
+            .await
+            .unwrap();
+        registry.close().await;
+        credential
     }
 
     /// Registers the AP of `config` for its SSIDs, with a new credential;

@@ -128,7 +128,27 @@ impl Platform {
                 "bench password",
                 "--auto-confirm",
             ]);
-            args.extend(p.client_args("ap", true)?);
+            if p.mode == Mode::Secure {
+                // Each AP is its own identity, registered for its SSIDs.
+                let credential = p.dir.path().join("ap-1.token");
+                let mut register = strings(&[
+                    "ap",
+                    "add",
+                    "--id",
+                    "ap-1",
+                    "--ssid",
+                    SSID,
+                    "--out",
+                    path_str(&credential)?,
+                    "--broker",
+                    &p.addr,
+                ]);
+                register.extend(p.client_args("admin", false)?);
+                run("verifier", &register)?;
+                args.extend(p.credential_args(&credential, true)?);
+            } else {
+                args.extend(p.client_args("ap", true)?);
+            }
             let mut ap = spawn(p.dir.path(), "ap", "ap-sim", &args)?;
             ap.wait_for("AP serving", STARTUP)?;
             p.ap = Some(ap);
@@ -180,10 +200,16 @@ impl Platform {
     /// `key`, to check the platform's signatures; `--walkthrough` in
     /// walkthrough mode.
     pub fn client_args(&self, role: &str, key: bool) -> Result<Vec<String>> {
+        self.credential_args(&self.token_file(role), key)
+    }
+
+    /// [`Platform::client_args`] with the password in `credential`: an
+    /// AP's or a gateway's own, made when it was registered.
+    pub fn credential_args(&self, credential: &Path, key: bool) -> Result<Vec<String>> {
         if self.mode == Mode::Walkthrough {
             return Ok(strings(&["--walkthrough"]));
         }
-        let mut args = strings(&["--password-file", path_str(&self.token_file(role))?]);
+        let mut args = strings(&["--password-file", path_str(credential)?]);
         if key {
             args.extend(strings(&[
                 "--platform-key-file",
@@ -247,7 +273,8 @@ impl Platform {
             "--max-connections",
             "19000",
         ]);
-        args.extend(self.client_args("gateway", true)?);
+        let credential = self.dir.path().join(format!("gateway-{id}.token"));
+        args.extend(self.credential_args(&credential, true)?);
         let mut gw = spawn(self.dir.path(), id, "broker", &args)?;
         gw.wait_for("gateway listening", STARTUP)?;
         self.gateways.push(gw);

@@ -2,14 +2,16 @@
 //! subscribe to (docs/SECURITY.md).
 //!
 //! Secure mode (the default):
-//! - **admin**, **ap** and **gateway** users log in with a password whose
-//!   SHA-256 is in the config (`[[security.users]]`), or, for a role with
-//!   no user configured, in `{data-dir}/credentials/{role}.token`, created
-//!   on first start;
-//! - a **device** logs in as itself: client id = username = its UUID, and
-//!   the password is [`protocol::crypto::device_login`] of its pass_tmp;
-//! - no role user may take a device's UUID as its client id;
-//! - the ACL confines each role to its topics, and every refusal is
+//! - **admins** log in with a password whose SHA-256 is in the config
+//!   (`[[security.users]]`), or, with none configured, the bootstrap
+//!   token in `{data-dir}/credentials/admin.token`, created on first start;
+//! - every **AP** and every **gateway** is its own identity, registered
+//!   with its own credential (stored hashed), and logs in as `ap.ID` or
+//!   `gateway.ID` ([`protocol::logins`]);
+//! - a **device** logs in as itself: client id = username = its UUID;
+//! - a client id belongs to its username, and nobody takes another
+//!   identity's;
+//! - the ACL binds each identity to its own topics, and every refusal is
 //!   audited (tracing target `audit`).
 //!
 //! Walkthrough mode admits any client with a username and allows every
@@ -20,7 +22,7 @@ mod platform_auth;
 mod secrets;
 mod settings;
 
-pub use platform_auth::{DeviceDirectory, PlatformAuth};
+pub use platform_auth::{Directory, PlatformAuth};
 pub use secrets::{
     bootstrap_aps, load_or_create_key, public_key_path, users_with_bootstrap, SecurityError,
 };

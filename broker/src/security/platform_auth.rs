@@ -1,26 +1,41 @@
-//! The platform broker's admission (who may connect) and its topic ACL
-//! (what each may publish and subscribe to), by role: admin, ap and
-//! gateway users by password; devices by their login, checked against the
-//! verifier's store, with the login lockout.
+//! The platform broker's admission: who may connect, as which identity.
+//!
+//! - an admin, by the password of a configured (or bootstrap) admin user;
+//! - AP `A`, as `ap.A`, by the credential it was registered with (the
+//!   verifier's store keeps its hash and its SSIDs);
+//! - gateway `G`, as `gateway.G`, by the credential it was registered with
+//!   (the registry keeps its hash: [`registry::GatewayLogins`]);
+//! - a device, as its UUID, checked against the verifier's store.
+//!
+//! A client id must belong to its username ([`logins::client_id_belongs`]),
+//! and nobody but its owner may take an identity's client id, so that no
+//! login can kick another identity off and fire its last will. What each
+//! may then publish and subscribe to is [`super::acl`].
 
-use super::acl;
+use super::acl::{self, Who};
 use super::settings::{Mode, Role, SecuritySection};
 use crate::admission::{AclRequest, Admission, Verdict};
 use protocol::crypto::{ct_eq, sha256_hex};
+use protocol::logins::{self, Login};
 use protocol::DeviceUuid;
+use registry::GatewayLogins;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tracing::{info, warn};
-use verifier::Lockout;
+use verifier::{ApRecord, Lockout};
 
-/// Checks a device's login; the verifier's store implements it.
-pub trait DeviceDirectory: Send + Sync + 'static {
+/// The identities the verifier keeps: enrolled devices and registered
+/// APs. The verifier's store implements it; the broker asks it on its own
+/// thread, so it answers synchronously.
+pub trait Directory: Send + Sync + 'static {
     /// Whether `password` is the login of enrolled device `uuid`.
     fn login_ok(&self, uuid: &DeviceUuid, password: &str) -> bool;
+    /// The registered AP `ap_id`.
+    fn ap(&self, ap_id: &str) -> Option<ApRecord>;
 }
 
-impl DeviceDirectory for verifier::Store {
+impl Directory for verifier::Store {
     fn login_ok(&self, uuid: &DeviceUuid, password: &str) -> bool {
         match self.get(uuid) {
             Ok(Some(e)) => ct_eq(
@@ -34,6 +49,13 @@ impl DeviceDirectory for verifier::Store {
             }
         }
     }
+
+    fn ap(&self, ap_id: &str) -> Option<ApRecord> {
+        verifier::Store::ap(self, ap_id).unwrap_or_else(|e| {
+            warn!(error = %e, ap_id, "cannot read the verifier store for an AP");
+            None
+        })
+    }
 }
 
 /// The platform broker's admission and ACL.
@@ -42,58 +64,175 @@ pub struct PlatformAuth {
     /// Failed device logins per UUID: a login is derived from pass_tmp, so
     /// it is a guessing oracle and gets the same lockout as onboarding.
     logins: Lockout,
-    users: HashMap<String, (Role, String)>,
-    /// Set once the verifier's store is open; devices are refused before
-    /// and after it. Weak: the broker thread outlives a stopped platform,
-    /// and must not keep the verifier's database open (and locked).
-    devices: OnceLock<Weak<dyn DeviceDirectory>>,
-    /// Fired when `devices` is set: a device login that arrived while the
+    /// Admin users: name -> SHA-256 of the password.
+    admins: HashMap<String, String>,
+    /// Set once the verifier's store is open; devices and APs are refused
+    /// before and after it. Weak: the broker thread outlives a stopped
+    /// platform, and must not keep the verifier's database open (and
+    /// locked).
+    directory: OnceLock<Weak<dyn Directory>>,
+    /// Fired when `directory` is set: a login that arrived while the
     /// platform was starting waits for it (see [`VERIFIER_GRACE`]).
-    devices_set: Arc<tokio::sync::Notify>,
+    directory_set: Arc<tokio::sync::Notify>,
+    /// The registered gateways' credentials, kept by the registry.
+    gateways: Arc<GatewayLogins>,
 }
 
-/// How long a device login that arrives before the verifier serves waits
-/// for it, instead of being refused: the broker listens before the
+/// How long a device or AP login that arrives before the verifier serves
+/// waits for it, instead of being refused: the broker listens before the
 /// verifier starts, and a device refused then would give up (a refusal is
 /// final to it) where the platform only needed a moment. A client gives
 /// up on its own after as long (bus: 5 s for the CONNACK).
 const VERIFIER_GRACE: Duration = Duration::from_secs(5);
 
-enum Who {
-    Role(Role),
-    Device,
-}
-
 impl PlatformAuth {
-    pub fn new(mode: Mode, users: HashMap<String, (Role, String)>) -> Self {
+    /// `users` are the admin users, name -> (role, SHA-256 of the
+    /// password); `gateways` the registry's record of gateway credentials.
+    pub fn new(
+        mode: Mode,
+        users: HashMap<String, (Role, String)>,
+        gateways: Arc<GatewayLogins>,
+    ) -> Self {
         let defaults = SecuritySection::default();
         PlatformAuth {
             mode,
             logins: Lockout::new(
                 defaults.max_failures,
-                std::time::Duration::from_secs(defaults.lockout_secs),
+                Duration::from_secs(defaults.lockout_secs),
             ),
-            users,
-            devices: OnceLock::new(),
-            devices_set: Arc::default(),
+            admins: users
+                .into_iter()
+                .map(|(name, (Role::Admin, hash))| (name, hash))
+                .collect(),
+            directory: OnceLock::new(),
+            directory_set: Arc::default(),
+            gateways,
         }
     }
 
     /// The lockout policy for device logins.
-    pub fn with_lockout(mut self, max_failures: u32, lockout: std::time::Duration) -> Self {
+    pub fn with_lockout(mut self, max_failures: u32, lockout: Duration) -> Self {
         self.logins = Lockout::new(max_failures, lockout);
         self
     }
 
-    pub fn set_devices(&self, devices: &Arc<dyn DeviceDirectory>) {
-        let _ = self.devices.set(Arc::downgrade(devices));
-        self.devices_set.notify_waiters();
+    pub fn set_directory(&self, directory: &Arc<dyn Directory>) {
+        let _ = self.directory.set(Arc::downgrade(directory));
+        self.directory_set.notify_waiters();
     }
 
-    fn who(&self, username: &str) -> Who {
-        match self.users.get(username) {
-            Some((role, _)) => Who::Role(*role),
-            None => Who::Device,
+    fn directory(&self) -> Option<Arc<dyn Directory>> {
+        self.directory.get().and_then(Weak::upgrade)
+    }
+
+    /// Who `username` is, for the ACL: the login was checked at CONNECT,
+    /// so the name alone says which identity's rules apply.
+    fn who<'a>(&self, username: &'a str) -> Who<'a> {
+        match Login::parse(username) {
+            Login::Named(name) if self.admins.contains_key(name) => Who::Admin,
+            Login::Ap(ap_id) => Who::Ap(ap_id),
+            Login::Gateway(gateway_id) => Who::Gateway(gateway_id),
+            Login::Device(uuid) => Who::Device(uuid),
+            Login::Onboarding | Login::Named(_) => Who::Nobody,
+        }
+    }
+
+    fn admit_secure(&self, client_id: &str, username: &str, password: &str) -> Result<(), Refusal> {
+        match Login::parse(username) {
+            Login::Named(name) => {
+                let Some(hash) = self.admins.get(name) else {
+                    return Err(Refusal::bad("unknown user"));
+                };
+                if !ct_eq(&sha256_hex(password), hash) {
+                    return Err(Refusal::bad("wrong password"));
+                }
+                if logins::reserved_client_id(client_id) {
+                    return Err(Refusal::policy(
+                        "an admin may not take a device's, an AP's, a gateway's or the platform's client id",
+                    ));
+                }
+                Ok(())
+            }
+            Login::Ap(ap_id) => {
+                let directory = self
+                    .directory()
+                    .ok_or(Refusal::policy("the verifier is not serving yet"))?;
+                let record = directory
+                    .ap(ap_id)
+                    .ok_or(Refusal::bad("no such AP is registered"))?;
+                if !ct_eq(&sha256_hex(password), &record.credential_sha256) {
+                    return Err(Refusal::bad("wrong AP credential"));
+                }
+                Self::own_client_id(username, client_id)
+            }
+            Login::Gateway(gateway_id) => {
+                let hash = self
+                    .gateways
+                    .credential_sha256(gateway_id)
+                    .ok_or(Refusal::bad("no such gateway is registered"))?;
+                if !ct_eq(&sha256_hex(password), &hash) {
+                    return Err(Refusal::bad("wrong gateway credential"));
+                }
+                Self::own_client_id(username, client_id)
+            }
+            Login::Device(_) => self.admit_device(client_id, username, password),
+            Login::Onboarding => Err(Refusal::bad("unknown user")),
+        }
+    }
+
+    fn own_client_id(username: &str, client_id: &str) -> Result<(), Refusal> {
+        if logins::client_id_belongs(username, client_id) {
+            Ok(())
+        } else {
+            Err(Refusal::policy(
+                "the client id must be the username, or the username and a session name",
+            ))
+        }
+    }
+
+    fn admit_device(&self, client_id: &str, username: &str, password: &str) -> Result<(), Refusal> {
+        let uuid = DeviceUuid::parse(username).map_err(|_| Refusal::bad("unknown user"))?;
+        if client_id != username {
+            return Err(Refusal::policy(
+                "a device must connect with its own id as client id",
+            ));
+        }
+        if self.logins.locked(uuid.key()).is_some() {
+            return Err(Refusal::policy("device locked out after failed logins"));
+        }
+        let directory = self
+            .directory()
+            .ok_or(Refusal::policy("the verifier is not serving yet"))?;
+        if directory.login_ok(&uuid, password) {
+            self.logins.clear(uuid.key());
+            Ok(())
+        } else {
+            self.logins.fail(uuid.key());
+            Err(Refusal::bad("wrong device login or not enrolled"))
+        }
+    }
+}
+
+/// Why a CONNECT is refused, and the CONNACK code that says so.
+struct Refusal {
+    verdict: Verdict,
+    reason: &'static str,
+}
+
+impl Refusal {
+    /// CONNACK 4: the login is wrong.
+    fn bad(reason: &'static str) -> Self {
+        Refusal {
+            verdict: Verdict::BadLogin,
+            reason,
+        }
+    }
+
+    /// CONNACK 5: a known identity refused by policy.
+    fn policy(reason: &'static str) -> Self {
+        Refusal {
+            verdict: Verdict::NotAuthorized,
+            reason,
         }
     }
 }
@@ -103,83 +242,49 @@ impl Admission for PlatformAuth {
         if self.mode == Mode::Walkthrough {
             return Verdict::Accept;
         }
-        let username = login.map_or("", |(username, _)| username);
-        let refuse = |verdict: Verdict, reason: &str| {
-            warn!(target: "audit", client_id, username, reason, "platform connect refused");
-            verdict
-        };
         let Some((username, password)) = login else {
-            return refuse(Verdict::NotAuthorized, "no login");
+            warn!(target: "audit", client_id, reason = "no login", "platform connect refused");
+            return Verdict::NotAuthorized;
         };
-        if let Some((role, hash)) = self.users.get(username) {
-            if !ct_eq(&sha256_hex(password), hash) {
-                return refuse(Verdict::BadLogin, "wrong password");
-            }
-            if DeviceUuid::parse(client_id).is_ok() {
-                return refuse(
-                    Verdict::NotAuthorized,
-                    "a role user may not use a device's id",
-                );
-            }
-            info!(target: "audit", client_id, username, role = role.name(), "connected");
-            return Verdict::Accept;
-        }
-        let Ok(uuid) = DeviceUuid::parse(username) else {
-            return refuse(Verdict::BadLogin, "unknown user");
-        };
-        if client_id != username {
-            return refuse(
-                Verdict::NotAuthorized,
-                "a device must connect with its own id as client id",
-            );
-        }
-        if self.logins.locked(uuid.key()).is_some() {
-            return refuse(
-                Verdict::NotAuthorized,
-                "device locked out after failed logins",
-            );
-        }
-        match self.devices.get().and_then(Weak::upgrade) {
-            Some(d) if d.login_ok(&uuid, password) => {
-                self.logins.clear(uuid.key());
+        match self.admit_secure(client_id, username, password) {
+            Ok(()) => {
+                info!(target: "audit", client_id, username, "connected");
                 Verdict::Accept
             }
-            Some(_) => {
-                self.logins.fail(uuid.key());
-                refuse(Verdict::BadLogin, "wrong device login or not enrolled")
+            Err(r) => {
+                warn!(target: "audit", client_id, username, reason = r.reason, "platform connect refused");
+                r.verdict
             }
-            None => refuse(Verdict::NotAuthorized, "the verifier is not serving yet"),
         }
     }
 
-    /// A device login waits for the verifier while it is not serving yet.
+    /// A device or AP login waits for the verifier while it is not serving
+    /// yet.
     fn grace(
         &self,
         _client_id: &str,
         login: Option<(&str, &str)>,
     ) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
-        let device = login.is_some_and(|(user, _)| {
-            !self.users.contains_key(user) && DeviceUuid::parse(user).is_ok()
-        });
-        (self.mode == Mode::Secure && device && self.devices.get().is_none())
-            .then(|| (VERIFIER_GRACE, self.devices_set.clone()))
+        let needs_verifier = login
+            .is_some_and(|(user, _)| matches!(Login::parse(user), Login::Device(_) | Login::Ap(_)));
+        (self.mode == Mode::Secure && needs_verifier && self.directory.get().is_none())
+            .then(|| (VERIFIER_GRACE, self.directory_set.clone()))
     }
 
-    /// A retained PUBLISH or last will is an admin's alone.
     fn allow(&self, client_id: &str, username: &str, request: &AclRequest) -> bool {
         if self.mode == Mode::Walkthrough {
             return true;
         }
-        let (topic, action, retain) = (request.topic, request.action, request.retain);
-        let ok = match self.who(username) {
-            Who::Role(Role::Admin) => true,
-            _ if retain => false,
-            Who::Role(Role::Ap) => acl::ap_may(topic, action),
-            Who::Role(Role::Gateway) => acl::gateway_may(topic, action),
-            Who::Device => acl::device_may(client_id, topic, action),
+        let who = self.who(username);
+        let ssids = |ap_id: &str| {
+            self.directory()
+                .and_then(|d| d.ap(ap_id))
+                .map(|r| r.ssids)
+                .unwrap_or_default()
         };
+        let ok = acl::may(&who, client_id, request, ssids);
         if !ok {
-            warn!(target: "audit", client_id, username, topic, ?action, retain, "refused by the platform ACL");
+            warn!(target: "audit", client_id, username, topic = request.topic, action = ?request.action, retain = request.retain, "refused by the platform ACL");
         }
         ok
     }
@@ -192,6 +297,20 @@ mod tests {
 
     const UUID: &str = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b";
 
+    struct Aps;
+    impl Directory for Aps {
+        fn login_ok(&self, _uuid: &DeviceUuid, _password: &str) -> bool {
+            false
+        }
+        fn ap(&self, ap_id: &str) -> Option<ApRecord> {
+            (ap_id == "ap-1").then(|| ApRecord {
+                ssids: vec!["home".into()],
+                credential_sha256: sha256_hex("ap-secret"),
+                registered_ms: 0,
+            })
+        }
+    }
+
     #[test]
     fn bootstrap_credentials_are_created_once_and_hashed() {
         let dir = tempfile::tempdir().unwrap();
@@ -201,7 +320,7 @@ mod tests {
         assert_eq!(users["admin"], (Role::Admin, sha256_hex(token.trim())));
         let again = users_with_bootstrap(&section, dir.path()).unwrap();
         assert_eq!(users, again);
-        let auth = PlatformAuth::new(Mode::Secure, users);
+        let auth = PlatformAuth::new(Mode::Secure, users, Arc::default());
         let token = token.trim();
         assert_eq!(auth.admit("cli-1", Some(("admin", token))), Verdict::Accept);
         assert_eq!(
@@ -220,7 +339,66 @@ mod tests {
             "no verifier yet"
         );
         assert_eq!(auth.admit("x", None), Verdict::NotAuthorized, "no login");
-        let walkthrough = PlatformAuth::new(Mode::Walkthrough, Default::default());
+        let walkthrough = PlatformAuth::new(Mode::Walkthrough, Default::default(), Arc::default());
         assert_eq!(walkthrough.admit("", None), Verdict::Accept);
+    }
+
+    #[test]
+    fn each_identity_logs_in_with_its_own_credential_and_client_ids() {
+        let gateways = Arc::new(GatewayLogins::default());
+        gateways.set("gw-1", Some(&sha256_hex("gw-secret")));
+        let users = HashMap::from([("admin".to_owned(), (Role::Admin, sha256_hex("a")))]);
+        let auth = PlatformAuth::new(Mode::Secure, users, gateways);
+        let aps: Arc<dyn Directory> = Arc::new(Aps);
+        auth.set_directory(&aps);
+
+        assert_eq!(
+            auth.admit("ap.ap-1", Some(("ap.ap-1", "ap-secret"))),
+            Verdict::Accept
+        );
+        assert_eq!(
+            auth.admit("ap.ap-1.phone", Some(("ap.ap-1", "ap-secret"))),
+            Verdict::Accept
+        );
+        assert_eq!(
+            auth.admit("ap.ap-1", Some(("ap.ap-1", "nope"))),
+            Verdict::BadLogin
+        );
+        assert_eq!(
+            auth.admit("ap.ap-2", Some(("ap.ap-2", "ap-secret"))),
+            Verdict::BadLogin
+        );
+        assert_eq!(
+            auth.admit("ap.ap-2", Some(("ap.ap-1", "ap-secret"))),
+            Verdict::NotAuthorized,
+            "another AP's client id"
+        );
+        assert_eq!(
+            auth.admit("gateway.gw-1", Some(("gateway.gw-1", "gw-secret"))),
+            Verdict::Accept
+        );
+        assert_eq!(
+            auth.admit("gateway.gw-1", Some(("gateway.gw-1", "x"))),
+            Verdict::BadLogin
+        );
+        assert_eq!(
+            auth.admit("gateway.gw-2", Some(("gateway.gw-2", "gw-secret"))),
+            Verdict::BadLogin
+        );
+        assert_eq!(
+            auth.admit("registry", Some(("gateway.gw-1", "gw-secret"))),
+            Verdict::NotAuthorized
+        );
+        for taken in ["registry", "verifier", "ap.ap-1", "gateway.gw-1", UUID] {
+            assert_eq!(
+                auth.admit(taken, Some(("admin", "a"))),
+                Verdict::NotAuthorized,
+                "an admin took {taken}"
+            );
+        }
+        assert_eq!(
+            auth.admit("admin-cli-1", Some(("admin", "a"))),
+            Verdict::Accept
+        );
     }
 }

@@ -99,9 +99,9 @@ pub fn bootstrap_aps(
     Ok(new)
 }
 
-/// The users of `section`, plus one bootstrap user per role that has
-/// none: `{role}` with the password in `{credentials}/{role}.token`,
-/// created on first start.
+/// The admin users of `section`, or if it has none, the bootstrap admin:
+/// `admin` with the password in `{credentials}/admin.token`, created on
+/// first start.
 pub fn users_with_bootstrap(
     section: &SecuritySection,
     credentials: &Path,
@@ -116,10 +116,8 @@ pub fn users_with_bootstrap(
             )
         })
         .collect();
-    for role in Role::ALL {
-        if users.values().any(|(r, _)| *r == role) {
-            continue;
-        }
+    if users.is_empty() {
+        let role = Role::Admin;
         let path = protocol::layout::token_file(credentials, role.name());
         let token = match std::fs::read_to_string(&path) {
             Ok(t) => t.trim().to_owned(),

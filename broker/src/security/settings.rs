@@ -1,7 +1,7 @@
 //! `[security]`: the mode, the role users and the limits, as the config
 //! file spells them, and their validation.
 
-use protocol::{DeviceUuid, Segment};
+use protocol::Segment;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -16,22 +16,20 @@ pub enum Mode {
     Walkthrough,
 }
 
+/// What a configured user may do. Only admins are configured: every AP and
+/// every gateway is its own identity, registered with its own credential
+/// (`verifier ap add`, `registry gateway add`), so that no credential is
+/// shared by a fleet of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
-    Ap,
-    Gateway,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Admin, Role::Ap, Role::Gateway];
-
     pub fn name(self) -> &'static str {
         match self {
             Role::Admin => "admin",
-            Role::Ap => "ap",
-            Role::Gateway => "gateway",
         }
     }
 }
@@ -103,10 +101,12 @@ impl SecuritySection {
                     "users[{i}].password_sha256 must be 64 hex digits (printf %s PASSWORD | sha256sum)"
                 ));
             }
-            if u.name.is_empty() || DeviceUuid::parse(&u.name).is_ok() {
+            if !matches!(protocol::logins::Login::parse(&u.name), protocol::logins::Login::Named(n) if !n.is_empty())
+            {
                 return Err(format!(
-                    "users[{i}].name {:?} must be non-empty and not a device UUID",
-                    u.name
+                    "users[{i}].name {:?} must be non-empty, not a device UUID, not \"{}\", and not start with \"ap.\" or \"gateway.\"",
+                    u.name,
+                    protocol::logins::ONBOARDING_USER
                 ));
             }
         }
