@@ -9,6 +9,7 @@ mod admin;
 mod durability;
 mod fleet;
 mod gateway;
+mod identities;
 mod metrics;
 mod mosquitto;
 mod onboarding;

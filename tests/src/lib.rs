@@ -397,3 +397,58 @@ pub async fn next_message(inbox: &mut mpsc::Receiver<Message>, secs: u64) -> Mes
         .expect("no message in time")
         .expect("inbox closed")
 }
+
+/// A client logged in as `username` with `password`, under `client_id`,
+/// subscribed to `filters`: what an attacker holding one identity's
+/// credential does. Dropping it closes the connection.
+pub struct Session {
+    pub bus: Bus,
+    pub inbox: mpsc::Receiver<Message>,
+    /// How the first attempt ended: Ok once subscribed, else the refusal.
+    pub ready: Result<(), String>,
+    stop: CancellationToken,
+}
+
+impl Session {
+    pub async fn open(
+        p: &TestPlatform,
+        client_id: &str,
+        username: &str,
+        password: &str,
+        filters: &[String],
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let opts = BusOptions::new(&p.broker(), client_id)
+            .unwrap()
+            .with_credentials(username, password);
+        let (bus, inbox) = Bus::connect(opts, filters.to_vec(), stop.clone());
+        let ready = bus
+            .ready_once(Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string());
+        Session {
+            bus,
+            inbox,
+            ready,
+            stop,
+        }
+    }
+
+    /// True if the broker closed the connection within `secs`: an ACL
+    /// refusal disconnects the client.
+    pub async fn cut_off(&self, secs: u64) -> bool {
+        let mut state = self.bus.watch_state();
+        tokio::time::timeout(
+            Duration::from_secs(secs),
+            state.wait_for(|s| !matches!(s, bus::LinkState::Ready)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
