@@ -6,6 +6,9 @@
 //! access response it prompts its own user and, on accept, "joins" (records
 //! the credentials). Then [`gateway::stay_homed`] keeps it on its gateway.
 //! The same functions serve one device or, later, each device of a fleet.
+//!
+//! A device has its own key ([`protocol::crypto::DeviceKey`]); in secure
+//! mode it logs in as [`login`] decides.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +19,7 @@ pub mod fleet;
 pub mod gateway;
 mod life;
 mod link;
+pub mod login;
 pub mod manifest;
 mod onboarding;
 pub mod report;
