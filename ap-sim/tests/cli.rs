@@ -77,22 +77,38 @@ fn platform_key(dir: &Path) -> protocol::crypto::PlatformPublicKey {
     protocol::crypto::PlatformPublicKey::from_hex(&hex).unwrap()
 }
 
-async fn enroll(dir: &Path, broker: &str, uuid: &str, pass_tmp: &str) {
-    let opts = BusOptions::new(broker, format!("ap-sim-test-{uuid}"))
-        .unwrap()
-        .with_credentials("admin", token(dir, "admin"));
+async fn admin(dir: &Path, broker: &str, op: AdminOp) {
+    let opts = BusOptions::new(
+        broker,
+        format!("ap-sim-test-{}", protocol::crypto::random_b64(6)),
+    )
+    .unwrap()
+    .with_credentials("admin", token(dir, "admin"));
     let admin = AdminClient::connect(opts, Duration::from_secs(10))
         .await
         .unwrap();
-    admin
-        .request(AdminOp::Enroll {
-            uuid: uuid.into(),
-            pass_tmp: pass_tmp.into(),
-            replace: false,
-        })
-        .await
-        .unwrap();
+    admin.request(op).await.unwrap();
     admin.close().await;
+}
+
+async fn enroll(dir: &Path, broker: &str, uuid: &str, pass_tmp: &str) {
+    let op = AdminOp::Enroll {
+        uuid: uuid.into(),
+        pass_tmp: pass_tmp.into(),
+        replace: false,
+    };
+    admin(dir, broker, op).await;
+}
+
+/// Registers an AP for one SSID: the verifier releases pass_tmp only to
+/// an AP registered for the device's SSID.
+async fn register_ap(dir: &Path, broker: &str, ap_id: &str, ssid: &str) {
+    let op = AdminOp::ApRegister {
+        ap_id: ap_id.into(),
+        ssids: vec![ssid.into()],
+        credential_sha256: protocol::crypto::sha256_hex(&protocol::crypto::random_b64(24)),
+    };
+    admin(dir, broker, op).await;
 }
 
 async fn onboard(
@@ -118,6 +134,8 @@ async fn one_process_serves_two_aps_with_their_own_networks() {
     let platform = platform(dir.path()).await;
     let broker = platform.broker_addr().to_string();
     let file = write(dir.path(), "aps.toml", TWO_APS);
+    register_ap(dir.path(), &broker, "cli-ap-1", "factory-a").await;
+    register_ap(dir.path(), &broker, "cli-ap-2", "factory-b").await;
 
     let mut child = Command::new(AP_SIM)
         .args(["--aps", &file, "--auto-confirm", "--broker", &broker])

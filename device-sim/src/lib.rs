@@ -7,8 +7,10 @@
 //! the credentials). Then [`gateway::stay_homed`] keeps it on its gateway.
 //! The same functions serve one device or, later, each device of a fleet.
 //!
-//! A device has its own key ([`protocol::crypto::DeviceKey`]); in secure
-//! mode it logs in as [`login`] decides.
+//! In secure mode the device sends SPAKE2's first message instead of
+//! pass_tmp, answers only a challenge that carries the platform's ticket
+//! for its request, registers its own key ([`protocol::crypto::DeviceKey`])
+//! in its proof, and logs in as [`login`] decides.
 
 #![forbid(unsafe_code)]
 

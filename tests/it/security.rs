@@ -513,15 +513,33 @@ async fn t4_an_ap_over_its_rate_is_throttled_and_its_devices_still_join() {
     let devices = manifest::generate(8, 41);
     import(&p, &devices).await;
 
-    // A burst of 8 verification requests from one AP id.
+    // A burst of 8 verification requests from one registered AP id, each
+    // for a request its device made (the verifier releases nothing else).
+    p.register_ap(&p.ap_config("ap-9", true)).await;
     let (ap, mut answers, _t) = p.client(&[topics::verify_response("ap-9")]).await;
     let ap_key = protocol::crypto::ApKey::generate().public_b64();
-    for (i, d) in devices.iter().enumerate() {
+    let mut tags = Vec::new();
+    for d in &devices {
+        let (_, msg) = protocol::crypto::DeviceHandshake::start(&d.uuid, SSID, &d.pass_tmp);
+        tags.push(protocol::crypto::handshake_tag(&msg));
+        let request = protocol::onboarding::AccessRequest {
+            uuid: d.uuid.clone(),
+            ssid: SSID.into(),
+            pass_tmp: String::new(),
+            spake2: Some(msg),
+        };
+        ap.publish_json(topics::access_request(SSID), &request)
+            .await
+            .unwrap();
+    }
+    for (i, (d, tag)) in devices.iter().zip(&tags).enumerate() {
         let ask = VerifyRequest {
             request_id: format!("burst-{i}"),
             ap_id: "ap-9".into(),
             uuid: d.uuid.clone(),
             ap_key: Some(ap_key.clone()),
+            ssid: Some(SSID.into()),
+            request: Some(tag.clone()),
         };
         ap.publish_json(topics::VERIFY_REQUEST, &ask).await.unwrap();
     }
@@ -598,9 +616,11 @@ async fn t5_replayed_requests_and_responses_yield_nothing() {
             response = Some(m.payload);
         }
     }
-    // The replayed request starts a session nobody can finish: the AP
-    // answers no password (no proof comes; `unavailable`, as for a proof
-    // lost in transit).
+    // The replayed request gets nothing: the verifier has released
+    // pass_tmp for that device request once already, so the AP gets
+    // `not_authorized` and starts no session at all. (Before the
+    // verifier kept its own memory of requests, it started a session
+    // nobody could finish: `unavailable`.)
     tokio::time::sleep(ap_sim::REPEAT_WINDOW).await;
     while ap.events.try_recv().is_ok() {}
     sniffer
@@ -616,7 +636,7 @@ async fn t5_replayed_requests_and_responses_yield_nothing() {
     })
     .await
     .unwrap();
-    assert_eq!(answered, Err(AccessErrorCode::Unavailable));
+    assert_eq!(answered, Err(AccessErrorCode::NotAuthorized));
     stop_auto.cancel();
     ap.join().await.unwrap();
 
@@ -888,9 +908,12 @@ async fn t3_forged_redirects_cost_at_most_one_query_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_proof_costs_a_new_handshake_not_the_device() {
     use protocol::crypto::{ap_handshake, handshake_tag, random_b64};
-    use protocol::onboarding::{wifi_seal_context, AccessChallenge, AccessProof, AccessRequest};
+    use protocol::onboarding::{
+        wifi_seal_context, AccessChallenge, AccessProof, AccessRequest, Ticket,
+    };
 
     let p = secure().await;
+    let platform = signing_key(&p);
     p.enroll(UUID_A, "pass-a-123").await;
     let (ap, mut inbox, _t) = p
         .client(&[topics::access_request(SSID), topics::access_proof(SSID)])
@@ -904,12 +927,24 @@ async fn a_lost_proof_costs_a_new_handshake_not_the_device() {
 
     let challenge = |msg: &str, session: &str| {
         let (keys, spake2) = ap_handshake(UUID_A, SSID, "pass-a-123", msg, session).unwrap();
+        let request = handshake_tag(msg);
+        // The hand-played AP's challenges carry the platform's ticket, as
+        // a real AP's do after a release.
+        let ticket = Ticket::issue(
+            &platform,
+            UUID_A,
+            SSID,
+            "ap-hand",
+            &request,
+            protocol::now_ms() + 60_000,
+        );
         let c = AccessChallenge {
             uuid: UUID_A.into(),
             ssid: SSID.into(),
-            request: handshake_tag(msg),
+            request,
             session: session.into(),
             spake2,
+            ticket: Some(ticket),
         };
         (keys, c)
     };
@@ -1024,6 +1059,14 @@ async fn a_retried_request_gets_its_open_challenge_again() {
         "a retry must get the same session, not a new one"
     );
     stop.cancel();
+}
+
+/// The platform's signing key, from its data dir: for tests that play the
+/// verifier's part by hand.
+fn signing_key(p: &TestPlatform) -> protocol::crypto::PlatformKey {
+    let seed =
+        std::fs::read_to_string(p.dir.path().join(protocol::layout::SIGNING_KEY_FILE)).unwrap();
+    protocol::crypto::PlatformKey::from_seed_hex(seed.trim()).unwrap()
 }
 
 /// The payload of the next message on a topic ending in `suffix`.
