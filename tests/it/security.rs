@@ -280,6 +280,34 @@ async fn t2_sniffers_capture_no_secret_while_1000_devices_onboard_and_move() {
         needles.push(d.pass_tmp.as_bytes().to_vec());
         needles.push(protocol::crypto::device_login(&d.uuid, &d.pass_tmp).into_bytes());
     }
+    // The proofs' enrollments hold a MAC keyed by pass_tmp: the platform
+    // opens each (so it is the real thing, vouched for by the device's
+    // pass_tmp), and the MAC itself is searched for like the rest.
+    let platform = signing_key(&p);
+    let pass_tmps: std::collections::HashMap<&str, &str> = devices
+        .iter()
+        .map(|d| (d.uuid.as_str(), d.pass_tmp.as_str()))
+        .collect();
+    let mut enrolled = std::collections::HashSet::new();
+    for m in captured
+        .iter()
+        .filter(|m| m.topic.ends_with("/access/proof"))
+    {
+        let proof: protocol::onboarding::AccessProof = protocol::decode(&m.payload).unwrap();
+        let request = proof.request.expect("a proof names its request");
+        let claim = platform
+            .open_enrollment(
+                &proof.enroll.expect("a proof enrolls"),
+                &proof.uuid,
+                &request,
+            )
+            .unwrap();
+        assert!(claim.vouched_by(pass_tmps[proof.uuid.as_str()], &proof.uuid, &request));
+        needles.push(claim.mac().to_vec());
+        needles.push(protocol::crypto::b64(&claim.mac()).into_bytes());
+        enrolled.insert(proof.uuid);
+    }
+    assert_eq!(enrolled.len(), N, "every device enrolled its key");
     let mut by_len: std::collections::HashMap<usize, std::collections::HashSet<&[u8]>> =
         Default::default();
     for n in &needles {
@@ -1082,4 +1110,605 @@ async fn next_on(inbox: &mut mpsc::Receiver<Message>, suffix: &str) -> Vec<u8> {
     tokio::time::timeout(Duration::from_secs(10), wait)
         .await
         .unwrap_or_else(|_| panic!("nothing on */{suffix} within 10 s"))
+}
+
+// ---------------------------------------------------------------------
+// The verifier releases pass_tmp only for a device's own request: the
+// attacks of the AP-credential harvest, each against the secure mode.
+// ---------------------------------------------------------------------
+
+/// A device's access request with a fresh handshake, and its tag.
+fn device_request(uuid: &str, pass_tmp: &str) -> (protocol::onboarding::AccessRequest, String) {
+    let (_, msg) = protocol::crypto::DeviceHandshake::start(uuid, SSID, pass_tmp);
+    let tag = protocol::crypto::handshake_tag(&msg);
+    let request = protocol::onboarding::AccessRequest {
+        uuid: uuid.into(),
+        ssid: SSID.into(),
+        pass_tmp: String::new(),
+        spake2: Some(msg),
+    };
+    (request, tag)
+}
+
+/// An AP's question for the device request `tag` of `uuid` on `ssid`.
+fn question(
+    request_id: &str,
+    ap_id: &str,
+    uuid: &str,
+    ssid: &str,
+    tag: &str,
+    ap_key: &str,
+) -> protocol::onboarding::VerifyRequest {
+    protocol::onboarding::VerifyRequest {
+        request_id: request_id.into(),
+        ap_id: ap_id.into(),
+        uuid: uuid.into(),
+        ap_key: Some(ap_key.into()),
+        ssid: Some(ssid.into()),
+        request: Some(tag.into()),
+    }
+}
+
+/// The verifier's answers on `inbox`, by request id, until all of `ids`
+/// are in.
+async fn answers_to(
+    inbox: &mut mpsc::Receiver<Message>,
+    ids: &[String],
+) -> std::collections::HashMap<String, VerifyOutcome> {
+    let mut out = std::collections::HashMap::new();
+    let wait = async {
+        while out.len() < ids.len() {
+            let m = inbox.recv().await.unwrap();
+            if let Ok(r) = protocol::decode::<VerifyResponse>(&m.payload) {
+                if ids.contains(&r.request_id) {
+                    out.insert(r.request_id, r.outcome);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{} of {} answers", out.len(), ids.len()));
+    out
+}
+
+fn code_of(outcome: &VerifyOutcome) -> Option<AccessErrorCode> {
+    match outcome {
+        VerifyOutcome::Failed { error } => Some(error.code),
+        _ => None,
+    }
+}
+
+/// The issue's attack: with an AP's credential, ask about every enrolled
+/// UUID (under a registered AP id and under fresh ones, each with the
+/// attacker's own key) and report `granted` after each. No device asked
+/// anything, so nothing is released: 0 of 20, where it used to be 20.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harvest_an_ap_cannot_get_pass_tmp_for_a_device_that_did_not_ask() {
+    let p = secure().await;
+    let devices = manifest::generate(20, 77);
+    import(&p, &devices).await;
+    p.register_ap(&p.ap_config("ap-harvest", true)).await;
+    let (ok, ap, mut inbox) = try_connect(
+        opts(&p, "ap.ap-harvest", "ap", &p.token("ap")),
+        &["ap/+/verify/response"],
+    )
+    .await;
+    ok.unwrap();
+    let attacker_key = protocol::crypto::ApKey::generate();
+    let mut ids = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        // Half under the registered id, half under made-up ones; a made-up
+        // handshake tag (no device made it).
+        let ap_id = if i % 2 == 0 {
+            "ap-harvest".to_owned()
+        } else {
+            format!("ap-fresh-{i}")
+        };
+        let (_, tag) = device_request(&d.uuid, "anything");
+        let id = format!("harvest-{i}");
+        ap.publish_json(
+            topics::VERIFY_REQUEST,
+            &question(&id, &ap_id, &d.uuid, SSID, &tag, &attacker_key.public_b64()),
+        )
+        .await
+        .unwrap();
+        let granted = protocol::onboarding::OutcomeReport {
+            uuid: d.uuid.clone(),
+            outcome: protocol::onboarding::AccessOutcome::Granted,
+            latency_ms: 1,
+        };
+        ap.publish_json(topics::ap_outcome(&ap_id), &granted)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let answers = answers_to(&mut inbox.0, &ids).await;
+    let released = answers
+        .values()
+        .filter(|o| matches!(o, VerifyOutcome::Sealed { .. }))
+        .count();
+    assert_eq!(released, 0, "pass_tmp released to a harvester");
+    for (id, outcome) in &answers {
+        assert_eq!(
+            code_of(outcome),
+            Some(AccessErrorCode::NotAuthorized),
+            "{id}: {outcome:?}"
+        );
+    }
+    // The real devices are unharmed: one joins through a real AP.
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let d = &devices[0];
+    let joined = onboard(p.device_config(&d.uuid, &d.pass_tmp, true))
+        .await
+        .unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    stop.cancel();
+}
+
+/// One request from the device itself releases pass_tmp once, to one AP
+/// (here two registered APs of its SSID race for it, one of them asking
+/// before the request even reached the verifier), with a ticket the
+/// device can check; asking again gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_request_releases_pass_tmp_once() {
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    for ap_id in ["ap-x", "ap-y"] {
+        p.register_ap(&p.ap_config(ap_id, true)).await;
+    }
+    let (ok, aps, mut inbox) = try_connect(
+        opts(&p, "ap.ap-x", "ap", &p.token("ap")),
+        &["ap/+/verify/response"],
+    )
+    .await;
+    ok.unwrap();
+    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let (ok, device, _d) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
+    ok.unwrap();
+    let key_x = protocol::crypto::ApKey::generate();
+    let key_y = protocol::crypto::ApKey::generate();
+    let (request, tag) = device_request(UUID_A, "pass-a-123");
+
+    // ap-x asks first: its question waits for the device's request.
+    aps.publish_json(
+        topics::VERIFY_REQUEST,
+        &question("x1", "ap-x", UUID_A, SSID, &tag, &key_x.public_b64()),
+    )
+    .await
+    .unwrap();
+    device
+        .publish_json(topics::access_request(SSID), &request)
+        .await
+        .unwrap();
+    let first = answers_to(&mut inbox.0, &["x1".into()]).await;
+    let VerifyOutcome::Sealed {
+        sealed_pass_tmp,
+        sig,
+        ticket,
+    } = &first["x1"]
+    else {
+        panic!("the device's own request released nothing: {first:?}");
+    };
+    let platform = p.platform_key().unwrap();
+    let opened = protocol::onboarding::open_verify_answer(
+        &platform,
+        &key_x,
+        "x1",
+        UUID_A,
+        "ap-x",
+        sealed_pass_tmp,
+        sig,
+    )
+    .unwrap();
+    assert_eq!(opened, "pass-a-123");
+    assert_eq!(ticket.ap_id, "ap-x");
+    ticket
+        .check(&platform, UUID_A, SSID, &tag, protocol::now_ms())
+        .unwrap();
+    assert!(ticket
+        .check(&platform, UUID_A, SSID, "other", protocol::now_ms())
+        .is_err());
+
+    // The same request again, from the other AP, from the same AP, and
+    // re-sent by the device in between: nothing more.
+    device
+        .publish_json(topics::access_request(SSID), &request)
+        .await
+        .unwrap();
+    for (id, ap_id, key) in [("y1", "ap-y", &key_y), ("x2", "ap-x", &key_x)] {
+        aps.publish_json(
+            topics::VERIFY_REQUEST,
+            &question(id, ap_id, UUID_A, SSID, &tag, &key.public_b64()),
+        )
+        .await
+        .unwrap();
+    }
+    let again = answers_to(&mut inbox.0, &["y1".into(), "x2".into()]).await;
+    for (id, outcome) in &again {
+        assert_eq!(
+            code_of(outcome),
+            Some(AccessErrorCode::NotAuthorized),
+            "{id}: {outcome:?}"
+        );
+    }
+    // A new request from the device is a new release.
+    let (request2, tag2) = device_request(UUID_A, "pass-a-123");
+    device
+        .publish_json(topics::access_request(SSID), &request2)
+        .await
+        .unwrap();
+    aps.publish_json(
+        topics::VERIFY_REQUEST,
+        &question("y2", "ap-y", UUID_A, SSID, &tag2, &key_y.public_b64()),
+    )
+    .await
+    .unwrap();
+    let third = answers_to(&mut inbox.0, &["y2".into()]).await;
+    assert!(
+        matches!(third["y2"], VerifyOutcome::Sealed { .. }),
+        "{third:?}"
+    );
+}
+
+/// An AP gets nothing for a device request on an SSID it is not
+/// registered for, nor for one it serves that the device did not ask,
+/// nor under an AP id nobody registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ap_not_serving_the_ssid_gets_nothing() {
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    let mut elsewhere = p.ap_config("ap-elsewhere", true);
+    elsewhere.networks[0].ssid = "other-wifi".into();
+    p.register_ap(&elsewhere).await;
+    p.register_ap(&p.ap_config("ap-here", true)).await;
+    let (ok, aps, mut inbox) = try_connect(
+        opts(&p, "ap.ap-elsewhere", "ap", &p.token("ap")),
+        &["ap/+/verify/response"],
+    )
+    .await;
+    ok.unwrap();
+    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let (ok, device, _d) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
+    ok.unwrap();
+    let (request, tag) = device_request(UUID_A, "pass-a-123");
+    device
+        .publish_json(topics::access_request(SSID), &request)
+        .await
+        .unwrap();
+    let key = protocol::crypto::ApKey::generate().public_b64();
+    let asks = [
+        ("e1", "ap-elsewhere", SSID),
+        ("e2", "ap-elsewhere", "other-wifi"),
+        ("e3", "ap-nobody", SSID),
+    ];
+    for (id, ap_id, ssid) in asks {
+        aps.publish_json(
+            topics::VERIFY_REQUEST,
+            &question(id, ap_id, UUID_A, ssid, &tag, &key),
+        )
+        .await
+        .unwrap();
+    }
+    let ids: Vec<String> = asks.iter().map(|(id, _, _)| id.to_string()).collect();
+    let answers = answers_to(&mut inbox.0, &ids).await;
+    for (id, outcome) in &answers {
+        assert_eq!(
+            code_of(outcome),
+            Some(AccessErrorCode::NotAuthorized),
+            "{id}: {outcome:?}"
+        );
+    }
+    // The request itself was good: an AP registered for its SSID gets it.
+    aps.publish_json(
+        topics::VERIFY_REQUEST,
+        &question("h1", "ap-here", UUID_A, SSID, &tag, &key),
+    )
+    .await
+    .unwrap();
+    let here = answers_to(&mut inbox.0, &["h1".into()]).await;
+    assert!(
+        matches!(here["h1"], VerifyOutcome::Sealed { .. }),
+        "{here:?}"
+    );
+}
+
+/// Outcome reports are metrics only: an attacker who has its guesses
+/// released and reports `granted` after each is still locked out after
+/// `max_failures` releases (it used to clear the count every time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_reports_clear_no_failures() {
+    let p = secure().await; // max_failures = 3
+    let stop = CancellationToken::new();
+    let mut ap_config = p.ap_config("ap-1", true);
+    // No proof ever comes for a guess: do not wait the default 5 s for it.
+    ap_config.verify_timeout = Duration::from_secs(2);
+    let _ap = p.start_ap(ap_config, &stop).await;
+    p.enroll(UUID_B, "pass-b-123").await;
+    let (attacker, mut answers, _t) = p.client(&[topics::access_response(UUID_B)]).await;
+    // Any AP may report for any AP id; this one reports for ap-1.
+    let (ok, reporter, _r) = try_connect(opts(&p, "ap.reporter", "ap", &p.token("ap")), &[]).await;
+    ok.unwrap();
+    let mut codes = Vec::new();
+    for guess in ["g1", "g2", "g3", "g4"] {
+        let (req, _) = device_request(UUID_B, guess);
+        attacker
+            .publish_json(topics::access_request(SSID), &req)
+            .await
+            .unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(15), answers.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match protocol::decode::<AccessResponse>(&m.payload).unwrap() {
+            AccessResponse::Denied(d) => codes.push(d.error.code),
+            AccessResponse::Granted(g) => panic!("granted to a guess: {g:?}"),
+        }
+        let granted = protocol::onboarding::OutcomeReport {
+            uuid: UUID_B.into(),
+            outcome: protocol::onboarding::AccessOutcome::Granted,
+            latency_ms: 1,
+        };
+        reporter
+            .publish_json(topics::ap_outcome("ap-1"), &granted)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        codes,
+        [
+            AccessErrorCode::Unavailable,
+            AccessErrorCode::Unavailable,
+            AccessErrorCode::Unavailable,
+            AccessErrorCode::TooManyAttempts
+        ]
+    );
+    stop.cancel();
+}
+
+/// A challenge that does not carry the platform's ticket for this
+/// device, SSID and handshake (none, another key's, another request's,
+/// another SSID's, an expired one) is ignored: the device keeps its
+/// handshake and answers the real one. The AP is played by hand; proofs
+/// arrive in the order the device sends them, so a proof for a forged
+/// challenge would come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_without_a_platform_ticket_is_not_spent() {
+    use protocol::crypto::{ap_handshake, handshake_tag, random_b64, PlatformKey};
+    use protocol::onboarding::{
+        wifi_seal_context, AccessChallenge, AccessProof, AccessRequest, Ticket,
+    };
+
+    let p = secure().await;
+    let platform = signing_key(&p);
+    p.enroll(UUID_A, "pass-a-123").await;
+    let (ap, mut inbox, _t) = p
+        .client(&[topics::access_request(SSID), topics::access_proof(SSID)])
+        .await;
+    let config = p.device_config(UUID_A, "pass-a-123", true);
+    let (tx, _events) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let device = tokio::spawn(async move { device_sim::onboard(&config, &tx, None, &token).await });
+
+    let first: AccessRequest = protocol::decode(&next_on(&mut inbox, "/request").await).unwrap();
+    let msg = first.spake2.unwrap();
+    let tag = handshake_tag(&msg);
+    let later = protocol::now_ms() + 60_000;
+    let stranger = PlatformKey::generate();
+    let tickets = [
+        None,
+        Some(Ticket::issue(&stranger, UUID_A, SSID, "ap-x", &tag, later)),
+        Some(Ticket::issue(
+            &platform, UUID_A, SSID, "ap-x", "b3RoZXI", later,
+        )),
+        Some(Ticket::issue(
+            &platform,
+            UUID_A,
+            "other-wifi",
+            "ap-x",
+            &tag,
+            later,
+        )),
+        Some(Ticket::issue(&platform, UUID_B, SSID, "ap-x", &tag, later)),
+        Some(Ticket::issue(
+            &platform,
+            UUID_A,
+            SSID,
+            "ap-x",
+            &tag,
+            protocol::now_ms() - 1,
+        )),
+    ];
+    // Each forged challenge is a real handshake keyed by the real
+    // pass_tmp: the worst case, an AP that has it but no ticket.
+    for ticket in tickets {
+        let (_, spake2) = ap_handshake(UUID_A, SSID, "pass-a-123", &msg, "c2Vzcw").unwrap();
+        let forged = AccessChallenge {
+            uuid: UUID_A.into(),
+            ssid: SSID.into(),
+            request: tag.clone(),
+            session: random_b64(16),
+            spake2,
+            ticket,
+        };
+        ap.publish_json(topics::access_challenge(UUID_A), &forged)
+            .await
+            .unwrap();
+    }
+    let session = random_b64(16);
+    let (keys, spake2) = ap_handshake(UUID_A, SSID, "pass-a-123", &msg, &session).unwrap();
+    let real = AccessChallenge {
+        uuid: UUID_A.into(),
+        ssid: SSID.into(),
+        request: tag.clone(),
+        session: session.clone(),
+        spake2,
+        ticket: Some(Ticket::issue(&platform, UUID_A, SSID, "ap-x", &tag, later)),
+    };
+    ap.publish_json(topics::access_challenge(UUID_A), &real)
+        .await
+        .unwrap();
+    let proof: AccessProof = protocol::decode(&next_on(&mut inbox, "/proof").await).unwrap();
+    assert_eq!(
+        proof.session, session,
+        "the device answered a forged challenge"
+    );
+    assert!(keys.check_device_proof(&proof.proof));
+    assert_eq!(proof.request.as_deref(), Some(tag.as_str()));
+    assert!(proof.enroll.is_some(), "no enrollment in the proof");
+    let granted = AccessGranted {
+        uuid: UUID_A.into(),
+        ssid: SSID.into(),
+        password: String::new(),
+        sealed: Some(keys.seal_password(WIFI_PASSWORD, &wifi_seal_context(UUID_A, SSID, &session))),
+        session: Some(session),
+    };
+    ap.publish_json(
+        topics::access_response(UUID_A),
+        &AccessResponse::Granted(granted),
+    )
+    .await
+    .unwrap();
+    let joined = tokio::time::timeout(Duration::from_secs(10), device)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    stop.cancel();
+}
+
+/// A device registers its own key in its proof, sealed to the platform
+/// and vouched for by pass_tmp. What the verifier does with what it
+/// receives: a proof for a request it never released registers nothing
+/// (even one vouched for by the right pass_tmp, as an AP that had been
+/// given pass_tmp could make); an AP may not publish a proof at all; the
+/// device's own proof registers its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_key_is_registered_from_the_proof_and_no_ap_can_inject_one() {
+    use protocol::crypto::{random_b64, seal_enrollment, DeviceKey};
+    use protocol::onboarding::AccessProof;
+
+    let p = secure().await;
+    let platform = signing_key(&p);
+    p.enroll(UUID_A, "pass-a-123").await;
+    let admin = p.admin().await;
+    let revoke = || AdminOp::RevokeKey {
+        uuid: UUID_A.into(),
+    };
+    let (sniffer, mut proofs, _t) = p.client(&[topics::access_proof(SSID)]).await;
+
+    // A proof the verifier never asked for, with a key vouched for by the
+    // real pass_tmp: nothing is registered.
+    let rogue = DeviceKey::generate();
+    let (_, tag) = device_request(UUID_A, "pass-a-123");
+    let injected = AccessProof {
+        uuid: UUID_A.into(),
+        session: random_b64(16),
+        proof: random_b64(32),
+        request: Some(tag.clone()),
+        enroll: Some(seal_enrollment(
+            &platform.public(),
+            &rogue,
+            UUID_A,
+            "pass-a-123",
+            &tag,
+        )),
+    };
+    sniffer
+        .publish_json(topics::access_proof(SSID), &injected)
+        .await
+        .unwrap();
+    // An AP may not publish on a device's proof topic at all.
+    let (ok, ap, injector) = try_connect(opts(&p, "ap.injector", "ap", &p.token("ap")), &[]).await;
+    ok.unwrap();
+    ap.publish_json(topics::access_proof(SSID), &injected)
+        .await
+        .unwrap();
+    assert!(cut_off(&ap, 5).await, "an AP may publish a device's proof");
+    drop(injector);
+    let _ = next_on(&mut proofs, "/proof").await; // the injected one
+    assert!(
+        admin.request(revoke()).await.is_err(),
+        "a key was registered from a proof nobody asked for"
+    );
+
+    // The device's own onboarding registers its own key.
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let config = p.device_config(UUID_A, "pass-a-123", true);
+    let own_key = config.device_key.public_hex();
+    let joined = onboard(config).await.unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    let sent: AccessProof = protocol::decode(&next_on(&mut proofs, "/proof").await).unwrap();
+    let request = sent.request.unwrap();
+    let claim = platform
+        .open_enrollment(&sent.enroll.unwrap(), UUID_A, &request)
+        .unwrap();
+    assert_eq!(claim.device_key_hex(), own_key);
+    assert!(claim.vouched_by("pass-a-123", UUID_A, &request));
+    // The verifier registers it on its own, flushed soon: poll for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match admin.request(revoke()).await {
+            Ok(_) => break,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the device's key was not registered: {e}"),
+        }
+    }
+    assert!(admin.request(revoke()).await.is_err(), "one key, revoked");
+    admin.close().await;
+    stop.cancel();
+}
+
+/// An enrollment that pass_tmp does not vouch for is a failed guess, on
+/// top of the release it answers. With `max_failures = 2`, one guess by
+/// a device that can log in (with a captured login, say) but does not
+/// know pass_tmp locks the UUID: the release alone would have left the
+/// real device its attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_blobs_with_a_wrong_pass_tmp_count_toward_the_lockout() {
+    let mut config = secure_test_config();
+    config.security.max_failures = 2;
+    let p = TestPlatform::start_config(config, broker::StartOptions::default()).await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    p.enroll(UUID_A, "pass-a-123").await;
+
+    // The guesser logs in as the device and onboards with its guess.
+    let mut guesser = p.device_config(UUID_A, "a-guess", true);
+    let mut link_config = guesser.link();
+    link_config.password = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let (tx, _e) = mpsc::unbounded_channel();
+    let mut link = device_sim::PlatformLink::open(&link_config, &stop)
+        .await
+        .unwrap();
+    guesser.answer_timeout = Duration::from_secs(10);
+    let guessed = device_sim::onboard_on(&mut link, &guesser, &tx, None, &stop).await;
+    assert!(
+        matches!(
+            guessed,
+            Err(device_sim::DeviceError::Refused {
+                code: AccessErrorCode::PassTmpMismatch,
+                ..
+            })
+        ),
+        "{guessed:?}"
+    );
+    drop(link);
+
+    // The real device is locked out now.
+    let mut real = p.device_config(UUID_A, "pass-a-123", true);
+    real.answer_timeout = Duration::from_secs(10);
+    match onboard(real).await {
+        Err(device_sim::DeviceError::Refused { code, .. }) => {
+            assert_eq!(code, AccessErrorCode::TooManyAttempts)
+        }
+        other => panic!("the guess did not count: {other:?}"),
+    }
+    stop.cancel();
 }
