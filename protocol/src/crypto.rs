@@ -131,6 +131,8 @@ fn canonical(domain: &str, fields: &[&[u8]]) -> Vec<u8> {
 pub struct PlatformKey {
     key: SigningKey,
     x25519: StaticSecret,
+    /// Its public half, kept: every open needs it.
+    x25519_public: XPublic,
 }
 
 impl std::fmt::Debug for PlatformKey {
@@ -145,7 +147,12 @@ impl PlatformKey {
         // The X25519 secret whose public half is the verifying key's
         // Montgomery form (ed25519-dalek's documented conversion).
         let x25519 = StaticSecret::from(key.to_scalar_bytes());
-        PlatformKey { key, x25519 }
+        let x25519_public = XPublic::from(&x25519);
+        PlatformKey {
+            key,
+            x25519,
+            x25519_public,
+        }
     }
 
     pub fn generate() -> Self {
@@ -184,6 +191,7 @@ impl PlatformKey {
         let sealed = unb64(sealed_b64, "the enrollment")?;
         let plain = open_from(
             &self.x25519,
+            &self.x25519_public,
             &sealed,
             &enroll_seal_context(uuid, request),
             SEAL_TO_PLATFORM,
@@ -419,9 +427,10 @@ fn seal_to(to: &XPublic, plaintext: &[u8], aad: &[u8], info: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Opens what [`seal_to`] sealed to `secret`'s public key.
+/// Opens what [`seal_to`] sealed to `secret`'s public key, `mine`.
 fn open_from(
     secret: &StaticSecret,
+    mine: &XPublic,
     sealed: &[u8],
     aad: &[u8],
     info: &[u8],
@@ -437,7 +446,6 @@ fn open_from(
     if !shared.was_contributory() {
         return Err(CryptoError::Open);
     }
-    let mine = XPublic::from(secret);
     let key = hkdf32(
         shared.as_bytes(),
         &[epk, mine.as_bytes().as_slice()].concat(),
@@ -448,21 +456,26 @@ fn open_from(
 
 /// An AP's key for receiving pass_tmp from the verifier. One per AP
 /// process; only the public half is ever sent.
-pub struct ApKey(StaticSecret);
+pub struct ApKey {
+    secret: StaticSecret,
+    public: XPublic,
+}
 
 impl ApKey {
     pub fn generate() -> Self {
-        ApKey(StaticSecret::random_from_rng(OsRng))
+        let secret = StaticSecret::random_from_rng(OsRng);
+        let public = XPublic::from(&secret);
+        ApKey { secret, public }
     }
 
     pub fn public_b64(&self) -> String {
-        b64(XPublic::from(&self.0).as_bytes())
+        b64(self.public.as_bytes())
     }
 
     /// Opens what [`seal_to_ap`] sealed to this key.
     pub fn open(&self, sealed_b64: &str, aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let sealed = unb64(sealed_b64, "the sealed value")?;
-        open_from(&self.0, &sealed, aad, SEAL_TO_AP)
+        open_from(&self.secret, &self.public, &sealed, aad, SEAL_TO_AP)
     }
 }
 
@@ -801,6 +814,7 @@ mod tests {
         let raw = unb64(&sealed, "x").unwrap();
         assert!(open_from(
             &platform.x25519,
+            &platform.x25519_public,
             &raw,
             &enroll_seal_context(u, "req-1"),
             SEAL_TO_AP
@@ -824,7 +838,13 @@ mod tests {
         );
         sealed.extend_from_slice(&seal_with(&key, &[0u8; 12], &[7u8; 64], b"aad"));
         assert_eq!(
-            open_from(&platform.x25519, &sealed, b"aad", SEAL_TO_PLATFORM),
+            open_from(
+                &platform.x25519,
+                &platform.x25519_public,
+                &sealed,
+                b"aad",
+                SEAL_TO_PLATFORM
+            ),
             Err(CryptoError::Open)
         );
     }
