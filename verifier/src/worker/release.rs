@@ -16,7 +16,8 @@
 //! device requires in the AP's challenge. Refusals of rules 1, 3 and 4 are
 //! `not_authorized`, in that order, before the store is read, so an AP
 //! learns nothing (not even whether a UUID is enrolled) about a device
-//! that did not ask it.
+//! that did not ask it. A question under an AP id nobody registered gets
+//! no answer at all (see [`decide`]).
 
 use super::onboarding::Onboarding;
 use super::requests::{Refusal, RequestKey};
@@ -77,13 +78,21 @@ pub(super) async fn decide<S: EnrollmentStore>(
     };
     match worker.store.ap(&req.ap_id).await {
         Ok(Some(ap)) if ap.serves(&ssid) => {}
-        Ok(found) => {
-            warn!(target: "audit", ap_id = %req.ap_id, uuid = %uuid, ssid = %ssid.escape_debug(), registered = found.is_some(), "verification refused: AP not registered for this SSID");
+        Ok(Some(_)) => {
+            warn!(target: "audit", ap_id = %req.ap_id, uuid = %uuid, ssid = %ssid.escape_debug(), "verification refused: AP not registered for this SSID");
             let outcome = refused(
                 AccessErrorCode::NotAuthorized,
                 "this AP is not registered for this SSID",
             );
             return answer(worker, &req, outcome).await;
+        }
+        Ok(None) => {
+            // No answer at all: every topic rumqttd sees keeps a commit
+            // log for good, so answering made-up AP ids would grow the
+            // broker without bound.
+            warn!(target: "audit", ap_id = %req.ap_id.escape_debug(), uuid = %uuid, "verification ignored: no such AP is registered");
+            worker.metrics.verification("not_authorized");
+            return;
         }
         Err(e) => {
             error!(ap_id = %req.ap_id, error = %e, "AP lookup failed");

@@ -8,7 +8,6 @@ use super::onboarding::Onboarding;
 use super::release;
 use super::serve::{publish, Served};
 use crate::store::EnrollmentStore;
-use bus::Bus;
 use protocol::onboarding::{VerifyOutcome, VerifyRequest, VerifyResponse};
 use protocol::{decode, peek_str_field, topics, AccessErrorCode, DecodeError, ErrorBody};
 use tracing::{debug, error, warn};
@@ -27,7 +26,7 @@ pub(super) async fn handle_verify<S: EnrollmentStore>(
         Err(e) => {
             warn!(error = %e, "malformed verification message");
             worker.metrics.verification("bad_request");
-            answer_bad_verify(&worker.bus, payload, &e).await;
+            answer_bad_verify(worker, onboarding.is_some(), payload, &e).await;
             return;
         }
     };
@@ -70,8 +69,15 @@ pub(super) async fn answer<S>(worker: &Served<S>, req: &VerifyRequest, outcome: 
 }
 
 /// Answers `bad_request` to a verification message that did not validate,
-/// if it names an AP we can answer to.
-async fn answer_bad_verify(bus: &Bus, payload: &[u8], error: &DecodeError) {
+/// if it names an AP we can answer to: in secure mode, a registered one
+/// (an answer to any made-up AP id would be one more topic the broker
+/// keeps forever).
+async fn answer_bad_verify<S: EnrollmentStore>(
+    worker: &Served<S>,
+    secure: bool,
+    payload: &[u8],
+    error: &DecodeError,
+) {
     let (Some(ap_id), Some(request_id)) = (
         peek_str_field(payload, "ap_id"),
         peek_str_field(payload, "request_id"),
@@ -81,6 +87,9 @@ async fn answer_bad_verify(bus: &Bus, payload: &[u8], error: &DecodeError) {
     if protocol::ids::check_segment(&ap_id).is_err() || request_id.len() > 64 {
         return;
     }
+    if secure && !matches!(worker.store.ap(&ap_id).await, Ok(Some(_))) {
+        return;
+    }
     let response = VerifyResponse {
         request_id,
         uuid: peek_str_field(payload, "uuid").unwrap_or_default(),
@@ -88,5 +97,5 @@ async fn answer_bad_verify(bus: &Bus, payload: &[u8], error: &DecodeError) {
             error: ErrorBody::new(AccessErrorCode::BadRequest, error.to_string()),
         },
     };
-    publish(bus, topics::verify_response(&ap_id), &response).await;
+    publish(&worker.bus, topics::verify_response(&ap_id), &response).await;
 }
