@@ -57,6 +57,11 @@ pub(crate) async fn verify(
         Ok(Ok(resp)) => resp,
         _ => {
             shared.verifications.remove(&request_id);
+            if secure {
+                // The secure verifier does not answer an AP id nobody
+                // registered: say so where the AP's operator looks.
+                warn!(ap_id = %config.ap_id, uuid = %uuid, "no answer from the verifier; is this AP registered (verifier ap add)?");
+            }
             return Err(shared.deny(
                 uuid.as_str(),
                 AccessErrorCode::Unavailable,
