@@ -87,12 +87,12 @@ pub(super) async fn serve<S: EnrollmentStore>(
     if let Err(e) = admin_task.await {
         error!(error = %e, "admin task failed");
     }
+    // The flush below covers whatever keys the flusher had not flushed.
     flush_stop.cancel();
-    if let Some(Err(e)) = match flush_task {
-        Some(task) => Some(task.await),
-        None => None,
-    } {
-        error!(error = %e, "key flush task failed");
+    if let Some(task) = flush_task {
+        if let Err(e) = task.await {
+            error!(error = %e, "key flush task failed");
+        }
     }
     link.cancel();
     worker.bus.closed(Duration::from_secs(3)).await;
