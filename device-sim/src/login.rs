@@ -7,6 +7,13 @@
 //! ([`PlatformLogin::DeviceKeyToken`]), which leaves nothing to test a
 //! guess of pass_tmp against. [`PLATFORM_LOGIN`] picks one: switch it once
 //! the broker accepts device-key tokens.
+//!
+//! A token is good for one login, and a session's password is chosen when
+//! the session opens ([`crate::DeviceConfig::link`],
+//! [`crate::gateway::HomeConfig::link`]), and the bus's own reconnects
+//! re-send it, which a broker that refuses a seen nonce will refuse.
+//! Before switching, the bus must ask for a fresh password at each
+//! connect (or the device open a new session when refused).
 
 use protocol::crypto::{device_login, device_login_token, login_nonce, DeviceKey};
 use protocol::now_ms;
@@ -60,20 +67,22 @@ impl DeviceLogin {
     /// The password for the next login, as [`PLATFORM_LOGIN`] says. Ask
     /// again for every connection: a token is good for one login.
     pub fn password(&self) -> String {
-        match (PLATFORM_LOGIN, &self.key) {
-            (PlatformLogin::DeviceKeyToken, Some(key)) => self.key_token(key),
+        match (PLATFORM_LOGIN, self.key_token()) {
+            (PlatformLogin::DeviceKeyToken, Some(token)) => token,
             _ => device_login(&self.uuid, &self.pass_tmp),
         }
     }
 
-    /// A fresh device-key login token, whatever [`PLATFORM_LOGIN`] says:
-    /// for whoever tries the broker's check of them.
-    pub fn key_token(&self, key: &DeviceKey) -> String {
-        device_login_token(key, &self.uuid, now_ms(), &login_nonce())
-    }
-
-    pub fn key(&self) -> Option<&DeviceKey> {
-        self.key.as_ref()
+    /// A fresh device-key login token, whatever [`PLATFORM_LOGIN`] says
+    /// (for whoever tries the broker's check of them); None without a key.
+    pub fn key_token(&self) -> Option<String> {
+        let key = self.key.as_ref()?;
+        Some(device_login_token(
+            key,
+            &self.uuid,
+            now_ms(),
+            &login_nonce(),
+        ))
     }
 }
 
@@ -101,14 +110,15 @@ mod tests {
             )
             .is_ok()),
         }
-        let a = login.key_token(&key);
-        let b = login.key_token(&key);
+        let a = login.key_token().unwrap();
+        let b = login.key_token().unwrap();
         assert_ne!(a, b, "a fresh nonce each time");
         for token in [a, b] {
             assert!(verify_device_login(&key.public_hex(), U, &token, now_ms(), 5_000).is_ok());
         }
         let unkeyed = DeviceLogin::new(U, "pass-1234", None);
         assert_eq!(unkeyed.password(), device_login(U, "pass-1234"));
+        assert_eq!(unkeyed.key_token(), None);
         assert!(!format!("{login:?}").contains("pass-1234"));
     }
 }
