@@ -1,9 +1,11 @@
 //! Secure mode never puts pass_tmp on the wire: the AP and the device
 //! compare it by a SPAKE2 handshake, a challenge and the device's proof.
+//! The challenge carries the verifier's ticket, without which the device
+//! would not answer it.
 
 use crate::shared::{Denied, Shared};
 use protocol::crypto::{ap_handshake, handshake_tag, random_b64, SessionKeys};
-use protocol::onboarding::{AccessChallenge, AccessRequest};
+use protocol::onboarding::{AccessChallenge, AccessRequest, Ticket};
 use protocol::{topics, AccessErrorCode, DeviceUuid};
 use tracing::warn;
 
@@ -15,6 +17,7 @@ pub(crate) async fn compare_by_handshake(
     req: &AccessRequest,
     uuid: &DeviceUuid,
     stored: &str,
+    ticket: Option<Ticket>,
     device_msg: &str,
 ) -> Result<(SessionKeys, String), Denied> {
     let session = random_b64(16);
@@ -27,6 +30,7 @@ pub(crate) async fn compare_by_handshake(
         request: handshake_tag(device_msg),
         session: session.clone(),
         spake2: ap_msg,
+        ticket,
     };
     if let Some(open) = shared
         .in_flight

@@ -106,8 +106,9 @@ pub(crate) async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) 
     }
     let (response, outcome) = decide(shared, &req, &uuid).await;
     publish(shared, &uuid, &response).await;
-    // `unavailable` is not final: the device's retry must be served afresh.
-    if outcome != Err(AccessErrorCode::Unavailable) {
+    // `unavailable` and `not_authorized` are not final: the device's retry
+    // must be served afresh.
+    if !matches!(outcome, Err(code) if !code.is_final()) {
         shared.remember(key, &fingerprint, &response);
     }
     let elapsed = started.elapsed();
@@ -151,10 +152,11 @@ async fn decide(
     }
 
     // Steps 3-4: ask the verifier, compare.
-    let stored = match verify(shared, uuid).await {
-        Ok(stored) => stored,
+    let verified = match verify(shared, uuid, req).await {
+        Ok(verified) => verified,
         Err(denied) => return denied,
     };
+    let stored = verified.pass_tmp;
     let keys = match &req.spake2 {
         None => {
             if !bool::from(stored.as_bytes().ct_eq(req.pass_tmp.as_bytes())) {
@@ -167,7 +169,9 @@ async fn decide(
             None
         }
         Some(device_msg) => {
-            match compare_by_handshake(shared, req, uuid, &stored, device_msg).await {
+            match compare_by_handshake(shared, req, uuid, &stored, verified.ticket, device_msg)
+                .await
+            {
                 Ok((keys, session)) => Some((keys, session)),
                 Err(denied) => return denied,
             }

@@ -77,43 +77,40 @@ fn platform_key(dir: &Path) -> protocol::crypto::PlatformPublicKey {
     protocol::crypto::PlatformPublicKey::from_hex(&hex).unwrap()
 }
 
-async fn enroll(dir: &Path, broker: &str, uuid: &str, pass_tmp: &str) {
-    let opts = BusOptions::new(broker, format!("ap-sim-test-{uuid}"))
-        .unwrap()
-        .with_credentials("admin", token(dir, "admin"));
+async fn admin(dir: &Path, broker: &str, op: AdminOp) {
+    let opts = BusOptions::new(
+        broker,
+        format!("ap-sim-test-{}", protocol::crypto::random_b64(6)),
+    )
+    .unwrap()
+    .with_credentials("admin", token(dir, "admin"));
     let admin = AdminClient::connect(opts, Duration::from_secs(10))
         .await
         .unwrap();
-    admin
-        .request(AdminOp::Enroll {
-            uuid: uuid.into(),
-            pass_tmp: pass_tmp.into(),
-            replace: false,
-        })
-        .await
-        .unwrap();
+    admin.request(op).await.unwrap();
     admin.close().await;
 }
 
-/// Registers AP `ap_id` for `ssid`, as `verifier ap add` does; its new
-/// credential.
+async fn enroll(dir: &Path, broker: &str, uuid: &str, pass_tmp: &str) {
+    let op = AdminOp::Enroll {
+        uuid: uuid.into(),
+        pass_tmp: pass_tmp.into(),
+        replace: false,
+    };
+    admin(dir, broker, op).await;
+}
+
+/// Registers AP `ap_id` for `ssid`, as `verifier ap add` does: the
+/// verifier releases pass_tmp only to an AP registered for the device's
+/// SSID, and the AP logs in with the credential returned.
 async fn register_ap(dir: &Path, broker: &str, ap_id: &str, ssid: &str) -> String {
     let credential = protocol::crypto::random_b64(24);
-    let opts = BusOptions::new(broker, format!("ap-sim-test-{ap_id}"))
-        .unwrap()
-        .with_credentials("admin", token(dir, "admin"));
-    let admin = AdminClient::connect(opts, Duration::from_secs(10))
-        .await
-        .unwrap();
-    admin
-        .request(AdminOp::ApRegister {
-            ap_id: ap_id.into(),
-            ssids: vec![ssid.into()],
-            credential_sha256: protocol::crypto::sha256_hex(&credential),
-        })
-        .await
-        .unwrap();
-    admin.close().await;
+    let op = AdminOp::ApRegister {
+        ap_id: ap_id.into(),
+        ssids: vec![ssid.into()],
+        credential_sha256: protocol::crypto::sha256_hex(&credential),
+    };
+    admin(dir, broker, op).await;
     credential
 }
 
@@ -140,7 +137,6 @@ async fn one_process_serves_two_aps_with_their_own_networks() {
     let platform = platform(dir.path()).await;
     let broker = platform.broker_addr().to_string();
     let file = write(dir.path(), "aps.toml", TWO_APS);
-
     // Secure mode, the default: each AP is registered, and logs in as
     // itself with its own credential, found where an admin wrote it
     // (`verifier ap add --out data/credentials/ap/ID.token`, from the

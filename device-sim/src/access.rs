@@ -1,17 +1,28 @@
 //! What the device puts on the wire to an AP and what it believes back,
 //! in either mode: the access request (in secure mode SPAKE2's first
-//! message, never pass_tmp), the proof that answers the AP's challenge, and
-//! the password of a grant (in secure mode only if it opens with the
-//! handshake's key). The onboarding flow decides when; this decides what.
+//! message, never pass_tmp), the challenge it answers (in secure mode only
+//! one with the platform's ticket for this device, SSID and handshake),
+//! the proof that answers it (with the device's key, sealed to the
+//! platform), and the password of a grant (in secure mode only if it opens
+//! with the handshake's key). The onboarding flow decides when; this
+//! decides what.
 
 use crate::{DeviceConfig, DeviceError};
 use bus::Message;
-use protocol::crypto::{handshake_tag, DeviceHandshake, SessionKeys};
+use protocol::crypto::{handshake_tag, seal_enrollment, DeviceHandshake, SessionKeys};
 use protocol::onboarding::{
     wifi_seal_context, AccessChallenge, AccessGranted, AccessProof, AccessRequest, AccessResponse,
 };
-use protocol::{decode, topics, DeviceUuid};
+use protocol::{decode, now_ms, topics, DeviceUuid};
 use tracing::warn;
+
+/// A challenge this device answered: the keys of its handshake, and the
+/// proof it sent, kept to send again if the AP repeats the challenge.
+pub(crate) struct Answered {
+    pub(crate) keys: SessionKeys,
+    pub(crate) session: String,
+    proof: AccessProof,
+}
 
 /// The access request, and in secure mode the handshake it starts with
 /// that handshake's tag ([`handshake_tag`]).
@@ -55,6 +66,24 @@ fn invalid_challenge(reason: String) -> DeviceError {
     }
 }
 
+/// Whether the challenge carries the platform's ticket for this device,
+/// SSID and handshake (`tag`): proof that the verifier released pass_tmp
+/// to the AP for this very request. Without it, answering would hand
+/// whoever sent the challenge one guess of pass_tmp to test against the
+/// proof, outside the verifier's lockout.
+pub(crate) fn ticket_ok(
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    challenge: &AccessChallenge,
+    tag: &str,
+) -> Result<(), String> {
+    let platform = config.platform_key.as_ref().ok_or("no platform key")?;
+    let ticket = challenge.ticket.as_ref().ok_or("no ticket")?;
+    ticket
+        .check(platform, uuid.key(), &config.ssid, tag, now_ms())
+        .map_err(|e| e.to_string())
+}
+
 /// A well-formed challenge for this device's SSID.
 pub(crate) fn read_challenge(
     config: &DeviceConfig,
@@ -77,34 +106,48 @@ pub(crate) fn read_challenge(
 pub(crate) async fn send_proof(
     bus: &bus::Bus,
     config: &DeviceConfig,
-    uuid: &DeviceUuid,
-    keys: &SessionKeys,
-    session: &str,
+    answered: &Answered,
 ) -> Result<(), DeviceError> {
-    let proof = AccessProof {
-        uuid: uuid.as_str().to_owned(),
-        session: session.to_owned(),
-        proof: keys.device_proof(),
-    };
-    bus.publish_json(topics::access_proof(&config.ssid), &proof)
+    bus.publish_json(topics::access_proof(&config.ssid), &answered.proof)
         .await?;
     Ok(())
 }
 
-/// Secure mode: finishes the handshake with the AP's challenge and sends
-/// the proof. Returns the session keys and the session id.
+/// Secure mode: finishes the handshake with the AP's challenge (whose
+/// ticket has been checked) and sends the proof, with the device's key
+/// for its later logins sealed to the platform.
 pub(crate) async fn answer_challenge(
     bus: &bus::Bus,
     config: &DeviceConfig,
     uuid: &DeviceUuid,
     state: DeviceHandshake,
     challenge: &AccessChallenge,
-) -> Result<(SessionKeys, String), DeviceError> {
+) -> Result<Answered, DeviceError> {
     let keys = state
         .finish(&challenge.spake2, &challenge.session)
         .map_err(|e| invalid_challenge(e.to_string()))?;
-    send_proof(bus, config, uuid, &keys, &challenge.session).await?;
-    Ok((keys, challenge.session.clone()))
+    let enroll = config.platform_key.as_ref().map(|platform| {
+        seal_enrollment(
+            platform,
+            &config.device_key,
+            uuid.key(),
+            &config.pass_tmp,
+            &challenge.request,
+        )
+    });
+    let answered = Answered {
+        proof: AccessProof {
+            uuid: uuid.as_str().to_owned(),
+            session: challenge.session.clone(),
+            proof: keys.device_proof(),
+            request: Some(challenge.request.clone()),
+            enroll,
+        },
+        keys,
+        session: challenge.session.clone(),
+    };
+    send_proof(bus, config, &answered).await?;
+    Ok(answered)
 }
 
 /// The password of a grant: in secure mode, only if it opens with this
@@ -112,7 +155,7 @@ pub(crate) async fn answer_challenge(
 pub(crate) fn open_grant(
     config: &DeviceConfig,
     uuid: &DeviceUuid,
-    keys: Option<&(SessionKeys, String)>,
+    answered: Option<&Answered>,
     mut granted: AccessGranted,
 ) -> Result<AccessGranted, String> {
     if config.platform_key.is_none() {
@@ -121,7 +164,7 @@ pub(crate) fn open_grant(
         }
         return Ok(granted);
     }
-    let (keys, session) = keys.ok_or("no handshake completed")?;
+    let Answered { keys, session, .. } = answered.ok_or("no handshake completed")?;
     if granted.session.as_deref() != Some(session.as_str()) {
         return Err("for another session".into());
     }

@@ -2,8 +2,9 @@
 //! before anything goes on the wire, and the platform session it logs in
 //! with.
 
+use crate::login::DeviceLogin;
 use crate::{DeviceError, LinkConfig};
-use protocol::crypto::PlatformPublicKey;
+use protocol::crypto::{DeviceKey, PlatformPublicKey};
 use protocol::onboarding::{check_pass_tmp, check_ssid};
 use protocol::DeviceUuid;
 use std::time::Duration;
@@ -30,6 +31,11 @@ pub struct DeviceConfig {
     /// itself, proves pass_tmp by SPAKE2 without sending it, and accepts
     /// only a sealed password. None: walkthrough mode (plaintext).
     pub platform_key: Option<PlatformPublicKey>,
+    /// The device's own key, made once per device: registered with the
+    /// platform at onboarding (secure mode), then what it can log in
+    /// with. [`DeviceConfig::new`] makes a fresh one; a device that has
+    /// one already (`device-sim --state-file`) puts it here.
+    pub device_key: DeviceKey,
 }
 
 impl DeviceConfig {
@@ -52,6 +58,7 @@ impl DeviceConfig {
             username: "device".into(),
             password: String::new(),
             platform_key: None,
+            device_key: DeviceKey::generate(),
         }
     }
 }
@@ -74,13 +81,15 @@ impl DeviceConfig {
         Ok(uuid)
     }
 
+    /// How this device logs in to a secure platform ([`crate::login`]).
+    pub fn login(&self) -> DeviceLogin {
+        DeviceLogin::new(&self.uuid, &self.pass_tmp, Some(self.device_key.clone()))
+    }
+
     /// The device's session on the platform broker.
     pub fn link(&self) -> LinkConfig {
         let (username, password) = match self.platform_key {
-            Some(_) => (
-                self.uuid.clone(),
-                protocol::crypto::device_login(&self.uuid, &self.pass_tmp),
-            ),
+            Some(_) => (self.uuid.clone(), self.login().password()),
             None => (self.username.clone(), self.password.clone()),
         };
         LinkConfig {

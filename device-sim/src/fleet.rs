@@ -112,7 +112,8 @@ pub async fn run(
                 home.username = config.username.clone();
                 home.password = config.password.clone();
                 if let Some(key) = config.platform_key {
-                    home = home.secure(key, &identity.pass_tmp);
+                    // Each device keeps its own key in memory for the run.
+                    home = home.secure_with(key, device.login());
                 }
                 tasks.spawn(one_device(
                     device,

@@ -8,6 +8,7 @@
 //! once reach the registry spread out in time.
 
 use crate::link::{LinkConfig, PlatformLink};
+use crate::login::DeviceLogin;
 use crate::DeviceError;
 use bus::{Backoff, Bus, BusOptions, LinkState};
 use protocol::crypto::PlatformPublicKey;
@@ -42,6 +43,10 @@ pub struct HomeConfig {
     /// signed are believed, and the device logs in to its gateway with the
     /// signed answer. None: walkthrough mode.
     pub platform_key: Option<PlatformPublicKey>,
+    /// Secure mode: how the device logs in to the platform broker; each
+    /// new session asks it for a password ([`crate::login`]). None: it
+    /// logs in with `username` and `password`.
+    pub login: Option<DeviceLogin>,
 }
 
 /// The shortest time between two re-queries caused by redirect notices,
@@ -72,14 +77,22 @@ impl HomeConfig {
             password: String::new(),
             last_known: None,
             platform_key: None,
+            login: None,
         }
     }
 
-    /// Secure mode, logging in to the platform as the device itself.
-    pub fn secure(mut self, key: PlatformPublicKey, pass_tmp: &str) -> Self {
+    /// Secure mode, logging in to the platform as the device itself, by
+    /// pass_tmp (a device whose own key is not known here).
+    pub fn secure(self, key: PlatformPublicKey, pass_tmp: &str) -> Self {
+        let login = DeviceLogin::new(&self.device_id, pass_tmp, None);
+        self.secure_with(key, login)
+    }
+
+    /// Secure mode, logging in to the platform as `login` says.
+    pub fn secure_with(mut self, key: PlatformPublicKey, login: DeviceLogin) -> Self {
         self.username = self.device_id.clone();
-        self.password = protocol::crypto::device_login(&self.device_id, pass_tmp);
         self.platform_key = Some(key);
+        self.login = Some(login);
         self
     }
 }
@@ -91,7 +104,10 @@ impl HomeConfig {
             broker: self.registry.clone(),
             device_id: self.device_id.clone(),
             username: self.username.clone(),
-            password: self.password.clone(),
+            password: match &self.login {
+                Some(login) => login.password(),
+                None => self.password.clone(),
+            },
             timeout: self.query_timeout,
         }
     }

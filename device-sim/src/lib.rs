@@ -6,6 +6,11 @@
 //! access response it prompts its own user and, on accept, "joins" (records
 //! the credentials). Then [`gateway::stay_homed`] keeps it on its gateway.
 //! The same functions serve one device or, later, each device of a fleet.
+//!
+//! In secure mode the device sends SPAKE2's first message instead of
+//! pass_tmp, answers only a challenge that carries the platform's ticket
+//! for its request, registers its own key ([`protocol::crypto::DeviceKey`])
+//! in its proof, and logs in as [`login`] decides.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +21,7 @@ pub mod fleet;
 pub mod gateway;
 mod life;
 mod link;
+pub mod login;
 pub mod manifest;
 mod onboarding;
 pub mod report;

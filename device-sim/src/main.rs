@@ -2,6 +2,7 @@
 
 mod fleet_cmd;
 mod single_cmd;
+mod state_file;
 
 use clap::{Parser, Subcommand};
 use cli::ConnectArgs;

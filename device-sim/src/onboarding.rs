@@ -4,11 +4,10 @@
 
 use crate::access::{
     access_request, answer_challenge, open_grant, read_challenge, read_response, renew_if_spent,
-    send_proof,
+    send_proof, ticket_ok, Answered,
 };
 use crate::{DeviceConfig, DeviceError, PlatformLink};
 use bus::Backoff;
-use protocol::crypto::SessionKeys;
 use protocol::onboarding::{AccessResponse, Confirm};
 use protocol::{decode, topics, AccessErrorCode};
 use std::time::{Duration, Instant};
@@ -80,13 +79,14 @@ pub async fn onboard_on(
     // Step 2: the access request, re-sent while nobody answers. Secure
     // mode sends the first SPAKE2 message instead of pass_tmp.
     let challenge_topic = topics::access_challenge(uuid.as_str());
-    let mut keys: Option<(SessionKeys, String)> = None;
+    let mut answered: Option<Answered> = None;
     let (mut request, mut handshake) = access_request(config, &uuid);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + config.answer_timeout;
     let mut backoff = Backoff::new(config.retry_base, config.retry_cap);
     let mut attempt = 0;
-    let mut unavailable: Option<String> = None;
+    // The last answer that was not final, to give up with at the deadline.
+    let mut unavailable: Option<(AccessErrorCode, String)> = None;
     let mut link_state = bus.watch_state();
     link_state.mark_unchanged();
     let granted = 'wait: loop {
@@ -118,10 +118,7 @@ pub async fn onboard_on(
                 _ = tokio::time::sleep_until(resend_at) => {
                     if resend_at >= deadline {
                         return Err(match unavailable.take() {
-                            Some(message) => DeviceError::Refused {
-                                code: AccessErrorCode::Unavailable,
-                                message,
-                            },
+                            Some((code, message)) => DeviceError::Refused { code, message },
                             None => DeviceError::NoAnswer(config.answer_timeout),
                         });
                     }
@@ -137,26 +134,35 @@ pub async fn onboard_on(
                         continue;
                     }
                 };
-                match handshake.take() {
-                    Some((state, tag)) if tag == challenge.request => {
+                let current = match &handshake {
+                    Some((_, tag)) if *tag == challenge.request => Some(tag.as_str()),
+                    _ => None,
+                };
+                if let Some(tag) = current {
+                    // The handshake is spent only on a challenge the
+                    // platform vouches for; any other is ignored, and the
+                    // device waits and asks again as for a lost one.
+                    if let Err(reason) = ticket_ok(config, &uuid, &challenge, tag) {
+                        warn!(target: "audit", %reason, "challenge without a valid platform ticket ignored");
+                        continue;
+                    }
+                    if let Some((state, _)) = handshake.take() {
                         match answer_challenge(bus, config, &uuid, state, &challenge).await {
-                            Ok(k) => keys = Some(k),
+                            Ok(a) => answered = Some(a),
                             Err(e) => warn!(error = %e, "challenge refused"),
                         }
                     }
-                    other => {
-                        handshake = other;
-                        match &keys {
-                            // The AP sent the challenge this device answered
-                            // again: the proof may have been lost. Same proof.
-                            Some((k, session)) if *session == challenge.session => {
-                                debug!(%session, "challenge repeated; proof re-sent");
-                                send_proof(bus, config, &uuid, k, session).await?;
-                            }
-                            _ => {
-                                debug!(session = %challenge.session, "challenge to another handshake ignored")
-                            }
-                        }
+                    continue;
+                }
+                match &answered {
+                    // The AP sent the challenge this device answered
+                    // again: the proof may have been lost. Same proof.
+                    Some(a) if a.session == challenge.session => {
+                        debug!(session = %a.session, "challenge repeated; proof re-sent");
+                        send_proof(bus, config, a).await?;
+                    }
+                    _ => {
+                        debug!(session = %challenge.session, "challenge to another handshake ignored")
                     }
                 }
                 continue;
@@ -167,7 +173,7 @@ pub async fn onboard_on(
             }
             match read_response(&msg, &uuid) {
                 Some(AccessResponse::Granted(g)) if g.ssid == config.ssid => {
-                    match open_grant(config, &uuid, keys.as_ref(), g) {
+                    match open_grant(config, &uuid, answered.as_ref(), g) {
                         Ok(g) => break 'wait g,
                         Err(e) => {
                             warn!(target: "audit", error = %e, "access response that is not the AP's ignored")
@@ -177,17 +183,23 @@ pub async fn onboard_on(
                 Some(AccessResponse::Granted(g)) => {
                     warn!(ssid = %g.ssid, "access response for another SSID ignored");
                 }
-                Some(AccessResponse::Denied(d)) if d.error.code == AccessErrorCode::Unavailable => {
+                Some(AccessResponse::Denied(d)) if !d.error.code.is_final() => {
                     // Not final: ask again at the next resend. Until then
                     // a re-sent request repeats the same handshake, which
                     // the AP treats as a repeat (no new session, no new
                     // verification). But once the AP has given up on a
                     // session whose challenge this device answered (the
-                    // proof or the response lost across a restart, say),
-                    // that handshake is spent: ask with a new one.
-                    debug!(message = %d.error.message, "the AP cannot reach the verifier; retrying");
-                    renew_if_spent(config, &uuid, &mut request, &mut handshake);
-                    unavailable = Some(d.error.message);
+                    // proof or the response lost across a restart, say:
+                    // `unavailable`), that handshake is spent: ask with a
+                    // new one. `not_authorized` is another AP of the SSID
+                    // that got nothing for this request (the one that did
+                    // may still answer), or a request the verifier no
+                    // longer remembers, which the resend makes again.
+                    debug!(code = %d.error.code, message = %d.error.message, "the AP could not serve this request; retrying");
+                    if d.error.code == AccessErrorCode::Unavailable {
+                        renew_if_spent(config, &uuid, &mut request, &mut handshake);
+                    }
+                    unavailable = Some((d.error.code, d.error.message));
                 }
                 Some(AccessResponse::Denied(d)) => {
                     return Err(DeviceError::Refused {

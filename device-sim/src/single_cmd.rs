@@ -2,9 +2,12 @@
 //! by step on the terminal, its answers typed there, and an exit code a
 //! script can act on.
 
+use crate::state_file::StateFile;
 use cli::ConnectArgs;
 use device_sim::gateway::{stay_homed_with, HomeConfig, HomeEvent, KnownGateway};
+use device_sim::login::DeviceLogin;
 use device_sim::{DeviceConfig, DeviceError, DeviceEvent, PlatformLink};
+use protocol::crypto::DeviceKey;
 use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -43,8 +46,9 @@ pub struct Single {
     /// and stay on it.
     #[arg(long)]
     gateway_only: bool,
-    /// Remember the last gateway in this file and try it first on the next
-    /// start, as a device does after a reboot.
+    /// Keep the device's own key and its last gateway in this file, as a
+    /// device keeps them in flash: the key is made once and registered at
+    /// onboarding, and the last gateway is tried first on the next start.
     #[arg(long, value_name = "FILE")]
     state_file: Option<std::path::PathBuf>,
     /// Accept the access response without asking.
@@ -68,21 +72,42 @@ pub async fn run(cli: Single) -> u8 {
     let shutdown = CancellationToken::new();
     tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
     let tag = format!("[device {uuid}]");
+    let mut state = cli
+        .state_file
+        .as_deref()
+        .map(StateFile::read)
+        .unwrap_or_default();
+    // Without a state file the key lives as long as this run.
+    let device_key = match &cli.state_file {
+        Some(file) => {
+            let (key, new) = state.device_key();
+            if new {
+                if let Err(e) = state.write(file) {
+                    eprintln!("{tag} cannot write {}: {e}", file.display());
+                    return 2;
+                }
+            }
+            key
+        }
+        None => DeviceKey::generate(),
+    };
     let mut link = None;
     if !cli.gateway_only {
-        let (code, open) = onboard(&cli, &uuid, &shutdown).await;
+        let (code, open) = onboard(&cli, &uuid, &device_key, &shutdown).await;
         if code != exit::JOINED || cli.no_gateway {
             return code;
         }
         link = open;
     }
-    home(&cli, &uuid, &tag, link, &shutdown).await
+    home(&cli, &uuid, &tag, state, device_key, link, &shutdown).await
 }
 
 async fn home(
     cli: &Single,
     uuid: &str,
     tag: &str,
+    state: StateFile,
+    device_key: DeviceKey,
     link: Option<PlatformLink>,
     shutdown: &CancellationToken,
 ) -> u8 {
@@ -91,7 +116,10 @@ async fn home(
     config.password = cli.connect.mqtt_password.clone();
     match (cli.connect.platform_key(), &cli.pass_tmp) {
         (Ok(None), _) => {}
-        (Ok(Some(key)), Some(pass_tmp)) => config = config.secure(key, pass_tmp),
+        (Ok(Some(key)), Some(pass_tmp)) => {
+            let login = DeviceLogin::new(uuid, pass_tmp, Some(device_key));
+            config = config.secure_with(key, login);
+        }
         (Ok(Some(_)), None) => {
             eprintln!("error: --pass-tmp is needed: a device logs in to a secure platform with it");
             return 2;
@@ -101,11 +129,8 @@ async fn home(
             return 2;
         }
     }
-    config.last_known = cli
-        .state_file
-        .as_ref()
-        .and_then(|f| std::fs::read(f).ok())
-        .and_then(|raw| serde_json::from_slice::<KnownGateway>(&raw).ok());
+    let mut state = state;
+    config.last_known = state.gateway.take();
     if let Some(k) = &config.last_known {
         println!(
             "{tag}      0 ms  trying the last known gateway {} at {} first",
@@ -145,13 +170,13 @@ async fn home(
                             ),
                         }
                         if let Some(file) = &state_file {
-                            let known = KnownGateway {
+                            state.gateway = Some(KnownGateway {
                                 gateway_id,
                                 address,
                                 epoch,
                                 token: None,
-                            };
-                            if let Err(e) = std::fs::write(file, protocol::encode(&known)) {
+                            });
+                            if let Err(e) = state.write(file) {
                                 eprintln!("{tag} cannot write {}: {e}", file.display());
                             }
                         }
@@ -193,6 +218,7 @@ async fn home(
 async fn onboard(
     cli: &Single,
     uuid: &str,
+    device_key: &DeviceKey,
     shutdown: &CancellationToken,
 ) -> (u8, Option<PlatformLink>) {
     let (Some(pass_tmp), Some(ssid)) = (&cli.pass_tmp, &cli.ssid) else {
@@ -200,6 +226,7 @@ async fn onboard(
         return (2, None);
     };
     let mut config = DeviceConfig::new(&cli.connect.broker, uuid, pass_tmp, ssid);
+    config.device_key = device_key.clone();
     config.auto_confirm = cli.auto_confirm;
     config.answer_timeout = Duration::from_secs(cli.answer_timeout);
     config.confirm_timeout = Duration::from_secs(cli.confirm_timeout);

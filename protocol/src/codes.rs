@@ -25,11 +25,17 @@ pub enum AccessErrorCode {
     /// (the platform restarting, say). Not final: the device asks again
     /// with its backoff.
     Unavailable,
+    /// Secure mode: the verifier released nothing to this AP for this
+    /// device: the AP is not registered for the SSID, or the device has
+    /// not itself asked it in the last 30 s, or its request was already
+    /// answered to an AP. Not final for the device: another AP may serve
+    /// it, and its next request is a new one.
+    NotAuthorized,
 }
 
 impl AccessErrorCode {
     /// Every code, for whoever needs to enumerate them (metrics).
-    pub const ALL: [AccessErrorCode; 7] = [
+    pub const ALL: [AccessErrorCode; 8] = [
         AccessErrorCode::UnknownDevice,
         AccessErrorCode::PassTmpMismatch,
         AccessErrorCode::Rejected,
@@ -37,6 +43,7 @@ impl AccessErrorCode {
         AccessErrorCode::BadRequest,
         AccessErrorCode::TooManyAttempts,
         AccessErrorCode::Unavailable,
+        AccessErrorCode::NotAuthorized,
     ];
 
     /// The code with this wire spelling.
@@ -53,7 +60,19 @@ impl AccessErrorCode {
             AccessErrorCode::BadRequest => "bad_request",
             AccessErrorCode::TooManyAttempts => "too_many_attempts",
             AccessErrorCode::Unavailable => "unavailable",
+            AccessErrorCode::NotAuthorized => "not_authorized",
         }
+    }
+}
+
+impl AccessErrorCode {
+    /// Whether a device gives up on this answer. `unavailable` and
+    /// `not_authorized` say nothing about the device: it asks again.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            AccessErrorCode::Unavailable | AccessErrorCode::NotAuthorized
+        )
     }
 }
 

@@ -10,7 +10,14 @@
 //! - **pass_tmp to the AP**: sealed to a key only that AP holds (X25519,
 //!   HKDF-SHA256, ChaCha20-Poly1305).
 //! - **Platform signatures**: Ed25519 over a domain-separated, length-
-//!   prefixed list of fields (registry answers, verifier answers).
+//!   prefixed list of fields (registry answers, verifier answers, the
+//!   tickets a device checks an AP's challenge with).
+//! - **The device's key** ([`DeviceKey`]): Ed25519, made on the device.
+//!   At onboarding the device registers its public half, vouched for by
+//!   a MAC keyed by pass_tmp and sealed to the platform
+//!   ([`seal_enrollment`]), so that nobody on the way learns anything to
+//!   test a guess of pass_tmp against; afterwards it logs in with
+//!   short-lived signed tokens ([`device_login_token`]).
 //!
 //! Binary values travel as unpadded URL-safe base64; keys as hex.
 
@@ -39,6 +46,10 @@ pub enum CryptoError {
     Handshake(String),
     #[error("cannot open the sealed value: wrong key or tampered")]
     Open,
+    #[error("{0} is malformed")]
+    Malformed(&'static str),
+    #[error("{0} is outside its time window")]
+    Stale(&'static str),
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -114,8 +125,15 @@ fn canonical(domain: &str, fields: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// The platform's signing key (registry and verifier answers).
-pub struct PlatformKey(SigningKey);
+/// The platform's signing key (registry and verifier answers, tickets).
+/// Its X25519 form opens what devices seal to the platform
+/// ([`seal_enrollment`]); it is derived once, here.
+pub struct PlatformKey {
+    key: SigningKey,
+    x25519: StaticSecret,
+    /// Its public half, kept: every open needs it.
+    x25519_public: XPublic,
+}
 
 impl std::fmt::Debug for PlatformKey {
     /// Never prints the secret.
@@ -125,51 +143,103 @@ impl std::fmt::Debug for PlatformKey {
 }
 
 impl PlatformKey {
+    fn new(key: SigningKey) -> Self {
+        // The X25519 secret whose public half is the verifying key's
+        // Montgomery form (ed25519-dalek's documented conversion).
+        let x25519 = StaticSecret::from(key.to_scalar_bytes());
+        let x25519_public = XPublic::from(&x25519);
+        PlatformKey {
+            key,
+            x25519,
+            x25519_public,
+        }
+    }
+
     pub fn generate() -> Self {
-        PlatformKey(SigningKey::generate(&mut OsRng))
+        Self::new(SigningKey::generate(&mut OsRng))
     }
 
     /// From the 32-byte seed, as 64 hex digits.
     pub fn from_seed_hex(text: &str) -> Result<Self, CryptoError> {
-        Ok(PlatformKey(SigningKey::from_bytes(&unhex32(
+        Ok(Self::new(SigningKey::from_bytes(&unhex32(
             text,
             "the platform key",
         )?)))
     }
 
     pub fn seed_hex(&self) -> String {
-        hex(self.0.as_bytes())
+        hex(self.key.as_bytes())
     }
 
     pub fn public(&self) -> PlatformPublicKey {
-        PlatformPublicKey(self.0.verifying_key())
+        PlatformPublicKey::new(self.key.verifying_key())
     }
 
     pub fn sign(&self, domain: &str, fields: &[&[u8]]) -> String {
-        b64(&self.0.sign(&canonical(domain, fields)).to_bytes())
+        b64(&self.key.sign(&canonical(domain, fields)).to_bytes())
+    }
+
+    /// Opens a device's enrollment ([`seal_enrollment`]) for the device
+    /// `uuid` and its request `request`. What it says is believed only
+    /// once [`EnrollClaim::vouched_by`] the enrolled pass_tmp.
+    pub fn open_enrollment(
+        &self,
+        sealed_b64: &str,
+        uuid: &str,
+        request: &str,
+    ) -> Result<EnrollClaim, CryptoError> {
+        let sealed = unb64(sealed_b64, "the enrollment")?;
+        let plain = open_from(
+            &self.x25519,
+            &self.x25519_public,
+            &sealed,
+            &enroll_seal_context(uuid, request),
+            SEAL_TO_PLATFORM,
+        )?;
+        if plain.len() != 64 {
+            return Err(CryptoError::Open);
+        }
+        let mut device_key = [0u8; 32];
+        let mut mac = [0u8; 32];
+        device_key.copy_from_slice(&plain[..32]);
+        mac.copy_from_slice(&plain[32..]);
+        check_device_public(&device_key)?;
+        Ok(EnrollClaim { device_key, mac })
     }
 }
 
 /// What devices, APs and gateways are configured with to check the
-/// platform's signatures.
+/// platform's signatures, and devices to seal to the platform.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlatformPublicKey(VerifyingKey);
+pub struct PlatformPublicKey {
+    key: VerifyingKey,
+    /// The same key in Montgomery form, X25519's: derived once, since a
+    /// device seals to it at every onboarding.
+    x25519: [u8; 32],
+}
 
 impl PlatformPublicKey {
+    fn new(key: VerifyingKey) -> Self {
+        PlatformPublicKey {
+            x25519: key.to_montgomery().to_bytes(),
+            key,
+        }
+    }
+
     pub fn from_hex(text: &str) -> Result<Self, CryptoError> {
         VerifyingKey::from_bytes(&unhex32(text, "the platform public key")?)
-            .map(PlatformPublicKey)
+            .map(PlatformPublicKey::new)
             .map_err(|_| CryptoError::Key("the platform public key"))
     }
 
     pub fn to_hex(&self) -> String {
-        hex(self.0.as_bytes())
+        hex(self.key.as_bytes())
     }
 
     pub fn verify(&self, domain: &str, fields: &[&[u8]], sig_b64: &str) -> Result<(), CryptoError> {
         let bytes = unb64(sig_b64, "the signature")?;
         let sig = Signature::from_slice(&bytes).map_err(|_| CryptoError::Signature)?;
-        self.0
+        self.key
             .verify(&canonical(domain, fields), &sig)
             .map_err(|_| CryptoError::Signature)
     }
@@ -246,10 +316,23 @@ impl DeviceHandshake {
 /// message, base64. The AP's challenge carries it, so a device that has
 /// started a new handshake (its access request went unanswered, say
 /// across a platform restart) ignores a late challenge to the old one
-/// instead of answering it with the wrong key.
+/// instead of answering it with the wrong key. The verifier keys its
+/// memory of device requests by it, and its tickets name it.
 pub fn handshake_tag(device_msg_b64: &str) -> String {
+    b64(&handshake_id(device_msg_b64))
+}
+
+/// [`handshake_tag`] as bytes: a compact key for whoever keeps many.
+pub fn handshake_id(device_msg_b64: &str) -> [u8; 12] {
     use sha2::Digest;
-    b64(&Sha256::digest(device_msg_b64.as_bytes())[..12])
+    let mut id = [0u8; 12];
+    id.copy_from_slice(&Sha256::digest(device_msg_b64.as_bytes())[..12]);
+    id
+}
+
+/// The bytes of a [`handshake_tag`] a peer sent, if it is one.
+pub fn parse_handshake_tag(tag: &str) -> Option<[u8; 12]> {
+    unb64(tag, "the handshake tag").ok()?.try_into().ok()
 }
 
 /// The AP's half: with pass_tmp from the verifier and the device's
@@ -321,36 +404,78 @@ impl SessionKeys {
     }
 }
 
+/// HKDF info of a value sealed to an AP, and to the platform: one
+/// envelope, two domains, so that neither opens as the other.
+const SEAL_TO_AP: &[u8] = b"iot-platform/v1/seal-to-ap";
+const SEAL_TO_PLATFORM: &[u8] = b"iot-platform/v1/seal-to-platform";
+
+/// Seals `plaintext` to an X25519 public key: an ephemeral key, HKDF-SHA256
+/// over both public keys, ChaCha20-Poly1305. Output: ephemeral public key,
+/// then the sealed value.
+fn seal_to(to: &XPublic, plaintext: &[u8], aad: &[u8], info: &[u8]) -> Vec<u8> {
+    let eph = StaticSecret::random_from_rng(OsRng);
+    let epk = XPublic::from(&eph);
+    let shared = eph.diffie_hellman(to);
+    let key = hkdf32(
+        shared.as_bytes(),
+        &[epk.as_bytes().as_slice(), to.as_bytes().as_slice()].concat(),
+        info,
+    );
+    // A fresh key per message: a zero nonce is safe.
+    let mut out = epk.as_bytes().to_vec();
+    out.extend_from_slice(&seal_with(&key, &[0u8; 12], plaintext, aad));
+    out
+}
+
+/// Opens what [`seal_to`] sealed to `secret`'s public key, `mine`.
+fn open_from(
+    secret: &StaticSecret,
+    mine: &XPublic,
+    sealed: &[u8],
+    aad: &[u8],
+    info: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < 32 {
+        return Err(CryptoError::Open);
+    }
+    let (epk, rest) = sealed.split_at(32);
+    let mut epk_bytes = [0u8; 32];
+    epk_bytes.copy_from_slice(epk);
+    let shared = secret.diffie_hellman(&XPublic::from(epk_bytes));
+    // A low-order ephemeral key makes a shared secret anyone knows.
+    if !shared.was_contributory() {
+        return Err(CryptoError::Open);
+    }
+    let key = hkdf32(
+        shared.as_bytes(),
+        &[epk, mine.as_bytes().as_slice()].concat(),
+        info,
+    );
+    open_with(&key, rest, aad)
+}
+
 /// An AP's key for receiving pass_tmp from the verifier. One per AP
 /// process; only the public half is ever sent.
-pub struct ApKey(StaticSecret);
+pub struct ApKey {
+    secret: StaticSecret,
+    public: XPublic,
+}
 
 impl ApKey {
     pub fn generate() -> Self {
-        ApKey(StaticSecret::random_from_rng(OsRng))
+        let secret = StaticSecret::random_from_rng(OsRng);
+        let public = XPublic::from(&secret);
+        ApKey { secret, public }
     }
 
     pub fn public_b64(&self) -> String {
-        b64(XPublic::from(&self.0).as_bytes())
+        b64(self.public.as_bytes())
     }
 
     /// Opens what [`seal_to_ap`] sealed to this key.
     pub fn open(&self, sealed_b64: &str, aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let sealed = unb64(sealed_b64, "the sealed value")?;
-        if sealed.len() < 32 {
-            return Err(CryptoError::Open);
-        }
-        let (epk, rest) = sealed.split_at(32);
-        let mut epk_bytes = [0u8; 32];
-        epk_bytes.copy_from_slice(epk);
-        let shared = self.0.diffie_hellman(&XPublic::from(epk_bytes));
-        let mine = XPublic::from(&self.0);
-        let key = hkdf32(
-            shared.as_bytes(),
-            &[epk, mine.as_bytes().as_slice()].concat(),
-            b"iot-platform/v1/seal-to-ap",
-        );
-        open_with(&key, rest, aad)
+        open_from(&self.secret, &self.public, &sealed, aad, SEAL_TO_AP)
     }
 }
 
@@ -365,19 +490,218 @@ pub fn seal_to_ap(
     let ap: [u8; 32] = bytes
         .try_into()
         .map_err(|_| CryptoError::Key("the AP key"))?;
-    let ap = XPublic::from(ap);
-    let eph = StaticSecret::random_from_rng(OsRng);
-    let epk = XPublic::from(&eph);
-    let shared = eph.diffie_hellman(&ap);
+    Ok(b64(&seal_to(
+        &XPublic::from(ap),
+        plaintext,
+        aad,
+        SEAL_TO_AP,
+    )))
+}
+
+/// A device's own key pair, Ed25519, made on the device once and kept
+/// there. Its public half is registered with the platform at onboarding
+/// ([`seal_enrollment`]); the device then logs in with tokens it signs
+/// ([`device_login_token`]), which, unlike an HMAC of pass_tmp, leave
+/// nothing to test a guess of pass_tmp against.
+#[derive(Clone)]
+pub struct DeviceKey(SigningKey);
+
+impl std::fmt::Debug for DeviceKey {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceKey(public {})", self.public_hex())
+    }
+}
+
+impl DeviceKey {
+    pub fn generate() -> Self {
+        DeviceKey(SigningKey::generate(&mut OsRng))
+    }
+
+    /// From the 32-byte seed, as 64 hex digits (what a device persists).
+    pub fn from_seed_hex(text: &str) -> Result<Self, CryptoError> {
+        Ok(DeviceKey(SigningKey::from_bytes(&unhex32(
+            text,
+            "the device key",
+        )?)))
+    }
+
+    pub fn seed_hex(&self) -> String {
+        hex(self.0.as_bytes())
+    }
+
+    /// The public half, as 64 hex digits: what the platform stores.
+    pub fn public_hex(&self) -> String {
+        hex(self.0.verifying_key().as_bytes())
+    }
+}
+
+/// A usable device public key: a valid curve point of full order (a weak
+/// key would let one signature verify for many messages).
+fn check_device_public(bytes: &[u8; 32]) -> Result<VerifyingKey, CryptoError> {
+    match VerifyingKey::from_bytes(bytes) {
+        Ok(key) if !key.is_weak() => Ok(key),
+        _ => Err(CryptoError::Key("the device key")),
+    }
+}
+
+/// What a device enrollment is bound to: the device and the request whose
+/// handshake it finishes.
+fn enroll_seal_context(uuid: &str, request: &str) -> Vec<u8> {
+    canonical(
+        "enroll-seal",
+        &[uuid.to_ascii_lowercase().as_bytes(), request.as_bytes()],
+    )
+}
+
+/// The MAC that vouches for a device key: HMAC-SHA256 over the request and
+/// the key, keyed by HKDF of pass_tmp and the UUID. Only the device and
+/// the verifier know pass_tmp, so only they can make or check it; it
+/// travels only inside [`seal_enrollment`]'s envelope.
+fn enroll_mac(pass_tmp: &str, uuid: &str, request: &str, device_key: &[u8; 32]) -> [u8; 32] {
+    let uuid = uuid.to_ascii_lowercase();
     let key = hkdf32(
-        shared.as_bytes(),
-        &[epk.as_bytes().as_slice(), ap.as_bytes().as_slice()].concat(),
-        b"iot-platform/v1/seal-to-ap",
+        pass_tmp.as_bytes(),
+        uuid.as_bytes(),
+        b"iot-platform/v1/enroll-mac",
     );
-    // A fresh key per message: a zero nonce is safe.
-    let mut out = epk.as_bytes().to_vec();
-    out.extend_from_slice(&seal_with(&key, &[0u8; 12], plaintext, aad));
-    Ok(b64(&out))
+    let mut out = [0u8; 32];
+    // HMAC takes keys of any length: this cannot fail.
+    if let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&key) {
+        mac.update(&canonical("enroll", &[request.as_bytes(), device_key]));
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
+/// The device's half of registering its key: its public key and the MAC
+/// vouching for it ([`enroll_mac`]), sealed to the platform and bound to
+/// the UUID and the request (`request`: the handshake's tag,
+/// [`handshake_tag`]). Base64. Goes in the device's access proof.
+pub fn seal_enrollment(
+    platform: &PlatformPublicKey,
+    device: &DeviceKey,
+    uuid: &str,
+    pass_tmp: &str,
+    request: &str,
+) -> String {
+    let public = device.0.verifying_key().to_bytes();
+    let mut plain = [0u8; 64];
+    plain[..32].copy_from_slice(&public);
+    plain[32..].copy_from_slice(&enroll_mac(pass_tmp, uuid, request, &public));
+    b64(&seal_to(
+        &XPublic::from(platform.x25519),
+        &plain,
+        &enroll_seal_context(uuid, request),
+        SEAL_TO_PLATFORM,
+    ))
+}
+
+/// An opened enrollment: a device key and the MAC that should vouch for
+/// it. Believe the key only if [`EnrollClaim::vouched_by`] says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollClaim {
+    device_key: [u8; 32],
+    mac: [u8; 32],
+}
+
+impl EnrollClaim {
+    /// The claimed device key, as 64 hex digits (as stored).
+    pub fn device_key_hex(&self) -> String {
+        hex(&self.device_key)
+    }
+
+    /// Whether the MAC is the one pass_tmp gives for this key, UUID and
+    /// request. Constant time.
+    pub fn vouched_by(&self, pass_tmp: &str, uuid: &str, request: &str) -> bool {
+        let expected = enroll_mac(pass_tmp, uuid, request, &self.device_key);
+        bool::from(expected.ct_eq(&self.mac))
+    }
+
+    /// The MAC itself: a value derived from pass_tmp, which must never be
+    /// seen outside the sealed enrollment (the sniffer test looks for it).
+    pub fn mac(&self) -> [u8; 32] {
+        self.mac
+    }
+}
+
+/// A login nonce: the broker refuses a token whose nonce it has seen.
+pub type LoginNonce = [u8; 16];
+
+/// A fresh random login nonce.
+pub fn login_nonce() -> LoginNonce {
+    let mut nonce = [0u8; 16];
+    OsRng.fill_bytes(&mut nonce);
+    nonce
+}
+
+const LOGIN_DOMAIN: &str = "device-login";
+/// The token's version tag, so that a later format can be told apart.
+const LOGIN_TAG: &str = "dk1";
+
+fn login_message(uuid: &str, at_ms: u64, nonce: &LoginNonce) -> Vec<u8> {
+    canonical(
+        LOGIN_DOMAIN,
+        &[
+            uuid.to_ascii_lowercase().as_bytes(),
+            &at_ms.to_be_bytes(),
+            nonce,
+        ],
+    )
+}
+
+/// A device's MQTT password once its key is registered:
+/// `dk1.{now_ms}.{nonce}.{signature}` (printable ASCII, at most 135
+/// bytes), the device key's signature over the UUID, the time and the
+/// nonce. Each login uses a fresh nonce ([`login_nonce`]); the broker
+/// refuses a nonce it has seen, and a time too far from its own.
+pub fn device_login_token(key: &DeviceKey, uuid: &str, now_ms: u64, nonce: &LoginNonce) -> String {
+    let sig = key.0.sign(&login_message(uuid, now_ms, nonce));
+    format!(
+        "{LOGIN_TAG}.{now_ms}.{}.{}",
+        b64(nonce),
+        b64(&sig.to_bytes())
+    )
+}
+
+/// Checks a login token ([`device_login_token`]) against the device's
+/// registered public key (hex) and its UUID (in either case), at
+/// `now_ms`, allowing `max_skew_ms` either way. Returns the token's
+/// nonce, for the caller's replay check. The cheap checks come first, so
+/// a flood of garbage costs no curve operation.
+pub fn verify_device_login(
+    public_hex: &str,
+    uuid: &str,
+    token: &str,
+    now_ms: u64,
+    max_skew_ms: u64,
+) -> Result<LoginNonce, CryptoError> {
+    const WHAT: &str = "the login token";
+    let mut parts = token.split('.');
+    let (Some(LOGIN_TAG), Some(at), Some(nonce), Some(sig), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(CryptoError::Malformed(WHAT));
+    };
+    if at.is_empty() || at.len() > 20 || !at.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CryptoError::Malformed(WHAT));
+    }
+    let at_ms: u64 = at.parse().map_err(|_| CryptoError::Malformed(WHAT))?;
+    if now_ms.abs_diff(at_ms) > max_skew_ms {
+        return Err(CryptoError::Stale(WHAT));
+    }
+    let nonce: LoginNonce = unb64(nonce, WHAT)?
+        .try_into()
+        .map_err(|_| CryptoError::Malformed(WHAT))?;
+    let sig = Signature::from_slice(&unb64(sig, WHAT)?).map_err(|_| CryptoError::Signature)?;
+    let key = check_device_public(&unhex32(public_hex, "the device key")?)?;
+    key.verify_strict(&login_message(uuid, at_ms, &nonce), &sig)
+        .map_err(|_| CryptoError::Signature)?;
+    Ok(nonce)
 }
 
 #[cfg(test)]
@@ -451,5 +775,180 @@ mod tests {
         let again = PlatformKey::from_seed_hex(&key.seed_hex()).unwrap();
         assert_eq!(again.public(), key.public());
         assert!(PlatformKey::from_seed_hex("zz").is_err());
+    }
+    #[test]
+    fn the_platform_keys_x25519_halves_match() {
+        let key = PlatformKey::generate();
+        let public = PlatformPublicKey::from_hex(&key.public().to_hex()).unwrap();
+        assert_eq!(XPublic::from(&key.x25519).to_bytes(), public.x25519);
+        let again = PlatformKey::from_seed_hex(&key.seed_hex()).unwrap();
+        assert_eq!(again.x25519.to_bytes(), key.x25519.to_bytes());
+    }
+
+    #[test]
+    fn an_enrollment_opens_only_for_the_platform_and_its_device_and_request() {
+        let platform = PlatformKey::generate();
+        let device = DeviceKey::generate();
+        let u = "6F1C2B8E-0B5D-4A8F-9E8C-2B7D8E9F0A1B";
+        let sealed = seal_enrollment(&platform.public(), &device, u, "pass-1234", "req-1");
+        // Case of the UUID does not matter; the request and the key do.
+        let claim = platform
+            .open_enrollment(&sealed, &u.to_ascii_lowercase(), "req-1")
+            .unwrap();
+        assert_eq!(claim.device_key_hex(), device.public_hex());
+        assert!(claim.vouched_by("pass-1234", u, "req-1"));
+        assert!(!claim.vouched_by("pass-1235", u, "req-1"), "wrong pass_tmp");
+        assert!(
+            !claim.vouched_by("pass-1234", u, "req-2"),
+            "another request"
+        );
+        assert!(platform.open_enrollment(&sealed, u, "req-2").is_err());
+        let other_uuid = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1c";
+        assert!(platform
+            .open_enrollment(&sealed, other_uuid, "req-1")
+            .is_err());
+        let other = PlatformKey::generate();
+        assert!(other.open_enrollment(&sealed, u, "req-1").is_err());
+        // Nor as an AP's sealed value, the same envelope in another domain.
+        assert!(platform.open_enrollment("!!", u, "req-1").is_err());
+        let raw = unb64(&sealed, "x").unwrap();
+        assert!(open_from(
+            &platform.x25519,
+            &platform.x25519_public,
+            &raw,
+            &enroll_seal_context(u, "req-1"),
+            SEAL_TO_AP
+        )
+        .is_err());
+        // A wrong pass_tmp seals fine and opens, and is caught by the MAC.
+        let guess = seal_enrollment(&platform.public(), &device, u, "guess", "req-1");
+        let claim = platform.open_enrollment(&guess, u, "req-1").unwrap();
+        assert!(!claim.vouched_by("pass-1234", u, "req-1"));
+    }
+
+    #[test]
+    fn a_low_order_ephemeral_key_opens_nothing() {
+        let platform = PlatformKey::generate();
+        // The all-zero point: its shared secret is zero, known to anyone.
+        let mut sealed = vec![0u8; 32];
+        let key = hkdf32(
+            &[0u8; 32],
+            &[[0u8; 32].as_slice(), platform.public().x25519.as_slice()].concat(),
+            SEAL_TO_PLATFORM,
+        );
+        sealed.extend_from_slice(&seal_with(&key, &[0u8; 12], &[7u8; 64], b"aad"));
+        assert_eq!(
+            open_from(
+                &platform.x25519,
+                &platform.x25519_public,
+                &sealed,
+                b"aad",
+                SEAL_TO_PLATFORM
+            ),
+            Err(CryptoError::Open)
+        );
+    }
+
+    #[test]
+    fn a_device_key_round_trips_its_seed_and_hides_it() {
+        let key = DeviceKey::generate();
+        let again = DeviceKey::from_seed_hex(&key.seed_hex()).unwrap();
+        assert_eq!(again.public_hex(), key.public_hex());
+        assert_eq!(key.public_hex().len(), 64);
+        assert!(!format!("{key:?}").contains(&key.seed_hex()));
+        assert!(DeviceKey::from_seed_hex("zz").is_err());
+        assert!(DeviceKey::from_seed_hex(&"0".repeat(63)).is_err());
+    }
+
+    #[test]
+    fn a_login_token_verifies_only_for_its_key_device_and_time() {
+        let key = DeviceKey::generate();
+        let public = key.public_hex();
+        let u = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b";
+        let nonce = login_nonce();
+        let now = 1_700_000_000_000;
+        let token = device_login_token(&key, u, now, &nonce);
+        assert!(token.len() < 200, "{} bytes", token.len());
+        assert!(token.bytes().all(|b| b.is_ascii_graphic()), "{token}");
+        assert_eq!(
+            verify_device_login(&public, u, &token, now, 30_000),
+            Ok(nonce)
+        );
+        assert_eq!(
+            verify_device_login(
+                &public,
+                &u.to_ascii_uppercase(),
+                &token,
+                now + 30_000,
+                30_000
+            ),
+            Ok(nonce),
+            "either case, at the edge of the skew"
+        );
+        // Wrong device, wrong key, too early or late.
+        let other = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1c";
+        assert_eq!(
+            verify_device_login(&public, other, &token, now, 30_000),
+            Err(CryptoError::Signature)
+        );
+        let stranger = DeviceKey::generate().public_hex();
+        assert_eq!(
+            verify_device_login(&stranger, u, &token, now, 30_000),
+            Err(CryptoError::Signature)
+        );
+        for at in [now + 30_001, now - 30_001, 0, u64::MAX] {
+            assert!(
+                matches!(
+                    verify_device_login(&public, u, &token, at, 30_000),
+                    Err(CryptoError::Stale(_))
+                ),
+                "{at}"
+            );
+        }
+        // Tampered time or nonce: the signature covers both.
+        let parts: Vec<&str> = token.split('.').collect();
+        let later = format!("{}.{}.{}.{}", parts[0], now + 1, parts[2], parts[3]);
+        assert_eq!(
+            verify_device_login(&public, u, &later, now, 30_000),
+            Err(CryptoError::Signature)
+        );
+        let renonced = format!("{}.{}.{}.{}", parts[0], parts[1], b64(&[9u8; 16]), parts[3]);
+        assert_eq!(
+            verify_device_login(&public, u, &renonced, now, 30_000),
+            Err(CryptoError::Signature)
+        );
+        // Garbage of every shape.
+        for junk in [
+            "",
+            "dk1",
+            "dk1...",
+            "dk2.1.AAAA.AAAA",
+            &format!("dk1.+{now}.{}.{}", parts[2], parts[3]),
+            &format!("dk1.{now}.{}.{}.extra", parts[2], parts[3]),
+            &format!("dk1.{now}.AAAA.{}", parts[3]),
+            &format!("dk1.{now}.{}.AAAA", parts[2]),
+            &format!("dk1.{now}.{}.!!", parts[2]),
+            &format!("dk1.99999999999999999999999.{}.{}", parts[2], parts[3]),
+        ] {
+            assert!(
+                verify_device_login(&public, u, junk, now, 30_000).is_err(),
+                "{junk:?}"
+            );
+        }
+        assert!(verify_device_login("not hex", u, &token, now, 30_000).is_err());
+        // A weak (small-order) public key is never a device key.
+        let identity = format!("01{}", "00".repeat(31));
+        assert_eq!(
+            verify_device_login(&identity, u, &token, now, 30_000),
+            Err(CryptoError::Key("the device key"))
+        );
+    }
+
+    #[test]
+    fn handshake_tags_and_ids_agree() {
+        let tag = handshake_tag("bXNn");
+        assert_eq!(parse_handshake_tag(&tag), Some(handshake_id("bXNn")));
+        assert_eq!(parse_handshake_tag("bXNn"), None, "3 bytes");
+        assert_eq!(parse_handshake_tag("!!"), None);
     }
 }

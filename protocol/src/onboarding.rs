@@ -42,7 +42,7 @@ fn check_b64_field(name: &'static str, value: &str) -> Result<(), DecodeError> {
 
 /// AP -> device on `device/{uuid}/access/challenge` (secure mode): the
 /// AP's handshake message and the session id, once the verifier has given
-/// the AP the device's pass_tmp.
+/// the AP the device's pass_tmp, and the platform's ticket saying it did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessChallenge {
     pub uuid: String,
@@ -52,29 +52,126 @@ pub struct AccessChallenge {
     pub request: String,
     pub session: String,
     pub spake2: String,
+    /// The verifier's [`Ticket`] for this request. A device answers no
+    /// challenge without a valid one: anyone else's challenge would be a
+    /// guess of pass_tmp tested against the device's proof, outside the
+    /// verifier's lockout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<Ticket>,
 }
 
 impl AccessChallenge {
     pub fn validate(&self) -> Result<(), DecodeError> {
         check_b64_field("request", &self.request)?;
         check_b64_field("session", &self.session)?;
-        check_b64_field("spake2", &self.spake2)
+        check_b64_field("spake2", &self.spake2)?;
+        match &self.ticket {
+            Some(ticket) => ticket.validate(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The platform's word that the verifier released one device's pass_tmp
+/// to one AP for one of the device's requests, until `expires_ms`: an
+/// Ed25519 signature over the UUID (lower case), SSID, AP id, request
+/// (the handshake's tag) and the expiry. The verifier sends it with the
+/// sealed pass_tmp; the AP passes it on in its challenge; the device
+/// checks it against its own UUID, SSID and current handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub ap_id: String,
+    pub expires_ms: u64,
+    pub sig: String,
+}
+
+const TICKET_DOMAIN: &str = "access-ticket";
+
+impl Ticket {
+    /// The verifier's side: a ticket for `ap_id`, valid until `expires_ms`.
+    pub fn issue(
+        key: &crate::crypto::PlatformKey,
+        uuid: &str,
+        ssid: &str,
+        ap_id: &str,
+        request: &str,
+        expires_ms: u64,
+    ) -> Self {
+        let uuid = uuid.to_ascii_lowercase();
+        let expires = expires_ms.to_be_bytes();
+        let fields = [
+            uuid.as_bytes(),
+            ssid.as_bytes(),
+            ap_id.as_bytes(),
+            request.as_bytes(),
+            &expires,
+        ];
+        Ticket {
+            ap_id: ap_id.to_owned(),
+            expires_ms,
+            sig: key.sign(TICKET_DOMAIN, &fields),
+        }
+    }
+
+    /// The device's side: is this the platform's ticket for this device,
+    /// SSID and request, and still valid at `now_ms`?
+    pub fn check(
+        &self,
+        platform: &crate::crypto::PlatformPublicKey,
+        uuid: &str,
+        ssid: &str,
+        request: &str,
+        now_ms: u64,
+    ) -> Result<(), crate::crypto::CryptoError> {
+        if now_ms >= self.expires_ms {
+            return Err(crate::crypto::CryptoError::Stale("the ticket"));
+        }
+        let uuid = uuid.to_ascii_lowercase();
+        let expires = self.expires_ms.to_be_bytes();
+        let fields = [
+            uuid.as_bytes(),
+            ssid.as_bytes(),
+            self.ap_id.as_bytes(),
+            request.as_bytes(),
+            &expires,
+        ];
+        platform.verify(TICKET_DOMAIN, &fields, &self.sig)
+    }
+
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        check_segment(&self.ap_id).map_err(|e| DecodeError::field("ticket.ap_id", e))?;
+        check_b64_field("ticket.sig", &self.sig)
     }
 }
 
 /// Device -> AP on `wlan/{ssid}/access/proof` (secure mode): proof that
-/// the device derived the same key, i.e. holds the same pass_tmp.
+/// the device derived the same key, i.e. holds the same pass_tmp. The
+/// verifier reads it too, for `enroll`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessProof {
     pub uuid: String,
     pub session: String,
     pub proof: String,
+    /// The request (handshake tag) whose challenge this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The device's key for its later logins, vouched for by pass_tmp and
+    /// sealed to the platform ([`crate::crypto::seal_enrollment`]): only
+    /// the verifier opens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll: Option<String>,
 }
 
 impl AccessProof {
     pub fn validate(&self) -> Result<DeviceUuid, DecodeError> {
         check_b64_field("session", &self.session)?;
         check_b64_field("proof", &self.proof)?;
+        if let Some(request) = &self.request {
+            check_b64_field("request", request)?;
+        }
+        if let Some(enroll) = &self.enroll {
+            check_b64_field("enroll", enroll)?;
+        }
         DeviceUuid::parse(&self.uuid).map_err(|e| DecodeError::field("uuid", e))
     }
 }
@@ -187,6 +284,14 @@ pub struct VerifyRequest {
     /// Secure mode: the AP's public key (base64 X25519) to seal pass_tmp to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ap_key: Option<String>,
+    /// Secure mode: the SSID the device asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssid: Option<String>,
+    /// Secure mode: the device request this answers, its handshake's tag
+    /// ([`crate::crypto::handshake_tag`]). The verifier releases pass_tmp
+    /// only for a request it saw the device make.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 impl VerifyRequest {
@@ -195,6 +300,12 @@ impl VerifyRequest {
         check_request_id(&self.request_id)?;
         if let Some(key) = &self.ap_key {
             check_b64_field("ap_key", key)?;
+        }
+        if let Some(ssid) = &self.ssid {
+            check_ssid(ssid).map_err(|e| DecodeError::field("ssid", e))?;
+        }
+        if let Some(request) = &self.request {
+            check_b64_field("request", request)?;
         }
         DeviceUuid::parse(&self.uuid).map_err(|e| DecodeError::field("uuid", e))
     }
@@ -217,11 +328,13 @@ pub enum VerifyOutcome {
         pass_tmp: String,
     },
     /// Secure mode: pass_tmp sealed to the AP's key over
-    /// [`pass_tmp_seal_context`], and the platform's signature over the
-    /// request id, UUID, AP id and the sealed value.
+    /// [`pass_tmp_seal_context`], the platform's signature over the
+    /// request id, UUID, AP id and the sealed value, and the ticket the AP
+    /// passes on to the device in its challenge.
     Sealed {
         sealed_pass_tmp: String,
         sig: String,
+        ticket: Ticket,
     },
     Failed {
         error: ErrorBody<AccessErrorCode>,
@@ -245,12 +358,14 @@ pub fn verify_signed_fields<'a>(
     ]
 }
 
-/// Seals and signs pass_tmp for the AP that asked.
+/// Seals and signs pass_tmp for the AP that asked, with the device's
+/// ticket for it.
 pub fn seal_verify_answer(
     key: &crate::crypto::PlatformKey,
     req: &VerifyRequest,
     ap_key: &str,
     pass_tmp: &str,
+    ticket: Ticket,
 ) -> Result<VerifyOutcome, crate::crypto::CryptoError> {
     let sealed = crate::crypto::seal_to_ap(
         ap_key,
@@ -264,6 +379,7 @@ pub fn seal_verify_answer(
     Ok(VerifyOutcome::Sealed {
         sealed_pass_tmp: sealed,
         sig,
+        ticket,
     })
 }
 
@@ -354,6 +470,7 @@ impl<'de> Deserialize<'de> for AccessOutcome {
                         "bad_request",
                         "too_many_attempts",
                         "unavailable",
+                        "not_authorized",
                     ],
                 )
             })
@@ -547,6 +664,55 @@ mod tests {
             ..granted
         };
         assert!(bad_uuid.validate().is_err());
+    }
+
+    #[test]
+    fn a_ticket_checks_only_for_its_device_ssid_request_and_time() {
+        let key = crate::crypto::PlatformKey::generate();
+        let public = key.public();
+        let t = Ticket::issue(&key, &U.to_ascii_uppercase(), "home", "ap-1", "req", 2_000);
+        assert!(t.validate().is_ok());
+        assert_eq!(t.check(&public, U, "home", "req", 1_999), Ok(()));
+        assert!(
+            t.check(&public, U, "home", "req", 2_000).is_err(),
+            "expired"
+        );
+        assert!(t.check(&public, U, "other", "req", 0).is_err());
+        assert!(t.check(&public, U, "home", "req2", 0).is_err());
+        let other_uuid = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1c";
+        assert!(t.check(&public, other_uuid, "home", "req", 0).is_err());
+        let moved = Ticket {
+            ap_id: "ap-2".into(),
+            ..t.clone()
+        };
+        assert!(moved.check(&public, U, "home", "req", 0).is_err());
+        let longer = Ticket {
+            expires_ms: 3_000,
+            ..t.clone()
+        };
+        assert!(longer.check(&public, U, "home", "req", 0).is_err());
+        let stranger = crate::crypto::PlatformKey::generate().public();
+        assert!(t.check(&stranger, U, "home", "req", 0).is_err());
+        // It travels inside a challenge and back unchanged.
+        let challenge = AccessChallenge {
+            uuid: U.into(),
+            ssid: "home".into(),
+            request: "req".into(),
+            session: "c2Vzcw".into(),
+            spake2: "bXNn".into(),
+            ticket: Some(t.clone()),
+        };
+        assert!(challenge.validate().is_ok());
+        let back: AccessChallenge = decode(&encode(&challenge)).unwrap();
+        assert_eq!(back, challenge);
+        let bad = AccessChallenge {
+            ticket: Some(Ticket {
+                ap_id: "a/b".into(),
+                ..t
+            }),
+            ..challenge
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

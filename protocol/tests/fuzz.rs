@@ -19,7 +19,8 @@ use protocol::admin::{
 };
 use protocol::codes::{AccessErrorCode, AdminErrorCode, ErrorBody};
 use protocol::crypto::{
-    ap_handshake, b64, seal_to_ap, unb64, ApKey, DeviceHandshake, PlatformKey, PlatformPublicKey,
+    ap_handshake, b64, device_login_token, seal_enrollment, seal_to_ap, unb64, verify_device_login,
+    ApKey, DeviceHandshake, DeviceKey, PlatformKey, PlatformPublicKey,
 };
 use protocol::decode::{decode, decode_limited, encode, peek_str_field, DecodeError, MAX_PAYLOAD};
 use protocol::gateway::{
@@ -31,8 +32,8 @@ use protocol::ids::{check_segment, MAX_SEGMENT_LEN};
 use protocol::onboarding::{
     check_pass_tmp, check_ssid, check_wifi_password, open_verify_answer, AccessChallenge,
     AccessDenied, AccessGranted, AccessOutcome, AccessProof, AccessRequest, AccessResponse,
-    ApConfirm, ApPrompt, Confirm, OutcomeReport, VerifyOutcome, VerifyRequest, VerifyResponse,
-    MAX_SSID_LEN,
+    ApConfirm, ApPrompt, Confirm, OutcomeReport, Ticket, VerifyOutcome, VerifyRequest,
+    VerifyResponse, MAX_SSID_LEN,
 };
 use protocol::registry_admin::{
     AssignmentView, AuditEntry, DrainReport, GatewayView, LastSeen, RegistryErrorCode, RegistryOk,
@@ -255,24 +256,43 @@ fn access_request() -> impl Strategy<Value = AccessRequest> {
     })
 }
 
-fn access_challenge() -> impl Strategy<Value = AccessChallenge> {
-    (text(), text(), text(), text(), text()).prop_map(|(uuid, ssid, request, session, spake2)| {
-        AccessChallenge {
-            uuid,
-            ssid,
-            request,
-            session,
-            spake2,
-        }
+fn ticket() -> impl Strategy<Value = Ticket> {
+    (text(), any::<u64>(), text()).prop_map(|(ap_id, expires_ms, sig)| Ticket {
+        ap_id,
+        expires_ms,
+        sig,
     })
 }
 
+fn access_challenge() -> impl Strategy<Value = AccessChallenge> {
+    (
+        (text(), text(), text(), text(), text()),
+        prop::option::of(ticket()),
+    )
+        .prop_map(
+            |((uuid, ssid, request, session, spake2), ticket)| AccessChallenge {
+                uuid,
+                ssid,
+                request,
+                session,
+                spake2,
+                ticket,
+            },
+        )
+}
+
 fn access_proof() -> impl Strategy<Value = AccessProof> {
-    (text(), text(), text()).prop_map(|(uuid, session, proof)| AccessProof {
-        uuid,
-        session,
-        proof,
-    })
+    (
+        (text(), text(), text()),
+        (prop::option::of(text()), prop::option::of(text())),
+    )
+        .prop_map(|((uuid, session, proof), (request, enroll))| AccessProof {
+            uuid,
+            session,
+            proof,
+            request,
+            enroll,
+        })
 }
 
 fn access_response() -> impl Strategy<Value = AccessResponse> {
@@ -300,22 +320,35 @@ fn confirm() -> impl Strategy<Value = Confirm> {
 }
 
 fn verify_request() -> impl Strategy<Value = VerifyRequest> {
-    (text(), text(), text(), prop::option::of(text())).prop_map(
-        |(request_id, ap_id, uuid, ap_key)| VerifyRequest {
-            request_id,
-            ap_id,
-            uuid,
-            ap_key,
-        },
+    (
+        (text(), text(), text()),
+        (
+            prop::option::of(text()),
+            prop::option::of(text()),
+            prop::option::of(text()),
+        ),
     )
+        .prop_map(
+            |((request_id, ap_id, uuid), (ap_key, ssid, request))| VerifyRequest {
+                request_id,
+                ap_id,
+                uuid,
+                ap_key,
+                ssid,
+                request,
+            },
+        )
 }
 
 fn verify_response() -> impl Strategy<Value = VerifyResponse> {
     let outcome = prop_oneof![
         text().prop_map(|pass_tmp| VerifyOutcome::Found { pass_tmp }),
-        (text(), text()).prop_map(|(sealed_pass_tmp, sig)| VerifyOutcome::Sealed {
-            sealed_pass_tmp,
-            sig
+        (text(), text(), ticket()).prop_map(|(sealed_pass_tmp, sig, ticket)| {
+            VerifyOutcome::Sealed {
+                sealed_pass_tmp,
+                sig,
+                ticket,
+            }
         }),
         error_body(access_code()).prop_map(|error| VerifyOutcome::Failed { error }),
     ];
@@ -1288,11 +1321,16 @@ proptest! {
             ap_id: b.clone(),
             uuid: c.clone(),
             ap_key: d.clone(),
+            ssid: d.clone(),
+            request: d.clone(),
         };
         if verify.validate().is_ok() {
             prop_assert!(topic_safe(&b));
             prop_assert!(!a.is_empty() && a.len() <= 64);
             prop_assert!(DeviceUuid::parse(&c).is_ok());
+            if let Some(ssid) = &d {
+                prop_assert!(check_ssid(ssid).is_ok());
+            }
         }
         let report = OutcomeReport { uuid: a.clone(), outcome: AccessOutcome::Granted, latency_ms: 0 };
         prop_assert_eq!(report.validate().is_ok(), DeviceUuid::parse(&a).is_ok());
@@ -1304,9 +1342,18 @@ proptest! {
             request: c.clone(),
             session: c.clone(),
             spake2: d.clone().unwrap_or_default(),
+            ticket: Some(Ticket { ap_id: b.clone(), expires_ms: 0, sig: c.clone() }),
         };
-        let _ = challenge.validate();
-        let proof = AccessProof { uuid: a.clone(), session: b.clone(), proof: c.clone() };
+        if challenge.validate().is_ok() {
+            prop_assert!(topic_safe(&b), "a ticket's ap_id is a topic segment");
+        }
+        let proof = AccessProof {
+            uuid: a.clone(),
+            session: b.clone(),
+            proof: c.clone(),
+            request: d.clone(),
+            enroll: d.clone(),
+        };
         if proof.validate().is_ok() {
             prop_assert!(DeviceUuid::parse(&a).is_ok());
         }
@@ -1497,5 +1544,125 @@ proptest! {
             prop_assert!(!keys.check_device_proof(&sealed));
             prop_assert!(keys.open_password(&sealed, &aad).is_err());
         }
+    }
+}
+
+proptest! {
+    // A few signatures and key agreements per case, in a debug build.
+    #![proptest_config(config(24))]
+
+    #[test]
+    fn forged_tickets_never_check(
+        ticket in ticket(),
+        sig in b64_like(),
+        uuid in text(),
+        ssid in text(),
+        request in text(),
+    ) {
+        let (_, public) = platform();
+        let forged = Ticket { sig, expires_ms: u64::MAX, ..ticket.clone() };
+        prop_assert!(forged.check(public, &uuid, &ssid, &request, 0).is_err());
+        prop_assert!(ticket.check(public, &uuid, &ssid, &request, 0).is_err());
+    }
+
+    #[test]
+    fn a_ticket_checks_only_as_issued(
+        uuid in text(),
+        ssid in text(),
+        ap_id in text(),
+        request in text(),
+        other in text(),
+        expires_ms in 1u64..,
+    ) {
+        let (key, public) = platform();
+        let t = Ticket::issue(key, &uuid, &ssid, &ap_id, &request, expires_ms);
+        prop_assert!(t.check(public, &uuid, &ssid, &request, expires_ms - 1).is_ok());
+        prop_assert!(t.check(public, &uuid, &ssid, &request, expires_ms).is_err());
+        let back: Ticket = serde_json::from_slice(&encode(&t)).unwrap();
+        prop_assert_eq!(&back, &t);
+        if !other.eq_ignore_ascii_case(&uuid) {
+            prop_assert!(t.check(public, &other, &ssid, &request, 0).is_err());
+        }
+        if other != ssid {
+            prop_assert!(t.check(public, &uuid, &other, &request, 0).is_err());
+        }
+        if other != request {
+            prop_assert!(t.check(public, &uuid, &ssid, &other, 0).is_err());
+        }
+        if other != ap_id {
+            let moved = Ticket { ap_id: other, ..t };
+            prop_assert!(moved.check(public, &uuid, &ssid, &request, 0).is_err());
+        }
+    }
+
+    #[test]
+    fn login_tokens_from_a_peer_never_panic_nor_verify(
+        token in prop_oneof![
+            "(?s).{0,200}",
+            "dk1\\.[0-9]{0,21}\\.[A-Za-z0-9_-]{0,30}\\.[A-Za-z0-9_-]{0,100}",
+        ],
+        public in prop_oneof![b64_like(), "[0-9a-f]{64}"],
+        uuid in text(),
+        now_ms in any::<u64>(),
+        skew in any::<u64>(),
+    ) {
+        let device = DeviceKey::generate();
+        prop_assert!(verify_device_login(&device.public_hex(), &uuid, &token, now_ms, skew).is_err());
+        let _ = verify_device_login(&public, &uuid, &token, now_ms, skew);
+    }
+
+    #[test]
+    fn a_login_token_verifies_only_for_its_device_within_its_skew(
+        uuid in text(),
+        other in text(),
+        at_ms in any::<u64>(),
+        nonce in any::<[u8; 16]>(),
+        skew in 0u64..1_000_000,
+        offset in 0u64..2_000_000,
+    ) {
+        let device = DeviceKey::generate();
+        let public = device.public_hex();
+        let token = device_login_token(&device, &uuid, at_ms, &nonce);
+        prop_assert!(token.len() < 200 && token.bytes().all(|b| b.is_ascii_graphic()));
+        let later = at_ms.saturating_add(offset);
+        let result = verify_device_login(&public, &uuid, &token, later, skew);
+        if later - at_ms <= skew {
+            prop_assert_eq!(result, Ok(nonce));
+        } else {
+            prop_assert!(result.is_err());
+        }
+        if !other.eq_ignore_ascii_case(&uuid) {
+            prop_assert!(verify_device_login(&public, &other, &token, at_ms, skew).is_err());
+        }
+    }
+
+    #[test]
+    fn enrollments_from_a_peer_never_panic_nor_open(
+        sealed in b64_like(),
+        uuid in text(),
+        request in text(),
+    ) {
+        let (key, _) = platform();
+        prop_assert!(key.open_enrollment(&sealed, &uuid, &request).is_err());
+    }
+
+    #[test]
+    fn an_enrollment_is_vouched_for_only_by_its_pass_tmp(
+        pass_tmp in text(),
+        guess in text(),
+        uuid in text(),
+        request in text(),
+    ) {
+        let (key, public) = platform();
+        let device = DeviceKey::generate();
+        let sealed = seal_enrollment(public, &device, &uuid, &pass_tmp, &request);
+        let claim = key.open_enrollment(&sealed, &uuid, &request).unwrap();
+        prop_assert_eq!(claim.device_key_hex(), device.public_hex());
+        prop_assert!(claim.vouched_by(&pass_tmp, &uuid, &request));
+        if guess != pass_tmp {
+            prop_assert!(!claim.vouched_by(&guess, &uuid, &request));
+        }
+        // Nothing derived from pass_tmp is in the clear.
+        prop_assert!(!sealed.contains(&b64(&claim.mac())));
     }
 }

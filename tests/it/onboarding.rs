@@ -316,3 +316,35 @@ async fn a_repeated_request_gets_the_same_answer_without_a_second_prompt() {
     }
     stop.cancel();
 }
+
+/// Secure mode, two APs serving one SSID: both ask the verifier about the
+/// device's request; it is released once, to one of them. The other is
+/// answered `not_authorized`, passes that on, and the device, for which
+/// that code is not final, joins through the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_aps_of_one_ssid_get_one_release_and_the_device_joins() {
+    let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
+    let uuid = new_uuid();
+    p.enroll(&uuid, "factory-secret").await;
+    let stop = CancellationToken::new();
+    let mut ap_1 = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let mut ap_2 = p.start_ap(p.ap_config("ap-2", true), &stop).await;
+
+    let joined = onboard(p.device_config(&uuid, "factory-secret", true))
+        .await
+        .unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    stop.cancel();
+    let mut granted = 0;
+    for ap in [&mut ap_1, &mut ap_2] {
+        while let Some(event) = ap.events.recv().await {
+            if let ApEvent::Answered { outcome, .. } = event {
+                match outcome {
+                    Ok(()) => granted += 1,
+                    Err(code) => assert_eq!(code, AccessErrorCode::NotAuthorized),
+                }
+            }
+        }
+    }
+    assert_eq!(granted, 1, "one release, one grant");
+}

@@ -53,6 +53,23 @@ async fn try_connect(opts: BusOptions, filters: &[&str]) -> (Result<(), String>,
     (result, bus, Inbox(inbox, token))
 }
 
+/// Registers AP `ap_id` for `ssid` and logs in as it, subscribed to its
+/// own verifier answers: what an attacker holding that AP's credential
+/// can do.
+async fn ap_session(p: &TestPlatform, ap_id: &str, ssid: &str) -> (Bus, Inbox) {
+    let mut config = p.ap_config(ap_id, true);
+    config.networks[0].ssid = ssid.into();
+    let credential = p.register_ap(&config).await;
+    let user = protocol::logins::ap_login(ap_id);
+    let (ok, bus, inbox) = try_connect(
+        opts(p, &user, &user, &credential),
+        &[&topics::verify_response(ap_id)],
+    )
+    .await;
+    ok.unwrap();
+    (bus, inbox)
+}
+
 struct Inbox(mpsc::Receiver<Message>, CancellationToken);
 
 impl Drop for Inbox {
@@ -303,6 +320,34 @@ async fn t2_sniffers_capture_no_secret_while_1000_devices_onboard_and_move() {
         needles.push(d.pass_tmp.as_bytes().to_vec());
         needles.push(protocol::crypto::device_login(&d.uuid, &d.pass_tmp).into_bytes());
     }
+    // The proofs' enrollments hold a MAC keyed by pass_tmp: the platform
+    // opens each (so it is the real thing, vouched for by the device's
+    // pass_tmp), and the MAC itself is searched for like the rest.
+    let platform = signing_key(&p);
+    let pass_tmps: std::collections::HashMap<&str, &str> = devices
+        .iter()
+        .map(|d| (d.uuid.as_str(), d.pass_tmp.as_str()))
+        .collect();
+    let mut enrolled = std::collections::HashSet::new();
+    for m in captured
+        .iter()
+        .filter(|m| m.topic.ends_with("/access/proof"))
+    {
+        let proof: protocol::onboarding::AccessProof = protocol::decode(&m.payload).unwrap();
+        let request = proof.request.expect("a proof names its request");
+        let claim = platform
+            .open_enrollment(
+                &proof.enroll.expect("a proof enrolls"),
+                &proof.uuid,
+                &request,
+            )
+            .unwrap();
+        assert!(claim.vouched_by(pass_tmps[proof.uuid.as_str()], &proof.uuid, &request));
+        needles.push(claim.mac().to_vec());
+        needles.push(protocol::crypto::b64(&claim.mac()).into_bytes());
+        enrolled.insert(proof.uuid);
+    }
+    assert_eq!(enrolled.len(), N, "every device enrolled its key");
     let mut by_len: std::collections::HashMap<usize, std::collections::HashSet<&[u8]>> =
         Default::default();
     for n in &needles {
@@ -536,15 +581,33 @@ async fn t4_an_ap_over_its_rate_is_throttled_and_its_devices_still_join() {
     let devices = manifest::generate(8, 41);
     import(&p, &devices).await;
 
-    // A burst of 8 verification requests from one AP id.
+    // A burst of 8 verification requests from one registered AP id, each
+    // for a request its device made (the verifier releases nothing else).
+    p.register_ap(&p.ap_config("ap-9", true)).await;
     let (ap, mut answers, _t) = p.client(&[topics::verify_response("ap-9")]).await;
     let ap_key = protocol::crypto::ApKey::generate().public_b64();
-    for (i, d) in devices.iter().enumerate() {
+    let mut tags = Vec::new();
+    for d in &devices {
+        let (_, msg) = protocol::crypto::DeviceHandshake::start(&d.uuid, SSID, &d.pass_tmp);
+        tags.push(protocol::crypto::handshake_tag(&msg));
+        let request = protocol::onboarding::AccessRequest {
+            uuid: d.uuid.clone(),
+            ssid: SSID.into(),
+            pass_tmp: String::new(),
+            spake2: Some(msg),
+        };
+        ap.publish_json(topics::access_request(SSID), &request)
+            .await
+            .unwrap();
+    }
+    for (i, (d, tag)) in devices.iter().zip(&tags).enumerate() {
         let ask = VerifyRequest {
             request_id: format!("burst-{i}"),
             ap_id: "ap-9".into(),
             uuid: d.uuid.clone(),
             ap_key: Some(ap_key.clone()),
+            ssid: Some(SSID.into()),
+            request: Some(tag.clone()),
         };
         ap.publish_json(topics::VERIFY_REQUEST, &ask).await.unwrap();
     }
@@ -621,9 +684,11 @@ async fn t5_replayed_requests_and_responses_yield_nothing() {
             response = Some(m.payload);
         }
     }
-    // The replayed request starts a session nobody can finish: the AP
-    // answers no password (no proof comes; `unavailable`, as for a proof
-    // lost in transit).
+    // The replayed request gets nothing: the verifier has released
+    // pass_tmp for that device request once already, so the AP gets
+    // `not_authorized` and starts no session at all. (Before the
+    // verifier kept its own memory of requests, it started a session
+    // nobody could finish: `unavailable`.)
     tokio::time::sleep(ap_sim::REPEAT_WINDOW).await;
     while ap.events.try_recv().is_ok() {}
     sniffer
@@ -639,7 +704,7 @@ async fn t5_replayed_requests_and_responses_yield_nothing() {
     })
     .await
     .unwrap();
-    assert_eq!(answered, Err(AccessErrorCode::Unavailable));
+    assert_eq!(answered, Err(AccessErrorCode::NotAuthorized));
     stop_auto.cancel();
     ap.join().await.unwrap();
 
@@ -913,9 +978,12 @@ async fn t3_forged_redirects_cost_at_most_one_query_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_proof_costs_a_new_handshake_not_the_device() {
     use protocol::crypto::{ap_handshake, handshake_tag, random_b64};
-    use protocol::onboarding::{wifi_seal_context, AccessChallenge, AccessProof, AccessRequest};
+    use protocol::onboarding::{
+        wifi_seal_context, AccessChallenge, AccessProof, AccessRequest, Ticket,
+    };
 
     let p = secure().await;
+    let platform = signing_key(&p);
     p.enroll(UUID_A, "pass-a-123").await;
     let (ap, mut inbox, _t) = p
         .client(&[topics::access_request(SSID), topics::access_proof(SSID)])
@@ -929,12 +997,24 @@ async fn a_lost_proof_costs_a_new_handshake_not_the_device() {
 
     let challenge = |msg: &str, session: &str| {
         let (keys, spake2) = ap_handshake(UUID_A, SSID, "pass-a-123", msg, session).unwrap();
+        let request = handshake_tag(msg);
+        // The hand-played AP's challenges carry the platform's ticket, as
+        // a real AP's do after a release.
+        let ticket = Ticket::issue(
+            &platform,
+            UUID_A,
+            SSID,
+            "ap-hand",
+            &request,
+            protocol::now_ms() + 60_000,
+        );
         let c = AccessChallenge {
             uuid: UUID_A.into(),
             ssid: SSID.into(),
-            request: handshake_tag(msg),
+            request,
             session: session.into(),
             spake2,
+            ticket: Some(ticket),
         };
         (keys, c)
     };
@@ -1049,6 +1129,14 @@ async fn a_retried_request_gets_its_open_challenge_again() {
         "a retry must get the same session, not a new one"
     );
     stop.cancel();
+}
+
+/// The platform's signing key, from its data dir: for tests that play the
+/// verifier's part by hand.
+fn signing_key(p: &TestPlatform) -> protocol::crypto::PlatformKey {
+    let seed =
+        std::fs::read_to_string(p.dir.path().join(protocol::layout::SIGNING_KEY_FILE)).unwrap();
+    protocol::crypto::PlatformKey::from_seed_hex(seed.trim()).unwrap()
 }
 
 /// The payload of the next message on a topic ending in `suffix`.
@@ -1238,4 +1326,611 @@ async fn t1_a_gateway_refuses_a_device_moved_away_with_not_authorized() {
     }
     stop.cancel();
     let _ = task.await;
+}
+
+// ---------------------------------------------------------------------
+// The verifier releases pass_tmp only for a device's own request: the
+// attacks of the AP-credential harvest, each against the secure mode.
+// ---------------------------------------------------------------------
+
+/// A device's access request with a fresh handshake, and its tag.
+fn device_request(uuid: &str, pass_tmp: &str) -> (protocol::onboarding::AccessRequest, String) {
+    let (_, msg) = protocol::crypto::DeviceHandshake::start(uuid, SSID, pass_tmp);
+    let tag = protocol::crypto::handshake_tag(&msg);
+    let request = protocol::onboarding::AccessRequest {
+        uuid: uuid.into(),
+        ssid: SSID.into(),
+        pass_tmp: String::new(),
+        spake2: Some(msg),
+    };
+    (request, tag)
+}
+
+/// An AP's question for the device request `tag` of `uuid` on `ssid`.
+fn question(
+    request_id: &str,
+    ap_id: &str,
+    uuid: &str,
+    ssid: &str,
+    tag: &str,
+    ap_key: &str,
+) -> protocol::onboarding::VerifyRequest {
+    protocol::onboarding::VerifyRequest {
+        request_id: request_id.into(),
+        ap_id: ap_id.into(),
+        uuid: uuid.into(),
+        ap_key: Some(ap_key.into()),
+        ssid: Some(ssid.into()),
+        request: Some(tag.into()),
+    }
+}
+
+/// The verifier's answers on `inbox`, by request id, until all of `ids`
+/// are in.
+async fn answers_to(
+    inbox: &mut mpsc::Receiver<Message>,
+    ids: &[String],
+) -> std::collections::HashMap<String, VerifyOutcome> {
+    let mut out = std::collections::HashMap::new();
+    let wait = async {
+        while out.len() < ids.len() {
+            let m = inbox.recv().await.unwrap();
+            if let Ok(r) = protocol::decode::<VerifyResponse>(&m.payload) {
+                if ids.contains(&r.request_id) {
+                    out.insert(r.request_id, r.outcome);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{} of {} answers", out.len(), ids.len()));
+    out
+}
+
+fn code_of(outcome: &VerifyOutcome) -> Option<AccessErrorCode> {
+    match outcome {
+        VerifyOutcome::Failed { error } => Some(error.code),
+        _ => None,
+    }
+}
+
+/// The issue's attack: with one AP's credential, ask about every enrolled
+/// UUID with the attacker's own key, and report `granted` after each. No
+/// device asked anything, so nothing is released: 0 of 20, where it used
+/// to be 20. Asking under another AP's id, or reporting for one, is cut
+/// off by the ACL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harvest_an_ap_cannot_get_pass_tmp_for_a_device_that_did_not_ask() {
+    let p = secure().await;
+    let devices = manifest::generate(20, 77);
+    import(&p, &devices).await;
+    let (ap, mut inbox) = ap_session(&p, "ap-harvest", SSID).await;
+    let attacker_key = protocol::crypto::ApKey::generate();
+    let mut registered_ids = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        // A made-up handshake tag: no device made it.
+        let ap_id = "ap-harvest".to_owned();
+        let (_, tag) = device_request(&d.uuid, "anything");
+        let id = format!("harvest-{i}");
+        ap.publish_json(
+            topics::VERIFY_REQUEST,
+            &question(&id, &ap_id, &d.uuid, SSID, &tag, &attacker_key.public_b64()),
+        )
+        .await
+        .unwrap();
+        let granted = protocol::onboarding::OutcomeReport {
+            uuid: d.uuid.clone(),
+            outcome: protocol::onboarding::AccessOutcome::Granted,
+            latency_ms: 1,
+        };
+        ap.publish_json(topics::ap_outcome(&ap_id), &granted)
+            .await
+            .unwrap();
+        registered_ids.push(id);
+    }
+    // The verifier takes questions in order, and every registered one is
+    // answered last (it waits for a device request that never comes):
+    // once they are all in, every question has been decided.
+    let mut answered = Vec::new();
+    let wait = async {
+        while answered.len() < registered_ids.len() {
+            let m = inbox.0.recv().await.unwrap();
+            let r: VerifyResponse = protocol::decode(&m.payload).unwrap();
+            answered.push((m.topic, r));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .expect("the registered AP's questions were answered");
+    for (topic, r) in &answered {
+        assert_eq!(topic, &topics::verify_response("ap-harvest"), "{r:?}");
+        assert!(registered_ids.contains(&r.request_id), "{r:?}");
+        assert_eq!(
+            code_of(&r.outcome),
+            Some(AccessErrorCode::NotAuthorized),
+            "pass_tmp released to a harvester: {r:?}"
+        );
+    }
+    assert!(inbox.0.try_recv().is_err(), "answered twice");
+    // Under another AP's id, or a made-up one: cut off before the verifier.
+    for ap_id in ["ap-1", "ap-fresh"] {
+        let (ap, _inbox) = ap_session(&p, "ap-harvest", SSID).await;
+        let (_, tag) = device_request(&devices[0].uuid, "anything");
+        ap.publish_json(
+            topics::VERIFY_REQUEST,
+            &question(
+                "fresh",
+                ap_id,
+                &devices[0].uuid,
+                SSID,
+                &tag,
+                &attacker_key.public_b64(),
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(cut_off(&ap, 5).await, "asked as {ap_id}");
+    }
+    // The real devices are unharmed: one joins through a real AP.
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let d = &devices[0];
+    let joined = onboard(p.device_config(&d.uuid, &d.pass_tmp, true))
+        .await
+        .unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    stop.cancel();
+}
+
+/// One request from the device itself releases pass_tmp once, to one AP
+/// (here two registered APs of its SSID race for it, one of them asking
+/// before the request even reached the verifier), with a ticket the
+/// device can check; asking again gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_request_releases_pass_tmp_once() {
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    let (ax, mut inbox_x) = ap_session(&p, "ap-x", SSID).await;
+    let (ay, mut inbox_y) = ap_session(&p, "ap-y", SSID).await;
+    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let (ok, device, _d) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
+    ok.unwrap();
+    let key_x = protocol::crypto::ApKey::generate();
+    let key_y = protocol::crypto::ApKey::generate();
+    let (request, tag) = device_request(UUID_A, "pass-a-123");
+
+    // ap-x asks first: its question waits for the device's request.
+    ax.publish_json(
+        topics::VERIFY_REQUEST,
+        &question("x1", "ap-x", UUID_A, SSID, &tag, &key_x.public_b64()),
+    )
+    .await
+    .unwrap();
+    device
+        .publish_json(topics::access_request(SSID), &request)
+        .await
+        .unwrap();
+    let first = answers_to(&mut inbox_x.0, &["x1".into()]).await;
+    let VerifyOutcome::Sealed {
+        sealed_pass_tmp,
+        sig,
+        ticket,
+    } = &first["x1"]
+    else {
+        panic!("the device's own request released nothing: {first:?}");
+    };
+    let platform = p.platform_key().unwrap();
+    let opened = protocol::onboarding::open_verify_answer(
+        &platform,
+        &key_x,
+        "x1",
+        UUID_A,
+        "ap-x",
+        sealed_pass_tmp,
+        sig,
+    )
+    .unwrap();
+    assert_eq!(opened, "pass-a-123");
+    assert_eq!(ticket.ap_id, "ap-x");
+    ticket
+        .check(&platform, UUID_A, SSID, &tag, protocol::now_ms())
+        .unwrap();
+    assert!(ticket
+        .check(&platform, UUID_A, SSID, "other", protocol::now_ms())
+        .is_err());
+
+    // The same request again, from the other AP, from the same AP, and
+    // re-sent by the device in between: nothing more.
+    device
+        .publish_json(topics::access_request(SSID), &request)
+        .await
+        .unwrap();
+    for (bus, id, ap_id, key) in [(&ay, "y1", "ap-y", &key_y), (&ax, "x2", "ap-x", &key_x)] {
+        bus.publish_json(
+            topics::VERIFY_REQUEST,
+            &question(id, ap_id, UUID_A, SSID, &tag, &key.public_b64()),
+        )
+        .await
+        .unwrap();
+    }
+    let mut again = answers_to(&mut inbox_y.0, &["y1".into()]).await;
+    again.extend(answers_to(&mut inbox_x.0, &["x2".into()]).await);
+    for (id, outcome) in &again {
+        assert_eq!(
+            code_of(outcome),
+            Some(AccessErrorCode::NotAuthorized),
+            "{id}: {outcome:?}"
+        );
+    }
+    // A new request from the device is a new release.
+    let (request2, tag2) = device_request(UUID_A, "pass-a-123");
+    device
+        .publish_json(topics::access_request(SSID), &request2)
+        .await
+        .unwrap();
+    ay.publish_json(
+        topics::VERIFY_REQUEST,
+        &question("y2", "ap-y", UUID_A, SSID, &tag2, &key_y.public_b64()),
+    )
+    .await
+    .unwrap();
+    let third = answers_to(&mut inbox_y.0, &["y2".into()]).await;
+    assert!(
+        matches!(third["y2"], VerifyOutcome::Sealed { .. }),
+        "{third:?}"
+    );
+}
+
+/// An AP gets nothing for a device request on an SSID it is not
+/// registered for, nor for one it serves that the device did not ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ap_not_serving_the_ssid_gets_nothing() {
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    let (aps, mut inbox) = ap_session(&p, "ap-elsewhere", "other-wifi").await;
+    let (here, mut inbox_here) = ap_session(&p, "ap-here", SSID).await;
+    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let (ok, device, _d) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
+    ok.unwrap();
+    let (request, tag) = device_request(UUID_A, "pass-a-123");
+    device
+        .publish_json(topics::access_request(SSID), &request)
+        .await
+        .unwrap();
+    let key = protocol::crypto::ApKey::generate().public_b64();
+    // (An AP id nobody registered gets no answer at all: see the harvest.)
+    let asks = [
+        ("e1", "ap-elsewhere", SSID),
+        ("e2", "ap-elsewhere", "other-wifi"),
+    ];
+    for (id, ap_id, ssid) in asks {
+        aps.publish_json(
+            topics::VERIFY_REQUEST,
+            &question(id, ap_id, UUID_A, ssid, &tag, &key),
+        )
+        .await
+        .unwrap();
+    }
+    let ids: Vec<String> = asks.iter().map(|(id, _, _)| id.to_string()).collect();
+    let answers = answers_to(&mut inbox.0, &ids).await;
+    for (id, outcome) in &answers {
+        assert_eq!(
+            code_of(outcome),
+            Some(AccessErrorCode::NotAuthorized),
+            "{id}: {outcome:?}"
+        );
+    }
+    // The request itself was good: an AP registered for its SSID gets it.
+    here.publish_json(
+        topics::VERIFY_REQUEST,
+        &question("h1", "ap-here", UUID_A, SSID, &tag, &key),
+    )
+    .await
+    .unwrap();
+    let answer = answers_to(&mut inbox_here.0, &["h1".into()]).await;
+    assert!(
+        matches!(answer["h1"], VerifyOutcome::Sealed { .. }),
+        "{answer:?}"
+    );
+}
+
+/// Outcome reports are metrics only: an attacker who has its guesses
+/// released and reports `granted` after each is still locked out after
+/// `max_failures` releases (it used to clear the count every time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_reports_clear_no_failures() {
+    let p = secure().await; // max_failures = 3
+    let stop = CancellationToken::new();
+    let mut ap_config = p.ap_config("ap-1", true);
+    // No proof ever comes for a guess: do not wait the default 5 s for it.
+    ap_config.verify_timeout = Duration::from_secs(2);
+    let _ap = p.start_ap(ap_config, &stop).await;
+    p.enroll(UUID_B, "pass-b-123").await;
+    let (attacker, mut answers, _t) = p.client(&[topics::access_response(UUID_B)]).await;
+    // Whoever reports (here an admin, who may publish anything), a report
+    // counts for nothing.
+    let (ok, reporter, _r) =
+        try_connect(opts(&p, "reporter", "admin", &p.token("admin")), &[]).await;
+    ok.unwrap();
+    let mut codes = Vec::new();
+    for guess in ["g1", "g2", "g3", "g4"] {
+        let (req, _) = device_request(UUID_B, guess);
+        attacker
+            .publish_json(topics::access_request(SSID), &req)
+            .await
+            .unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(15), answers.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match protocol::decode::<AccessResponse>(&m.payload).unwrap() {
+            AccessResponse::Denied(d) => codes.push(d.error.code),
+            AccessResponse::Granted(g) => panic!("granted to a guess: {g:?}"),
+        }
+        let granted = protocol::onboarding::OutcomeReport {
+            uuid: UUID_B.into(),
+            outcome: protocol::onboarding::AccessOutcome::Granted,
+            latency_ms: 1,
+        };
+        reporter
+            .publish_json(topics::ap_outcome("ap-1"), &granted)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        codes,
+        [
+            AccessErrorCode::Unavailable,
+            AccessErrorCode::Unavailable,
+            AccessErrorCode::Unavailable,
+            AccessErrorCode::TooManyAttempts
+        ]
+    );
+    stop.cancel();
+}
+
+/// A challenge that does not carry the platform's ticket for this
+/// device, SSID and handshake (none, another key's, another request's,
+/// another SSID's, an expired one) is ignored: the device keeps its
+/// handshake and answers the real one. The AP is played by hand; proofs
+/// arrive in the order the device sends them, so a proof for a forged
+/// challenge would come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_without_a_platform_ticket_is_not_spent() {
+    use protocol::crypto::{ap_handshake, handshake_tag, random_b64, PlatformKey};
+    use protocol::onboarding::{
+        wifi_seal_context, AccessChallenge, AccessProof, AccessRequest, Ticket,
+    };
+
+    let p = secure().await;
+    let platform = signing_key(&p);
+    p.enroll(UUID_A, "pass-a-123").await;
+    let (ap, mut inbox, _t) = p
+        .client(&[topics::access_request(SSID), topics::access_proof(SSID)])
+        .await;
+    let config = p.device_config(UUID_A, "pass-a-123", true);
+    let (tx, _events) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let device = tokio::spawn(async move { device_sim::onboard(&config, &tx, None, &token).await });
+
+    let first: AccessRequest = protocol::decode(&next_on(&mut inbox, "/request").await).unwrap();
+    let msg = first.spake2.unwrap();
+    let tag = handshake_tag(&msg);
+    let later = protocol::now_ms() + 60_000;
+    let stranger = PlatformKey::generate();
+    let tickets = [
+        None,
+        Some(Ticket::issue(&stranger, UUID_A, SSID, "ap-x", &tag, later)),
+        Some(Ticket::issue(
+            &platform, UUID_A, SSID, "ap-x", "b3RoZXI", later,
+        )),
+        Some(Ticket::issue(
+            &platform,
+            UUID_A,
+            "other-wifi",
+            "ap-x",
+            &tag,
+            later,
+        )),
+        Some(Ticket::issue(&platform, UUID_B, SSID, "ap-x", &tag, later)),
+        Some(Ticket::issue(
+            &platform,
+            UUID_A,
+            SSID,
+            "ap-x",
+            &tag,
+            protocol::now_ms() - 1,
+        )),
+    ];
+    // Each forged challenge is a real handshake keyed by the real
+    // pass_tmp: the worst case, an AP that has it but no ticket.
+    for ticket in tickets {
+        let (_, spake2) = ap_handshake(UUID_A, SSID, "pass-a-123", &msg, "c2Vzcw").unwrap();
+        let forged = AccessChallenge {
+            uuid: UUID_A.into(),
+            ssid: SSID.into(),
+            request: tag.clone(),
+            session: random_b64(16),
+            spake2,
+            ticket,
+        };
+        ap.publish_json(topics::access_challenge(UUID_A), &forged)
+            .await
+            .unwrap();
+    }
+    let session = random_b64(16);
+    let (keys, spake2) = ap_handshake(UUID_A, SSID, "pass-a-123", &msg, &session).unwrap();
+    let real = AccessChallenge {
+        uuid: UUID_A.into(),
+        ssid: SSID.into(),
+        request: tag.clone(),
+        session: session.clone(),
+        spake2,
+        ticket: Some(Ticket::issue(&platform, UUID_A, SSID, "ap-x", &tag, later)),
+    };
+    ap.publish_json(topics::access_challenge(UUID_A), &real)
+        .await
+        .unwrap();
+    let proof: AccessProof = protocol::decode(&next_on(&mut inbox, "/proof").await).unwrap();
+    assert_eq!(
+        proof.session, session,
+        "the device answered a forged challenge"
+    );
+    assert!(keys.check_device_proof(&proof.proof));
+    assert_eq!(proof.request.as_deref(), Some(tag.as_str()));
+    assert!(proof.enroll.is_some(), "no enrollment in the proof");
+    let granted = AccessGranted {
+        uuid: UUID_A.into(),
+        ssid: SSID.into(),
+        password: String::new(),
+        sealed: Some(keys.seal_password(WIFI_PASSWORD, &wifi_seal_context(UUID_A, SSID, &session))),
+        session: Some(session),
+    };
+    ap.publish_json(
+        topics::access_response(UUID_A),
+        &AccessResponse::Granted(granted),
+    )
+    .await
+    .unwrap();
+    let joined = tokio::time::timeout(Duration::from_secs(10), device)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    stop.cancel();
+}
+
+/// A device registers its own key in its proof, sealed to the platform
+/// and vouched for by pass_tmp. What the verifier does with what it
+/// receives: a proof for a request it never released registers nothing
+/// (even one vouched for by the right pass_tmp, as an AP that had been
+/// given pass_tmp could make); an AP may not publish a proof at all; the
+/// device's own proof registers its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_key_is_registered_from_the_proof_and_no_ap_can_inject_one() {
+    use protocol::crypto::{random_b64, seal_enrollment, DeviceKey};
+    use protocol::onboarding::AccessProof;
+
+    let p = secure().await;
+    let platform = signing_key(&p);
+    p.enroll(UUID_A, "pass-a-123").await;
+    let admin = p.admin().await;
+    let revoke = || AdminOp::RevokeKey {
+        uuid: UUID_A.into(),
+    };
+    let (sniffer, mut proofs, _t) = p.client(&[topics::access_proof(SSID)]).await;
+
+    // A proof the verifier never asked for, with a key vouched for by the
+    // real pass_tmp: nothing is registered.
+    let rogue = DeviceKey::generate();
+    let (_, tag) = device_request(UUID_A, "pass-a-123");
+    let injected = AccessProof {
+        uuid: UUID_A.into(),
+        session: random_b64(16),
+        proof: random_b64(32),
+        request: Some(tag.clone()),
+        enroll: Some(seal_enrollment(
+            &platform.public(),
+            &rogue,
+            UUID_A,
+            "pass-a-123",
+            &tag,
+        )),
+    };
+    sniffer
+        .publish_json(topics::access_proof(SSID), &injected)
+        .await
+        .unwrap();
+    // An AP may not publish on a device's proof topic at all.
+    let (ap, injector) = ap_session(&p, "ap-injector", SSID).await;
+    ap.publish_json(topics::access_proof(SSID), &injected)
+        .await
+        .unwrap();
+    assert!(cut_off(&ap, 5).await, "an AP may publish a device's proof");
+    drop(injector);
+    let _ = next_on(&mut proofs, "/proof").await; // the injected one
+    assert!(
+        admin.request(revoke()).await.is_err(),
+        "a key was registered from a proof nobody asked for"
+    );
+
+    // The device's own onboarding registers its own key.
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let config = p.device_config(UUID_A, "pass-a-123", true);
+    let own_key = config.device_key.public_hex();
+    let joined = onboard(config).await.unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    let sent: AccessProof = protocol::decode(&next_on(&mut proofs, "/proof").await).unwrap();
+    let request = sent.request.unwrap();
+    let claim = platform
+        .open_enrollment(&sent.enroll.unwrap(), UUID_A, &request)
+        .unwrap();
+    assert_eq!(claim.device_key_hex(), own_key);
+    assert!(claim.vouched_by("pass-a-123", UUID_A, &request));
+    // The verifier registers it on its own, flushed soon: poll for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match admin.request(revoke()).await {
+            Ok(_) => break,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the device's key was not registered: {e}"),
+        }
+    }
+    assert!(admin.request(revoke()).await.is_err(), "one key, revoked");
+    admin.close().await;
+    stop.cancel();
+}
+
+/// An enrollment that pass_tmp does not vouch for is a failed guess, on
+/// top of the release it answers. With `max_failures = 2`, one guess by
+/// a device that can log in (with a captured login, say) but does not
+/// know pass_tmp locks the UUID: the release alone would have left the
+/// real device its attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_blobs_with_a_wrong_pass_tmp_count_toward_the_lockout() {
+    let mut config = secure_test_config();
+    config.security.max_failures = 2;
+    let p = TestPlatform::start_config(config, broker::StartOptions::default()).await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    p.enroll(UUID_A, "pass-a-123").await;
+
+    // The guesser logs in as the device and onboards with its guess.
+    let mut guesser = p.device_config(UUID_A, "a-guess", true);
+    let mut link_config = guesser.link();
+    link_config.password = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let (tx, _e) = mpsc::unbounded_channel();
+    let mut link = device_sim::PlatformLink::open(&link_config, &stop)
+        .await
+        .unwrap();
+    guesser.answer_timeout = Duration::from_secs(10);
+    let guessed = device_sim::onboard_on(&mut link, &guesser, &tx, None, &stop).await;
+    assert!(
+        matches!(
+            guessed,
+            Err(device_sim::DeviceError::Refused {
+                code: AccessErrorCode::PassTmpMismatch,
+                ..
+            })
+        ),
+        "{guessed:?}"
+    );
+    drop(link);
+
+    // The real device is locked out now.
+    let mut real = p.device_config(UUID_A, "pass-a-123", true);
+    real.answer_timeout = Duration::from_secs(10);
+    match onboard(real).await {
+        Err(device_sim::DeviceError::Refused { code, .. }) => {
+            assert_eq!(code, AccessErrorCode::TooManyAttempts)
+        }
+        other => panic!("the guess did not count: {other:?}"),
+    }
+    stop.cancel();
 }

@@ -1,13 +1,26 @@
 //! The verifier worker: its config, how it starts and stops, and its errors.
 //!
 //! The work itself is split by job, as mini-redis splits its commands:
-//! `serve.rs` takes messages and dispatches them by topic, `verify.rs`
-//! answers the APs' verification requests, `outcome.rs` counts the APs'
-//! reports, and `admin/` applies admin requests one at a time, one file per
-//! operation.
+//! `serve.rs` takes messages and dispatches them by topic; `verify.rs`
+//! answers the APs' verification requests, by `release.rs`'s rules in
+//! secure mode; `access.rs` remembers the devices' own requests
+//! (`requests.rs`) and wakes the questions waiting for them
+//! (`parked.rs`); `proof.rs` judges the devices' proofs and registers
+//! their keys, made durable by `key_flush.rs`; `guard.rs` is the rate
+//! and the lockout; `onboarding.rs` is secure mode's state, owned by the
+//! serve loop; `outcome.rs` counts the APs' reports; and `admin/` applies
+//! admin requests one at a time, one file per operation.
 
+mod access;
 mod admin;
+mod guard;
+mod key_flush;
+mod onboarding;
 mod outcome;
+mod parked;
+mod proof;
+mod release;
+mod requests;
 mod serve;
 mod verify;
 
@@ -22,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use verify::Guard;
 
 #[derive(Debug, Clone)]
 pub struct VerifierConfig {
@@ -48,8 +60,9 @@ pub struct VerifierConfig {
 #[derive(Debug, Clone)]
 pub struct SecureVerify {
     pub key: Arc<PlatformKey>,
-    /// Releases of a UUID's pass_tmp not followed by a `granted` report
-    /// before the UUID is locked out.
+    /// Releases of a UUID's pass_tmp not followed by the device's own
+    /// proof, plus proofs that did not check, before the UUID is locked
+    /// out.
     pub max_failures: u32,
     pub lockout: Duration,
     /// Verification requests per AP id per second.
@@ -129,11 +142,17 @@ pub async fn start(
     // The connection outlives `shutdown` by as long as it takes to answer
     // the admin requests already queued.
     let link = CancellationToken::new();
-    let filters = vec![
+    let mut filters = vec![
         topics::VERIFY_REQUEST.into(),
         topics::VERIFIER_ADMIN_REQUEST.into(),
         topics::AP_OUTCOME_ALL.into(),
     ];
+    if config.secure.is_some() {
+        // Secure mode releases pass_tmp only for requests devices made,
+        // and learns of their success from their own proofs.
+        filters.push(topics::access_request("+"));
+        filters.push(topics::access_proof("+"));
+    }
     let (bus, inbox) = Bus::connect_ready(opts, filters, link.clone(), ready_timeout).await?;
     if ready_timeout.is_some() {
         info!(broker = %config.broker, "verifier serving");
@@ -142,9 +161,8 @@ pub async fn start(
         store,
         bus,
         metrics: config.metrics,
-        guard: config.secure.map(|settings| Arc::new(Guard::new(settings))),
     };
-    let task = tokio::spawn(serve(worker, inbox, link, shutdown));
+    let task = tokio::spawn(serve(worker, config.secure, inbox, link, shutdown));
     Ok(Worker {
         task,
         store: store_handle,

@@ -1,6 +1,7 @@
 //! The APs' outcome reports on `ap/+/outcome`: counted in the metrics,
-//! never answered. A `granted` report also clears the UUID's secure-mode
-//! attempts.
+//! never answered, and trusted for nothing else. In particular they move
+//! no lockout: any AP can send one, so the verifier counts attempts from
+//! its own releases and the devices' own proofs instead.
 
 use super::serve::Served;
 use protocol::decode;
@@ -8,23 +9,15 @@ use protocol::onboarding::{AccessOutcome, OutcomeReport};
 use std::time::Duration;
 use tracing::warn;
 
-/// Counts an AP's report of how an access request ended. The AP decides
-/// the outcome; the verifier is where the platform hears of it.
+/// Counts an AP's report of how an access request ended.
 pub(super) fn record_outcome<S>(worker: &Served<S>, ap_id: &str, payload: &[u8]) {
     match decode::<OutcomeReport>(payload).and_then(|r| r.validate().map(|_| r)) {
         Ok(report) => {
             worker
                 .metrics
                 .onboarding(report.outcome, Duration::from_millis(report.latency_ms));
-            match report.outcome {
-                AccessOutcome::Granted => {
-                    if let Some(g) = &worker.guard {
-                        g.granted(&report.uuid);
-                    }
-                }
-                AccessOutcome::Refused(code) => {
-                    warn!(target: "audit", uuid = %report.uuid, ap_id = %ap_id.escape_debug(), %code, "access attempt failed");
-                }
+            if let AccessOutcome::Refused(code) = report.outcome {
+                warn!(target: "audit", uuid = %report.uuid, ap_id = %ap_id.escape_debug(), %code, "access attempt failed (as the AP reports it)");
             }
         }
         Err(e) => {
