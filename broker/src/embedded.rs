@@ -90,7 +90,8 @@ impl EmbeddedBroker {
         })?;
         drop(probe);
 
-        let internal_password = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        // The OS RNG: whoever guesses this password is every in-process worker.
+        let internal_password = protocol::crypto::random_b64(32);
         let config = rumqttd_config(name, addr, settings, admission, &internal_password);
         let thread_name = format!("broker-{name}");
         std::thread::Builder::new()
@@ -373,8 +374,8 @@ mod tests {
     struct AnyDevice;
 
     impl crate::security::Directory for AnyDevice {
-        fn login_ok(&self, _uuid: &protocol::DeviceUuid, _password: &str) -> bool {
-            true
+        fn device(&self, _uuid: &protocol::DeviceUuid) -> Option<crate::security::Enrolled> {
+            Some(crate::security::Enrolled::Unkeyed)
         }
         fn ap(&self, _ap_id: &str) -> Option<verifier::ApRecord> {
             None
@@ -401,7 +402,13 @@ mod tests {
         // A device waits, and is admitted once the verifier serves.
         let uuid = protocol::DeviceUuid::new_random();
         let id = uuid.as_str().to_owned();
-        let device = std::thread::spawn(move || open(addr, &connect(&id, Some((&id, "x")), 30)).1);
+        let device = std::thread::spawn(move || {
+            open(
+                addr,
+                &connect(&id, Some((protocol::logins::ONBOARDING_USER, "")), 30),
+            )
+            .1
+        });
         std::thread::sleep(Duration::from_millis(300));
         assert!(!device.is_finished(), "answered before the verifier served");
         let directory: Arc<dyn crate::security::Directory> = Arc::new(AnyDevice);

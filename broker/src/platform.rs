@@ -107,10 +107,11 @@ impl Platform {
                 "secure mode: authentication by role, topic ACL, sealed onboarding, signed assignments"
             );
             (
-                Arc::new(
-                    PlatformAuth::new(Mode::Secure, users, gateway_logins.clone())
-                        .with_lockout(sec.max_failures, Duration::from_secs(sec.lockout_secs)),
-                ),
+                Arc::new(PlatformAuth::new(
+                    Mode::Secure,
+                    users,
+                    gateway_logins.clone(),
+                )),
                 Some(Arc::new(key)),
             )
         } else {

@@ -46,6 +46,30 @@ pub struct BusOptions {
     pub backoff_cap: Duration,
     /// Published by the broker if this client vanishes without a DISCONNECT.
     pub last_will: Option<(String, Vec<u8>)>,
+    /// Where a fresh password comes from at every connect, for a login that
+    /// is good only once (a device's signed token). None: `password`,
+    /// every time.
+    pub password_source: Option<PasswordSource>,
+}
+
+/// Makes the password of one CONNECT.
+#[derive(Clone)]
+pub struct PasswordSource(Arc<dyn Fn() -> String + Send + Sync>);
+
+impl PasswordSource {
+    pub fn new(source: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        PasswordSource(Arc::new(source))
+    }
+
+    fn next(&self) -> String {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordSource(…)")
+    }
 }
 
 impl BusOptions {
@@ -71,6 +95,7 @@ impl BusOptions {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
             last_will: None,
+            password_source: None,
         })
     }
 
@@ -81,6 +106,19 @@ impl BusOptions {
     ) -> Self {
         self.username = username.into();
         self.password = password.into();
+        self
+    }
+
+    /// A fresh password from `source` at every connect and reconnect,
+    /// presented as `username`.
+    pub fn with_password_source(
+        mut self,
+        username: impl Into<String>,
+        source: PasswordSource,
+    ) -> Self {
+        self.username = username.into();
+        self.password = source.next();
+        self.password_source = Some(source);
         self
     }
 
@@ -156,6 +194,10 @@ impl Bus {
         let addr: Arc<str> = opts.addr().into();
         let driver = Driver {
             client: client.clone(),
+            relogin: opts
+                .password_source
+                .clone()
+                .map(|source| (opts.username.clone(), source)),
             filters,
             state_tx,
             inbox_tx,
@@ -286,6 +328,8 @@ impl Bus {
 
 struct Driver {
     client: AsyncClient,
+    /// Who to log in as again, with a fresh password, before a reconnect.
+    relogin: Option<(String, PasswordSource)>,
     filters: Vec<String>,
     state_tx: watch::Sender<LinkState>,
     inbox_tx: mpsc::Sender<Message>,
@@ -344,6 +388,11 @@ impl Driver {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
+                    }
+                    if let Some((username, source)) = &self.relogin {
+                        eventloop
+                            .mqtt_options
+                            .set_credentials(username.clone(), source.next());
                     }
                 }
             }

@@ -24,7 +24,7 @@ mod pending;
 mod rpc;
 
 pub use backoff::Backoff;
-pub use client::{Bus, BusError, BusOptions, LinkState, Message};
+pub use client::{Bus, BusError, BusOptions, LinkState, Message, PasswordSource};
 pub use pending::Pending;
 pub use protocol::Correlated;
 pub use rpc::{RpcClient, RpcError};

@@ -2,7 +2,7 @@
 //! before anything goes on the wire, and the platform session it logs in
 //! with.
 
-use crate::login::DeviceLogin;
+use crate::login::{DeviceLogin, LinkLogin};
 use crate::{DeviceError, LinkConfig};
 use protocol::crypto::{DeviceKey, PlatformPublicKey};
 use protocol::onboarding::{check_pass_tmp, check_ssid};
@@ -81,22 +81,29 @@ impl DeviceConfig {
         Ok(uuid)
     }
 
-    /// How this device logs in to a secure platform ([`crate::login`]).
+    /// How this device logs in to a secure platform once onboarded
+    /// ([`crate::login`]).
     pub fn login(&self) -> DeviceLogin {
-        DeviceLogin::new(&self.uuid, &self.pass_tmp, Some(self.device_key.clone()))
+        DeviceLogin::new(&self.uuid, self.device_key.clone())
     }
 
-    /// The device's session on the platform broker.
+    /// The device's session on the platform broker to onboard: in secure
+    /// mode, as a device onboarding, which may do nothing else.
     pub fn link(&self) -> LinkConfig {
-        let (username, password) = match self.platform_key {
-            Some(_) => (self.uuid.clone(), self.login().password()),
-            None => (self.username.clone(), self.password.clone()),
-        };
+        self.link_as(match self.platform_key {
+            Some(_) => LinkLogin::Onboarding,
+            None => LinkLogin::Plain {
+                username: self.username.clone(),
+                password: self.password.clone(),
+            },
+        })
+    }
+
+    fn link_as(&self, login: LinkLogin) -> LinkConfig {
         LinkConfig {
             broker: self.broker.clone(),
             device_id: self.uuid.clone(),
-            username,
-            password,
+            login,
             timeout: Duration::from_secs(10),
         }
     }

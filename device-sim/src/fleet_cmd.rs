@@ -85,7 +85,7 @@ pub async fn run(opts: Options) -> u8 {
         }
     };
     // Fail fast, with one clear line, when the platform is not there.
-    if let Err(e) = probe(&opts.connect, platform_key.and(devices.first())).await {
+    if let Err(e) = probe(&opts.connect).await {
         eprintln!("error: {e}");
         return UNREACHABLE;
     }
@@ -148,24 +148,27 @@ pub async fn run(opts: Options) -> u8 {
     code
 }
 
-/// Connects once; to a secure platform, as `device` (the first of the
-/// fleet), since only devices and role users may connect there.
-async fn probe(
-    connect: &ConnectArgs,
-    device: Option<&device_sim::manifest::Identity>,
-) -> Result<(), bus::BusError> {
+/// Connects once, to learn whether the platform is there: any CONNACK
+/// says so, a refusal too (a secure platform refuses this probe, which has
+/// no credential; its devices log in as themselves).
+async fn probe(connect: &ConnectArgs) -> Result<(), bus::BusError> {
     let token = CancellationToken::new();
-    let opts = match device {
-        Some(d) => bus::BusOptions::new(&connect.broker, &d.uuid)?.with_credentials(
-            &d.uuid,
-            protocol::crypto::device_login(&d.uuid, &d.pass_tmp),
-        ),
-        None => connect.options(format!("fleet-probe-{:016x}", fastrand::u64(..)), "device")?,
-    };
+    let opts = bus::BusOptions::new(
+        &connect.broker,
+        format!("fleet-probe-{:016x}", fastrand::u64(..)),
+    )?
+    .with_credentials("fleet-probe", "");
     let (bus, _inbox) = bus::Bus::connect(opts, Vec::new(), token.clone());
     let result = bus.ready_once(Duration::from_secs(5)).await;
     token.cancel();
-    result
+    match result {
+        Err(bus::BusError::Refused { reason, .. })
+            if reason.contains("NotAuthorized") || reason.contains("BadUserNamePassword") =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn line(p: &Progress) -> String {

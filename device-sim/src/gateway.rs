@@ -8,10 +8,10 @@
 //! once reach the registry spread out in time.
 
 use crate::link::{LinkConfig, PlatformLink};
-use crate::login::DeviceLogin;
+use crate::login::{DeviceLogin, LinkLogin};
 use crate::DeviceError;
 use bus::{Backoff, Bus, BusOptions, LinkState};
-use protocol::crypto::PlatformPublicKey;
+use protocol::crypto::{DeviceKey, PlatformPublicKey};
 use protocol::gateway::{
     GatewayAnswer, GatewayErrorCode, GatewayQuery, Presence, Redirect, RedirectReason,
 };
@@ -81,10 +81,10 @@ impl HomeConfig {
         }
     }
 
-    /// Secure mode, logging in to the platform as the device itself, by
-    /// pass_tmp (a device whose own key is not known here).
-    pub fn secure(self, key: PlatformPublicKey, pass_tmp: &str) -> Self {
-        let login = DeviceLogin::new(&self.device_id, pass_tmp, None);
+    /// Secure mode, logging in to the platform as the device itself, with
+    /// `device_key` (registered when it was onboarded).
+    pub fn secure(self, key: PlatformPublicKey, device_key: DeviceKey) -> Self {
+        let login = DeviceLogin::new(&self.device_id, device_key);
         self.secure_with(key, login)
     }
 
@@ -103,10 +103,12 @@ impl HomeConfig {
         LinkConfig {
             broker: self.registry.clone(),
             device_id: self.device_id.clone(),
-            username: self.username.clone(),
-            password: match &self.login {
-                Some(login) => login.password(),
-                None => self.password.clone(),
+            login: match &self.login {
+                Some(login) => LinkLogin::Key(login.clone()),
+                None => LinkLogin::Plain {
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                },
             },
             timeout: self.query_timeout,
         }

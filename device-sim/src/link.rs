@@ -1,12 +1,15 @@
 //! A device's session on the platform broker.
 //!
-//! One connection serves everything a device says to the platform: the
-//! access request, its own confirmation, and the gateway query. It is
-//! opened for onboarding, kept for the first gateway query, and closed
-//! once the device is on its gateway; a later re-query opens a new one.
-//! A device on its gateway thus holds one connection, not two.
+//! One connection serves what a device says to the platform at a time:
+//! its onboarding (the access request, its proof, its user's
+//! confirmation), then its gateway queries. In secure mode the onboarding
+//! session may only onboard ([`LinkLogin::Onboarding`]), so the device
+//! opens a new session, logged in with its own key, for its queries; it is
+//! closed once the device is on its gateway, and a later re-query opens a
+//! new one. A device on its gateway thus holds one connection, not two.
 
-use crate::DeviceError;
+use crate::login::{refused, LinkLogin};
+use crate::{DeviceConfig, DeviceError};
 use bus::{Bus, BusOptions, Message};
 use protocol::topics;
 use std::time::Duration;
@@ -20,8 +23,7 @@ pub struct LinkConfig {
     pub broker: String,
     /// The device's id: its UUID.
     pub device_id: String,
-    pub username: String,
-    pub password: String,
+    pub login: LinkLogin,
     /// How long connecting and subscribing may take.
     pub timeout: Duration,
 }
@@ -30,39 +32,84 @@ pub struct LinkConfig {
 pub struct PlatformLink {
     pub(crate) bus: Bus,
     pub(crate) inbox: mpsc::Receiver<Message>,
+    /// Logged in as a device not onboarded yet: it may only onboard.
+    onboarding_only: bool,
     _close: DropGuard,
 }
 
 impl PlatformLink {
     /// Connects and subscribes to every topic the platform may send this
-    /// device: its access response, its confirmation and its gateway answer.
+    /// device: its access response and challenge, its confirmation, and
+    /// (once onboarded) its gateway answer.
     pub async fn open(
         config: &LinkConfig,
         shutdown: &CancellationToken,
     ) -> Result<PlatformLink, DeviceError> {
-        let opts = BusOptions::new(&config.broker, &config.device_id)?
-            .with_credentials(&config.username, &config.password);
+        let opts = config
+            .login
+            .apply(BusOptions::new(&config.broker, &config.device_id)?);
         let link = shutdown.child_token();
         let close = link.clone().drop_guard();
-        let (bus, inbox) = Bus::connect(
-            opts,
-            vec![
-                topics::access_response(&config.device_id),
-                topics::access_challenge(&config.device_id),
-                topics::device_confirm(&config.device_id),
-                topics::device_gateway(&config.device_id),
-            ],
-            link,
-        );
+        let onboarding_only = matches!(config.login, LinkLogin::Onboarding);
+        let mut filters = vec![
+            topics::access_response(&config.device_id),
+            topics::access_challenge(&config.device_id),
+            topics::device_confirm(&config.device_id),
+        ];
+        // A device not onboarded yet may not ask for, nor hear of, a gateway.
+        if !onboarding_only {
+            filters.push(topics::device_gateway(&config.device_id));
+        }
+        let (bus, inbox) = Bus::connect(opts, filters, link);
         bus.ready(config.timeout).await?;
         Ok(PlatformLink {
             bus,
             inbox,
+            onboarding_only,
             _close: close,
         })
     }
 
+    /// The session to onboard on: in secure mode, as a device onboarding,
+    /// whether it was onboarded before or not.
+    pub async fn open_to_onboard(
+        device: &DeviceConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<PlatformLink, DeviceError> {
+        PlatformLink::open(&device.link(), shutdown).await
+    }
+
+    /// Whether this session may only onboard.
+    pub fn onboarding_only(&self) -> bool {
+        self.onboarding_only
+    }
+
     pub fn broker(&self) -> &str {
         self.bus.addr()
+    }
+
+    /// [`PlatformLink::open`], again while the broker answers "bad login"
+    /// for up to `patience`: right after onboarding, the platform may not
+    /// have registered the device's key yet.
+    pub async fn open_patiently(
+        config: &LinkConfig,
+        patience: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<PlatformLink, DeviceError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match PlatformLink::open(config, shutdown).await {
+                Err(DeviceError::Bus(e))
+                    if refused(&e, "BadUserNamePassword")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(DeviceError::Stopped),
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 }

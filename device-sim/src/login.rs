@@ -1,45 +1,53 @@
 //! How a device logs in to the platform broker in secure mode, decided
 //! here and nowhere else.
 //!
-//! Today the broker checks an HMAC of pass_tmp ([`PlatformLogin::PassTmpHmac`]).
-//! A device also has its own key, registered with the platform at
-//! onboarding, and can log in with a fresh token signed by it
-//! ([`PlatformLogin::DeviceKeyToken`]), which leaves nothing to test a
-//! guess of pass_tmp against. [`PLATFORM_LOGIN`] picks one: switch it once
-//! the broker accepts device-key tokens.
-//!
-//! A token is good for one login, and a session's password is chosen when
-//! the session opens ([`crate::DeviceConfig::link`],
-//! [`crate::gateway::HomeConfig::link`]), and the bus's own reconnects
-//! re-send it, which a broker that refuses a seen nonce will refuse.
-//! Before switching, the bus must ask for a fresh password at each
-//! connect (or the device open a new session when refused).
+//! - Before it is onboarded, a device has no credential the platform
+//!   knows: it connects as [`protocol::logins::ONBOARDING_USER`], with its
+//!   UUID as client id and no password, and may only onboard
+//!   ([`LinkLogin::Onboarding`]).
+//! - At onboarding it registers the public half of its own key, and from
+//!   then on logs in as its UUID with a fresh token signed by that key
+//!   ([`LinkLogin::Key`]): nothing in it derives from pass_tmp, so a
+//!   captured CONNECT leaves no guess to test, and the broker refuses a
+//!   token it has seen, so it cannot be replayed. The bus asks for a new
+//!   token at every connect ([`bus::PasswordSource`]).
 
-use protocol::crypto::{device_login, device_login_token, login_nonce, DeviceKey};
+use bus::{BusError, BusOptions, PasswordSource};
+use protocol::crypto::{device_login_token, login_nonce, DeviceKey};
+use protocol::logins::ONBOARDING_USER;
 use protocol::now_ms;
 
-/// The two ways a device can log in to the platform broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlatformLogin {
-    /// HMAC-SHA256 of the UUID keyed by pass_tmp: fixed, so one captured
-    /// CONNECT lets its holder test guesses of pass_tmp offline.
-    PassTmpHmac,
-    /// `dk1.{time}.{nonce}.{signature}` by the device's own key
-    /// ([`device_login_token`]): fresh for every login. A device that
-    /// holds no key yet (never onboarded) still logs in by pass_tmp.
-    DeviceKeyToken,
+/// How a session logs in.
+#[derive(Debug, Clone)]
+pub enum LinkLogin {
+    /// Walkthrough mode: any username and password.
+    Plain { username: String, password: String },
+    /// Secure mode, not onboarded yet: it may only onboard.
+    Onboarding,
+    /// Secure mode, onboarded: a fresh token from the device's key.
+    Key(DeviceLogin),
 }
 
-/// The login devices use. The one switch.
-pub const PLATFORM_LOGIN: PlatformLogin = PlatformLogin::PassTmpHmac;
+impl LinkLogin {
+    /// `opts` logging in this way.
+    pub(crate) fn apply(&self, opts: BusOptions) -> BusOptions {
+        match self {
+            LinkLogin::Plain { username, password } => opts.with_credentials(username, password),
+            LinkLogin::Onboarding => opts.with_credentials(ONBOARDING_USER, ""),
+            LinkLogin::Key(login) => {
+                let source = login.clone();
+                opts.with_password_source(&login.uuid, PasswordSource::new(move || source.token()))
+            }
+        }
+    }
+}
 
-/// What a device logs in to the platform broker with: its UUID, pass_tmp
-/// and its own key. Never printed whole.
+/// What an onboarded device logs in with: its UUID and its own key.
+/// Never printed whole.
 #[derive(Clone)]
 pub struct DeviceLogin {
     uuid: String,
-    pass_tmp: String,
-    key: Option<DeviceKey>,
+    key: DeviceKey,
 }
 
 impl std::fmt::Debug for DeviceLogin {
@@ -47,43 +55,28 @@ impl std::fmt::Debug for DeviceLogin {
         f.debug_struct("DeviceLogin")
             .field("uuid", &self.uuid)
             .field("key", &self.key)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
 impl DeviceLogin {
-    pub fn new(
-        uuid: impl Into<String>,
-        pass_tmp: impl Into<String>,
-        key: Option<DeviceKey>,
-    ) -> Self {
+    pub fn new(uuid: impl Into<String>, key: DeviceKey) -> Self {
         DeviceLogin {
             uuid: uuid.into(),
-            pass_tmp: pass_tmp.into(),
             key,
         }
     }
 
-    /// The password for the next login, as [`PLATFORM_LOGIN`] says. Ask
-    /// again for every connection: a token is good for one login.
-    pub fn password(&self) -> String {
-        match (PLATFORM_LOGIN, self.key_token()) {
-            (PlatformLogin::DeviceKeyToken, Some(token)) => token,
-            _ => device_login(&self.uuid, &self.pass_tmp),
-        }
+    /// A fresh login token: good for one login.
+    pub fn token(&self) -> String {
+        device_login_token(&self.key, &self.uuid, now_ms(), &login_nonce())
     }
+}
 
-    /// A fresh device-key login token, whatever [`PLATFORM_LOGIN`] says
-    /// (for whoever tries the broker's check of them); None without a key.
-    pub fn key_token(&self) -> Option<String> {
-        let key = self.key.as_ref()?;
-        Some(device_login_token(
-            key,
-            &self.uuid,
-            now_ms(),
-            &login_nonce(),
-        ))
-    }
+/// Whether `e` is the broker saying no to who we are (CONNACK 4 or 5), as
+/// opposed to not answering.
+pub(crate) fn refused(e: &BusError, code: &str) -> bool {
+    matches!(e, BusError::Refused { reason, .. } if reason.contains(code))
 }
 
 #[cfg(test)]
@@ -94,31 +87,19 @@ mod tests {
     const U: &str = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b";
 
     #[test]
-    fn the_password_is_the_switched_login_and_tokens_verify() {
+    fn every_token_is_fresh_and_verifies_with_the_device_key() {
         let key = DeviceKey::generate();
-        let login = DeviceLogin::new(U, "pass-1234", Some(key.clone()));
-        match PLATFORM_LOGIN {
-            PlatformLogin::PassTmpHmac => {
-                assert_eq!(login.password(), device_login(U, "pass-1234"))
-            }
-            PlatformLogin::DeviceKeyToken => assert!(verify_device_login(
-                &key.public_hex(),
-                U,
-                &login.password(),
-                now_ms(),
-                5_000
-            )
-            .is_ok()),
-        }
-        let a = login.key_token().unwrap();
-        let b = login.key_token().unwrap();
+        let login = DeviceLogin::new(U, key.clone());
+        let a = login.token();
+        let b = login.token();
         assert_ne!(a, b, "a fresh nonce each time");
         for token in [a, b] {
             assert!(verify_device_login(&key.public_hex(), U, &token, now_ms(), 5_000).is_ok());
         }
-        let unkeyed = DeviceLogin::new(U, "pass-1234", None);
-        assert_eq!(unkeyed.password(), device_login(U, "pass-1234"));
-        assert_eq!(unkeyed.key_token(), None);
-        assert!(!format!("{login:?}").contains("pass-1234"));
+        let other = DeviceKey::generate();
+        assert!(
+            verify_device_login(&other.public_hex(), U, &login.token(), now_ms(), 5_000).is_err()
+        );
+        assert!(!format!("{login:?}").contains(&key.seed_hex()));
     }
 }

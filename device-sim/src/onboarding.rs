@@ -54,7 +54,7 @@ pub async fn onboard(
     shutdown: &CancellationToken,
 ) -> Result<Joined, DeviceError> {
     config.validate()?;
-    let mut link = PlatformLink::open(&config.link(), shutdown).await?;
+    let mut link = PlatformLink::open_to_onboard(config, shutdown).await?;
     onboard_on(&mut link, config, events, local_confirm, shutdown).await
 }
 

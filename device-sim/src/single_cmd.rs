@@ -114,17 +114,13 @@ async fn home(
     let mut config = HomeConfig::new(&cli.connect.broker, uuid);
     config.username = cli.connect.username_or("device");
     config.password = cli.connect.mqtt_password.clone();
-    match (cli.connect.platform_key(), &cli.pass_tmp) {
-        (Ok(None), _) => {}
-        (Ok(Some(key)), Some(pass_tmp)) => {
-            let login = DeviceLogin::new(uuid, pass_tmp, Some(device_key));
-            config = config.secure_with(key, login);
+    match cli.connect.platform_key() {
+        Ok(None) => {}
+        Ok(Some(key)) => {
+            // Onboarded, the device logs in with its own key.
+            config = config.secure_with(key, DeviceLogin::new(uuid, device_key));
         }
-        (Ok(Some(_)), None) => {
-            eprintln!("error: --pass-tmp is needed: a device logs in to a secure platform with it");
-            return 2;
-        }
-        (Err(e), _) => {
+        Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
@@ -201,6 +197,24 @@ async fn home(
             }
         })
     };
+    // The onboarding session may only onboard: the queries go on a session
+    // logged in with the device's key, which the platform registers from
+    // the onboarding's proof.
+    let link = match link {
+        Some(l) if l.onboarding_only() => {
+            drop(l);
+            match PlatformLink::open_patiently(&config.link(), Duration::from_secs(5), shutdown)
+                .await
+            {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("{tag} cannot log in with the device's key: {e}");
+                    return exit::UNREACHABLE;
+                }
+            }
+        }
+        other => other,
+    };
     let result = stay_homed_with(&config, link, &events_tx, shutdown).await;
     drop(events_tx);
     let _ = printer.await;
@@ -265,7 +279,7 @@ async fn onboard(
                             println!("join {ssid:?}? [y/n]");
                             spawn_stdin_answer(confirm_tx.clone());
                         } else {
-                            println!("{tag} waiting for confirmation: mosquitto_pub -u me -t {} -m '{{\"accept\":true}}'",
+                            println!("{tag} waiting for confirmation: mosquitto_pub -t {} -m '{{\"accept\":true}}'",
                                 protocol::topics::device_confirm(&uuid));
                         }
                     }
@@ -276,7 +290,7 @@ async fn onboard(
     };
     let result = async {
         config.validate()?;
-        let mut link = PlatformLink::open(&config.link(), shutdown).await?;
+        let mut link = PlatformLink::open_to_onboard(&config, shutdown).await?;
         let joined =
             device_sim::onboard_on(&mut link, &config, &events_tx, Some(confirm_rx), shutdown)
                 .await?;

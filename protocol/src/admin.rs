@@ -54,6 +54,14 @@ pub enum AdminOp {
     RevokeKey {
         uuid: String,
     },
+    /// Register the public half (hex) of a key the device holds, as a
+    /// factory that makes the device's key pair at manufacturing does: the
+    /// device logs in with it without onboarding first. A device that has
+    /// another key keeps it (revoke it first).
+    RegisterKey {
+        uuid: String,
+        device_key: String,
+    },
     /// Register an AP, or change a registered one: the SSIDs it serves and
     /// the SHA-256 of its credential. The admin CLI makes the credential;
     /// it never crosses the network.
@@ -116,6 +124,9 @@ pub enum AdminOk {
     Device {
         uuid: String,
         enrolled_at_ms: u64,
+        /// The public key it logs in with, once onboarded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_key: Option<String>,
     },
     List {
         uuids: Vec<String>,
@@ -123,6 +134,10 @@ pub enum AdminOk {
     },
     KeyRevoked {
         uuid: String,
+    },
+    KeyRegistered {
+        uuid: String,
+        created: bool,
     },
     ApRegistered {
         ap_id: String,

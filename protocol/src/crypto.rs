@@ -86,21 +86,6 @@ pub fn random_b64(n: usize) -> String {
     b64(&bytes)
 }
 
-/// A device's MQTT password on the platform broker in secure mode: an
-/// HMAC of its id keyed by pass_tmp. MQTT subscribers never see a CONNECT,
-/// so this is exposed only to someone on the network path (see
-/// docs/SECURITY.md: run TLS or a trusted network there).
-pub fn device_login(uuid: &str, pass_tmp: &str) -> String {
-    match <Hmac<Sha256> as Mac>::new_from_slice(pass_tmp.as_bytes()) {
-        Ok(mut mac) => {
-            mac.update(b"iot-platform/v1/mqtt-login/");
-            mac.update(uuid.as_bytes());
-            b64(&mac.finalize().into_bytes())
-        }
-        Err(_) => random_b64(32),
-    }
-}
-
 /// Constant-time equality of two strings.
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -534,6 +519,12 @@ impl DeviceKey {
     pub fn public_hex(&self) -> String {
         hex(self.0.verifying_key().as_bytes())
     }
+}
+
+/// Whether `hex` is a usable device public key (64 hex digits, a valid
+/// point of full order): what an admin may register for a device.
+pub fn check_device_public_hex(hex: &str) -> Result<(), CryptoError> {
+    check_device_public(&unhex32(hex, "the device key")?).map(|_| ())
 }
 
 /// A usable device public key: a valid curve point of full order (a weak

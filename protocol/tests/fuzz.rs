@@ -509,6 +509,7 @@ fn admin_reply() -> impl Strategy<Value = AdminReply> {
         text().prop_map(|uuid| AdminOk::Removed { uuid }),
         (text(), any::<u64>()).prop_map(|(uuid, enrolled_at_ms)| AdminOk::Device {
             uuid,
+            device_key: None,
             enrolled_at_ms
         }),
         (texts(), prop::option::of(text())).prop_map(|(uuids, next)| AdminOk::List { uuids, next }),

@@ -1,7 +1,7 @@
 //! Issue 12: every AP, gateway and device is its own identity. Each attack
 //! is tried with the credential of one AP, of one gateway, or with none,
 //! against the secure default mode; docs/SECURITY.md names these tests in
-//! its threat table (T10–T20).
+//! its threat table (T10–T22).
 
 use platform_tests::*;
 use protocol::gateway::{GatewayAnswer, GatewayStatus, PresenceReport};
@@ -137,7 +137,7 @@ async fn t12_a_gateway_cannot_rewrite_any_gateways_address() {
     registry.close().await;
     let uuid = new_uuid();
     p.enroll(&uuid, "pass-tmp-1").await;
-    let mut device = p.home_secure(&uuid, "pass-tmp-1");
+    let mut device = p.home_secure(&uuid).await;
     let (gw, _) = device.connected(10).await;
     assert!(before.iter().any(|g| g.gateway_id == gw), "{gw}");
     device.stop.cancel();
@@ -151,8 +151,15 @@ async fn t18_a_device_queries_the_registry_only_for_itself() {
     let other = new_uuid();
     p.enroll(&me, "pass-me-1").await;
     p.enroll(&other, "pass-other-1").await;
-    let login = protocol::crypto::device_login(&me, "pass-me-1");
-    let s = Session::open(&p, &me, &me, &login, &[topics::device_gateway(&me)]).await;
+    let key = p.device_key(&me).await;
+    let s = Session::open(
+        &p,
+        &me,
+        &me,
+        &device_token(&key, &me),
+        &[topics::device_gateway(&me)],
+    )
+    .await;
     s.ready.clone().unwrap();
     s.bus
         .publish(
@@ -174,7 +181,14 @@ async fn t18_a_device_queries_the_registry_only_for_itself() {
     );
     registry.close().await;
     // For itself it is answered.
-    let mut s = Session::open(&p, &me, &me, &login, &[topics::device_gateway(&me)]).await;
+    let mut s = Session::open(
+        &p,
+        &me,
+        &me,
+        &device_token(&key, &me),
+        &[topics::device_gateway(&me)],
+    )
+    .await;
     s.ready.clone().unwrap();
     s.bus
         .publish(
@@ -252,4 +266,178 @@ async fn t20_no_login_takes_another_identitys_client_id() {
     let registry = p.registry().await;
     registry.request(RegistryOp::Gateways).await.unwrap();
     registry.close().await;
+}
+
+/// T14: strangers failing a device's logins lock nothing out. A login is a
+/// token signed by the device's own key: a wrong one is refused (CONNACK
+/// 4) and counts toward nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t14_strangers_failing_logins_lock_no_device_out() {
+    let p = secure().await;
+    let uuid = new_uuid();
+    p.enroll(&uuid, "pass-tmp-1").await;
+    let key = p.device_key(&uuid).await;
+    for i in 0..10 {
+        let s = Session::open(&p, &uuid, &uuid, &format!("wrong-{i}"), &[]).await;
+        assert!(
+            s.ready
+                .as_ref()
+                .unwrap_err()
+                .contains("BadUserNamePassword"),
+            "{:?}",
+            s.ready
+        );
+    }
+    let s = Session::open(&p, &uuid, &uuid, &device_token(&key, &uuid), &[]).await;
+    s.ready.clone().expect("the device itself was locked out");
+}
+
+/// T15: a device login leaves nothing to test offline (it is a signature
+/// by the device's own key, not a function of pass_tmp), and a captured
+/// one cannot be replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t15_a_captured_device_login_cannot_be_replayed() {
+    let p = secure().await;
+    let uuid = new_uuid();
+    p.enroll(&uuid, "pass-tmp-1").await;
+    let key = p.device_key(&uuid).await;
+    let token = device_token(&key, &uuid);
+    assert!(!token.contains("pass-tmp-1"));
+    let first = Session::open(&p, &uuid, &uuid, &token, &[]).await;
+    first.ready.clone().unwrap();
+    drop(first);
+    let replay = Session::open(&p, &uuid, &uuid, &token, &[]).await;
+    assert!(
+        replay
+            .ready
+            .as_ref()
+            .unwrap_err()
+            .contains("BadUserNamePassword"),
+        "a replayed token was accepted: {:?}",
+        replay.ready
+    );
+}
+
+/// T16: before it is onboarded a device connects with no credential, and
+/// may only onboard; a second connection for it does not kick off the
+/// first while it onboards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t16_an_onboarding_device_is_confined_and_not_kicked_off() {
+    let p = secure().await;
+    let uuid = new_uuid();
+    p.enroll(&uuid, "pass-tmp-1").await;
+    let onboarding = protocol::logins::ONBOARDING_USER;
+    let first = Session::open(&p, &uuid, onboarding, "", &[topics::access_response(&uuid)]).await;
+    first.ready.clone().unwrap();
+    let second = Session::open(&p, &uuid, onboarding, "", &[]).await;
+    assert!(
+        second.ready.as_ref().unwrap_err().contains("NotAuthorized"),
+        "{:?}",
+        second.ready
+    );
+    assert!(
+        !first.cut_off(1).await,
+        "the onboarding device was kicked off"
+    );
+    // It may not ask the registry, nor read its gateway answers.
+    first
+        .bus
+        .publish(
+            topics::REGISTRY_QUERY,
+            format!(r#"{{"device_id":"{uuid}"}}"#).into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        first.cut_off(5).await,
+        "an onboarding device queried the registry"
+    );
+    drop(first);
+    let reads = Session::open(&p, &uuid, onboarding, "", &[topics::device_gateway(&uuid)]).await;
+    assert!(
+        reads.ready.is_err(),
+        "an onboarding device read its gateway answers"
+    );
+    // Not enrolled: refused. Onboarded: it logs in with its key instead.
+    let stranger = new_uuid();
+    let s = Session::open(&p, &stranger, onboarding, "", &[]).await;
+    assert!(s
+        .ready
+        .as_ref()
+        .unwrap_err()
+        .contains("BadUserNamePassword"));
+}
+
+/// T10: each identity has its own credential, and removing the identity
+/// refuses that credential from the next CONNECT on (CONNACK 4), while
+/// the other identities keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_a_removed_identity_is_refused_from_then_on() {
+    let p = secure().await;
+    let ap = p.ap_config("ap-leaving", false);
+    let ap_credential = p.register_ap(&ap).await;
+    let ap_user = ap_login("ap-leaving");
+    let gw_credential = p.register_gateway("gw-leaving", "127.0.0.1:9").await;
+    let gw_user = gateway_login("gw-leaving");
+    let uuid = new_uuid();
+    p.enroll(&uuid, "pass-tmp-1").await;
+    let key = p.device_key(&uuid).await;
+
+    let ap_in = Session::open(&p, &ap_user, &ap_user, &ap_credential, &[]).await;
+    ap_in.ready.clone().unwrap();
+    let gw_in = Session::open(&p, &gw_user, &gw_user, &gw_credential, &[]).await;
+    gw_in.ready.clone().unwrap();
+    let device_in = Session::open(&p, &uuid, &uuid, &device_token(&key, &uuid), &[]).await;
+    device_in.ready.clone().unwrap();
+    // One identity's credential is not another's.
+    let swapped = Session::open(&p, "ap.ap-1", "ap.ap-1", &ap_credential, &[]).await;
+    assert!(
+        swapped
+            .ready
+            .as_ref()
+            .unwrap_err()
+            .contains("BadUserNamePassword"),
+        "{:?}",
+        swapped.ready
+    );
+    drop((ap_in, gw_in, device_in, swapped));
+
+    let admin = p.admin().await;
+    admin
+        .request(protocol::admin::AdminOp::ApRemove {
+            ap_id: "ap-leaving".into(),
+        })
+        .await
+        .unwrap();
+    admin
+        .request(protocol::admin::AdminOp::RevokeKey { uuid: uuid.clone() })
+        .await
+        .unwrap();
+    admin.close().await;
+    let registry = p.registry().await;
+    registry
+        .request(RegistryOp::GatewayRemove {
+            gateway_id: "gw-leaving".into(),
+        })
+        .await
+        .unwrap();
+    registry.close().await;
+
+    for (client_id, user, password) in [
+        (ap_user.as_str(), ap_user.as_str(), ap_credential),
+        (gw_user.as_str(), gw_user.as_str(), gw_credential),
+        (uuid.as_str(), uuid.as_str(), device_token(&key, &uuid)),
+    ] {
+        let s = Session::open(&p, client_id, user, &password, &[]).await;
+        assert!(
+            s.ready
+                .as_ref()
+                .is_err_and(|e| e.contains("BadUserNamePassword")),
+            "{user} was let in after its removal: {:?}",
+            s.ready
+        );
+    }
+    // The bootstrap AP still logs in with its own credential.
+    let kept = Session::open(&p, "ap.ap-1", "ap.ap-1", &p.token("ap/ap-1"), &[]).await;
+    kept.ready.clone().unwrap();
 }

@@ -116,7 +116,8 @@ const UUID_C: &str = "5ec0e000-0000-4000-8000-00000000000c";
 async fn t1_no_or_wrong_credentials_are_refused_by_platform_and_gateway() {
     let p = secure().await;
     p.enroll(UUID_A, "pass-a-123").await;
-    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let key_a = p.device_key(UUID_A).await;
+    let login = device_token(&key_a, UUID_B);
     for (id, user, pass, why) in [
         ("c1", "admin", "", "admin without password"),
         ("c2", "admin", "wrong", "admin with a wrong password"),
@@ -140,6 +141,7 @@ async fn t1_no_or_wrong_credentials_are_refused_by_platform_and_gateway() {
         let (r, _bus, _inbox) = try_connect(opts(&p, id, user, pass), &[]).await;
         assert!(r.is_err(), "{why}: admitted");
     }
+    let login = device_token(&key_a, UUID_A);
     let (ok, _bus, _inbox) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
     assert!(ok.is_ok(), "the enrolled device was refused: {ok:?}");
     let ap = protocol::logins::ap_login("ap-1");
@@ -147,7 +149,7 @@ async fn t1_no_or_wrong_credentials_are_refused_by_platform_and_gateway() {
     assert!(ok.is_ok(), "the registered AP was refused: {ok:?}");
 
     // The gateway: no assignment, someone else's, another gateway's, forged.
-    let mut dev = p.home_secure(UUID_A, "pass-a-123");
+    let mut dev = p.home_secure(UUID_A).await;
     let (gw, _) = dev.connected(10).await;
     let addr = p
         .gateways()
@@ -209,7 +211,8 @@ async fn t2_sniffers_capture_no_secret_while_1000_devices_onboard_and_move() {
 
     // An authenticated device and an AP try to read everything: refused.
     let d0 = sniffer_identity;
-    let login = protocol::crypto::device_login(&d0.uuid, &d0.pass_tmp);
+    let key0 = p.device_key(&d0.uuid).await;
+    let login = device_token(&key0, &d0.uuid);
     let (_, dev_sniffer, _i1) = try_connect(opts(&p, &d0.uuid, &d0.uuid, &login), &["#"]).await;
     let ap = protocol::logins::ap_login("ap-1");
     let (_, ap_sniffer, _i2) = try_connect(
@@ -318,7 +321,6 @@ async fn t2_sniffers_capture_no_secret_while_1000_devices_onboard_and_move() {
     let mut needles: Vec<Vec<u8>> = vec![WIFI_PASSWORD.as_bytes().to_vec()];
     for d in &devices {
         needles.push(d.pass_tmp.as_bytes().to_vec());
-        needles.push(protocol::crypto::device_login(&d.uuid, &d.pass_tmp).into_bytes());
     }
     // The proofs' enrollments hold a MAC keyed by pass_tmp: the platform
     // opens each (so it is the real thing, vouched for by the device's
@@ -404,7 +406,7 @@ async fn t3_forged_answers_are_not_believed() {
             }
         })
     };
-    let mut dev = p.home_secure(UUID_A, "pass-a-123");
+    let mut dev = p.home_secure(UUID_A).await;
     let (gw, _) = dev.connected(10).await;
     assert!(gw == "gw-1" || gw == "gw-2", "{gw}");
     spam.await.unwrap();
@@ -504,20 +506,10 @@ async fn t4_guessing_pass_tmp_locks_the_uuid_out() {
     let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
     p.enroll(UUID_A, "the-real-one").await;
     let (tx, _e) = mpsc::unbounded_channel();
-    // A device's login is derived from pass_tmp, so each guess is first
-    // tried at CONNECT: refused, counted, audited.
-    for guess in ["guess-1", "guess-2", "guess-3"] {
-        let login = protocol::crypto::device_login(UUID_A, guess);
-        let (r, _b, _i) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
-        assert!(r.is_err(), "{guess} admitted");
-    }
-    // Now even the right pass_tmp is refused, for the lockout's duration.
-    let right = protocol::crypto::device_login(UUID_A, "the-real-one");
-    let (r, _b, _i) = try_connect(opts(&p, UUID_A, UUID_A, &right), &[]).await;
-    assert!(r.is_err(), "a locked-out UUID was admitted");
-    let mut quick = p.device_config(UUID_A, "the-real-one", true);
-    quick.answer_timeout = Duration::from_secs(3);
-    assert!(device_sim::onboard(&quick, &tx, None, &stop).await.is_err());
+    // Logins are no oracle: a device logs in with a token signed by its
+    // own key, so failed logins count toward nothing (see
+    // identities::t14_strangers_failing_logins_lock_no_device_out).
+    let _ = (&tx, &stop);
 
     // The verifier's own lockout: releases of pass_tmp without a granted
     // outcome. An admin-level attacker replays access requests with
@@ -739,7 +731,7 @@ async fn t5_replayed_requests_and_responses_yield_nothing() {
 async fn t6_non_admins_cannot_send_admin_requests() {
     let p = secure().await;
     p.enroll(UUID_A, "pass-a-123").await;
-    let mut dev = p.home_secure(UUID_A, "pass-a-123");
+    let mut dev = p.home_secure(UUID_A).await;
     let (gw, _) = dev.connected(10).await;
     let other = if gw == "gw-1" { "gw-2" } else { "gw-1" };
     let remap = format!(
@@ -747,19 +739,23 @@ async fn t6_non_admins_cannot_send_admin_requests() {
     );
     let enroll =
         format!(r#"{{"request_id":"x2","op":"enroll","uuid":"{UUID_B}","pass_tmp":"mine-now"}}"#);
-    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let key_a = p.device_key(UUID_A).await;
     let ap_credential = p.token("ap/ap-1");
     let gw_credential = p.register_gateway("gw-evil", "127.0.0.1:9").await;
     for (id, user, pass) in [
-        (UUID_A, UUID_A, login.as_str()),
-        ("ap.ap-1.evil", "ap.ap-1", &ap_credential),
-        ("gateway.gw-evil", "gateway.gw-evil", &gw_credential),
+        (UUID_A, UUID_A, None),
+        ("ap.ap-1.evil", "ap.ap-1", Some(&ap_credential)),
+        ("gateway.gw-evil", "gateway.gw-evil", Some(&gw_credential)),
     ] {
         for (topic, payload) in [
             (topics::REGISTRY_ADMIN_REQUEST, &remap),
             (topics::VERIFIER_ADMIN_REQUEST, &enroll),
         ] {
-            let (ok, bus, _i) = try_connect(opts(&p, id, user, pass), &[]).await;
+            // A device's token is good for one login.
+            let pass = pass
+                .cloned()
+                .unwrap_or_else(|| device_token(&key_a, UUID_A));
+            let (ok, bus, _i) = try_connect(opts(&p, id, user, &pass), &[]).await;
             ok.unwrap();
             bus.publish(topic, payload.clone().into_bytes())
                 .await
@@ -796,7 +792,7 @@ async fn t7_nobody_connects_as_another_device() {
     let p = secure().await;
     p.enroll(UUID_A, "pass-a-123").await;
     p.enroll(UUID_B, "pass-b-123").await;
-    let login_b = protocol::crypto::device_login(UUID_B, "pass-b-123");
+    let login_b = device_token(&p.device_key(UUID_B).await, UUID_B);
     let (r, _b, _i) = try_connect(opts(&p, UUID_A, UUID_B, &login_b), &[]).await;
     assert!(r.is_err(), "B's login opened A's client id");
     let (r, _b, _i) = try_connect(opts(&p, UUID_A, "admin", &p.token("admin")), &[]).await;
@@ -804,7 +800,7 @@ async fn t7_nobody_connects_as_another_device() {
     let (r, _b, _i) = try_connect(opts(&p, UUID_A, "ap.ap-1", &p.token("ap/ap-1")), &[]).await;
     assert!(r.is_err(), "an AP took a device's client id");
     // On a gateway: B's signed assignment does not open A's client id.
-    let mut dev_b = p.home_secure(UUID_B, "pass-b-123");
+    let mut dev_b = p.home_secure(UUID_B).await;
     let (gw, _) = dev_b.connected(10).await;
     let addr = p
         .gateways()
@@ -850,7 +846,7 @@ async fn t3_a_device_cannot_forge_a_redirect_on_its_gateway() {
     let p = secure().await;
     p.enroll(UUID_A, "pass-a-123").await;
     p.enroll(UUID_B, "pass-b-123").await;
-    let mut victim = p.home_secure(UUID_A, "pass-a-123");
+    let mut victim = p.home_secure(UUID_A).await;
     let (gw, _) = victim.connected(10).await;
     let addr = p
         .gateways()
@@ -868,7 +864,7 @@ async fn t3_a_device_cannot_forge_a_redirect_on_its_gateway() {
         .await
         .unwrap();
     registry.close().await;
-    let login_b = protocol::crypto::device_login(UUID_B, "pass-b-123");
+    let login_b = device_token(&p.device_key(UUID_B).await, UUID_B);
     let (_, reg_bus, mut answers) = try_connect(
         opts(&p, UUID_B, UUID_B, &login_b),
         &[&topics::device_gateway(UUID_B)],
@@ -1169,7 +1165,8 @@ async fn connack_refusal(opts: BusOptions, why: &str) -> String {
 async fn t1_a_refusal_tells_a_wrong_login_from_a_policy() {
     let p = secure().await;
     p.enroll(UUID_C, "pass-c-123").await;
-    let login_c = protocol::crypto::device_login(UUID_C, "pass-c-123");
+    let key_c = p.device_key(UUID_C).await;
+    let login_c = device_token(&key_c, UUID_C);
     let admin = p.token("admin");
     for (id, user, pass, why, code) in [
         (
@@ -1221,16 +1218,19 @@ async fn t1_a_refusal_tells_a_wrong_login_from_a_policy() {
             "{why}"
         );
     }
-    // Guessing locks the device out (max_failures 3): after that even its
-    // right login is refused, by policy.
+    // Wrong logins lock nothing out: the device's own still opens.
     for _ in 0..3 {
         let why = "a wrong device login";
         let code = connack_refusal(opts(&p, UUID_C, UUID_C, "guess"), why).await;
         assert_eq!(code, "BadUserNamePassword");
     }
-    let why = "a locked-out device";
-    let code = connack_refusal(opts(&p, UUID_C, UUID_C, &login_c), why).await;
-    assert_eq!(code, "NotAuthorized", "{why}");
+    let fresh = device_token(&key_c, UUID_C);
+    let (ok, _b, _i) = try_connect(opts(&p, UUID_C, UUID_C, &fresh), &[]).await;
+    assert!(ok.is_ok(), "wrong logins locked the device out: {ok:?}");
+    // A token is good once: replayed, it is refused.
+    let why = "a replayed login token";
+    let code = connack_refusal(opts(&p, UUID_C, UUID_C, &fresh), why).await;
+    assert_eq!(code, "BadUserNamePassword", "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1238,7 +1238,8 @@ async fn t1_a_gateway_refuses_a_device_moved_away_with_not_authorized() {
     use device_sim::gateway::{stay_homed, HomeConfig, HomeEvent, KnownGateway};
     let p = secure().await;
     p.enroll(UUID_A, "pass-a-123").await;
-    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let device_key = p.device_key(UUID_A).await;
+    let login = device_token(&device_key, UUID_A);
     // The device's signed assignment, as the registry answers it.
     let (_, reg_bus, mut answers) = try_connect(
         opts(&p, UUID_A, UUID_A, &login),
@@ -1288,7 +1289,7 @@ async fn t1_a_gateway_refuses_a_device_moved_away_with_not_authorized() {
         .unwrap();
     registry.close().await;
     let mut config =
-        HomeConfig::new(p.broker(), UUID_A).secure(p.platform_key().unwrap(), "pass-a-123");
+        HomeConfig::new(p.broker(), UUID_A).secure(p.platform_key().unwrap(), device_key);
     config.last_known = Some(KnownGateway {
         gateway_id: home.0.clone(),
         address: home.1.clone(),
@@ -1493,8 +1494,8 @@ async fn a_device_request_releases_pass_tmp_once() {
     p.enroll(UUID_A, "pass-a-123").await;
     let (ax, mut inbox_x) = ap_session(&p, "ap-x", SSID).await;
     let (ay, mut inbox_y) = ap_session(&p, "ap-y", SSID).await;
-    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
-    let (ok, device, _d) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
+    let onboarding = protocol::logins::ONBOARDING_USER;
+    let (ok, device, _d) = try_connect(opts(&p, UUID_A, onboarding, ""), &[]).await;
     ok.unwrap();
     let key_x = protocol::crypto::ApKey::generate();
     let key_y = protocol::crypto::ApKey::generate();
@@ -1540,8 +1541,9 @@ async fn a_device_request_releases_pass_tmp_once() {
         .check(&platform, UUID_A, SSID, "other", protocol::now_ms())
         .is_err());
 
-    // The same request again, from the other AP, from the same AP, and
-    // re-sent by the device in between: nothing more.
+    // The same request again, from the other AP: nothing. From the same
+    // AP (its session lost to a restart, say): the same release again,
+    // which gives it nothing it did not have and counts for nothing more.
     device
         .publish_json(topics::access_request(SSID), &request)
         .await
@@ -1554,15 +1556,17 @@ async fn a_device_request_releases_pass_tmp_once() {
         .await
         .unwrap();
     }
-    let mut again = answers_to(&mut inbox_y.0, &["y1".into()]).await;
-    again.extend(answers_to(&mut inbox_x.0, &["x2".into()]).await);
-    for (id, outcome) in &again {
-        assert_eq!(
-            code_of(outcome),
-            Some(AccessErrorCode::NotAuthorized),
-            "{id}: {outcome:?}"
-        );
-    }
+    let other_ap = answers_to(&mut inbox_y.0, &["y1".into()]).await;
+    assert_eq!(
+        code_of(&other_ap["y1"]),
+        Some(AccessErrorCode::NotAuthorized),
+        "{other_ap:?}"
+    );
+    let same_ap = answers_to(&mut inbox_x.0, &["x2".into()]).await;
+    assert!(
+        matches!(same_ap["x2"], VerifyOutcome::Sealed { .. }),
+        "{same_ap:?}"
+    );
     // A new request from the device is a new release.
     let (request2, tag2) = device_request(UUID_A, "pass-a-123");
     device
@@ -1590,8 +1594,8 @@ async fn an_ap_not_serving_the_ssid_gets_nothing() {
     p.enroll(UUID_A, "pass-a-123").await;
     let (aps, mut inbox) = ap_session(&p, "ap-elsewhere", "other-wifi").await;
     let (here, mut inbox_here) = ap_session(&p, "ap-here", SSID).await;
-    let login = protocol::crypto::device_login(UUID_A, "pass-a-123");
-    let (ok, device, _d) = try_connect(opts(&p, UUID_A, UUID_A, &login), &[]).await;
+    let onboarding = protocol::logins::ONBOARDING_USER;
+    let (ok, device, _d) = try_connect(opts(&p, UUID_A, onboarding, ""), &[]).await;
     ok.unwrap();
     let (request, tag) = device_request(UUID_A, "pass-a-123");
     device
@@ -1903,8 +1907,7 @@ async fn enroll_blobs_with_a_wrong_pass_tmp_count_toward_the_lockout() {
 
     // The guesser logs in as the device and onboards with its guess.
     let mut guesser = p.device_config(UUID_A, "a-guess", true);
-    let mut link_config = guesser.link();
-    link_config.password = protocol::crypto::device_login(UUID_A, "pass-a-123");
+    let link_config = guesser.link();
     let (tx, _e) = mpsc::unbounded_channel();
     let mut link = device_sim::PlatformLink::open(&link_config, &stop)
         .await

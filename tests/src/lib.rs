@@ -28,6 +28,8 @@ pub struct TestPlatform {
     pub addr: SocketAddr,
     opts: StartOptions,
     config: Config,
+    /// The login keys registered for devices ([`TestPlatform::device_key`]).
+    device_keys: std::sync::Mutex<std::collections::HashMap<String, protocol::crypto::DeviceKey>>,
 }
 
 /// The default config on free ports: the platform, the metrics endpoint
@@ -82,6 +84,7 @@ impl TestPlatform {
             addr,
             opts,
             config,
+            device_keys: Default::default(),
         };
         p.wait_for_gateways().await;
         p
@@ -271,6 +274,7 @@ impl TestPlatform {
 
     pub fn device_config(&self, uuid: &str, pass_tmp: &str, auto_confirm: bool) -> DeviceConfig {
         let mut config = DeviceConfig::new(self.broker(), uuid, pass_tmp, SSID);
+        config.device_key = self.device_own_key(uuid);
         config.auto_confirm = auto_confirm;
         config.answer_timeout = Duration::from_secs(20);
         config.retry_base = Duration::from_millis(500);
@@ -279,15 +283,45 @@ impl TestPlatform {
     }
 
     /// [`TestPlatform::home`] for a secure platform: the device logs in
-    /// with its pass_tmp and believes only signed answers.
-    pub fn home_secure(&self, device_id: &str, pass_tmp: &str) -> HomedDevice {
+    /// with a key of its own, registered as a factory would
+    /// ([`TestPlatform::device_key`]), and believes only signed answers.
+    pub async fn home_secure(&self, device_id: &str) -> HomedDevice {
         let key = self.platform_key().expect("a secure platform");
-        let config = HomeConfig::new(self.broker(), device_id).secure(key, pass_tmp);
+        let device_key = self.device_key(device_id).await;
+        let config = HomeConfig::new(self.broker(), device_id).secure(key, device_key);
         let (tx, events) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move { stay_homed(&config, &tx, &token).await });
         HomedDevice { events, stop, task }
+    }
+
+    /// The device's own key pair: one per device of this platform, as a
+    /// real device keeps its key, whatever config a test makes for it.
+    pub fn device_own_key(&self, uuid: &str) -> protocol::crypto::DeviceKey {
+        self.device_keys
+            .lock()
+            .unwrap()
+            .entry(uuid.to_owned())
+            .or_insert_with(protocol::crypto::DeviceKey::generate)
+            .clone()
+    }
+
+    /// The device's key, registered by an admin (`verifier register-key`)
+    /// as for a device whose key pair was made at the factory: it logs in
+    /// with it without onboarding. The same key if it has one already.
+    pub async fn device_key(&self, uuid: &str) -> protocol::crypto::DeviceKey {
+        let key = self.device_own_key(uuid);
+        let admin = self.admin().await;
+        admin
+            .request(protocol::admin::AdminOp::RegisterKey {
+                uuid: uuid.into(),
+                device_key: key.public_hex(),
+            })
+            .await
+            .unwrap();
+        admin.close().await;
+        key
     }
 
     /// A raw MQTT client subscribed to `filters`, ready.
@@ -407,6 +441,16 @@ pub struct Session {
     /// How the first attempt ended: Ok once subscribed, else the refusal.
     pub ready: Result<(), String>,
     stop: CancellationToken,
+}
+
+/// A fresh login token of device `uuid`, signed by `key`.
+pub fn device_token(key: &protocol::crypto::DeviceKey, uuid: &str) -> String {
+    protocol::crypto::device_login_token(
+        key,
+        uuid,
+        protocol::now_ms(),
+        &protocol::crypto::login_nonce(),
+    )
 }
 
 impl Session {

@@ -13,7 +13,10 @@
 //! - gateway `G` reads its own assignments and redirect requests, and
 //!   writes its own status (as itself), presence and snapshot requests;
 //! - a device reads only its own topics, and writes access requests,
-//!   proofs and gateway queries as itself.
+//!   proofs and gateway queries as itself;
+//! - a device not onboarded yet reads only its own access answers,
+//!   challenges and confirmations, and writes only access requests and
+//!   proofs as itself, at a bounded rate.
 
 use crate::admission::{AclAction, AclRequest};
 use protocol::topics::{Level, Owner, Topic};
@@ -27,6 +30,9 @@ pub(super) enum Who<'a> {
     Ap(&'a str),
     Gateway(&'a str),
     Device(&'a str),
+    /// A device not onboarded yet (its client id is its UUID): it may only
+    /// onboard.
+    Onboarding,
     /// Admitted under no identity this ACL knows: may do nothing.
     Nobody,
 }
@@ -53,6 +59,7 @@ pub(super) fn may(
         Who::Ap(ap_id) => ap_may(ap_id, &topic, request, ssids),
         Who::Gateway(gateway_id) => gateway_may(gateway_id, &topic, request),
         Who::Device(_) => device_may(client_id, &topic, request),
+        Who::Onboarding => onboarding_may(client_id, &topic, request),
         Who::Admin | Who::Nobody => false,
     }
 }
@@ -111,6 +118,30 @@ fn device_may(client_id: &str, topic: &Topic, request: &AclRequest) -> bool {
             }
             _ => false,
         },
+    }
+}
+
+/// A device that is onboarding reads its access answers, challenges and
+/// its user's confirmations, and sends access requests and proofs, as
+/// itself; nothing else (no gateway query: it has no credential yet).
+fn onboarding_may(client_id: &str, topic: &Topic, request: &AclRequest) -> bool {
+    match request.action {
+        AclAction::Subscribe => {
+            topic.owner() == Owner::Device(Level::Id(client_id))
+                && matches!(
+                    topic,
+                    Topic::AccessResponse { .. }
+                        | Topic::AccessChallenge { .. }
+                        | Topic::DeviceConfirm { .. }
+                )
+        }
+        AclAction::Publish => {
+            matches!(
+                topic,
+                Topic::AccessRequest { .. } | Topic::AccessProof { .. }
+            ) && topic.is_name()
+                && names_device(request.payload, client_id)
+        }
     }
 }
 
@@ -315,6 +346,40 @@ mod tests {
             b"{}"
         ));
         assert!(!device_may_("ap/ap-1/verify/response", Publish, b"{}"));
+    }
+
+    #[test]
+    fn an_onboarding_device_may_only_onboard() {
+        use AclAction::*;
+        let may_ = |topic: &str, action, payload: &[u8]| {
+            may(&Who::Onboarding, UUID, &req(action, topic, payload), |_| {
+                Vec::new()
+            })
+        };
+        assert!(may_(
+            &format!("device/{UUID}/access/response"),
+            Subscribe,
+            b""
+        ));
+        assert!(may_(
+            &format!("device/{UUID}/access/challenge"),
+            Subscribe,
+            b""
+        ));
+        assert!(may_(&format!("device/{UUID}/confirm"), Subscribe, b""));
+        assert!(!may_(&format!("device/{UUID}/gateway"), Subscribe, b""));
+        assert!(!may_(
+            &format!("device/{OTHER}/access/response"),
+            Subscribe,
+            b""
+        ));
+        let own = format!(r#"{{"uuid":"{UUID}","ssid":"home"}}"#);
+        let other = format!(r#"{{"uuid":"{OTHER}","ssid":"home"}}"#);
+        assert!(may_("wlan/home/access/request", Publish, own.as_bytes()));
+        assert!(may_("wlan/home/access/proof", Publish, own.as_bytes()));
+        assert!(!may_("wlan/home/access/request", Publish, other.as_bytes()));
+        let query = format!(r#"{{"device_id":"{UUID}"}}"#);
+        assert!(!may_("registry/query", Publish, query.as_bytes()));
     }
 
     #[test]

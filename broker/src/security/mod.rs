@@ -22,7 +22,7 @@ mod platform_auth;
 mod secrets;
 mod settings;
 
-pub use platform_auth::{Directory, PlatformAuth};
+pub use platform_auth::{Directory, Enrolled, PlatformAuth};
 pub use secrets::{
     bootstrap_aps, load_or_create_key, public_key_path, users_with_bootstrap, SecurityError,
 };

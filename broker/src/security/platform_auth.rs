@@ -5,7 +5,13 @@
 //!   verifier's store keeps its hash and its SSIDs);
 //! - gateway `G`, as `gateway.G`, by the credential it was registered with
 //!   (the registry keeps its hash: [`registry::GatewayLogins`]);
-//! - a device, as its UUID, checked against the verifier's store.
+//! - a device, as its UUID, with a fresh token signed by the key it
+//!   registered when it was onboarded (nothing in it to test a guess of
+//!   pass_tmp against, and a replay is refused);
+//! - a device onboarding (before it has a key, or again), as
+//!   [`logins::ONBOARDING_USER`] with its UUID as client id and no
+//!   password: it may only onboard, and a second such connection does not
+//!   kick off the first while it onboards.
 //!
 //! A client id must belong to its username ([`logins::client_id_belongs`]),
 //! and nobody but its owner may take an identity's client id, so that no
@@ -13,39 +19,48 @@
 //! may then publish and subscribe to is [`super::acl`].
 
 use super::acl::{self, Who};
-use super::settings::{Mode, Role, SecuritySection};
-use crate::admission::{AclRequest, Admission, Verdict};
+use super::settings::{Mode, Role};
+use crate::admission::{AclAction, AclRequest, Admission, Verdict};
 use protocol::crypto::{ct_eq, sha256_hex};
 use protocol::logins::{self, Login};
 use protocol::DeviceUuid;
 use registry::GatewayLogins;
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
-use verifier::{ApRecord, Lockout};
+use verifier::ApRecord;
+
+/// An enrolled device, as the broker needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolled {
+    /// Enrolled, not onboarded yet: it has no login key.
+    Unkeyed,
+    /// Onboarded: the public key (hex) its logins are signed with.
+    Keyed(String),
+}
 
 /// The identities the verifier keeps: enrolled devices and registered
 /// APs. The verifier's store implements it; the broker asks it on its own
 /// thread, so it answers synchronously.
 pub trait Directory: Send + Sync + 'static {
-    /// Whether `password` is the login of enrolled device `uuid`.
-    fn login_ok(&self, uuid: &DeviceUuid, password: &str) -> bool;
+    /// The enrolled device `uuid`, if it is enrolled.
+    fn device(&self, uuid: &DeviceUuid) -> Option<Enrolled>;
     /// The registered AP `ap_id`.
     fn ap(&self, ap_id: &str) -> Option<ApRecord>;
 }
 
 impl Directory for verifier::Store {
-    fn login_ok(&self, uuid: &DeviceUuid, password: &str) -> bool {
+    fn device(&self, uuid: &DeviceUuid) -> Option<Enrolled> {
         match self.get(uuid) {
-            Ok(Some(e)) => ct_eq(
-                &protocol::crypto::device_login(uuid.as_str(), &e.pass_tmp),
-                password,
-            ),
-            Ok(None) => false,
+            Ok(Some(e)) => Some(match e.device_key {
+                Some(key) => Enrolled::Keyed(key),
+                None => Enrolled::Unkeyed,
+            }),
+            Ok(None) => None,
             Err(e) => {
                 warn!(error = %e, "cannot read the verifier store for a login");
-                false
+                None
             }
         }
     }
@@ -61,9 +76,13 @@ impl Directory for verifier::Store {
 /// The platform broker's admission and ACL.
 pub struct PlatformAuth {
     mode: Mode,
-    /// Failed device logins per UUID: a login is derived from pass_tmp, so
-    /// it is a guessing oracle and gets the same lockout as onboarding.
-    logins: Lockout,
+    /// Device login tokens already used: a replay is refused.
+    seen_tokens: SeenTokens,
+    /// Devices connected to onboard, since when: a second connection for
+    /// one of them is refused while the first is young.
+    onboarding: Mutex<HashMap<String, Instant>>,
+    /// What each onboarding device may still publish.
+    onboarding_rate: Mutex<HashMap<String, (f64, Instant)>>,
     /// Admin users: name -> SHA-256 of the password.
     admins: HashMap<String, String>,
     /// Set once the verifier's store is open; devices and APs are refused
@@ -85,6 +104,61 @@ pub struct PlatformAuth {
 /// up on its own after as long (bus: 5 s for the CONNACK).
 const VERIFIER_GRACE: Duration = Duration::from_secs(5);
 
+/// How far a device login token's time may be from the broker's clock.
+const LOGIN_SKEW: Duration = Duration::from_secs(120);
+
+/// How long a connection made to onboard keeps another connection for the
+/// same device out: longer than an onboarding that waits for its user
+/// (60 s), short enough that a connection left behind (a device that lost
+/// its network) gives way.
+const ONBOARDING_HOLD: Duration = Duration::from_secs(90);
+
+/// What a device not onboarded yet may publish: a burst of this many
+/// access requests and proofs, then one per [`ONBOARDING_REFILL`]. A real
+/// device sends two per attempt and retries after a second or more.
+const ONBOARDING_BURST: f64 = 10.0;
+const ONBOARDING_REFILL: Duration = Duration::from_millis(500);
+
+/// Devices tracked at most by the onboarding maps; beyond, the oldest
+/// state is forgotten (a made-up UUID flood must not grow them).
+const MAX_ONBOARDING: usize = 100_000;
+
+/// The nonces of device login tokens seen within [`LOGIN_SKEW`]: a token
+/// is good for one login, so one captured from a CONNECT cannot open
+/// another connection. Two generations, each spanning twice the skew, so
+/// that a nonce is remembered at least as long as its token is accepted.
+#[derive(Default)]
+struct SeenTokens {
+    generations: Mutex<Generations>,
+}
+
+/// The nonces seen since `started`, and those of the generation before.
+#[derive(Default)]
+struct Generations {
+    current: HashSet<[u8; 16]>,
+    previous: HashSet<[u8; 16]>,
+    started: Option<Instant>,
+}
+
+impl SeenTokens {
+    /// True the first time `nonce` is seen.
+    fn first_use(&self, nonce: [u8; 16]) -> bool {
+        let now = Instant::now();
+        let mut g = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        match g.started {
+            Some(at) if now.duration_since(at) < LOGIN_SKEW * 2 => {}
+            _ => {
+                g.previous = std::mem::take(&mut g.current);
+                g.started = Some(now);
+            }
+        }
+        if g.previous.contains(&nonce) {
+            return false;
+        }
+        g.current.insert(nonce)
+    }
+}
+
 impl PlatformAuth {
     /// `users` are the admin users, name -> (role, SHA-256 of the
     /// password); `gateways` the registry's record of gateway credentials.
@@ -93,13 +167,11 @@ impl PlatformAuth {
         users: HashMap<String, (Role, String)>,
         gateways: Arc<GatewayLogins>,
     ) -> Self {
-        let defaults = SecuritySection::default();
         PlatformAuth {
             mode,
-            logins: Lockout::new(
-                defaults.max_failures,
-                Duration::from_secs(defaults.lockout_secs),
-            ),
+            seen_tokens: SeenTokens::default(),
+            onboarding: Mutex::default(),
+            onboarding_rate: Mutex::default(),
             admins: users
                 .into_iter()
                 .map(|(name, (Role::Admin, hash))| (name, hash))
@@ -108,12 +180,6 @@ impl PlatformAuth {
             directory_set: Arc::default(),
             gateways,
         }
-    }
-
-    /// The lockout policy for device logins.
-    pub fn with_lockout(mut self, max_failures: u32, lockout: Duration) -> Self {
-        self.logins = Lockout::new(max_failures, lockout);
-        self
     }
 
     pub fn set_directory(&self, directory: &Arc<dyn Directory>) {
@@ -133,7 +199,8 @@ impl PlatformAuth {
             Login::Ap(ap_id) => Who::Ap(ap_id),
             Login::Gateway(gateway_id) => Who::Gateway(gateway_id),
             Login::Device(uuid) => Who::Device(uuid),
-            Login::Onboarding | Login::Named(_) => Who::Nobody,
+            Login::Onboarding => Who::Onboarding,
+            Login::Named(_) => Who::Nobody,
         }
     }
 
@@ -176,7 +243,7 @@ impl PlatformAuth {
                 Self::own_client_id(username, client_id)
             }
             Login::Device(_) => self.admit_device(client_id, username, password),
-            Login::Onboarding => Err(Refusal::bad("unknown user")),
+            Login::Onboarding => self.admit_onboarding(client_id),
         }
     }
 
@@ -190,6 +257,10 @@ impl PlatformAuth {
         }
     }
 
+    /// An onboarded device: a fresh token signed by its own key. Nothing in
+    /// it derives from pass_tmp, and it cannot be guessed, so a wrong one is
+    /// refused without counting toward any lockout: strangers cannot lock
+    /// a device out by failing its logins.
     fn admit_device(&self, client_id: &str, username: &str, password: &str) -> Result<(), Refusal> {
         let uuid = DeviceUuid::parse(username).map_err(|_| Refusal::bad("unknown user"))?;
         if client_id != username {
@@ -197,18 +268,88 @@ impl PlatformAuth {
                 "a device must connect with its own id as client id",
             ));
         }
-        if self.logins.locked(uuid.key()).is_some() {
-            return Err(Refusal::policy("device locked out after failed logins"));
-        }
         let directory = self
             .directory()
             .ok_or(Refusal::policy("the verifier is not serving yet"))?;
-        if directory.login_ok(&uuid, password) {
-            self.logins.clear(uuid.key());
-            Ok(())
+        let key = match directory.device(&uuid) {
+            Some(Enrolled::Keyed(key)) => key,
+            Some(Enrolled::Unkeyed) => {
+                return Err(Refusal::bad(
+                    "the device has no login key yet: it onboards as `onboarding` first",
+                ))
+            }
+            None => return Err(Refusal::bad("not enrolled")),
+        };
+        let skew = u64::try_from(LOGIN_SKEW.as_millis()).unwrap_or(u64::MAX);
+        let nonce = protocol::crypto::verify_device_login(
+            &key,
+            username,
+            password,
+            protocol::now_ms(),
+            skew,
+        )
+        .map_err(|_| Refusal::bad("not a login token signed by the device's key, or stale"))?;
+        if !self.seen_tokens.first_use(nonce) {
+            return Err(Refusal::bad("a login token used before"));
+        }
+        Ok(())
+    }
+
+    /// A device connects to onboard, and may do nothing else.
+    /// While it does, another connection for it is refused rather than
+    /// allowed to take it over (rumqttd would kick the first off).
+    fn admit_onboarding(&self, client_id: &str) -> Result<(), Refusal> {
+        let uuid = DeviceUuid::parse(client_id).map_err(|_| {
+            Refusal::bad("an onboarding device connects with its UUID as client id")
+        })?;
+        let directory = self
+            .directory()
+            .ok_or(Refusal::policy("the verifier is not serving yet"))?;
+        // An onboarded device may onboard again (a new network, or an
+        // onboarding a platform crash cut short after its key was
+        // registered): the session is confined all the same, and a proof
+        // can only ever register the key the device already has.
+        if directory.device(&uuid).is_none() {
+            return Err(Refusal::bad("not enrolled"));
+        }
+        let now = Instant::now();
+        let mut onboarding = self.onboarding.lock().unwrap_or_else(|e| e.into_inner());
+        if onboarding
+            .get(uuid.key())
+            .is_some_and(|since| now.duration_since(*since) < ONBOARDING_HOLD)
+        {
+            return Err(Refusal::policy(
+                "another connection of this device is onboarding",
+            ));
+        }
+        if onboarding.len() >= MAX_ONBOARDING {
+            onboarding.retain(|_, since| now.duration_since(*since) < ONBOARDING_HOLD);
+        }
+        onboarding.insert(uuid.key().to_owned(), now);
+        Ok(())
+    }
+
+    /// Takes one publish from an onboarding device's allowance.
+    fn onboarding_publish_allowed(&self, client_id: &str) -> bool {
+        let now = Instant::now();
+        let mut rates = self
+            .onboarding_rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if rates.len() >= MAX_ONBOARDING {
+            rates.clear();
+        }
+        let (tokens, last) = rates
+            .entry(client_id.to_ascii_lowercase())
+            .or_insert((ONBOARDING_BURST, now));
+        let refilled = now.duration_since(*last).as_secs_f64() / ONBOARDING_REFILL.as_secs_f64();
+        *tokens = (*tokens + refilled).min(ONBOARDING_BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
         } else {
-            self.logins.fail(uuid.key());
-            Err(Refusal::bad("wrong device login or not enrolled"))
+            false
         }
     }
 }
@@ -258,6 +399,18 @@ impl Admission for PlatformAuth {
         }
     }
 
+    /// A connection that was onboarding ends: the device may connect again.
+    fn disconnected(&self, client_id: &str) {
+        if self.mode == Mode::Secure {
+            if let Ok(uuid) = DeviceUuid::parse(client_id) {
+                self.onboarding
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(uuid.key());
+            }
+        }
+    }
+
     /// A device or AP login waits for the verifier while it is not serving
     /// yet.
     fn grace(
@@ -265,8 +418,12 @@ impl Admission for PlatformAuth {
         _client_id: &str,
         login: Option<(&str, &str)>,
     ) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
-        let needs_verifier = login
-            .is_some_and(|(user, _)| matches!(Login::parse(user), Login::Device(_) | Login::Ap(_)));
+        let needs_verifier = login.is_some_and(|(user, _)| {
+            matches!(
+                Login::parse(user),
+                Login::Device(_) | Login::Onboarding | Login::Ap(_)
+            )
+        });
         (self.mode == Mode::Secure && needs_verifier && self.directory.get().is_none())
             .then(|| (VERIFIER_GRACE, self.directory_set.clone()))
     }
@@ -282,7 +439,10 @@ impl Admission for PlatformAuth {
                 .map(|r| r.ssids)
                 .unwrap_or_default()
         };
-        let ok = acl::may(&who, client_id, request, ssids);
+        let ok = acl::may(&who, client_id, request, ssids)
+            && (who != Who::Onboarding
+                || request.action != AclAction::Publish
+                || self.onboarding_publish_allowed(client_id));
         if !ok {
             warn!(target: "audit", client_id, username, topic = request.topic, action = ?request.action, retain = request.retain, "refused by the platform ACL");
         }
@@ -293,14 +453,15 @@ impl Admission for PlatformAuth {
 #[cfg(test)]
 mod tests {
     use super::super::secrets::users_with_bootstrap;
+    use super::super::settings::SecuritySection;
     use super::*;
 
     const UUID: &str = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b";
 
     struct Aps;
     impl Directory for Aps {
-        fn login_ok(&self, _uuid: &DeviceUuid, _password: &str) -> bool {
-            false
+        fn device(&self, _uuid: &DeviceUuid) -> Option<Enrolled> {
+            None
         }
         fn ap(&self, ap_id: &str) -> Option<ApRecord> {
             (ap_id == "ap-1").then(|| ApRecord {

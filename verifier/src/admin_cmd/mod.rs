@@ -44,6 +44,15 @@ pub enum AdminCommand {
         #[arg(long)]
         uuid: String,
     },
+    /// Register the login key of a device whose key pair was made at the
+    /// factory (the public half, 64 hex digits), so that it logs in
+    /// without onboarding first.
+    RegisterKey {
+        #[arg(long)]
+        uuid: String,
+        #[arg(long = "key", value_name = "HEX")]
+        device_key: String,
+    },
     /// Register, remove and list APs, each with its own credential.
     #[command(subcommand)]
     Ap(ApCommand),
@@ -151,6 +160,13 @@ pub async fn run(client: &AdminClient, command: AdminCommand, json: bool) -> any
         }
         AdminCommand::Revoke { uuid } => {
             print(&client.request(AdminOp::RevokeKey { uuid }).await?, json);
+            exit::OK
+        }
+        AdminCommand::RegisterKey { uuid, device_key } => {
+            let ok = client
+                .request(AdminOp::RegisterKey { uuid, device_key })
+                .await?;
+            print(&ok, json);
             exit::OK
         }
         AdminCommand::Ap(command) => ap(client, command, json).await?,

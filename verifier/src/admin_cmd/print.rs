@@ -35,12 +35,25 @@ pub fn print(ok: &AdminOk, json: bool) {
         AdminOk::Device {
             uuid,
             enrolled_at_ms,
+            device_key,
         } => {
             println!(
                 "{uuid} enrolled at {} (unix ms {enrolled_at_ms})",
                 format_ms(*enrolled_at_ms)
-            )
+            );
+            match device_key {
+                Some(key) => println!("  logs in with key {key}"),
+                None => println!("  not onboarded: no login key yet"),
+            }
         }
+        AdminOk::KeyRegistered { uuid, created } => println!(
+            "{}",
+            if *created {
+                format!("registered the login key of {uuid}")
+            } else {
+                format!("{uuid} already logs in with this key")
+            }
+        ),
         AdminOk::List { uuids, .. } => {
             for u in uuids {
                 println!("{u}");

@@ -7,7 +7,9 @@
 //!    [`REQUEST_WINDOW`](super::requests::REQUEST_WINDOW), as the broker
 //!    delivered it ([`super::access`]); a question that arrives before
 //!    its request waits for it ([`super::parked`]);
-//! 4. that request has not been released already: one release per
+//! 4. that request has not been released already (but to this same AP,
+//!    whose session a restart may have lost: the same answer again, no new
+//!    guess, counted once): one release per
 //!    device request, to one AP;
 //! 5. the device is enrolled and not locked out; the release counts as an
 //!    attempt until the device's own proof clears it ([`super::proof`]).
@@ -20,7 +22,7 @@
 //! no answer at all (see [`decide`]).
 
 use super::onboarding::Onboarding;
-use super::requests::{Refusal, RequestKey};
+use super::requests::{Refusal, Release, RequestKey};
 use super::serve::Served;
 use super::verify::answer;
 use crate::store::EnrollmentStore;
@@ -154,8 +156,11 @@ async fn release<S: EnrollmentStore>(
     may_park: bool,
 ) {
     let now = Instant::now();
-    match onboarding.requests.check(&q.key, &q.ssid, now) {
-        Ok(()) => {}
+    let again = match onboarding
+        .requests
+        .check(&q.key, &q.ssid, &q.req.ap_id, now)
+    {
+        Ok(release) => release == Release::Again,
         Err(Refusal::NotSeen) if may_park => {
             let key = q.key;
             if let Err(q) = onboarding.parked.park(key, q, now) {
@@ -178,7 +183,7 @@ async fn release<S: EnrollmentStore>(
             );
             return answer(worker, &q.req, outcome).await;
         }
-    }
+    };
     let enrollment = match worker.store.get(&q.uuid).await {
         Ok(Some(enrollment)) => enrollment,
         Ok(None) => {
@@ -195,7 +200,13 @@ async fn release<S: EnrollmentStore>(
             return;
         }
     };
-    if let Err(left) = onboarding.guard.release(q.uuid.key()) {
+    // A release again to the same AP is no new guess: it counted once.
+    let counted = if again {
+        Ok(())
+    } else {
+        onboarding.guard.release(q.uuid.key())
+    };
+    if let Err(left) = counted {
         warn!(target: "audit", ap_id = %q.req.ap_id, uuid = %q.uuid, locked_for_s = left.as_secs(), "verification refused: UUID locked out");
         let outcome = refused(
             AccessErrorCode::TooManyAttempts,
@@ -218,7 +229,7 @@ async fn release<S: EnrollmentStore>(
     );
     let outcome = match seal_verify_answer(key, &q.req, &q.ap_key, &enrollment.pass_tmp, ticket) {
         Ok(outcome) => {
-            onboarding.requests.mark_released(&q.key, now);
+            onboarding.requests.mark_released(&q.key, &q.req.ap_id, now);
             debug!(ap_id = %q.req.ap_id, uuid = %q.uuid, "pass_tmp released for a device request");
             outcome
         }

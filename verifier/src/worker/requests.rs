@@ -58,6 +58,19 @@ struct Seen {
     ssid: Box<str>,
     at: Instant,
     stage: Stage,
+    /// The AP pass_tmp was released to, once it was.
+    released_to: Option<Box<str>>,
+}
+
+/// What a release would be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Release {
+    /// The first for this request.
+    New,
+    /// The same AP asking again for a request released to it (its session
+    /// lost to a restart, say): it is given what it has already, and no
+    /// new guess; it counts for nothing more.
+    Again,
 }
 
 /// Why a request cannot have pass_tmp released.
@@ -129,6 +142,7 @@ impl Requests {
                 ssid: ssid.into(),
                 at: now,
                 stage: Stage::Asked,
+                released_to: None,
             },
         };
         if self.current.len() >= self.capacity {
@@ -148,29 +162,33 @@ impl Requests {
         (now.saturating_duration_since(seen.at) <= window).then_some(seen)
     }
 
-    /// Whether pass_tmp may be released for this request to an AP serving
-    /// `ssid`. Marks nothing: [`Requests::mark_released`] does, once the
-    /// release is made.
+    /// Whether pass_tmp may be released for this request to AP `ap_id`,
+    /// serving `ssid`. Marks nothing: [`Requests::mark_released`] does,
+    /// once the release is made.
     pub(super) fn check(
         &mut self,
         key: &RequestKey,
         ssid: &str,
+        ap_id: &str,
         now: Instant,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Release, Refusal> {
         let seen = self.find(key, now).ok_or(Refusal::NotSeen)?;
         if *seen.ssid != *ssid {
             return Err(Refusal::OtherSsid);
         }
         match seen.stage {
-            Stage::Asked => Ok(()),
+            Stage::Asked => Ok(Release::New),
+            Stage::Released if seen.released_to.as_deref() == Some(ap_id) => Ok(Release::Again),
             Stage::Released | Stage::Settled => Err(Refusal::AlreadyReleased),
         }
     }
 
-    /// pass_tmp was released for this request: no second release.
-    pub(super) fn mark_released(&mut self, key: &RequestKey, now: Instant) {
+    /// pass_tmp was released for this request to `ap_id`: to no other AP
+    /// after it.
+    pub(super) fn mark_released(&mut self, key: &RequestKey, ap_id: &str, now: Instant) {
         if let Some(seen) = self.find(key, now) {
             seen.stage = Stage::Released;
+            seen.released_to = Some(ap_id.into());
         }
     }
 
@@ -209,24 +227,32 @@ mod tests {
     fn a_request_is_released_once_and_settled_once() {
         let t0 = Instant::now();
         let mut r = Requests::new(t0);
-        assert_eq!(r.check(&key(1), "home", t0), Err(Refusal::NotSeen));
+        assert_eq!(r.check(&key(1), "home", "ap", t0), Err(Refusal::NotSeen));
         r.record(key(1), "home", t0);
-        assert_eq!(r.check(&key(1), "other", t0), Err(Refusal::OtherSsid));
+        assert_eq!(r.check(&key(1), "other", "ap", t0), Err(Refusal::OtherSsid));
         assert!(!r.settle(&key(1), "home", t0), "nothing released yet");
-        assert_eq!(r.check(&key(1), "home", t0), Ok(()));
-        r.mark_released(&key(1), t0);
-        assert_eq!(r.check(&key(1), "home", t0), Err(Refusal::AlreadyReleased));
+        assert_eq!(r.check(&key(1), "home", "ap", t0), Ok(Release::New));
+        r.mark_released(&key(1), "ap", t0);
+        assert_eq!(
+            r.check(&key(1), "home", "ap", t0),
+            Ok(Release::Again),
+            "the same AP again"
+        );
+        assert_eq!(
+            r.check(&key(1), "home", "other-ap", t0),
+            Err(Refusal::AlreadyReleased)
+        );
         // A re-send of the same request releases nothing more.
         r.record(key(1), "home", t0 + S);
         assert_eq!(
-            r.check(&key(1), "home", t0 + S),
+            r.check(&key(1), "home", "other-ap", t0 + S),
             Err(Refusal::AlreadyReleased)
         );
         assert!(!r.settle(&key(1), "other", t0 + S), "proof on another SSID");
         assert!(r.settle(&key(1), "home", t0 + S));
         assert!(!r.settle(&key(1), "home", t0 + S), "judged once");
         assert_eq!(
-            r.check(&key(1), "home", t0 + S),
+            r.check(&key(1), "home", "other-ap", t0 + S),
             Err(Refusal::AlreadyReleased)
         );
     }
@@ -237,15 +263,21 @@ mod tests {
         let mut r = Requests::new(t0);
         r.record(key(1), "home", t0);
         r.record(key(2), "home", t0);
-        assert_eq!(r.check(&key(1), "home", t0 + REQUEST_WINDOW), Ok(()));
+        assert_eq!(
+            r.check(&key(1), "home", "ap", t0 + REQUEST_WINDOW),
+            Ok(Release::New)
+        );
         // Re-sent 25 s in: good until 25 s + the window, across rotations.
         r.record(key(2), "home", t0 + 25 * S);
         let late = t0 + REQUEST_WINDOW + 2 * S;
-        assert_eq!(r.check(&key(1), "home", late), Err(Refusal::NotSeen));
-        assert_eq!(r.check(&key(2), "home", late), Ok(()));
+        assert_eq!(r.check(&key(1), "home", "ap", late), Err(Refusal::NotSeen));
+        assert_eq!(r.check(&key(2), "home", "ap", late), Ok(Release::New));
         let later = t0 + 25 * S + REQUEST_WINDOW;
-        assert_eq!(r.check(&key(2), "home", later), Ok(()));
-        assert_eq!(r.check(&key(2), "home", later + S), Err(Refusal::NotSeen));
+        assert_eq!(r.check(&key(2), "home", "ap", later), Ok(Release::New));
+        assert_eq!(
+            r.check(&key(2), "home", "ap", later + S),
+            Err(Refusal::NotSeen)
+        );
         // Two quiet windows later, nothing is kept.
         r.tick(later + 3 * REQUEST_WINDOW);
         assert_eq!(r.len(), 0);
@@ -256,13 +288,13 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Requests::with_limits(t0, REQUEST_WINDOW, 4);
         r.record(key(0), "home", t0);
-        r.mark_released(&key(0), t0);
+        r.mark_released(&key(0), "ap", t0);
         for n in 1..=20 {
             r.record(key(n), "home", t0);
             assert!(r.len() <= 8, "{}", r.len());
         }
         // The oldest were forgotten first; the newest are kept.
-        assert_eq!(r.check(&key(0), "home", t0), Err(Refusal::NotSeen));
-        assert_eq!(r.check(&key(20), "home", t0), Ok(()));
+        assert_eq!(r.check(&key(0), "home", "ap", t0), Err(Refusal::NotSeen));
+        assert_eq!(r.check(&key(20), "home", "ap", t0), Ok(Release::New));
     }
 }

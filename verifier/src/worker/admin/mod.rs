@@ -6,9 +6,9 @@
 mod aps;
 mod enroll;
 mod import;
+mod keys;
 mod read;
 mod remove;
-mod revoke;
 
 use super::serve::{publish, Served};
 use crate::store::{EnrollmentStore, StoreError};
@@ -75,7 +75,10 @@ async fn apply_admin<S: EnrollmentStore>(worker: &Served<S>, op: AdminOp) -> Adm
         AdminOp::Remove { uuid } => remove::apply(worker, &uuid).await,
         AdminOp::Show { uuid } => read::show(worker, &uuid).await,
         AdminOp::List { after, limit } => read::list(worker, after.as_deref(), limit).await,
-        AdminOp::RevokeKey { uuid } => revoke::apply(worker, &uuid).await,
+        AdminOp::RevokeKey { uuid } => keys::revoke(worker, &uuid).await,
+        AdminOp::RegisterKey { uuid, device_key } => {
+            keys::register(worker, &uuid, &device_key).await
+        }
         AdminOp::ApRegister {
             ap_id,
             ssids,

@@ -14,6 +14,7 @@ pub(super) async fn show<S: EnrollmentStore>(worker: &Served<S>, uuid: &str) -> 
         Some(e) => Ok(AdminOk::Device {
             uuid: id.key().to_owned(),
             enrolled_at_ms: e.enrolled_at_ms,
+            device_key: e.device_key,
         }),
         None => Err(ErrorBody::new(
             AdminErrorCode::NotFound,
