@@ -27,4 +27,4 @@ mod system;
 pub use bins::{beside_current_exe, WorkspaceBin};
 pub use error::Error;
 pub use proc::{Proc, Spawn};
-pub use system::{free_port, rss_bytes, run};
+pub use system::{cpu_ms, free_port, rss_bytes, run};

@@ -234,6 +234,11 @@ impl Proc {
         lines[lines.len().saturating_sub(self.tail_lines)..].join("\n")
     }
 
+    /// The CPU time it has used so far (see [`crate::cpu_ms`]).
+    pub fn cpu_ms(&self) -> Option<f64> {
+        crate::cpu_ms(self.pid())
+    }
+
     /// Its resident memory now (see [`crate::rss_bytes`]).
     pub fn rss_bytes(&self) -> Option<u64> {
         crate::rss_bytes(self.pid())

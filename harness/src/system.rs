@@ -54,6 +54,20 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU time process `pid` has used so far, user and system, in
+/// milliseconds (`utime` + `stime` in /proc/{pid}/stat), or `None` if it
+/// is gone or this is not Linux. The kernel counts in USER_HZ ticks,
+/// which its ABI fixes at 100 a second.
+pub fn cpu_ms(pid: u32) -> Option<f64> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from after it.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 * 1000.0 / USER_HZ)
+}
+
 /// Runs `program args…` to completion and returns its stdout; a failure
 /// exit is an error with both its outputs, since that is all a caller can
 /// show about it.
@@ -123,5 +137,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    #[test]
+    fn this_process_has_used_some_cpu_and_its_count_grows() {
+        let pid = std::process::id();
+        let before = super::cpu_ms(pid).expect("a Linux /proc");
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(200) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = super::cpu_ms(pid).unwrap();
+        assert!(after - before >= 100.0, "{before} -> {after}");
+        assert!(super::cpu_ms(u32::MAX).is_none());
     }
 }

@@ -1,9 +1,9 @@
 //! Failed attempts per device UUID, and the lockout they lead to.
 //!
-//! One copy for both places that count guesses at a pass_tmp: the
-//! verifier's releases of a pass_tmp to an AP, and the platform broker's
-//! device logins. Kept in memory only: a restart forgets lockouts
-//! (docs/SECURITY.md, Limits).
+//! The one place that counts guesses at a pass_tmp: the verifier's
+//! releases of a pass_tmp to an AP, and the proofs that follow them (a
+//! device login tests no guess, so it counts none). Kept in memory only:
+//! a restart forgets lockouts (docs/SECURITY.md, Limits).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -41,6 +41,7 @@ pub enum AdminCommand {
     /// Forget an onboarded device's login key: it is refused until it is
     /// onboarded again.
     Revoke {
+        /// The device's UUID.
         #[arg(long)]
         uuid: String,
     },
@@ -48,8 +49,10 @@ pub enum AdminCommand {
     /// factory (the public half, 64 hex digits), so that it logs in
     /// without onboarding first.
     RegisterKey {
+        /// The device's UUID; it must be enrolled.
         #[arg(long)]
         uuid: String,
+        /// The public half of the device's Ed25519 key, 64 hex digits.
         #[arg(long = "key", value_name = "HEX")]
         device_key: String,
     },
