@@ -120,33 +120,47 @@ async fn run(cli: &Cli) -> Result<()> {
     };
     let setup = &setup;
     let mut outcomes = Vec::new();
-    for i in 0..cli.runs.max(1) {
+    let mut failed = 0;
+    let runs = cli.runs.max(1);
+    for i in 0..runs {
         let seed = 1000 + i as u64;
-        let outcome = match cli.scenario {
-            Scenario::Rtt => scenarios::rtt_only(setup, cli.n).await?,
-            Scenario::Onboard => {
-                scenarios::onboard(setup, cli.n, cli.concurrency, cli.rate, seed).await?
-            }
-            Scenario::Drain => scenarios::drain(setup, cli.n, seed).await?,
-            Scenario::Failover => scenarios::failover(setup, cli.n, seed).await?,
-            Scenario::Hold => scenarios::hold(setup, cli.n, seed).await?,
-            Scenario::Life => scenarios::life(setup, cli.n, seed).await?,
-            Scenario::Topics => scenarios::topics(setup, cli.n, seed).await?,
-            Scenario::Soak => {
-                let options = SoakOptions {
-                    n: cli.n,
-                    duration: cli.duration,
-                    hold: cli.hold,
-                    remap_rate: cli.remap_rate,
-                    sample_every: cli.sample_every,
-                    pool: cli.pool,
-                };
-                scenarios::soak(setup, &options, seed).await?
-            }
-        };
+        let outcome = async {
+            anyhow::Ok(match cli.scenario {
+                Scenario::Rtt => scenarios::rtt_only(setup, cli.n).await?,
+                Scenario::Onboard => {
+                    scenarios::onboard(setup, cli.n, cli.concurrency, cli.rate, seed).await?
+                }
+                Scenario::Drain => scenarios::drain(setup, cli.n, seed).await?,
+                Scenario::Failover => scenarios::failover(setup, cli.n, seed).await?,
+                Scenario::Hold => scenarios::hold(setup, cli.n, seed).await?,
+                Scenario::Life => scenarios::life(setup, cli.n, seed).await?,
+                Scenario::Topics => scenarios::topics(setup, cli.n, seed).await?,
+                Scenario::Soak => {
+                    let options = SoakOptions {
+                        n: cli.n,
+                        duration: cli.duration,
+                        hold: cli.hold,
+                        remap_rate: cli.remap_rate,
+                        sample_every: cli.sample_every,
+                        pool: cli.pool,
+                    };
+                    scenarios::soak(setup, &options, seed).await?
+                }
+            })
+        }
+        .await;
         if cli.runs > 1 {
             println!("-- run {} of {}", i + 1, cli.runs);
         }
+        // A failed run is reported and the next one still runs.
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                failed += 1;
+                println!("FAILED: {e:#}");
+                continue;
+            }
+        };
         outcome.print();
         if let Some(fleet) = &outcome.fleet {
             println!("{fleet}");
@@ -158,6 +172,9 @@ async fn run(cli: &Cli) -> Result<()> {
     }
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&outcomes)?)?;
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {runs} runs failed");
     }
     Ok(())
 }

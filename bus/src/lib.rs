@@ -9,6 +9,9 @@
 //!   [`Backoff`] between attempts;
 //! - its default maximum packet size is 10 KiB: [`BusOptions`] raises it.
 //!
+//! [`Outbox`] publishes without waiting on the link, for a worker that
+//! publishes from the loop that reads its inbox.
+//!
 //! [`Pending`] pairs answers with questions by request id; [`RpcClient`]
 //! builds request/response on it for the admin CLIs.
 //!
@@ -20,11 +23,13 @@
 
 mod backoff;
 mod client;
+mod outbox;
 mod pending;
 mod rpc;
 
 pub use backoff::Backoff;
 pub use client::{Bus, BusError, BusOptions, LinkState, Message, PasswordSource};
+pub use outbox::Outbox;
 pub use pending::Pending;
 pub use protocol::Correlated;
 pub use rpc::{RpcClient, RpcError};

@@ -185,11 +185,18 @@ async fn one_device(
             result = &mut life => break result,
             Some(event) = device_rx.recv() => match event {
                 DeviceEvent::Prompt { latency, .. } => stats.record(Phase::Access, latency),
-                DeviceEvent::Joined { .. } => stats.bump(&stats.joined),
-                DeviceEvent::Connected { .. } | DeviceEvent::RequestSent { .. } => {}
+                DeviceEvent::Joined { .. } => {
+                    stats.bump(&stats.joined);
+                    stats.set_doing(&device.uuid, "joined; asking the registry".into());
+                }
+                DeviceEvent::RequestSent { attempt } => {
+                    stats.set_doing(&device.uuid, format!("onboarding: access request {attempt} sent"));
+                }
+                DeviceEvent::Connected { .. } => {}
             },
             Some(event) = home_rx.recv() => match event {
-                HomeEvent::Assigned { latency, .. } => {
+                HomeEvent::Assigned { latency, ref gateway_id, .. } => {
+                    stats.set_doing(&device.uuid, format!("assigned {gateway_id}; connecting"));
                     stats.record(Phase::Query, latency);
                     if !ever_connected {
                         stats.bump(&stats.assigned);
@@ -211,23 +218,33 @@ async fn one_device(
                         permit.take();
                     }
                     ever_connected = true;
+                    stats.set_doing(&device.uuid, format!("on {gateway_id}"));
                     current = Some(gateway_id);
                 }
-                HomeEvent::Redirected { .. } => {
+                HomeEvent::Redirected { gateway_id, reason, epoch } => {
                     if let Some(gw) = current.take() {
                         stats.leave(&gw);
                     }
                     stats.bump(&stats.redirects);
+                    stats.set_doing(&device.uuid, format!("redirected off {gateway_id} ({reason:?}, epoch {epoch}); asking the registry"));
                 }
-                HomeEvent::Lost { .. } => {
+                HomeEvent::Lost { gateway_id } => {
                     if let Some(gw) = current.take() {
                         stats.leave(&gw);
                     }
                     stats.bump(&stats.losses);
+                    stats.set_doing(&device.uuid, format!("lost {gateway_id}; asking the registry"));
                 }
-                HomeEvent::Refused { .. } => stats.bump(&stats.refusals),
+                HomeEvent::Refused { gateway_id, .. } => {
+                    stats.bump(&stats.refusals);
+                    stats.set_doing(&device.uuid, format!("refused by {gateway_id}; asking the registry"));
+                }
                 HomeEvent::QueryRefused { code, .. } => {
                     warn!(device = %device.uuid, %code, "registry refused a query");
+                    stats.set_doing(&device.uuid, format!("the registry refused its query ({code}); asking again"));
+                }
+                HomeEvent::QueryTimedOut { unanswered } => {
+                    stats.set_doing(&device.uuid, format!("asking the registry: {unanswered} queries unanswered"));
                 }
             },
         }
@@ -239,8 +256,13 @@ async fn one_device(
         Ok(()) => {}
         Err(DeviceError::Stopped) if shutdown.is_cancelled() => {}
         Err(e) => {
-            if !ever_connected {
-                stats.fail(error_code(&e));
+            let code = error_code(&e);
+            stats.set_doing(&device.uuid, format!("ended: {code} ({e})"));
+            if ever_connected {
+                warn!(device = %device.uuid, error = %e, "a connected device ended with an error");
+                stats.note_error(&code);
+            } else {
+                stats.fail(code);
             }
         }
     }

@@ -153,7 +153,18 @@ pub enum HomeEvent {
         code: GatewayErrorCode,
         message: String,
     },
+    /// A query went unanswered for `query_timeout`; `unanswered` counts
+    /// them since the last answer. The device asks again after a backoff,
+    /// over a new platform connection from the second one on.
+    QueryTimedOut {
+        unanswered: u32,
+    },
 }
+
+/// Unanswered queries in a row after which the device drops its platform
+/// connection and opens a new one: a link that stays up but delivers
+/// nothing (a subscription the broker lost) is then repaired too.
+const REOPEN_AFTER_UNANSWERED: u32 = 2;
 
 /// Runs until `shutdown`: keeps the device connected to its gateway.
 pub async fn stay_homed(
@@ -300,6 +311,7 @@ async fn query(
         device_id: config.device_id.clone(),
     };
     let answer_topic = topics::device_gateway(&config.device_id);
+    let mut unanswered = 0u32;
     loop {
         let link = match registry {
             Some(link) => link,
@@ -319,14 +331,28 @@ async fn query(
             },
         };
         let asked = Instant::now();
-        link.bus
+        if let Err(e) = link
+            .bus
             .publish_json(topics::REGISTRY_QUERY, &question)
-            .await?;
+            .await
+        {
+            // The link closed under us: open a new one and ask again.
+            warn!(device_id = %config.device_id, error = %e, "could not send the registry query; reconnecting");
+            *registry = None;
+            if !pause(backoff, shutdown).await {
+                return Ok(None);
+            }
+            continue;
+        }
         let deadline = tokio::time::Instant::now() + config.query_timeout;
+        let mut timed_out = false;
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    timed_out = true;
+                    break;
+                }
                 msg = link.inbox.recv() => msg.ok_or(DeviceError::Stopped)?,
             };
             if msg.topic != answer_topic {
@@ -368,6 +394,16 @@ async fn query(
                 Ok(_) => debug!("answer for another device ignored"),
                 Err(e) => warn!(error = %e, "malformed registry answer ignored"),
             }
+        }
+        if timed_out {
+            unanswered += 1;
+            let _ = events.send(HomeEvent::QueryTimedOut { unanswered });
+            if unanswered >= REOPEN_AFTER_UNANSWERED {
+                debug!(device_id = %config.device_id, unanswered, "registry queries unanswered; reconnecting to the platform");
+                *registry = None;
+            }
+        } else {
+            unanswered = 0;
         }
         if !pause(backoff, shutdown).await {
             return Ok(None);

@@ -193,6 +193,9 @@ async fn home(
                     HomeEvent::QueryRefused { code, message } => {
                         println!("{tag} {ms:>6} ms  registry: {code}: {message}; retrying")
                     }
+                    HomeEvent::QueryTimedOut { unanswered } => {
+                        println!("{tag} {ms:>6} ms  no answer from the registry ({unanswered} in a row); asking again")
+                    }
                 }
             }
         })

@@ -68,6 +68,9 @@ pub(crate) struct Book {
     /// Seconds since the start at which each device first connected.
     pub(crate) completions: Vec<f64>,
     pub(crate) on_gateway: HashMap<String, u64>,
+    /// What each device is doing now (`on gw-2`, `asking the registry: 3
+    /// queries unanswered`, …): where a device that never arrives is stuck.
+    pub(crate) doing: HashMap<String, String>,
 }
 
 impl FleetStats {
@@ -99,6 +102,7 @@ impl FleetStats {
                 errors: BTreeMap::new(),
                 completions: Vec::with_capacity(total),
                 on_gateway: HashMap::new(),
+                doing: HashMap::with_capacity(total),
             }),
         })
     }
@@ -177,6 +181,37 @@ impl FleetStats {
     pub(crate) fn fail(&self, code: String) {
         *self.book().errors.entry(code).or_default() += 1;
         self.bump(&self.failed);
+    }
+
+    /// Records what `device` is doing now.
+    pub(crate) fn set_doing(&self, device: &str, what: String) {
+        self.book().doing.insert(device.to_owned(), what);
+    }
+
+    /// An error that ended a device after it had connected: counted by
+    /// code (as `after_connect_CODE`), not as a failed device.
+    pub(crate) fn note_error(&self, code: &str) {
+        *self
+            .book()
+            .errors
+            .entry(format!("after_connect_{code}"))
+            .or_default() += 1;
+        self.changed.notify_waiters();
+    }
+
+    /// The devices not connected to `gateway_id` now, each with what it is
+    /// doing, sorted by device.
+    pub fn not_on(&self, gateway_id: &str) -> Vec<(String, String)> {
+        let there = format!("on {gateway_id}");
+        let mut away: Vec<(String, String)> = self
+            .book()
+            .doing
+            .iter()
+            .filter(|(_, what)| **what != there)
+            .map(|(d, what)| (d.clone(), what.clone()))
+            .collect();
+        away.sort();
+        away
     }
 
     pub(crate) fn arrive(&self, gateway_id: &str, first: bool) {

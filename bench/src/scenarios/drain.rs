@@ -1,12 +1,13 @@
 //! `drain-N`: a whole gateway's devices moved by `registry drain`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use device_sim::fleet::Phase;
 use std::time::{Duration, Instant};
 
 use super::platform::{run, strings, Setup};
 use super::report::{lat, Outcome};
 use super::standby::fleet_on_gw1_with_gw2_standing_by;
+use super::stranded::stranded;
 
 /// `drain-N`: N devices on gw-1, `registry drain gw-1 --to gw-2`, the time
 /// until all N are connected to gw-2.
@@ -34,19 +35,21 @@ pub async fn drain(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
         .await;
     let took = t0.elapsed();
     let on_gw2 = stats.on_gateway("gw-2");
-    let cli_done = cli.await??;
-    stop.cancel();
-    let report = task.await?;
     if !moved {
-        bail!(
-            "only {on_gw2} of {n} devices reached gw-2: {:?}\n{}",
+        // Reported, not fatal: the run's figures say how many, and the
+        // runs after it still run.
+        println!(
+            "STRANDED: only {on_gw2} of {n} devices reached gw-2 within 120 s: {:?}\n{}\n{}",
             stats.snapshot(),
+            stranded(&stats, "gw-2"),
             p.tails()
         );
     }
-    let mv = lat(&report, Phase::Move)
-        .cloned()
-        .context("no moves measured")?;
+    let cli_done = cli.await??;
+    stop.cancel();
+    let report = task.await?;
+    let (move_p50, move_p99) =
+        lat(&report, Phase::Move).map_or((f64::NAN, f64::NAN), |m| (m.p50_ms, m.p99_ms));
     Ok(Outcome {
         mode: setup.mode,
         table: Vec::new(),
@@ -60,11 +63,11 @@ pub async fn drain(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
                 "lost (not on gw-2)".into(),
                 all.saturating_sub(on_gw2) as f64,
             ),
-            ("move p50 ms".into(), mv.p50_ms),
-            ("move p99 ms".into(), mv.p99_ms),
+            ("move p50 ms".into(), move_p50),
+            ("move p99 ms".into(), move_p99),
             ("refusals".into(), report.refusals as f64),
         ],
-        ratios: vec![("move p50".into(), mv.p50_ms / floor.p50_ms)],
+        ratios: vec![("move p50".into(), move_p50 / floor.p50_ms)],
         rtt: floor,
         fleet: Some(report),
     })

@@ -15,6 +15,7 @@ mod report;
 mod rtt;
 mod soak;
 mod standby;
+mod stranded;
 mod topics;
 
 pub use drain::drain;

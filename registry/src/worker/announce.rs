@@ -69,7 +69,7 @@ impl<S: RegistryStore> Registry<S> {
                     add: chunk.to_vec(),
                     ..Default::default()
                 };
-                self.publish(topics::gateway_assign(gw), &update).await;
+                self.publish(topics::gateway_assign(gw), &update);
             }
         }
         for (gw, devices) in removes {
@@ -78,7 +78,7 @@ impl<S: RegistryStore> Registry<S> {
                     remove: chunk.to_vec(),
                     ..Default::default()
                 };
-                self.publish(topics::gateway_assign(gw), &update).await;
+                self.publish(topics::gateway_assign(gw), &update);
             }
         }
         let mut notices: HashMap<&str, Vec<Redirect>> = HashMap::new();
@@ -102,7 +102,7 @@ impl<S: RegistryStore> Registry<S> {
                 let batch = RedirectBatch {
                     redirects: chunk.to_vec(),
                 };
-                self.publish(topics::gateway_notify(gw), &batch).await;
+                self.publish(topics::gateway_notify(gw), &batch);
             }
         }
     }

@@ -170,6 +170,7 @@ async fn spawn<S: RegistryStore>(
     }
     let registry = Registry {
         store,
+        outbox: bus::Outbox::new(bus.clone()),
         bus,
         policy: config.policy,
         allow_unknown: config.allow_unknown,

@@ -14,7 +14,7 @@ use protocol::topics::{self, Level, Topic};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// Gateway queries handled in one group commit at most.
 const MAX_QUERY_BATCH: usize = 1024;
@@ -54,6 +54,12 @@ impl<S: RegistryStore> Registry<S> {
             if !queries.is_empty() {
                 self.on_queries(std::mem::take(&mut queries)).await;
             }
+        }
+        if !self.outbox.drained(Duration::from_secs(3)).await {
+            warn!(
+                queued = self.outbox.queued(),
+                "registry stopping with answers not handed to the broker"
+            );
         }
         link.cancel();
         self.bus.closed(Duration::from_secs(3)).await;

@@ -18,7 +18,7 @@ use super::announce::Move;
 use crate::logins::GatewayLogins;
 use crate::policy::{Candidate, Policy};
 use crate::store::{Assignment, GatewayRecord, RegistryStore, StoreBatch, StoreError};
-use bus::Bus;
+use bus::{Bus, Outbox};
 use metrics::{Counter, Gauge, Metrics};
 use protocol::crypto::PlatformKey;
 use protocol::gateway::{GatewayAnswer, GatewayAssigned, RedirectReason};
@@ -89,6 +89,8 @@ pub(super) struct Registry<S> {
     /// liveness below are kept here, not read from it per message.
     pub(super) store: S,
     pub(super) bus: Bus,
+    /// Every publish of the worker goes here.
+    pub(super) outbox: Outbox,
     pub(super) policy: Policy,
     pub(super) allow_unknown: bool,
     pub(super) gateways: BTreeMap<String, GatewayState>,
@@ -208,9 +210,11 @@ impl<S: RegistryStore> Registry<S> {
         GatewayAnswer::Assigned(answer)
     }
 
-    /// Publishes `msg` as JSON; a failure is only logged.
-    pub(super) async fn publish<T: serde::Serialize>(&self, topic: String, msg: &T) {
-        if let Err(e) = self.bus.publish_json(topic, msg).await {
+    /// Queues `msg` as JSON on the outbox, so that the loop reading the
+    /// inbox never waits on the link (see [`bus::Outbox`]); a failure is
+    /// only logged.
+    pub(super) fn publish<T: serde::Serialize>(&self, topic: String, msg: &T) {
+        if let Err(e) = self.outbox.publish_json(topic, msg) {
             warn!(error = %e, "publish failed");
         }
     }

@@ -159,6 +159,7 @@ pub async fn start(
     }
     let worker = Served {
         store,
+        outbox: bus::Outbox::new(bus.clone()),
         bus,
         metrics: config.metrics,
     };

@@ -11,7 +11,7 @@ use super::key_flush::KeyFlush;
 use super::onboarding::Onboarding;
 use super::{access, admin, outcome, proof, release, verify, SecureVerify, VerifierError};
 use crate::store::{EnrollmentStore, StoreError};
-use bus::{Bus, Message};
+use bus::{Bus, Message, Outbox};
 use metrics::Metrics;
 use protocol::topics::{Level, Topic};
 use std::sync::Arc;
@@ -24,6 +24,9 @@ use tracing::{debug, error, info, warn};
 pub(super) struct Served<S> {
     pub(super) store: Arc<S>,
     pub(super) bus: Bus,
+    /// Every answer goes out here, so that the serve loop never waits on
+    /// the link that fills its inbox (see [`bus::Outbox`]).
+    pub(super) outbox: Outbox,
     pub(super) metrics: Metrics,
 }
 
@@ -33,6 +36,7 @@ impl<S> Clone for Served<S> {
         Served {
             store: self.store.clone(),
             bus: self.bus.clone(),
+            outbox: self.outbox.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -94,6 +98,12 @@ pub(super) async fn serve<S: EnrollmentStore>(
             error!(error = %e, "key flush task failed");
         }
     }
+    if !worker.outbox.drained(Duration::from_secs(3)).await {
+        warn!(
+            queued = worker.outbox.queued(),
+            "verifier stopping with answers not handed to the broker"
+        );
+    }
     link.cancel();
     worker.bus.closed(Duration::from_secs(3)).await;
     worker.flush().await?;
@@ -123,7 +133,9 @@ async fn dispatch<S: EnrollmentStore>(
             }),
             Some(onboarding),
         ) => proof::on_proof(worker, onboarding, ssid, &msg.payload).await,
-        (Some(Topic::VerifierAdminRequest), _) => admin::submit(&worker.bus, admin_tx, &msg).await,
+        (Some(Topic::VerifierAdminRequest), _) => {
+            admin::submit(&worker.outbox, admin_tx, &msg).await
+        }
         (
             Some(Topic::ApOutcome {
                 ap_id: Level::Id(ap_id),
@@ -135,8 +147,8 @@ async fn dispatch<S: EnrollmentStore>(
 }
 
 /// Publishes an answer; a failure is logged, since the asker times out.
-pub(super) async fn publish<T: serde::Serialize>(bus: &Bus, topic: impl Into<String>, msg: &T) {
-    if let Err(e) = bus.publish_json(topic, msg).await {
+pub(super) fn publish<T: serde::Serialize>(outbox: &Outbox, topic: impl Into<String>, msg: &T) {
+    if let Err(e) = outbox.publish_json(topic, msg) {
         warn!(error = %e, "publish failed");
     }
 }

@@ -65,7 +65,11 @@ pub(super) async fn answer<S>(worker: &Served<S>, req: &VerifyRequest, outcome: 
         uuid: req.uuid.clone(),
         outcome,
     };
-    publish(&worker.bus, topics::verify_response(&req.ap_id), &response).await;
+    publish(
+        &worker.outbox,
+        topics::verify_response(&req.ap_id),
+        &response,
+    );
 }
 
 /// Answers `bad_request` to a verification message that did not validate,
@@ -97,5 +101,5 @@ async fn answer_bad_verify<S: EnrollmentStore>(
             error: ErrorBody::new(AccessErrorCode::BadRequest, error.to_string()),
         },
     };
-    publish(&worker.bus, topics::verify_response(&ap_id), &response).await;
+    publish(&worker.outbox, topics::verify_response(&ap_id), &response);
 }

@@ -37,8 +37,7 @@ impl<S: RegistryStore> Registry<S> {
                             e.to_string(),
                         )),
                     };
-                    self.publish(topics::REGISTRY_ADMIN_REPLY.into(), &reply)
-                        .await;
+                    self.publish(topics::REGISTRY_ADMIN_REPLY.into(), &reply);
                 }
                 return;
             }
@@ -51,8 +50,7 @@ impl<S: RegistryStore> Registry<S> {
             request_id: req.request_id,
             outcome,
         };
-        self.publish(topics::REGISTRY_ADMIN_REPLY.into(), &reply)
-            .await;
+        self.publish(topics::REGISTRY_ADMIN_REPLY.into(), &reply);
     }
 
     async fn apply(&mut self, op: RegistryOp) -> AdminResult {

@@ -83,8 +83,7 @@ impl<S: RegistryStore> Registry<S> {
                 Resolved::Moved(_) => storage_failure(&device_id),
             };
             let assigned = matches!(answer, GatewayAnswer::Assigned(_));
-            self.publish(topics::device_gateway(&device_id), &answer)
-                .await;
+            self.publish(topics::device_gateway(&device_id), &answer);
             self.metrics.gateway_query(assigned);
             self.metrics.query_answered(started.elapsed());
         }

@@ -26,13 +26,13 @@ impl<S: RegistryStore> Registry<S> {
             remove: Vec::new(),
         };
         let topic = topics::gateway_assign(&req.gateway_id);
-        self.publish(topic.clone(), &first).await;
+        self.publish(topic.clone(), &first);
         for chunk in chunks {
             let update = AssignUpdate {
                 add: chunk.to_vec(),
                 ..Default::default()
             };
-            self.publish(topic.clone(), &update).await;
+            self.publish(topic.clone(), &update);
         }
     }
 }

@@ -12,7 +12,7 @@ mod remove;
 
 use super::serve::{publish, Served};
 use crate::store::{EnrollmentStore, StoreError};
-use bus::{Bus, Message};
+use bus::{Message, Outbox};
 use protocol::admin::{
     AdminOk, AdminOp, AdminOutcome, AdminReply, AdminRequest, MAX_ADMIN_PAYLOAD,
 };
@@ -29,7 +29,7 @@ type AdminResult = Result<AdminOk, ErrorBody<AdminErrorCode>>;
 /// Decodes an admin request and queues it for the admin task. A request
 /// that does not decode is answered `bad_request` at once, if it carries a
 /// request id to answer to.
-pub(super) async fn submit(bus: &Bus, queue: &Queue, msg: &Message) {
+pub(super) async fn submit(outbox: &Outbox, queue: &Queue, msg: &Message) {
     match protocol::decode::decode_limited::<AdminRequest>(&msg.payload, MAX_ADMIN_PAYLOAD) {
         Ok(req) => {
             if queue.send(req).await.is_err() {
@@ -40,7 +40,7 @@ pub(super) async fn submit(bus: &Bus, queue: &Queue, msg: &Message) {
             warn!(topic = %msg.topic, error = %e, "malformed admin request");
             if let Some(request_id) = peek_request_id(&msg.payload) {
                 let reply = error_reply(request_id, AdminErrorCode::BadRequest, e.to_string());
-                publish(bus, topics::VERIFIER_ADMIN_REPLY, &reply).await;
+                publish(outbox, topics::VERIFIER_ADMIN_REPLY, &reply);
             }
         }
     }
@@ -60,7 +60,7 @@ pub(super) async fn admin_loop<S: EnrollmentStore>(
             request_id,
             outcome,
         };
-        publish(&worker.bus, topics::VERIFIER_ADMIN_REPLY, &reply).await;
+        publish(&worker.outbox, topics::VERIFIER_ADMIN_REPLY, &reply);
     }
 }
 

@@ -1,0 +1,48 @@
+//! What the devices that never reached their gateway were doing: printed
+//! by `drain` and `failover` when a run strands any, so that the run says
+//! where they are stuck (waiting for the registry, refused, ended…).
+
+use device_sim::fleet::FleetStats;
+use std::collections::BTreeMap;
+
+/// Examples shown per kind of wait.
+const EXAMPLES: usize = 3;
+
+/// A summary of the devices not on `gateway_id`: how many are doing each
+/// kind of thing (numbers folded, so that "3 queries unanswered" and "4
+/// queries unanswered" count together), with a few devices of each.
+pub fn stranded(stats: &FleetStats, gateway_id: &str) -> String {
+    let away = stats.not_on(gateway_id);
+    let mut kinds: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+    for (device, doing) in &away {
+        let kind: String = doing
+            .split(' ')
+            .map(|w| {
+                if w.chars().any(|c| c.is_ascii_digit()) && !w.contains("gw-") {
+                    "N"
+                } else {
+                    w
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let entry = kinds.entry(kind).or_default();
+        entry.0 += 1;
+        if entry.1.len() < EXAMPLES {
+            entry.1.push(format!("{device}: {doing}"));
+        }
+    }
+    let mut out = format!(
+        "{} devices not on {gateway_id}, by what they are doing:\n",
+        away.len()
+    );
+    let mut sorted: Vec<_> = kinds.into_iter().collect();
+    sorted.sort_by_key(|(_, (count, _))| std::cmp::Reverse(*count));
+    for (kind, (count, examples)) in sorted {
+        out.push_str(&format!("  {count:>6}  {kind}\n"));
+        for e in examples {
+            out.push_str(&format!("            e.g. {e}\n"));
+        }
+    }
+    out
+}
