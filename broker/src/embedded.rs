@@ -28,13 +28,14 @@
 
 use crate::admission::{admit, AclRequest, Admission, Verdict, INTERNAL_USER};
 use crate::config::BrokerSettings;
-use rumqttd::{AuthVerdict, ConnectionSettings, RouterConfig, ServerSettings};
+use metrics::BrokerLag;
+use rumqttd::{AuthVerdict, ConnectionSettings, LaggedHandler, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-use tracing::error;
+use tracing::{error, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -73,10 +74,13 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts a broker on `settings.listen` and returns once it accepts
     /// connections. Port 0 picks a free port; [`EmbeddedBroker::addr`] tells which.
+    /// Subscribers it disconnects for falling behind its logs are counted
+    /// in `lag`.
     pub fn start(
         name: &str,
         settings: &BrokerSettings,
         admission: Arc<dyn Admission>,
+        lag: BrokerLag,
     ) -> Result<Self, BrokerError> {
         // Bind once ourselves: a port in use becomes a clear error here,
         // not a log line on a thread nobody watches; port 0 becomes real.
@@ -92,7 +96,7 @@ impl EmbeddedBroker {
 
         // The OS RNG: whoever guesses this password is every in-process worker.
         let internal_password = protocol::crypto::random_b64(32);
-        let config = rumqttd_config(name, addr, settings, admission, &internal_password);
+        let config = rumqttd_config(name, addr, settings, admission, &internal_password, lag);
         let thread_name = format!("broker-{name}");
         std::thread::Builder::new()
             .name(thread_name)
@@ -171,7 +175,9 @@ fn rumqttd_config(
     s: &BrokerSettings,
     admission: Arc<dyn Admission>,
     internal_password: &str,
+    lag: BrokerLag,
 ) -> rumqttd::Config {
+    let broker_name = name.to_owned();
     let acl_admission = admission.clone();
     let disconnect_admission = admission.clone();
     let mut connections = ConnectionSettings {
@@ -233,6 +239,13 @@ fn rumqttd_config(
             shared_subscriptions_strategy: Default::default(),
             max_retained_count: Some(MAX_RETAINED_COUNT),
             max_retained_bytes: Some(MAX_RETAINED_BYTES.max(2 * s.max_payload_size)),
+            // A subscriber the router cut off for falling behind its log
+            // (a patch) is counted; it reconnects and resubscribes.
+            on_lagged: LaggedHandler(Some(Arc::new(move |client_id, filter, skipped| {
+                lag.disconnects.inc();
+                lag.messages.inc_by(skipped);
+                warn!(broker = %broker_name, client_id, filter, skipped, "subscriber fell behind the broker's log; disconnected it so that it resubscribes");
+            }))),
         },
         v4: Some(HashMap::from([(name.to_owned(), server)])),
         v5: None,
@@ -294,7 +307,8 @@ mod tests {
             listen: taken.local_addr().unwrap(),
             ..BrokerSettings::default()
         };
-        let err = EmbeddedBroker::start("t", &settings, Arc::new(AdmitAll)).unwrap_err();
+        let err = EmbeddedBroker::start("t", &settings, Arc::new(AdmitAll), BrokerLag::default())
+            .unwrap_err();
         assert!(matches!(err, BrokerError::Bind { .. }), "{err}");
     }
 
@@ -394,7 +408,8 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..BrokerSettings::default()
         };
-        let broker = EmbeddedBroker::start("t", &settings, auth.clone()).unwrap();
+        let broker =
+            EmbeddedBroker::start("t", &settings, auth.clone(), BrokerLag::default()).unwrap();
         let addr = broker.addr();
         // A role user's wrong password is answered at once.
         let (_, code) = open(addr, &connect("cli", Some(("admin", "guess")), 30));
@@ -424,7 +439,8 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..BrokerSettings::default()
         };
-        let broker = EmbeddedBroker::start("t", &settings, admission.clone()).unwrap();
+        let broker =
+            EmbeddedBroker::start("t", &settings, admission.clone(), BrokerLag::default()).unwrap();
         let addr = broker.addr();
         let login = Some(("me", "right"));
 

@@ -221,8 +221,15 @@ fn run_gateway(
             max_connections,
             ..broker::config::BrokerSettings::default()
         };
-        let gw =
-            broker::gateway::start(&section, &settings, &platform, &security, stop.clone()).await?;
+        let gw = broker::gateway::start(
+            &section,
+            &settings,
+            &platform,
+            &security,
+            metrics::BrokerLag::default(),
+            stop.clone(),
+        )
+        .await?;
         gw.join().await;
         Ok::<(), broker::gateway::GatewayError>(())
     });

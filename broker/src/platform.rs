@@ -125,13 +125,18 @@ impl Platform {
                 None,
             )
         };
-        let broker = EmbeddedBroker::start("platform", &config.platform, auth.clone())?;
+        let metrics = Metrics::new();
+        let broker = EmbeddedBroker::start(
+            "platform",
+            &config.platform,
+            auth.clone(),
+            metrics.broker_lag("platform"),
+        )?;
         info!(listen = %broker.addr(), protocol = "MQTT 3.1.1", "platform broker listening");
         let (internal_user, internal_password) = broker.internal_login();
         let internal = (internal_user.to_owned(), internal_password.to_owned());
 
         let shutdown = CancellationToken::new();
-        let metrics = Metrics::new();
         let metrics_endpoint = metrics_listener.map(|(listener, bound)| {
             let task = tokio::spawn(metrics::serve(
                 listener,
@@ -217,6 +222,7 @@ impl Platform {
                     &config.platform,
                     &broker.addr().to_string(),
                     &gw_security,
+                    metrics.broker_lag(&format!("gateway-{}", section.id)),
                     shutdown.child_token(),
                 )
                 .await?;

@@ -235,9 +235,9 @@ async fn one_device(
                     stats.bump(&stats.losses);
                     stats.set_doing(&device.uuid, format!("lost {gateway_id}; asking the registry"));
                 }
-                HomeEvent::Refused { gateway_id, .. } => {
+                HomeEvent::Refused { gateway_id, reason } => {
                     stats.bump(&stats.refusals);
-                    stats.set_doing(&device.uuid, format!("refused by {gateway_id}; asking the registry"));
+                    stats.set_doing(&device.uuid, format!("refused by {gateway_id} ({reason}); asking the registry"));
                 }
                 HomeEvent::QueryRefused { code, .. } => {
                     warn!(device = %device.uuid, %code, "registry refused a query");

@@ -60,6 +60,22 @@ struct GatewayLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BrokerLabel {
+    broker: String,
+}
+
+/// One embedded broker's counts of subscribers it disconnected because
+/// they fell behind the head of a commit log ([`Metrics::broker_lag`]).
+/// A default one counts into nothing anybody serves.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerLag {
+    /// Subscribers disconnected.
+    pub disconnects: Counter,
+    /// Messages they had not read, dropped with their log segment.
+    pub messages: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabel {
     store: &'static str,
 }
@@ -96,6 +112,8 @@ struct Inner {
     redirects: Family<GatewayLabel, Counter>,
     connected: Family<GatewayLabel, Gauge>,
     store_flush: HistogramFamily<StoreLabel>,
+    lagged_disconnects: Family<BrokerLabel, Counter>,
+    lagged_messages: Family<BrokerLabel, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -177,6 +195,19 @@ impl Metrics {
             store_flush.clone(),
         );
 
+        let lagged_disconnects = Family::<BrokerLabel, Counter>::default();
+        registry.register(
+            "broker_lagged_disconnects",
+            "Subscribers an embedded broker disconnected because they fell behind the head of a commit log, by broker",
+            lagged_disconnects.clone(),
+        );
+        let lagged_messages = Family::<BrokerLabel, Counter>::default();
+        registry.register(
+            "broker_lagged_messages",
+            "Messages those subscribers had not read, dropped with their log segment, by broker",
+            lagged_messages.clone(),
+        );
+
         // Series with known label values exist from the start, at 0.
         for outcome in std::iter::once(AccessOutcome::Granted)
             .chain(AccessErrorCode::ALL.map(AccessOutcome::Refused))
@@ -213,7 +244,21 @@ impl Metrics {
                 redirects,
                 connected,
                 store_flush,
+                lagged_disconnects,
+                lagged_messages,
             }),
+        }
+    }
+
+    /// The lag counters of embedded broker `broker` (`platform`,
+    /// `gateway-gw-1`, …), created at 0.
+    pub fn broker_lag(&self, broker: &str) -> BrokerLag {
+        let label = BrokerLabel {
+            broker: broker.to_owned(),
+        };
+        BrokerLag {
+            disconnects: self.inner.lagged_disconnects.get_or_create_owned(&label),
+            messages: self.inner.lagged_messages.get_or_create_owned(&label),
         }
     }
 

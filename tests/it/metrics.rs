@@ -354,3 +354,86 @@ async fn a_disabled_endpoint_is_not_served() {
     let p = TestPlatform::start_config(config, Default::default()).await;
     assert_eq!(p.metrics_addr(), None);
 }
+
+/// MQTT 3.1.1 CONNECT (clean session, keep-alive 60 s, username "me") and
+/// SUBSCRIBE (QoS 0) packets, as bytes.
+fn connect_and_subscribe(client_id: &str, filter: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1000_0010, 0, 60];
+    for field in [client_id, "me"] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut out = vec![0x10, body.len() as u8];
+    out.extend(body);
+    let mut sub = vec![0, 1, 0, filter.len() as u8];
+    sub.extend_from_slice(filter.as_bytes());
+    sub.push(0);
+    out.extend([0x82, sub.len() as u8]);
+    out.extend(sub);
+    out
+}
+
+/// rumqttd keeps a few segments of each filter's log; upstream, a
+/// subscriber that fell behind the oldest one was moved to it and silently
+/// missed what was dropped. Here it is disconnected, so that its client
+/// resubscribes and its application retries, and the broker counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_the_log_is_disconnected_and_counted() {
+    const PAYLOAD: usize = 16 * 1024;
+    const MESSAGES: usize = 1500; // 24 MiB: far more than the socket buffers and 3 segments of 1 MiB
+    let p = TestPlatform::start_with(broker::StartOptions { broker_only: true }).await;
+    let metrics = p.metrics_addr().expect("metrics are on in the test config");
+    let mut slow = TcpStream::connect(p.addr).await.unwrap();
+    slow.write_all(&connect_and_subscribe("slow-reader", "lag/test"))
+        .await
+        .unwrap();
+    // CONNACK (4 bytes) and SUBACK (5 bytes), then it stops reading.
+    let mut acks = [0u8; 9];
+    slow.read_exact(&mut acks).await.unwrap();
+    assert_eq!((acks[0], acks[3], acks[4]), (0x20, 0, 0x90), "{acks:?}");
+
+    let stop = CancellationToken::new();
+    let opts = BusOptions::new(&p.broker(), "fast-writer")
+        .unwrap()
+        .with_credentials("me", "");
+    let (writer, _inbox) = Bus::connect(opts, Vec::new(), stop.clone());
+    writer.ready(Duration::from_secs(5)).await.unwrap();
+    for i in 0..MESSAGES {
+        let mut payload = format!("{i:08}").into_bytes();
+        payload.resize(PAYLOAD, b'.');
+        writer.publish("lag/test", payload).await.unwrap();
+    }
+    // Let the writer's publishes all reach the router.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Now it reads: part of the stream, then the broker closes it, instead
+    // of serving on past the gap.
+    let mut received = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut received)).await;
+    assert!(
+        closed.is_ok(),
+        "the lagging subscriber was never disconnected"
+    );
+    let whole = MESSAGES * (PAYLOAD + "lag/test".len() + 5);
+    assert!(
+        received.len() < whole,
+        "it got everything ({} bytes): nothing was dropped, the test proves nothing",
+        received.len()
+    );
+    let text = wait_for(
+        metrics,
+        &[(
+            "platform_broker_lagged_disconnects_total{broker=\"platform\"}",
+            1.0,
+        )],
+    )
+    .await;
+    let skipped = value(
+        &text,
+        "platform_broker_lagged_messages_total{broker=\"platform\"}",
+    )
+    .unwrap();
+    assert!(skipped >= 1.0, "{text}");
+    stop.cancel();
+}

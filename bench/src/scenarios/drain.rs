@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use device_sim::fleet::Phase;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::platform::{run, strings, Setup};
 use super::report::{lat, Outcome};
@@ -30,9 +30,7 @@ pub async fn drain(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
     let t0 = Instant::now();
     let cli = tokio::task::spawn_blocking(move || run("registry", &args).map(|_| t0.elapsed()));
     let all = n as u64;
-    let moved = stats
-        .wait_until(Duration::from_secs(120), |s| s.on_gateway("gw-2") == all)
-        .await;
+    let moved = super::stranded::wait_all_on(&stats, "gw-2", all).await;
     let took = t0.elapsed();
     let on_gw2 = stats.on_gateway("gw-2");
     if !moved {

@@ -41,9 +41,7 @@ pub async fn failover(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
         gw.kill()?;
     }
     let all = n as u64;
-    let rehomed = stats
-        .wait_until(Duration::from_secs(120), |s| s.on_gateway("gw-2") == all)
-        .await;
+    let rehomed = super::stranded::wait_all_on(&stats, "gw-2", all).await;
     let took = t0.elapsed();
     let on_gw2 = stats.on_gateway("gw-2");
     if !rehomed {

@@ -4,6 +4,30 @@
 
 use device_sim::fleet::FleetStats;
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long a move may take before the run counts its stragglers as
+/// stranded.
+const MOVE_LIMIT: Duration = Duration::from_secs(120);
+/// When a move is still running, what the devices not there yet are
+/// doing is printed after this long.
+const SLOW_MOVE: Duration = Duration::from_secs(10);
+
+/// Waits until all `n` devices are on `gateway_id`, at most
+/// [`MOVE_LIMIT`]; prints what the others are doing if it takes longer
+/// than [`SLOW_MOVE`]. True if they all got there.
+pub async fn wait_all_on(stats: &FleetStats, gateway_id: &str, n: u64) -> bool {
+    let there = |s: &FleetStats| s.on_gateway(gateway_id) == n;
+    if stats.wait_until(SLOW_MOVE, there).await {
+        return true;
+    }
+    println!(
+        "slow: after {} s, {}",
+        SLOW_MOVE.as_secs(),
+        stranded(stats, gateway_id)
+    );
+    stats.wait_until(MOVE_LIMIT - SLOW_MOVE, there).await
+}
 
 /// Examples shown per kind of wait.
 const EXAMPLES: usize = 3;

@@ -9,10 +9,10 @@ use protocol::crypto::PlatformPublicKey;
 use protocol::decode;
 use protocol::gateway::{AssignUpdate, GatewayAssigned, GATEWAY_AGENT_CLIENT_ID};
 use protocol::topics::{Level, Owner, Topic};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// The devices this gateway admits, as the registry last told it.
@@ -26,6 +26,9 @@ pub(super) struct Assigned {
     /// False until the first snapshot: admit nobody before knowing.
     synced: AtomicBool,
     pub(super) devices: RwLock<HashSet<String>>,
+    /// Devices the registry removed from this gateway, and when: refused
+    /// at once, without waiting for a note that is not coming.
+    removed: Mutex<HashMap<String, Instant>>,
     /// Fired on every change, for connects waiting out their grace.
     changed: Arc<tokio::sync::Notify>,
 }
@@ -34,6 +37,24 @@ pub(super) struct Assigned {
 /// the registry's note about it, which can trail the registry's answer to
 /// the device by a few milliseconds.
 const ADMISSION_GRACE: Duration = Duration::from_millis(250);
+
+/// How long a device with a valid signed assignment to this gateway, which
+/// the gateway has neither been told of nor told to remove, waits for the
+/// registry's note. The registry publishes the note before it answers the
+/// device, but the note travels on the agent's link, which a drain of
+/// thousands of devices fills with large updates, while each answer takes
+/// a short path of its own: the device can arrive seconds first. Refused
+/// then, it would ask the registry again and come back, adding load to a
+/// move that is slow already.
+const SIGNED_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a removal is remembered: as long as a signed assignment stays
+/// valid (the registry's answer TTL is one hour).
+const REMOVAL_MEMORY: Duration = Duration::from_secs(3600);
+
+/// Removals remembered at most; beyond, the oldest are forgotten (their
+/// devices then wait out [`SIGNED_GRACE`] before the refusal).
+const MAX_REMOVALS: usize = 200_000;
 
 impl Assigned {
     /// Admits nobody until the registry's first snapshot.
@@ -51,12 +72,35 @@ impl Assigned {
             devices.clear();
             self.synced.store(true, Ordering::Release);
         }
+        let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if removed.len() + update.remove.len() > MAX_REMOVALS {
+            removed.retain(|_, at| now.duration_since(*at) < REMOVAL_MEMORY);
+            if removed.len() + update.remove.len() > MAX_REMOVALS {
+                removed.clear();
+            }
+        }
         for d in update.remove {
             devices.remove(&d);
+            removed.insert(d, now);
         }
+        for d in &update.add {
+            removed.remove(d);
+        }
+        drop(removed);
         devices.extend(update.add);
         drop(devices);
         self.changed.notify_waiters();
+    }
+
+    /// Whether the registry removed `device_id` from this gateway within
+    /// [`REMOVAL_MEMORY`] and has not added it back since.
+    fn recently_removed(&self, device_id: &str) -> bool {
+        self.removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(device_id)
+            .is_some_and(|at| at.elapsed() < REMOVAL_MEMORY)
     }
 
     pub(super) fn forget(&self, device_id: &str) {
@@ -70,27 +114,31 @@ impl Assigned {
 impl Assigned {
     /// The signed-assignment check of secure mode.
     fn token_ok(&self, client_id: &str, login: Option<(&str, &str)>) -> bool {
-        let Some(key) = &self.key else {
-            return true;
-        };
-        let (username, password) = login.unwrap_or_default();
-        if username != client_id {
-            warn!(target: "audit", client_id, username, gateway_id = %self.id, "gateway connect refused: username is not the client id");
-            return false;
-        }
-        let checked = decode::<GatewayAssigned>(password.as_bytes())
-            .map_err(|e| e.to_string())
-            .and_then(|a| {
-                a.verify_for_gateway(key, client_id, &self.id, protocol::now_ms())
-                    .map_err(|e| e.to_string())
-            });
-        match checked {
+        match self.verify_token(client_id, login) {
             Ok(()) => true,
             Err(reason) => {
                 warn!(target: "audit", client_id, gateway_id = %self.id, %reason, "gateway connect refused: no valid signed assignment");
                 false
             }
         }
+    }
+
+    /// Whether the login is a valid signed assignment of `client_id` to
+    /// this gateway (always, in walkthrough mode).
+    fn verify_token(&self, client_id: &str, login: Option<(&str, &str)>) -> Result<(), String> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        let (username, password) = login.unwrap_or_default();
+        if username != client_id {
+            return Err(format!("username {username:?} is not the client id"));
+        }
+        decode::<GatewayAssigned>(password.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                a.verify_for_gateway(key, client_id, &self.id, protocol::now_ms())
+                    .map_err(|e| e.to_string())
+            })
     }
 }
 
@@ -135,11 +183,89 @@ impl Admission for Assigned {
         own
     }
 
+    /// A device the registry removed from here is refused at once. One
+    /// that shows a valid signed assignment to this gateway may wait
+    /// [`SIGNED_GRACE`] for the registry's note; any other, as in
+    /// walkthrough mode, [`ADMISSION_GRACE`].
     fn grace(
         &self,
-        _client_id: &str,
-        _login: Option<(&str, &str)>,
+        client_id: &str,
+        login: Option<(&str, &str)>,
     ) -> Option<(Duration, Arc<tokio::sync::Notify>)> {
-        Some((ADMISSION_GRACE, self.changed.clone()))
+        if self.recently_removed(client_id) {
+            return None;
+        }
+        let wait = if self.key.is_some() && self.verify_token(client_id, login).is_ok() {
+            SIGNED_GRACE
+        } else {
+            ADMISSION_GRACE
+        };
+        Some((wait, self.changed.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::crypto::PlatformKey;
+
+    fn signed(key: &PlatformKey, device: &str, gateway: &str) -> String {
+        let mut a = GatewayAssigned {
+            device_id: device.into(),
+            gateway_id: gateway.into(),
+            address: "127.0.0.1:1885".into(),
+            epoch: 2,
+            expires_ms: None,
+            sig: None,
+        };
+        a.sign(key, protocol::now_ms() + 60_000);
+        String::from_utf8(protocol::encode(&a)).unwrap()
+    }
+
+    fn wait(gw: &Assigned, device: &str, password: &str) -> Option<Duration> {
+        gw.grace(device, Some((device, password))).map(|(d, _)| d)
+    }
+
+    #[test]
+    fn a_signed_device_waits_for_its_note_and_a_removed_one_is_refused_at_once() {
+        let key = PlatformKey::generate();
+        let gw = Assigned::new("gw-2", Some(key.public()));
+        gw.apply(AssignUpdate {
+            reset: true,
+            ..AssignUpdate::default()
+        });
+        let token = signed(&key, "dev-1", "gw-2");
+        // Not told of it yet: refused for now, with time for the note.
+        assert_eq!(
+            gw.admit("dev-1", Some(("dev-1", &token))),
+            Verdict::NotAuthorized
+        );
+        assert_eq!(wait(&gw, "dev-1", &token), Some(SIGNED_GRACE));
+        // A token for another gateway, or none: the short grace.
+        let elsewhere = signed(&key, "dev-1", "gw-1");
+        assert_eq!(wait(&gw, "dev-1", &elsewhere), Some(ADMISSION_GRACE));
+        assert_eq!(wait(&gw, "dev-1", "junk"), Some(ADMISSION_GRACE));
+        // The note comes: admitted.
+        gw.apply(AssignUpdate {
+            add: vec!["dev-1".into()],
+            ..AssignUpdate::default()
+        });
+        assert_eq!(gw.admit("dev-1", Some(("dev-1", &token))), Verdict::Accept);
+        // Moved away: refused at once, whatever it shows.
+        gw.apply(AssignUpdate {
+            remove: vec!["dev-1".into()],
+            ..AssignUpdate::default()
+        });
+        assert_eq!(
+            gw.admit("dev-1", Some(("dev-1", &token))),
+            Verdict::NotAuthorized
+        );
+        assert_eq!(wait(&gw, "dev-1", &token), None);
+        // Added back: admitted again.
+        gw.apply(AssignUpdate {
+            add: vec!["dev-1".into()],
+            ..AssignUpdate::default()
+        });
+        assert_eq!(gw.admit("dev-1", Some(("dev-1", &token))), Verdict::Accept);
     }
 }

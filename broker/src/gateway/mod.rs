@@ -57,12 +57,14 @@ pub struct GatewaySecurity {
 }
 
 /// Starts the gateway broker and its agent; returns once the agent is
-/// connected to both brokers.
+/// connected to both brokers. The broker's lagging subscribers are counted
+/// in `lag`.
 pub async fn start(
     section: &GatewaySection,
     settings: &BrokerSettings,
     platform: &str,
     security: &GatewaySecurity,
+    lag: metrics::BrokerLag,
     shutdown: CancellationToken,
 ) -> Result<Gateway, GatewayError> {
     let id = section.id.clone();
@@ -71,11 +73,16 @@ pub async fn start(
         listen: section.listen,
         ..settings.clone()
     };
-    let broker = EmbeddedBroker::start(&format!("gateway-{id}"), &gw_settings, assigned.clone())
-        .map_err(|source| GatewayError::Broker {
-            id: id.clone(),
-            source,
-        })?;
+    let broker = EmbeddedBroker::start(
+        &format!("gateway-{id}"),
+        &gw_settings,
+        assigned.clone(),
+        lag,
+    )
+    .map_err(|source| GatewayError::Broker {
+        id: id.clone(),
+        source,
+    })?;
     let address = section.advertised(broker.addr());
     let bus_err = |source| GatewayError::Bus {
         id: id.clone(),

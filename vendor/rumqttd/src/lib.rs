@@ -134,6 +134,23 @@ pub type AclHandler = Arc<dyn Fn(&str, &str, &AclRequest) -> bool + Send + Sync>
 /// it must not block.
 pub type DisconnectHandler = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// PATCH(platform): called with (client id, filter, messages skipped)
+/// when the router disconnects a subscriber that fell behind the head of
+/// a commit log: the messages it had not read were dropped with their
+/// segment. Called on the router's thread: it must not block.
+#[derive(Clone, Default)]
+pub struct LaggedHandler(pub Option<Arc<dyn Fn(&str, &str, u64) + Send + Sync>>);
+
+impl std::fmt::Debug for LaggedHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LaggedHandler(set)"
+        } else {
+            "LaggedHandler(none)"
+        })
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize, Clone)]
 pub struct Config {
     pub id: usize,
@@ -328,6 +345,9 @@ pub struct RouterConfig {
     /// retained messages are kept, as for `max_retained_count`.
     #[serde(default)]
     pub max_retained_bytes: Option<usize>,
+    /// PATCH(platform): see [`LaggedHandler`].
+    #[serde(skip)]
+    pub on_lagged: LaggedHandler,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

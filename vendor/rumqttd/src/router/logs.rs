@@ -625,6 +625,7 @@ mod test {
             shared_subscriptions_strategy: Strategy::RoundRobin,
             max_retained_count: Some(3),
             max_retained_bytes: Some(100),
+            on_lagged: Default::default(),
         };
         let mut data = DataLog::new(config).unwrap();
         let retain = |data: &mut DataLog, topic: &str, payload: &[u8]| {
@@ -683,6 +684,8 @@ mod test {
             shared_subscriptions_strategy: Strategy::RoundRobin,
             // PATCH(platform): the retained store's limits; none here.
             max_retained_count: None,
+            // PATCH(platform): the new field.
+            on_lagged: Default::default(),
             max_retained_bytes: None,
         };
         let mut data = DataLog::new(config).unwrap();
@@ -706,6 +709,8 @@ mod test {
             shared_subscriptions_strategy: Strategy::RoundRobin,
             // PATCH(platform): the retained store's limits; none here.
             max_retained_count: None,
+            // PATCH(platform): the new field.
+            on_lagged: Default::default(),
             max_retained_bytes: None,
         };
         let mut data = DataLog::new(config).unwrap();

@@ -1044,6 +1044,8 @@ impl Router {
         // Keep track of temporarily skipped DataRequest
         // NOTE: VecDeque::new() doesn't allocate memory until elements are pushed
         let mut skipped_requests: VecDeque<DataRequest> = VecDeque::new();
+        // PATCH(platform): set when a request's reader fell behind the log.
+        let mut lagged: Option<(String, u64)> = None;
 
         // A new connection's tracker is always initialized with acks request.
         // A subscribe will register data request.
@@ -1105,7 +1107,31 @@ impl Router {
                 ConsumeStatus::SkipRequest => {
                     skipped_requests.push_back(request);
                 }
+                ConsumeStatus::Lagged { skipped } => {
+                    lagged = Some((request.filter.clone(), skipped));
+                    requests.push_back(request);
+                    break;
+                }
             }
+        }
+
+        // PATCH(platform): a subscriber that lost messages to a dropped
+        // segment is disconnected rather than served on past the gap.
+        if let Some((filter, skipped)) = lagged {
+            let client_id = outgoing.client_id.clone();
+            warn!(
+                client_id,
+                filter, skipped, "subscriber fell behind the log; disconnecting it"
+            );
+            if let Some(hook) = &self.config.on_lagged.0 {
+                hook(&client_id, &filter, skipped);
+            }
+            // Tracked again first, so that a persistent session keeps
+            // every subscription.
+            requests.extend(skipped_requests);
+            self.scheduler.trackv(id, requests);
+            self.handle_disconnection(id, None);
+            return Some(());
         }
 
         // Add requests back to the tracker if there are any
@@ -1441,6 +1467,9 @@ enum ConsumeStatus {
     /// Use to indicate we want to skip the datareqest
     /// for shared subscriptions
     SkipRequest,
+    /// PATCH(platform): the subscriber fell behind the head of the log and
+    /// `skipped` messages it had not read are gone: disconnect it.
+    Lagged { skipped: u64 },
 }
 
 /// Sweep datalog from offset in DataRequest and updates DataRequest
@@ -1554,8 +1583,18 @@ fn forward_device_data(
             error
         );
 
-        let alert = alert::cursorjump(&outgoing.client_id, &request.filter, 0);
+        // PATCH(platform): the messages between the cursor and the new start
+        // were dropped with their segment before this subscriber read them.
+        // Upstream read on, and the subscriber never knew; the caller
+        // disconnects it instead, so that it resubscribes and its
+        // application retries, and counts the skip.
+        // A persistent session resumes after the gap, which its
+        // disconnection has made known.
+        let skipped = start.1.saturating_sub(request.cursor.1);
+        let alert = alert::cursorjump(&outgoing.client_id, &request.filter, skipped as usize);
         alertlog.log(alert);
+        request.cursor = start;
+        return ConsumeStatus::Lagged { skipped };
     }
 
     trace!(
