@@ -287,20 +287,11 @@ impl Platform {
     /// starting it (the registry believes only registered gateways), and
     /// writes its credential where `broker gateway` reads it; the file.
     async fn register_gateway(&self, id: &str, address: &str) -> PathBuf {
-        let credential = protocol::crypto::random_b64(24);
+        let registry = self.registry().await;
+        let credential = platform_tests::register_gateway_with(&registry, id, address).await;
+        registry.close().await;
         let file = layout::gateway_token_file(&layout::credentials_dir(&self.data()), id);
         storage::write_secret(&file, &format!("{credential}\n")).unwrap();
-        let registry = self.registry().await;
-        registry
-            .request(RegistryOp::GatewayRegister {
-                gateway_id: id.into(),
-                address: address.into(),
-                weight: 1,
-                credential_sha256: Some(protocol::crypto::sha256_hex(&credential)),
-            })
-            .await
-            .unwrap();
-        registry.close().await;
         file
     }
 

@@ -25,6 +25,33 @@ async fn gateways(p: &TestPlatform) -> Vec<protocol::registry_admin::GatewayView
     gateways
 }
 
+/// Device `me`, logged in with `key` and listening for its gateway
+/// answers, that has asked the registry for `device_id`'s gateway.
+async fn querying(
+    p: &TestPlatform,
+    key: &protocol::crypto::DeviceKey,
+    me: &str,
+    device_id: &str,
+) -> Session {
+    let s = Session::open(
+        p,
+        me,
+        me,
+        &device_token(key, me),
+        &[topics::device_gateway(me)],
+    )
+    .await;
+    s.ready.clone().unwrap();
+    s.bus
+        .publish(
+            topics::REGISTRY_QUERY,
+            format!(r#"{{"device_id":"{device_id}"}}"#).into_bytes(),
+        )
+        .await
+        .unwrap();
+    s
+}
+
 /// T11: an AP's credential cannot confirm another AP's prompt, nor read
 /// it; the AP's own identity (its user's session) and an admin can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,22 +179,7 @@ async fn t18_a_device_queries_the_registry_only_for_itself() {
     p.enroll(&me, "pass-me-1").await;
     p.enroll(&other, "pass-other-1").await;
     let key = p.device_key(&me).await;
-    let s = Session::open(
-        &p,
-        &me,
-        &me,
-        &device_token(&key, &me),
-        &[topics::device_gateway(&me)],
-    )
-    .await;
-    s.ready.clone().unwrap();
-    s.bus
-        .publish(
-            topics::REGISTRY_QUERY,
-            format!(r#"{{"device_id":"{other}"}}"#).into_bytes(),
-        )
-        .await
-        .unwrap();
+    let s = querying(&p, &key, &me, &other).await;
     assert!(s.cut_off(5).await, "a device asked for another device");
     let registry = p.registry().await;
     assert!(
@@ -181,22 +193,7 @@ async fn t18_a_device_queries_the_registry_only_for_itself() {
     );
     registry.close().await;
     // For itself it is answered.
-    let mut s = Session::open(
-        &p,
-        &me,
-        &me,
-        &device_token(&key, &me),
-        &[topics::device_gateway(&me)],
-    )
-    .await;
-    s.ready.clone().unwrap();
-    s.bus
-        .publish(
-            topics::REGISTRY_QUERY,
-            format!(r#"{{"device_id":"{me}"}}"#).into_bytes(),
-        )
-        .await
-        .unwrap();
+    let mut s = querying(&p, &key, &me, &me).await;
     let answer = next_message(&mut s.inbox, 10).await;
     let answer: GatewayAnswer = protocol::decode(&answer.payload).unwrap();
     assert!(matches!(answer, GatewayAnswer::Assigned(_)), "{answer:?}");

@@ -974,9 +974,7 @@ async fn t3_forged_redirects_cost_at_most_one_query_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_proof_costs_a_new_handshake_not_the_device() {
     use protocol::crypto::{ap_handshake, handshake_tag, random_b64};
-    use protocol::onboarding::{
-        wifi_seal_context, AccessChallenge, AccessProof, AccessRequest, Ticket,
-    };
+    use protocol::onboarding::{AccessChallenge, AccessProof, AccessRequest, Ticket};
 
     let p = secure().await;
     let platform = signing_key(&p);
@@ -1065,25 +1063,7 @@ async fn a_lost_proof_costs_a_new_handshake_not_the_device() {
         "the device answered a spent handshake"
     );
     assert!(keys.check_device_proof(&proof.proof));
-    let granted = AccessGranted {
-        uuid: UUID_A.into(),
-        ssid: SSID.into(),
-        password: String::new(),
-        sealed: Some(keys.seal_password(WIFI_PASSWORD, &wifi_seal_context(UUID_A, SSID, &session))),
-        session: Some(session),
-    };
-    ap.publish_json(
-        topics::access_response(UUID_A),
-        &AccessResponse::Granted(granted),
-    )
-    .await
-    .unwrap();
-    let joined = tokio::time::timeout(Duration::from_secs(10), device)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(joined.password, WIFI_PASSWORD);
+    grant_and_join(&ap, &keys, session, device).await;
     stop.cancel();
 }
 
@@ -1133,6 +1113,37 @@ fn signing_key(p: &TestPlatform) -> protocol::crypto::PlatformKey {
     let seed =
         std::fs::read_to_string(p.dir.path().join(protocol::layout::SIGNING_KEY_FILE)).unwrap();
     protocol::crypto::PlatformKey::from_seed_hex(seed.trim()).unwrap()
+}
+
+/// The hand-played AP's last step: the Wi-Fi password sealed with the
+/// handshake's keys for `session`, to device UUID_A; then the device must
+/// join with it.
+async fn grant_and_join(
+    ap: &Bus,
+    keys: &protocol::crypto::SessionKeys,
+    session: String,
+    device: tokio::task::JoinHandle<Result<device_sim::Joined, device_sim::DeviceError>>,
+) {
+    let context = protocol::onboarding::wifi_seal_context(UUID_A, SSID, &session);
+    let granted = AccessGranted {
+        uuid: UUID_A.into(),
+        ssid: SSID.into(),
+        password: String::new(),
+        sealed: Some(keys.seal_password(WIFI_PASSWORD, &context)),
+        session: Some(session),
+    };
+    ap.publish_json(
+        topics::access_response(UUID_A),
+        &AccessResponse::Granted(granted),
+    )
+    .await
+    .unwrap();
+    let joined = tokio::time::timeout(Duration::from_secs(10), device)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
 }
 
 /// The payload of the next message on a topic ending in `suffix`.
@@ -1703,9 +1714,7 @@ async fn outcome_reports_clear_no_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenge_without_a_platform_ticket_is_not_spent() {
     use protocol::crypto::{ap_handshake, handshake_tag, random_b64, PlatformKey};
-    use protocol::onboarding::{
-        wifi_seal_context, AccessChallenge, AccessProof, AccessRequest, Ticket,
-    };
+    use protocol::onboarding::{AccessChallenge, AccessProof, AccessRequest, Ticket};
 
     let p = secure().await;
     let platform = signing_key(&p);
@@ -1785,25 +1794,7 @@ async fn a_challenge_without_a_platform_ticket_is_not_spent() {
     assert!(keys.check_device_proof(&proof.proof));
     assert_eq!(proof.request.as_deref(), Some(tag.as_str()));
     assert!(proof.enroll.is_some(), "no enrollment in the proof");
-    let granted = AccessGranted {
-        uuid: UUID_A.into(),
-        ssid: SSID.into(),
-        password: String::new(),
-        sealed: Some(keys.seal_password(WIFI_PASSWORD, &wifi_seal_context(UUID_A, SSID, &session))),
-        session: Some(session),
-    };
-    ap.publish_json(
-        topics::access_response(UUID_A),
-        &AccessResponse::Granted(granted),
-    )
-    .await
-    .unwrap();
-    let joined = tokio::time::timeout(Duration::from_secs(10), device)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(joined.password, WIFI_PASSWORD);
+    grant_and_join(&ap, &keys, session, device).await;
     stop.cancel();
 }
 

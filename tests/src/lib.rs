@@ -237,20 +237,11 @@ impl TestPlatform {
     /// Registers gateway `id` at `address` with a new credential, as an
     /// admin does before starting it; returns the credential.
     pub async fn register_gateway(&self, id: &str, address: &str) -> String {
-        let credential = protocol::crypto::random_b64(24);
         let registry =
             RegistryClient::connect(self.admin_opts("register"), Duration::from_secs(10))
                 .await
                 .unwrap();
-        registry
-            .request(RegistryOp::GatewayRegister {
-                gateway_id: id.into(),
-                address: address.into(),
-                weight: 1,
-                credential_sha256: Some(protocol::crypto::sha256_hex(&credential)),
-            })
-            .await
-            .unwrap();
+        let credential = register_gateway_with(&registry, id, address).await;
         registry.close().await;
         credential
     }
@@ -441,6 +432,23 @@ pub struct Session {
     /// How the first attempt ended: Ok once subscribed, else the refusal.
     pub ready: Result<(), String>,
     stop: CancellationToken,
+}
+
+/// Registers gateway `id` at `address` (weight 1) through `registry`, with
+/// a new credential, as an admin does before starting it; returns the
+/// credential.
+pub async fn register_gateway_with(registry: &RegistryClient, id: &str, address: &str) -> String {
+    let credential = protocol::crypto::random_b64(24);
+    registry
+        .request(RegistryOp::GatewayRegister {
+            gateway_id: id.into(),
+            address: address.into(),
+            weight: 1,
+            credential_sha256: Some(protocol::crypto::sha256_hex(&credential)),
+        })
+        .await
+        .unwrap();
+    credential
 }
 
 /// A fresh login token of device `uuid`, signed by `key`.

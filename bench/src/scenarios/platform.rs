@@ -131,20 +131,19 @@ impl Platform {
             if p.mode == Mode::Secure {
                 // Each AP is its own identity, registered for its SSIDs.
                 let credential = p.dir.path().join("ap-1.token");
-                let mut register = strings(&[
-                    "ap",
-                    "add",
-                    "--id",
-                    "ap-1",
-                    "--ssid",
-                    SSID,
-                    "--out",
-                    path_str(&credential)?,
-                    "--broker",
-                    &p.addr,
-                ]);
-                register.extend(p.client_args("admin", false)?);
-                run("verifier", &register)?;
+                p.run_admin(
+                    "verifier",
+                    &[
+                        "ap",
+                        "add",
+                        "--id",
+                        "ap-1",
+                        "--ssid",
+                        SSID,
+                        "--out",
+                        path_str(&credential)?,
+                    ],
+                )?;
                 args.extend(p.credential_args(&credential, true)?);
             } else {
                 args.extend(p.client_args("ap", true)?);
@@ -203,6 +202,15 @@ impl Platform {
         self.credential_args(&self.token_file(role), key)
     }
 
+    /// Runs admin CLI `program` (`verifier`, `registry`) with `args`
+    /// against this platform, logged in as its admin; returns its stdout.
+    pub fn run_admin(&self, program: &str, args: &[&str]) -> Result<String> {
+        let mut all = strings(args);
+        all.extend(strings(&["--broker", &self.addr]));
+        all.extend(self.client_args("admin", false)?);
+        run(program, &all)
+    }
+
     /// [`Platform::client_args`] with the password in `credential`: an
     /// AP's or a gateway's own, made when it was registered.
     pub fn credential_args(&self, credential: &Path, key: bool) -> Result<Vec<String>> {
@@ -247,20 +255,19 @@ impl Platform {
         if self.mode == Mode::Secure {
             // The registry believes only registered gateways.
             let credential = self.dir.path().join(format!("gateway-{id}.token"));
-            let mut args = strings(&[
-                "gateway",
-                "add",
-                "--id",
-                id,
-                "--address",
-                &listen,
-                "--out",
-                path_str(&credential)?,
-                "--broker",
-                &self.addr,
-            ]);
-            args.extend(self.client_args("admin", false)?);
-            run("registry", &args)?;
+            self.run_admin(
+                "registry",
+                &[
+                    "gateway",
+                    "add",
+                    "--id",
+                    id,
+                    "--address",
+                    &listen,
+                    "--out",
+                    path_str(&credential)?,
+                ],
+            )?;
         }
         let mut args = strings(&[
             "gateway",
