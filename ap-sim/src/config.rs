@@ -17,6 +17,8 @@ pub struct Network {
 #[derive(Debug, Clone)]
 pub struct ApConfig {
     pub broker: String,
+    /// MQTT over TLS with this configuration; None: plaintext.
+    pub tls: Option<bus::TlsConfig>,
     pub ap_id: String,
     pub networks: Vec<Network>,
     pub auto_confirm: bool,
@@ -42,6 +44,7 @@ impl ApConfig {
         let ap_id = ap_id.into();
         ApConfig {
             broker: broker.into(),
+            tls: None,
             username: protocol::logins::ap_login(&ap_id),
             ap_id,
             networks,

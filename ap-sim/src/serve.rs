@@ -69,7 +69,8 @@ pub async fn start(config: ApConfig, shutdown: CancellationToken) -> Result<Ap, 
     filters.push(topics::verify_response(&config.ap_id));
     filters.push(topics::ap_confirm(&config.ap_id));
     let opts = BusOptions::new(&config.broker, format!("ap.{}", config.ap_id))?
-        .with_credentials(&config.username, &config.password);
+        .with_credentials(&config.username, &config.password)
+        .with_tls(config.tls.clone());
     let link = CancellationToken::new();
     let (bus, inbox) = Bus::connect(opts, filters, link.clone());
     if let Err(e) = bus.ready(Duration::from_secs(10)).await {

@@ -47,6 +47,13 @@ pub async fn run(opts: Options, specs: Vec<ApSpec>) -> Result<(), ap_sim::ApErro
             field: "platform key",
             reason,
         })?;
+    let tls = opts
+        .connect
+        .tls()
+        .map_err(|reason| ap_sim::ApError::Invalid {
+            field: "cafile",
+            reason,
+        })?;
     if specs.len() > 1 && (opts.connect.password_given() || opts.connect.username.is_some()) {
         return Err(ap_sim::ApError::Invalid {
             field: "password file",
@@ -69,7 +76,8 @@ pub async fn run(opts: Options, specs: Vec<ApSpec>) -> Result<(), ap_sim::ApErro
                 field: "password file",
                 reason,
             })?;
-        let mut config = ApConfig::new(&opts.connect.broker, &spec.id, vec![spec.network]);
+        let mut config = ApConfig::new(opts.connect.broker(), &spec.id, vec![spec.network]);
+        config.tls = tls.as_ref().map(|t| t.config());
         config.auto_confirm = opts.auto_confirm;
         config.confirm_timeout = Duration::from_secs(opts.confirm_timeout);
         if let Some(username) = &opts.connect.username {
@@ -82,7 +90,8 @@ pub async fn run(opts: Options, specs: Vec<ApSpec>) -> Result<(), ap_sim::ApErro
             Ok(ap) => {
                 println!(
                     "[ap {}] serving SSID {ssid:?} on {}",
-                    spec.id, opts.connect.broker
+                    spec.id,
+                    opts.connect.broker()
                 );
                 aps.push(Running { id: spec.id, ap });
             }

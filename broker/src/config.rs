@@ -33,6 +33,7 @@ pub struct Config {
     pub registry: RegistrySection,
     pub metrics: MetricsSection,
     pub security: crate::security::SecuritySection,
+    pub tls: TlsSection,
     /// Gateways run in this process. `[[gateways]]` in a file replaces the
     /// default pair; `gateways = []` runs none.
     pub gateways: Vec<GatewaySection>,
@@ -52,7 +53,8 @@ impl Default for Config {
             registry: RegistrySection::default(),
             metrics: MetricsSection::default(),
             security: crate::security::SecuritySection::default(),
-            gateways: vec![gateway("gw-1", 1884), gateway("gw-2", 1885)],
+            tls: TlsSection::default(),
+            gateways: vec![gateway("gw-1", 8884), gateway("gw-2", 8885)],
         }
     }
 }
@@ -92,6 +94,35 @@ impl Default for MetricsSection {
         MetricsSection {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9898)),
+        }
+    }
+}
+
+/// TLS on the listeners, in secure mode (walkthrough mode is plaintext).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// MQTT over TLS on every listener, and no plaintext; `false` serves
+    /// plaintext MQTT, logins and all.
+    pub enabled: bool,
+    /// Names (DNS names or IP addresses) every server certificate holds
+    /// besides its listener's own address and a gateway's `advertise` host.
+    pub names: Vec<String>,
+    /// An operator's own certificate chain (PEM, the server's first) for
+    /// every listener, instead of one from the platform's CA; relative to
+    /// the data dir. Needs `key_file`.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The key of `cert_file` (PEM).
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            enabled: true,
+            names: vec!["localhost".into()],
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -136,7 +167,7 @@ pub struct BrokerSettings {
 impl Default for BrokerSettings {
     fn default() -> Self {
         BrokerSettings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8883)),
             max_connections: 10_000,
             max_payload_size: 256 * 1024,
             connection_timeout_ms: 5_000,
@@ -182,8 +213,30 @@ impl Config {
         Self::from_toml(DEFAULT_TOML, "(built-in default)")
     }
 
+    /// Whether the listeners serve TLS: in secure mode, unless
+    /// `tls.enabled` is off. Walkthrough mode is plaintext.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.enabled && self.security.mode == crate::security::Mode::Secure
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.platform.validate("platform")?;
+        let tls_invalid = |key: &str, problem: String| ConfigError::Invalid {
+            key: format!("tls.{key}"),
+            problem,
+        };
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(tls_invalid(
+                "cert_file",
+                "and `tls.key_file` go together: give both, or neither".into(),
+            ));
+        }
+        if let Some(bad) = self.tls.names.iter().find(|n| !tls::nameable(n)) {
+            return Err(tls_invalid(
+                "names",
+                format!("holds {bad:?}, which is not a DNS name or an IP address"),
+            ));
+        }
         self.security
             .validate()
             .map_err(|problem| ConfigError::Invalid {
@@ -319,7 +372,7 @@ mod tests {
         let two = "[[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:1900\"\n[[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:1901\"\n";
         let err = Config::from_toml(two, "t").unwrap_err().to_string();
         assert!(err.contains("gateways[1].id"), "{err}");
-        let clash = "[[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:1883\"\n";
+        let clash = "[[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:8883\"\n";
         let err = Config::from_toml(clash, "t").unwrap_err().to_string();
         assert!(err.contains("gateways[0].listen"), "{err}");
         let err = Config::from_toml("[registry]\npolicy = \"random\"\n", "t")
@@ -332,11 +385,11 @@ mod tests {
 
     #[test]
     fn metrics_problems_are_named() {
-        let clash = "[metrics]\nlisten = \"127.0.0.1:1884\"\n";
+        let clash = "[metrics]\nlisten = \"127.0.0.1:8884\"\n";
         let err = Config::from_toml(clash, "t").unwrap_err().to_string();
         assert!(err.contains("metrics.listen"), "{err}");
         let off = Config::from_toml(
-            "[metrics]\nenabled = false\nlisten = \"127.0.0.1:1883\"\n",
+            "[metrics]\nenabled = false\nlisten = \"127.0.0.1:8883\"\n",
             "t",
         )
         .unwrap();
@@ -365,6 +418,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("platform.segment_size"), "{err}");
+        let err = Config::from_toml("[tls]\ncert_file = \"a.pem\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.cert_file"), "{err}");
+        let err = Config::from_toml("[tls]\nnames = [\"a b\"]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.names"), "{err}");
         let err = Config::from_toml("[verifier]\nenabled = \"yes\"\n", "t")
             .unwrap_err()
             .to_string();

@@ -28,8 +28,10 @@
 
 use crate::admission::{admit, AclRequest, Admission, Verdict, INTERNAL_USER};
 use crate::config::BrokerSettings;
-use metrics::BrokerLag;
-use rumqttd::{AuthVerdict, ConnectionSettings, LaggedHandler, RouterConfig, ServerSettings};
+use metrics::{BrokerLag, BrokerTls};
+use rumqttd::{
+    AcceptHandler, AuthVerdict, ConnectionSettings, LaggedHandler, RouterConfig, ServerSettings,
+};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -48,6 +50,39 @@ pub enum BrokerError {
     Thread(std::io::Error),
     #[error("the broker did not start listening on {0} within 5 s")]
     NotListening(SocketAddr),
+    #[error("TLS: {0}")]
+    Tls(tls::TlsError),
+}
+
+/// The accept hook of a TLS listener: the handshake, within `timeout`,
+/// counted; a failure is logged once, with the peer and the reason, and
+/// the connection dropped.
+fn tls_handshake(name: &str, t: ListenerTls, timeout: Duration) -> AcceptHandler {
+    let acceptor = t.server.acceptor(timeout);
+    let counters = t.counters;
+    let broker: Arc<str> = name.into();
+    Arc::new(move |tcp, peer| {
+        let acceptor = acceptor.clone();
+        let counters = counters.clone();
+        let broker = broker.clone();
+        Box::pin(async move {
+            match acceptor.accept(tcp).await {
+                Ok((stream, resumed)) => {
+                    if resumed {
+                        counters.resumed.inc();
+                    } else {
+                        counters.full.inc();
+                    }
+                    Some(Box::new(stream) as Box<dyn rumqttd::N>)
+                }
+                Err((failure, reason)) => {
+                    counters.failed(failure.label());
+                    warn!(broker = %broker, %peer, failure = failure.label(), "TLS handshake failed: {reason}");
+                    None
+                }
+            }
+        })
+    })
 }
 
 /// At most this many retained messages per broker. The platform's own
@@ -63,24 +98,35 @@ pub const MAX_RETAINED_COUNT: usize = 1024;
 /// more, so that one message of any allowed size can still be retained.
 pub const MAX_RETAINED_BYTES: usize = 16 * 1024 * 1024;
 
+/// A listener's TLS: what it serves, and where its handshakes are counted.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub server: tls::ServerTls,
+    pub counters: BrokerTls,
+}
+
 /// A running embedded broker. It lives until the process exits.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
     name: String,
     addr: SocketAddr,
     internal_password: String,
+    /// How this process's own clients verify the listener: the served
+    /// certificate, pinned. None: plaintext.
+    internal_tls: Option<tls::ClientTls>,
 }
 
 impl EmbeddedBroker {
     /// Starts a broker on `settings.listen` and returns once it accepts
     /// connections. Port 0 picks a free port; [`EmbeddedBroker::addr`] tells which.
     /// Subscribers it disconnects for falling behind its logs are counted
-    /// in `lag`.
+    /// in `lag`. With `tls`, the listener serves MQTT over TLS only.
     pub fn start(
         name: &str,
         settings: &BrokerSettings,
         admission: Arc<dyn Admission>,
         lag: BrokerLag,
+        tls: Option<ListenerTls>,
     ) -> Result<Self, BrokerError> {
         // Bind once ourselves: a port in use becomes a clear error here,
         // not a log line on a thread nobody watches; port 0 becomes real.
@@ -96,7 +142,19 @@ impl EmbeddedBroker {
 
         // The OS RNG: whoever guesses this password is every in-process worker.
         let internal_password = protocol::crypto::random_b64(32);
-        let config = rumqttd_config(name, addr, settings, admission, &internal_password, lag);
+        let internal_tls = match &tls {
+            Some(t) => {
+                Some(tls::ClientTls::pinned(t.server.chain_pem()).map_err(BrokerError::Tls)?)
+            }
+            None => None,
+        };
+        let mut config = rumqttd_config(name, addr, settings, admission, &internal_password, lag);
+        if let Some(t) = tls {
+            let timeout = Duration::from_millis(settings.connection_timeout_ms.into());
+            if let Some(server) = config.v4.as_mut().and_then(|v4| v4.get_mut(name)) {
+                server.connections.on_accept = Some(tls_handshake(name, t, timeout));
+            }
+        }
         let thread_name = format!("broker-{name}");
         std::thread::Builder::new()
             .name(thread_name)
@@ -108,12 +166,19 @@ impl EmbeddedBroker {
             })
             .map_err(BrokerError::Thread)?;
 
-        wait_listening(addr, &internal_password)?;
+        wait_listening(addr, &internal_password, internal_tls.as_ref())?;
         Ok(EmbeddedBroker {
             name: name.to_owned(),
             addr,
             internal_password,
+            internal_tls,
         })
+    }
+
+    /// How this process's own clients reach the listener: TLS pinned to
+    /// the certificate it serves, or None for plaintext.
+    pub fn internal_tls(&self) -> Option<&tls::ClientTls> {
+        self.internal_tls.as_ref()
     }
 
     /// Credentials for this process's own clients of this broker.
@@ -133,10 +198,14 @@ impl EmbeddedBroker {
 /// The broker is up once it completes an MQTT handshake: CONNECT,
 /// CONNACK (accepted), DISCONNECT. A bare TCP connect would race the
 /// listener's bind and make rumqttd log a failed handshake.
-fn wait_listening(addr: SocketAddr, password: &str) -> Result<(), BrokerError> {
+fn wait_listening(
+    addr: SocketAddr,
+    password: &str,
+    tls: Option<&tls::ClientTls>,
+) -> Result<(), BrokerError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if handshake(addr, password).is_ok() {
+        if handshake(addr, password, tls).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -144,7 +213,11 @@ fn wait_listening(addr: SocketAddr, password: &str) -> Result<(), BrokerError> {
     Err(BrokerError::NotListening(addr))
 }
 
-fn handshake(addr: SocketAddr, password: &str) -> std::io::Result<()> {
+fn handshake(
+    addr: SocketAddr,
+    password: &str,
+    tls: Option<&tls::ClientTls>,
+) -> std::io::Result<()> {
     use std::io::{Read, Write};
     const CLIENT_ID: &[u8] = b"platform-startup-probe";
     let mut packet = vec![0x10, 0];
@@ -154,12 +227,21 @@ fn handshake(addr: SocketAddr, password: &str) -> std::io::Result<()> {
         packet.extend_from_slice(field);
     }
     packet[1] = (packet.len() - 2) as u8;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut session = match tls {
+        Some(tls) => Some(tls::blocking_session(tls, addr.ip()).map_err(std::io::Error::other)?),
+        None => None,
+    };
+    let mut stream: Box<dyn ReadWrite + '_> = match session.as_mut() {
+        Some(session) => Box::new(rustls::Stream::new(session, &mut tcp)),
+        None => Box::new(&mut tcp),
+    };
     stream.write_all(&packet)?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack)?;
     stream.write_all(&[0xE0, 0])?;
+    stream.flush()?;
     if connack == [0x20, 2, 0, 0] {
         Ok(())
     } else {
@@ -168,6 +250,9 @@ fn handshake(addr: SocketAddr, password: &str) -> std::io::Result<()> {
         )))
     }
 }
+
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
 fn rumqttd_config(
     name: &str,
@@ -201,6 +286,8 @@ fn rumqttd_config(
                 disconnect_admission.disconnected(client_id);
             }
         })),
+        // Set by the caller for a TLS listener.
+        on_accept: None,
     };
     let internal_password: Arc<str> = internal_password.into();
     connections.set_auth_verdict_handler(
@@ -307,8 +394,14 @@ mod tests {
             listen: taken.local_addr().unwrap(),
             ..BrokerSettings::default()
         };
-        let err = EmbeddedBroker::start("t", &settings, Arc::new(AdmitAll), BrokerLag::default())
-            .unwrap_err();
+        let err = EmbeddedBroker::start(
+            "t",
+            &settings,
+            Arc::new(AdmitAll),
+            BrokerLag::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(err, BrokerError::Bind { .. }), "{err}");
     }
 
@@ -409,7 +502,8 @@ mod tests {
             ..BrokerSettings::default()
         };
         let broker =
-            EmbeddedBroker::start("t", &settings, auth.clone(), BrokerLag::default()).unwrap();
+            EmbeddedBroker::start("t", &settings, auth.clone(), BrokerLag::default(), None)
+                .unwrap();
         let addr = broker.addr();
         // A role user's wrong password is answered at once.
         let (_, code) = open(addr, &connect("cli", Some(("admin", "guess")), 30));
@@ -439,8 +533,14 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..BrokerSettings::default()
         };
-        let broker =
-            EmbeddedBroker::start("t", &settings, admission.clone(), BrokerLag::default()).unwrap();
+        let broker = EmbeddedBroker::start(
+            "t",
+            &settings,
+            admission.clone(),
+            BrokerLag::default(),
+            None,
+        )
+        .unwrap();
         let addr = broker.addr();
         let login = Some(("me", "right"));
 

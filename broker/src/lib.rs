@@ -5,11 +5,13 @@
 //! [`gateway`] is a gateway broker plus its agent; [`platform`] starts the
 //! platform broker with the in-process workers (verifier, registry) and
 //! gateways, and drains them on shutdown; [`config`] is the TOML
-//! configuration with its built-in default.
+//! configuration with its built-in default; [`certs`] the CA and the
+//! certificates the listeners serve over TLS.
 
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod certs;
 pub mod config;
 pub mod embedded;
 pub mod gateway;

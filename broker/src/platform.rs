@@ -1,5 +1,6 @@
 //! The platform: the embedded broker plus its in-process workers.
 
+use crate::certs::PlatformTls;
 use crate::config::Config;
 use crate::embedded::{BrokerError, EmbeddedBroker};
 use crate::gateway;
@@ -44,6 +45,8 @@ pub enum PlatformError {
     },
     #[error(transparent)]
     Security(#[from] SecurityError),
+    #[error("TLS: {0}")]
+    Certs(#[from] crate::certs::CertError),
     #[error("workers did not stop within {0:?}")]
     DrainTimeout(Duration),
 }
@@ -126,15 +129,36 @@ impl Platform {
             )
         };
         let metrics = Metrics::new();
+        let platform_tls = if config.tls_enabled() {
+            Some(PlatformTls::load(&config.tls, data_dir)?)
+        } else {
+            if secure {
+                warn!("TLS is off (`tls.enabled = false`): every login and token crosses the network in plaintext");
+            }
+            None
+        };
+        let listener_tls = |hosts: &[String], broker: &str| {
+            platform_tls
+                .as_ref()
+                .map(|t| t.listener(hosts, metrics.broker_tls(broker)))
+                .transpose()
+        };
         let broker = EmbeddedBroker::start(
             "platform",
             &config.platform,
             auth.clone(),
             metrics.broker_lag("platform"),
+            listener_tls(&[config.platform.listen.ip().to_string()], "platform")?,
         )?;
-        info!(listen = %broker.addr(), protocol = "MQTT 3.1.1", "platform broker listening");
+        let transport = if platform_tls.is_some() {
+            "MQTT 3.1.1 over TLS"
+        } else {
+            "MQTT 3.1.1, plaintext"
+        };
+        info!(listen = %broker.addr(), protocol = transport, "platform broker listening");
         let (internal_user, internal_password) = broker.internal_login();
         let internal = (internal_user.to_owned(), internal_password.to_owned());
+        let internal_tls = || broker.internal_tls().map(|t| t.config());
 
         let shutdown = CancellationToken::new();
         let metrics_endpoint = metrics_listener.map(|(listener, bound)| {
@@ -149,6 +173,7 @@ impl Platform {
         let mut workers = JoinSet::new();
         if config.verifier.enabled && !opts.broker_only {
             let mut vc = VerifierConfig::new(broker.addr().to_string(), data_dir.join("verifier"));
+            vc.tls = internal_tls();
             vc.metrics = metrics.clone();
             (vc.username, vc.password) = internal.clone();
             vc.secure = secure.then(|| verifier::SecureVerify {
@@ -184,6 +209,7 @@ impl Platform {
         }
         if config.registry.enabled && !opts.broker_only {
             let mut rc = RegistryConfig::new(broker.addr().to_string(), data_dir.join("registry"));
+            rc.tls = internal_tls();
             rc.registration_required = secure;
             rc.logins = gateway_logins.clone();
             rc.bootstrap_gateways = gateway_sections
@@ -216,13 +242,22 @@ impl Platform {
                 let gw_security = gateway::GatewaySecurity {
                     login: internal.clone(),
                     platform_key: signing_key.as_ref().map(|k| k.public()),
+                    platform_tls: broker.internal_tls().cloned(),
                 };
+                let name = format!("gateway-{}", section.id);
+                let hosts = [
+                    section.listen.ip().to_string(),
+                    crate::certs::host_of(&section.advertised(section.listen)),
+                ];
                 let gw = gateway::start(
                     section,
                     &config.platform,
                     &broker.addr().to_string(),
                     &gw_security,
-                    metrics.broker_lag(&format!("gateway-{}", section.id)),
+                    gateway::Served {
+                        lag: metrics.broker_lag(&name),
+                        tls: listener_tls(&hosts, &name)?,
+                    },
                     shutdown.child_token(),
                 )
                 .await?;

@@ -2,7 +2,7 @@ use crate::Backoff;
 use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet,
-    QoS, SubscribeFilter, SubscribeReasonCode,
+    QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub enum BusError {
     Timeout { addr: String, timeout: Duration },
     #[error("the broker at {addr} refused the connection: {reason}")]
     Refused { addr: String, reason: String },
+    #[error("the broker at {addr} did not prove who it is: {reason}")]
+    Untrusted { addr: String, reason: String },
     #[error("the MQTT client is closed")]
     Closed,
     #[error("{0}")]
@@ -50,6 +52,10 @@ pub struct BusOptions {
     /// is good only once (a device's signed token). None: `password`,
     /// every time.
     pub password_source: Option<PasswordSource>,
+    /// MQTT over TLS with this configuration; None: plaintext. Keep one
+    /// configuration per client identity across its connections: its
+    /// session cache is what lets a reconnect resume.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Makes the password of one CONNECT.
@@ -96,6 +102,7 @@ impl BusOptions {
             backoff_cap: Duration::from_secs(5),
             last_will: None,
             password_source: None,
+            tls: None,
         })
     }
 
@@ -122,6 +129,12 @@ impl BusOptions {
         self
     }
 
+    /// MQTT over TLS with `config`, or plaintext with None.
+    pub fn with_tls(mut self, config: Option<Arc<rustls::ClientConfig>>) -> Self {
+        self.tls = config;
+        self
+    }
+
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
@@ -143,6 +156,10 @@ pub enum LinkState {
     Ready,
     /// The broker answered the CONNECT with a refusal; retrying continues.
     Refused(String),
+    /// The server's TLS certificate did not verify, or it does not speak
+    /// TLS: a configuration error, not a network fault. Retrying continues
+    /// (the operator may be fixing it), each failure logged.
+    Untrusted(String),
     /// The connection failed or was lost (refused without a CONNACK,
     /// unreachable, closed); retrying continues after a backoff.
     Down(String),
@@ -175,6 +192,11 @@ impl Bus {
             .set_max_packet_size(opts.max_packet_size, opts.max_packet_size)
             .set_request_channel_capacity(1024)
             .set_inflight(256);
+        if let Some(config) = &opts.tls {
+            mqtt.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                config.clone(),
+            )));
+        }
         if let Some((topic, payload)) = &opts.last_will {
             mqtt.set_last_will(LastWill::new(
                 topic,
@@ -266,6 +288,12 @@ impl Bus {
                 match now {
                     LinkState::Ready => return Ok(()),
                     LinkState::Refused(reason) => return Err(refused(reason)),
+                    LinkState::Untrusted(reason) => {
+                        return Err(BusError::Untrusted {
+                            addr: self.addr.to_string(),
+                            reason,
+                        })
+                    }
                     LinkState::Down(reason) if first_failure_is_final => {
                         return Err(refused(reason))
                     }
@@ -376,10 +404,17 @@ impl Driver {
                         ConnectionError::ConnectionRefused(code) => {
                             LinkState::Refused(format!("{code:?}"))
                         }
+                        ConnectionError::Tls(tls) => match untrusted(tls) {
+                            Some(reason) => LinkState::Untrusted(reason),
+                            None => LinkState::Down(e.to_string()),
+                        },
                         other => LinkState::Down(other.to_string()),
                     };
-                    self.state_tx.send_replace(state);
                     let delay = self.backoff.next_delay();
+                    if let LinkState::Untrusted(reason) = &state {
+                        warn!(client_id = %self.client_id, broker = %self.addr, ?delay, "TLS: {reason}");
+                    }
+                    self.state_tx.send_replace(state);
                     if self.backoff.attempts() <= 1 {
                         info!(client_id = %self.client_id, broker = %self.addr, error = %e, ?delay, "MQTT connection lost; reconnecting");
                     } else {
@@ -432,6 +467,23 @@ impl Driver {
             let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
         }
         self.state_tx.send_replace(LinkState::Closed);
+    }
+}
+
+/// Why a TLS failure is the server's identity, not the network: its
+/// certificate did not verify, or it did not answer in TLS. None for a
+/// network error during the handshake.
+fn untrusted(e: &rumqttc::TlsError) -> Option<String> {
+    use rumqttc::TlsError as E;
+    match e {
+        E::Io(io) => {
+            let rustls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+            Some(tls::describe(rustls))
+        }
+        E::DNSName(_) => Some(format!(
+            "{e}: the host is not a name a certificate can hold"
+        )),
+        _ => None,
     }
 }
 

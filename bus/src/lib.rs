@@ -33,3 +33,7 @@ pub use outbox::Outbox;
 pub use pending::Pending;
 pub use protocol::Correlated;
 pub use rpc::{RpcClient, RpcError};
+
+/// A client's TLS configuration ([`BusOptions::with_tls`]), so that a crate
+/// that only passes one along needs no TLS dependency of its own.
+pub type TlsConfig = std::sync::Arc<rustls::ClientConfig>;

@@ -11,14 +11,30 @@ use std::time::Duration;
 /// Where the platform is and who to be there.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
-    /// The platform broker: the only address a device, an AP or an admin needs.
+    /// The platform broker: the only address a device, an AP or an admin
+    /// needs [default: 127.0.0.1:8883 (TLS); 127.0.0.1:1883 with
+    /// --plaintext or --walkthrough].
+    #[arg(
+        long = "broker",
+        global = true,
+        env = "PLATFORM_BROKER",
+        value_name = "HOST:PORT"
+    )]
+    pub broker_addr: Option<String>,
+    /// The platform's CA certificate: a server must prove with a
+    /// certificate it signed that it is the platform (or its gateway).
     #[arg(
         long,
         global = true,
-        env = "PLATFORM_BROKER",
-        default_value = "127.0.0.1:1883"
+        env = "PLATFORM_CAFILE",
+        value_name = "FILE",
+        default_value = layout::DEFAULT_CA_FILE
     )]
-    pub broker: String,
+    pub cafile: PathBuf,
+    /// Plaintext MQTT, for a platform with `tls.enabled = false`: every
+    /// login and token then crosses the network in the clear.
+    #[arg(long, global = true, env = "PLATFORM_PLAINTEXT")]
+    pub plaintext: bool,
     /// MQTT username to present [default: the program's role].
     #[arg(long, global = true, env = "PLATFORM_USERNAME")]
     pub username: Option<String>,
@@ -54,7 +70,8 @@ pub struct ConnectArgs {
     )]
     pub platform_key_file: PathBuf,
     /// Talk to a platform in walkthrough mode (config/walkthrough.toml):
-    /// plaintext pass_tmp and password, no signatures. Never on a real network.
+    /// plaintext MQTT, plaintext pass_tmp and password, no signatures.
+    /// Never on a real network.
     #[arg(long, global = true, env = "PLATFORM_WALKTHROUGH")]
     pub walkthrough: bool,
 }
@@ -65,6 +82,32 @@ pub const DEFAULT_KEY_FILE: &str = layout::DEFAULT_PUBLIC_KEY_FILE;
 pub const DEFAULT_CREDENTIALS_DIR: &str = layout::DEFAULT_CREDENTIALS_DIR;
 
 impl ConnectArgs {
+    /// The platform broker's address: `--broker`, else the default port
+    /// of the transport.
+    pub fn broker(&self) -> String {
+        self.broker_addr.clone().unwrap_or_else(|| {
+            if self.is_plaintext() {
+                "127.0.0.1:1883"
+            } else {
+                "127.0.0.1:8883"
+            }
+            .to_owned()
+        })
+    }
+
+    /// Whether to talk plaintext MQTT: `--plaintext`, or `--walkthrough`.
+    pub fn is_plaintext(&self) -> bool {
+        self.plaintext || self.walkthrough
+    }
+
+    /// Whom to trust over TLS (the CA in `--cafile`), or None for plaintext.
+    pub fn tls(&self) -> Result<Option<tls::ClientTls>, String> {
+        if self.is_plaintext() {
+            return Ok(None);
+        }
+        client_tls(&self.cafile).map(Some)
+    }
+
     pub fn username_or(&self, role: &str) -> String {
         self.username.clone().unwrap_or_else(|| role.to_owned())
     }
@@ -137,9 +180,25 @@ impl ConnectArgs {
         role: &str,
     ) -> Result<BusOptions, BusError> {
         let password = self.password_for(role).map_err(BusError::Config)?;
-        Ok(BusOptions::new(&self.broker, client_id)?
-            .with_credentials(self.username_or(role), password))
+        let tls = self.tls().map_err(BusError::Config)?;
+        Ok(BusOptions::new(&self.broker(), client_id)?
+            .with_credentials(self.username_or(role), password)
+            .with_tls(tls.map(|t| t.config())))
     }
+}
+
+/// Trusts the CA in `path` (PEM), with an error that says where the file
+/// comes from.
+pub fn client_tls(path: &Path) -> Result<tls::ClientTls, String> {
+    let pem = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read the platform's CA {} ({e}). The platform writes it to DATA_DIR/ca.pem on \
+             first start; pass --cafile FILE, or --plaintext for a platform with \
+             `tls.enabled = false` (--walkthrough for one in walkthrough mode)",
+            path.display()
+        )
+    })?;
+    tls::ClientTls::from_pem(&pem, &path.display().to_string()).map_err(|e| e.to_string())
 }
 
 /// The flags of the admin CLIs (`verifier`, `registry`).

@@ -17,7 +17,7 @@ mod private;
 mod runtime;
 mod signal;
 
-pub use args::{AdminArgs, ConnectArgs, DEFAULT_CREDENTIALS_DIR, DEFAULT_KEY_FILE};
+pub use args::{client_tls, AdminArgs, ConnectArgs, DEFAULT_CREDENTIALS_DIR, DEFAULT_KEY_FILE};
 pub use logging::{init_logging, LogOutput};
 pub use private::private_files;
 pub use runtime::runtime;

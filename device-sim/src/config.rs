@@ -13,6 +13,9 @@ use std::time::Duration;
 pub struct DeviceConfig {
     /// The platform broker, "host:port".
     pub broker: String,
+    /// MQTT over TLS with this configuration (the device's own, so that
+    /// it resumes its sessions); None: plaintext.
+    pub tls: Option<bus::TlsConfig>,
     pub uuid: String,
     pub pass_tmp: String,
     pub ssid: String,
@@ -47,6 +50,7 @@ impl DeviceConfig {
     ) -> Self {
         DeviceConfig {
             broker: broker.into(),
+            tls: None,
             uuid: uuid.into(),
             pass_tmp: pass_tmp.into(),
             ssid: ssid.into(),
@@ -102,6 +106,7 @@ impl DeviceConfig {
     fn link_as(&self, login: LinkLogin) -> LinkConfig {
         LinkConfig {
             broker: self.broker.clone(),
+            tls: self.tls.clone(),
             device_id: self.uuid.clone(),
             login,
             timeout: Duration::from_secs(10),

@@ -23,6 +23,9 @@ pub use crate::stats::{FleetStats, Phase, Progress};
 pub struct FleetConfig {
     /// The platform broker, "host:port".
     pub broker: String,
+    /// Whom the devices trust over TLS; each makes its own configuration
+    /// from it. None: plaintext.
+    pub tls: Option<tls::ClientTls>,
     pub devices: Vec<Identity>,
     /// Device `i` joins `ssids[i % len]`, so a fleet spreads over APs.
     pub ssids: Vec<String>,
@@ -46,6 +49,7 @@ impl FleetConfig {
     pub fn new(broker: impl Into<String>, devices: Vec<Identity>, ssid: impl Into<String>) -> Self {
         FleetConfig {
             broker: broker.into(),
+            tls: None,
             devices,
             ssids: vec![ssid.into()],
             auto_confirm: true,
@@ -108,7 +112,11 @@ pub async fn run(
                 device.username = config.username.clone();
                 device.password = config.password.clone();
                 device.platform_key = config.platform_key;
+                // One configuration per device, for its platform and its
+                // gateway connections alike: its own session cache.
+                device.tls = config.tls.as_ref().map(|t| t.config());
                 let mut home = HomeConfig::new(&config.broker, &identity.uuid);
+                home.tls = device.tls.clone();
                 home.username = config.username.clone();
                 home.password = config.password.clone();
                 if let Some(key) = config.platform_key {

@@ -84,13 +84,21 @@ pub async fn run(opts: Options) -> u8 {
             return USAGE;
         }
     };
+    let tls = match opts.connect.tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return USAGE;
+        }
+    };
     // Fail fast, with one clear line, when the platform is not there.
     if let Err(e) = probe(&opts.connect).await {
         eprintln!("error: {e}");
         return UNREACHABLE;
     }
 
-    let mut config = FleetConfig::new(&opts.connect.broker, devices, "");
+    let mut config = FleetConfig::new(opts.connect.broker(), devices, "");
+    config.tls = tls;
     config.ssids = opts.ssids.clone();
     config.auto_confirm = opts.auto_confirm;
     config.concurrency = opts.concurrency;
@@ -107,7 +115,7 @@ pub async fn run(opts: Options) -> u8 {
     eprintln!(
         "fleet: {} devices on {} via {}; concurrency {}{}; {}",
         config.devices.len(),
-        opts.connect.broker,
+        opts.connect.broker(),
         opts.ssids.join(","),
         config.concurrency,
         opts.rate.map(|r| format!(", {r}/s")).unwrap_or_default(),
@@ -153,11 +161,13 @@ pub async fn run(opts: Options) -> u8 {
 /// no credential; its devices log in as themselves).
 async fn probe(connect: &ConnectArgs) -> Result<(), bus::BusError> {
     let token = CancellationToken::new();
+    let tls = connect.tls().map_err(bus::BusError::Config)?;
     let opts = bus::BusOptions::new(
-        &connect.broker,
+        &connect.broker(),
         format!("fleet-probe-{:016x}", fastrand::u64(..)),
     )?
-    .with_credentials("fleet-probe", "");
+    .with_credentials("fleet-probe", "")
+    .with_tls(tls.map(|t| t.config()));
     let (bus, _inbox) = bus::Bus::connect(opts, Vec::new(), token.clone());
     let result = bus.ready_once(Duration::from_secs(5)).await;
     token.cancel();

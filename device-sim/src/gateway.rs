@@ -25,6 +25,10 @@ use tracing::{debug, warn};
 pub struct HomeConfig {
     /// The registry's address: the platform broker, "host:port".
     pub registry: String,
+    /// MQTT over TLS, to the registry and the gateways, with this
+    /// configuration (the device's own, so that it resumes its sessions);
+    /// None: plaintext.
+    pub tls: Option<bus::TlsConfig>,
     pub device_id: String,
     /// How long to wait for the registry's answer before asking again.
     pub query_timeout: Duration,
@@ -68,6 +72,7 @@ impl HomeConfig {
     pub fn new(registry: impl Into<String>, device_id: impl Into<String>) -> Self {
         HomeConfig {
             registry: registry.into(),
+            tls: None,
             device_id: device_id.into(),
             query_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(3),
@@ -102,6 +107,7 @@ impl HomeConfig {
     pub fn link(&self) -> LinkConfig {
         LinkConfig {
             broker: self.registry.clone(),
+            tls: self.tls.clone(),
             device_id: self.device_id.clone(),
             login: match &self.login {
                 Some(login) => LinkLogin::Key(login.clone()),
@@ -424,7 +430,8 @@ async fn connect(
     };
     let mut opts = BusOptions::new(address, &config.device_id)
         .map_err(|e| e.to_string())?
-        .with_credentials(username, password);
+        .with_credentials(username, password)
+        .with_tls(config.tls.clone());
     opts.last_will = Some((
         topics::device_presence(&config.device_id),
         protocol::encode(&Presence { online: false }),

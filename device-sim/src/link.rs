@@ -21,6 +21,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub struct LinkConfig {
     /// The platform broker, "host:port".
     pub broker: String,
+    /// MQTT over TLS with this configuration; None: plaintext.
+    pub tls: Option<bus::TlsConfig>,
     /// The device's id: its UUID.
     pub device_id: String,
     pub login: LinkLogin,
@@ -47,7 +49,8 @@ impl PlatformLink {
     ) -> Result<PlatformLink, DeviceError> {
         let opts = config
             .login
-            .apply(BusOptions::new(&config.broker, &config.device_id)?);
+            .apply(BusOptions::new(&config.broker, &config.device_id)?)
+            .with_tls(config.tls.clone());
         let link = shutdown.child_token();
         let close = link.clone().drop_guard();
         let onboarding_only = matches!(config.login, LinkLogin::Onboarding);

@@ -111,7 +111,14 @@ async fn home(
     link: Option<PlatformLink>,
     shutdown: &CancellationToken,
 ) -> u8 {
-    let mut config = HomeConfig::new(&cli.connect.broker, uuid);
+    let mut config = HomeConfig::new(cli.connect.broker(), uuid);
+    config.tls = match cli.connect.tls() {
+        Ok(tls) => tls.map(|t| t.config()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     config.username = cli.connect.username_or("device");
     config.password = cli.connect.mqtt_password.clone();
     match cli.connect.platform_key() {
@@ -242,7 +249,14 @@ async fn onboard(
         eprintln!("error: --pass-tmp and --ssid are needed for Wi-Fi onboarding");
         return (2, None);
     };
-    let mut config = DeviceConfig::new(&cli.connect.broker, uuid, pass_tmp, ssid);
+    let mut config = DeviceConfig::new(cli.connect.broker(), uuid, pass_tmp, ssid);
+    config.tls = match cli.connect.tls() {
+        Ok(tls) => tls.map(|t| t.config()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return (2, None);
+        }
+    };
     config.device_key = device_key.clone();
     config.auto_confirm = cli.auto_confirm;
     config.answer_timeout = Duration::from_secs(cli.answer_timeout);

@@ -64,6 +64,43 @@ struct BrokerLabel {
     broker: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabel {
+    broker: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeFailureLabel {
+    broker: String,
+    reason: &'static str,
+}
+
+/// Why a TLS handshake failed, as `platform_tls_handshake_failures_total`
+/// labels it (`tls::HandshakeFailure::label`).
+pub const HANDSHAKE_FAILURE_REASONS: [&str; 5] = ["timeout", "not_tls", "alert", "closed", "error"];
+
+/// The TLS counters of one embedded broker's listener
+/// ([`Metrics::broker_tls`]). A default one counts into nothing anybody
+/// serves.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerTls {
+    /// Handshakes that authenticated the server with its certificate.
+    pub full: Counter,
+    /// Handshakes that resumed an earlier session (a ticket).
+    pub resumed: Counter,
+    failures: [Counter; 5],
+}
+
+impl BrokerTls {
+    /// A handshake failed for `reason`, one of [`HANDSHAKE_FAILURE_REASONS`].
+    pub fn failed(&self, reason: &str) {
+        if let Some(i) = HANDSHAKE_FAILURE_REASONS.iter().position(|r| *r == reason) {
+            self.failures[i].inc();
+        }
+    }
+}
+
 /// One embedded broker's counts of subscribers it disconnected because
 /// they fell behind the head of a commit log ([`Metrics::broker_lag`]).
 /// A default one counts into nothing anybody serves.
@@ -114,6 +151,8 @@ struct Inner {
     store_flush: HistogramFamily<StoreLabel>,
     lagged_disconnects: Family<BrokerLabel, Counter>,
     lagged_messages: Family<BrokerLabel, Counter>,
+    handshakes: Family<HandshakeLabel, Counter>,
+    handshake_failures: Family<HandshakeFailureLabel, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -208,6 +247,19 @@ impl Metrics {
             lagged_messages.clone(),
         );
 
+        let handshakes = Family::<HandshakeLabel, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes an embedded broker completed, by broker and kind (full: the server's certificate; resumed: a session ticket)",
+            handshakes.clone(),
+        );
+        let handshake_failures = Family::<HandshakeFailureLabel, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes an embedded broker's listener failed, by broker and reason (timeout, not_tls, alert, closed, error)",
+            handshake_failures.clone(),
+        );
+
         // Series with known label values exist from the start, at 0.
         for outcome in std::iter::once(AccessOutcome::Granted)
             .chain(AccessErrorCode::ALL.map(AccessOutcome::Refused))
@@ -246,6 +298,8 @@ impl Metrics {
                 store_flush,
                 lagged_disconnects,
                 lagged_messages,
+                handshakes,
+                handshake_failures,
             }),
         }
     }
@@ -259,6 +313,33 @@ impl Metrics {
         BrokerLag {
             disconnects: self.inner.lagged_disconnects.get_or_create_owned(&label),
             messages: self.inner.lagged_messages.get_or_create_owned(&label),
+        }
+    }
+
+    /// The TLS counters of embedded broker `broker`, created at 0.
+    pub fn broker_tls(&self, broker: &str) -> BrokerTls {
+        let handshake = |kind| HandshakeLabel {
+            broker: broker.to_owned(),
+            kind,
+        };
+        let failure = |reason| {
+            self.inner
+                .handshake_failures
+                .get_or_create_owned(&HandshakeFailureLabel {
+                    broker: broker.to_owned(),
+                    reason,
+                })
+        };
+        BrokerTls {
+            full: self
+                .inner
+                .handshakes
+                .get_or_create_owned(&handshake("full")),
+            resumed: self
+                .inner
+                .handshakes
+                .get_or_create_owned(&handshake("resumed")),
+            failures: HANDSHAKE_FAILURE_REASONS.map(failure),
         }
     }
 

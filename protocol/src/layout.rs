@@ -21,6 +21,24 @@ pub const DEFAULT_PUBLIC_KEY_FILE: &str = "data/platform.key.pub";
 /// The bootstrap credentials of a platform with the default data dir.
 pub const DEFAULT_CREDENTIALS_DIR: &str = "data/credentials";
 
+/// The platform's CA certificate, relative to its data dir: what every
+/// client trusts, and why it knows it reached the platform.
+pub const CA_FILE: &str = "ca.pem";
+/// The CA's private key, relative to the data dir.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// The CA certificate of a platform with the default data dir.
+pub const DEFAULT_CA_FILE: &str = "data/ca.pem";
+
+/// The CA certificate of the platform on `data_dir`.
+pub fn ca_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(CA_FILE)
+}
+
+/// The CA's private key on `data_dir`.
+pub fn ca_key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(CA_KEY_FILE)
+}
+
 /// The bootstrap credentials' folder of the platform on `data_dir`.
 pub fn credentials_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(CREDENTIALS_DIR)
@@ -36,6 +54,21 @@ pub fn token_file(credentials_dir: &Path, role: &str) -> PathBuf {
 /// (a bootstrap AP) or an admin wrote it there: `credentials/ap/ID.token`.
 pub fn ap_token_file(credentials_dir: &Path, ap_id: &str) -> PathBuf {
     credentials_dir.join("ap").join(format!("{ap_id}.token"))
+}
+
+/// Where the certificate chain gateway `gateway_id` serves is kept, when
+/// `registry gateway add` wrote it: `credentials/gateway/ID.crt`.
+pub fn gateway_cert_file(credentials_dir: &Path, gateway_id: &str) -> PathBuf {
+    credentials_dir
+        .join("gateway")
+        .join(format!("{gateway_id}.crt"))
+}
+
+/// The key of [`gateway_cert_file`]: `credentials/gateway/ID.key`.
+pub fn gateway_key_file(credentials_dir: &Path, gateway_id: &str) -> PathBuf {
+    credentials_dir
+        .join("gateway")
+        .join(format!("{gateway_id}.key"))
 }
 
 /// Where the credential of gateway `gateway_id` is kept:
@@ -73,6 +106,7 @@ mod tests {
         assert_eq!(data, Path::new("data"));
         assert_eq!(credentials_dir(&data), Path::new(DEFAULT_CREDENTIALS_DIR));
         assert_eq!(public_key_file(&data), Path::new(DEFAULT_PUBLIC_KEY_FILE));
+        assert_eq!(ca_file(&data), Path::new(DEFAULT_CA_FILE));
         assert_eq!(
             token_file(Path::new(DEFAULT_CREDENTIALS_DIR), "admin"),
             Path::new("data/credentials/admin.token")

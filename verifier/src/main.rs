@@ -75,7 +75,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let shutdown = CancellationToken::new();
             tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
             let mut config =
-                VerifierConfig::new(&cli.admin.connect.broker, data_dir.join("verifier"));
+                VerifierConfig::new(cli.admin.connect.broker(), data_dir.join("verifier"));
+            config.tls = cli
+                .admin
+                .connect
+                .tls()
+                .map_err(anyhow::Error::msg)?
+                .map(|t| t.config());
             config.username = cli.admin.connect.username_or("verifier");
             config.password = cli.admin.connect.mqtt_password.clone();
             verifier::run(config, shutdown).await?;

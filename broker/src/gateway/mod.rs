@@ -12,7 +12,7 @@ mod agent;
 mod presence;
 
 use crate::config::{BrokerSettings, GatewaySection};
-use crate::embedded::{BrokerError, EmbeddedBroker};
+use crate::embedded::{BrokerError, EmbeddedBroker, ListenerTls};
 use admitted::Assigned;
 use agent::Agent;
 use bus::{Bus, BusError, BusOptions};
@@ -54,17 +54,27 @@ pub struct GatewaySecurity {
     pub login: (String, String),
     /// Secure mode: the platform's public key.
     pub platform_key: Option<PlatformPublicKey>,
+    /// TLS to the platform broker: whom to trust there. None: plaintext.
+    pub platform_tls: Option<tls::ClientTls>,
 }
 
-/// Starts the gateway broker and its agent; returns once the agent is
-/// connected to both brokers. The broker's lagging subscribers are counted
-/// in `lag`.
+/// What the gateway's listener serves, and where it counts.
+#[derive(Debug, Clone, Default)]
+pub struct Served {
+    /// Subscribers its broker disconnects for falling behind.
+    pub lag: metrics::BrokerLag,
+    /// TLS on its listener; None: plaintext.
+    pub tls: Option<ListenerTls>,
+}
+
+/// Starts the gateway broker, serving as `served` says, and its agent;
+/// returns once the agent is connected to both brokers.
 pub async fn start(
     section: &GatewaySection,
     settings: &BrokerSettings,
     platform: &str,
     security: &GatewaySecurity,
-    lag: metrics::BrokerLag,
+    served: Served,
     shutdown: CancellationToken,
 ) -> Result<Gateway, GatewayError> {
     let id = section.id.clone();
@@ -77,7 +87,8 @@ pub async fn start(
         &format!("gateway-{id}"),
         &gw_settings,
         assigned.clone(),
-        lag,
+        served.lag,
+        served.tls,
     )
     .map_err(|source| GatewayError::Broker {
         id: id.clone(),
@@ -97,7 +108,8 @@ pub async fn start(
     };
     let mut up_opts = BusOptions::new(platform, format!("gateway.{id}"))
         .map_err(bus_err)?
-        .with_credentials(security.login.0.clone(), security.login.1.clone());
+        .with_credentials(security.login.0.clone(), security.login.1.clone())
+        .with_tls(security.platform_tls.as_ref().map(|t| t.config()));
     up_opts.last_will = Some((
         topics::gateway_status(&id),
         protocol::encode(&status(false)),
@@ -105,7 +117,8 @@ pub async fn start(
     let (user, password) = broker.internal_login();
     let local_opts = BusOptions::new(&broker.addr().to_string(), GATEWAY_AGENT_CLIENT_ID)
         .map_err(bus_err)?
-        .with_credentials(user, password);
+        .with_credentials(user, password)
+        .with_tls(broker.internal_tls().map(|t| t.config()));
     let ready = Some(Duration::from_secs(10));
     let local_link = CancellationToken::new();
     let (local, local_inbox) = Bus::connect_ready(

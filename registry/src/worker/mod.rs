@@ -35,6 +35,8 @@ use tracing::info;
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
     pub broker: String,
+    /// MQTT over TLS with this configuration; None: plaintext.
+    pub tls: Option<bus::TlsConfig>,
     pub client_id: String,
     pub username: String,
     pub password: String,
@@ -70,6 +72,7 @@ impl RegistryConfig {
     pub fn new(broker: impl Into<String>, db_dir: impl Into<PathBuf>) -> Self {
         RegistryConfig {
             broker: broker.into(),
+            tls: None,
             client_id: "registry".into(),
             username: "registry".into(),
             password: String::new(),
@@ -155,7 +158,8 @@ async fn spawn<S: RegistryStore>(
     info!(db = %config.db_dir.display(), devices, gateways = gateways.len(), policy = ?config.policy, "registry store open");
 
     let opts = BusOptions::new(&config.broker, &config.client_id)?
-        .with_credentials(&config.username, &config.password);
+        .with_credentials(&config.username, &config.password)
+        .with_tls(config.tls.clone());
     let link = CancellationToken::new();
     let filters = vec![
         topics::REGISTRY_QUERY.into(),

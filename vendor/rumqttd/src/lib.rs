@@ -134,6 +134,23 @@ pub type AclHandler = Arc<dyn Fn(&str, &str, &AclRequest) -> bool + Send + Sync>
 /// it must not block.
 pub type DisconnectHandler = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// PATCH(platform): what an accepted socket becomes before MQTT is read
+/// from it (a TLS handshake, say), asked with the socket and its peer's
+/// address in the connection's own task, so that a slow or failed
+/// handshake holds up no other accept. `None` drops the connection: the
+/// handler has logged and counted why, and must bound its own time.
+pub type AcceptHandler = Arc<
+    dyn Fn(
+            tokio::net::TcpStream,
+            SocketAddr,
+        ) -> Pin<Box<dyn std::future::Future<Output = Option<Box<dyn N>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// PATCH(platform): the stream an [`AcceptHandler`] hands back.
+pub use link::network::N;
+
 /// PATCH(platform): called with (client id, filter, messages skipped)
 /// when the router disconnects a subscriber that fell behind the head of
 /// a commit log: the messages it had not read were dropped with their
@@ -258,6 +275,10 @@ pub struct ConnectionSettings {
     /// PATCH(platform): see [`DisconnectHandler`].
     #[serde(skip)]
     pub on_disconnect: Option<DisconnectHandler>,
+    /// PATCH(platform): see [`AcceptHandler`]. None reads MQTT from the
+    /// socket itself (or through `tls`, upstream's file-based TLS).
+    #[serde(skip)]
+    pub on_accept: Option<AcceptHandler>,
 }
 
 impl ConnectionSettings {
@@ -311,6 +332,7 @@ impl fmt::Debug for ConnectionSettings {
             // like external_auth.
             .field("acl", &self.acl.is_some())
             .field("on_disconnect", &self.on_disconnect.is_some())
+            .field("on_accept", &self.on_accept.is_some())
             .finish()
     }
 }

@@ -40,6 +40,8 @@ use tracing::info;
 pub struct VerifierConfig {
     /// The platform broker, "host:port".
     pub broker: String,
+    /// MQTT over TLS with this configuration; None: plaintext.
+    pub tls: Option<bus::TlsConfig>,
     pub client_id: String,
     pub username: String,
     pub password: String,
@@ -73,6 +75,7 @@ impl VerifierConfig {
     pub fn new(broker: impl Into<String>, db_dir: impl Into<PathBuf>) -> Self {
         VerifierConfig {
             broker: broker.into(),
+            tls: None,
             client_id: "verifier".into(),
             username: "verifier".into(),
             password: String::new(),
@@ -138,7 +141,8 @@ pub async fn start(
     }
 
     let opts = BusOptions::new(&config.broker, &config.client_id)?
-        .with_credentials(&config.username, &config.password);
+        .with_credentials(&config.username, &config.password)
+        .with_tls(config.tls.clone());
     // The connection outlives `shutdown` by as long as it takes to answer
     // the admin requests already queued.
     let link = CancellationToken::new();

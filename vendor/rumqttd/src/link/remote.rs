@@ -424,10 +424,11 @@ mod tests {
             auth: None,
             external_auth: None,
             dynamic_filters: false,
-            // PATCH(platform): the fields the ACL and the disconnect hook
-            // added; these tests use neither.
+            // PATCH(platform): the fields the ACL, the disconnect hook and
+            // the accept hook added; these tests use none of them.
             acl: None,
             on_disconnect: None,
+            on_accept: None,
         }
     }
 

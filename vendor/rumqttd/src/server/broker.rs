@@ -408,6 +408,34 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 warn!(error=?e, "Unable to set TCP_NODELAY");
             }
 
+            // PATCH(platform): the accept hook (a TLS handshake) runs in
+            // the connection's own task: awaited here, one client that
+            // connects and sends nothing would stall every accept.
+            if let Some(on_accept) = config.on_accept.clone() {
+                let config = config.clone();
+                let router_tx = self.router_tx.clone();
+                let protocol = self.protocol.clone();
+                let will_handlers = self.awaiting_will_handler.clone();
+                count += 1;
+                task::spawn(
+                    async move {
+                        if let Some(network) = on_accept(stream, addr).await {
+                            remote(config, None, router_tx, network, protocol, will_handlers)
+                                .await
+                        }
+                    }
+                    .instrument(tracing::error_span!(
+                        "remote_link",
+                        client_id = field::Empty,
+                        connection_id = field::Empty,
+                    )),
+                );
+                if !delay.is_zero() {
+                    time::sleep(delay).await;
+                }
+                continue;
+            }
+
             let (network, tenant_id) = match self.tls_accept(stream).await {
                 Ok(o) => o,
                 Err(e) => {

@@ -1,0 +1,231 @@
+//! A client's side: whom it trusts, and what to say when a server does not
+//! prove who it is.
+
+use crate::{provider, TlsError};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use std::sync::Arc;
+
+/// TLS sessions a client keeps to resume: one per server it reconnects to
+/// is what matters, and a device talks to the registry's broker and to
+/// one gateway at a time.
+const RESUMABLE_SESSIONS: usize = 8;
+
+/// Whom a client trusts: the platform's CA (what every client outside the
+/// platform process uses), or exactly one server certificate (the
+/// platform's own clients of its own listeners, whatever names the
+/// certificate holds, an operator's own included).
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    template: Arc<ClientConfig>,
+}
+
+impl ClientTls {
+    /// Trusts the certificates in `pem` (a CA file), read from `origin`.
+    pub fn from_pem(pem: &[u8], origin: &str) -> Result<Self, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in certs(pem, origin)? {
+            roots.add(cert).map_err(|source| TlsError::Rustls {
+                origin: origin.to_owned(),
+                source,
+            })?;
+        }
+        let config = builder(origin)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(ClientTls {
+            template: Arc::new(config),
+        })
+    }
+
+    /// Trusts exactly the first certificate of `chain_pem`, under any name.
+    pub fn pinned(chain_pem: &str) -> Result<Self, TlsError> {
+        let origin = "the served certificate";
+        let leaf = certs(chain_pem.as_bytes(), origin)?.swap_remove(0);
+        let pinned = Arc::new(Pinned {
+            leaf,
+            provider: provider(),
+        });
+        let config = builder(origin)?
+            .dangerous()
+            .with_custom_certificate_verifier(pinned)
+            .with_no_client_auth();
+        Ok(ClientTls {
+            template: Arc::new(config),
+        })
+    }
+
+    /// A configuration for one client, with a session cache of its own: a
+    /// device that reconnects resumes its own session. Make one per
+    /// client identity and keep it across that client's reconnects.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        let mut config = ClientConfig::clone(&self.template);
+        config.resumption = Resumption::in_memory_sessions(RESUMABLE_SESSIONS);
+        Arc::new(config)
+    }
+}
+
+/// A blocking client session to the server at `ip`, for a
+/// `rustls::Stream` over a std socket (a startup probe).
+pub fn blocking_session(
+    tls: &ClientTls,
+    ip: std::net::IpAddr,
+) -> Result<rustls::ClientConnection, TlsError> {
+    rustls::ClientConnection::new(tls.config(), ServerName::IpAddress(ip.into())).map_err(
+        |source| TlsError::Rustls {
+            origin: format!("a session to {ip}"),
+            source,
+        },
+    )
+}
+
+fn builder(
+    origin: &str,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, TlsError> {
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls {
+            origin: origin.to_owned(),
+            source,
+        })
+}
+
+/// Every certificate in `pem`; at least one.
+pub(crate) fn certs(pem: &[u8], origin: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            origin: origin.to_owned(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            origin: origin.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Checks that `chain_pem` (a server's certificate, then its
+/// intermediates) is valid for `name` under the CA `ca_pem`, as a client
+/// would check it.
+pub fn verify_chain(ca_pem: &str, chain_pem: &str, name: &str) -> Result<(), TlsError> {
+    let rustls_err = |source| TlsError::Rustls {
+        origin: format!("the certificate for {name}"),
+        source,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in certs(ca_pem.as_bytes(), "the CA")? {
+        roots.add(cert).map_err(rustls_err)?;
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| rustls_err(rustls::Error::General(e.to_string())))?;
+    let chain = certs(chain_pem.as_bytes(), "the certificate chain")?;
+    let server_name =
+        ServerName::try_from(name.to_owned()).map_err(|_| TlsError::BadName(name.to_owned()))?;
+    verifier
+        .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], UnixTime::now())
+        .map(|_| ())
+        .map_err(rustls_err)
+}
+
+/// What went wrong, for a person, if `err` (or what caused it) is a TLS
+/// failure: the server's certificate did not verify, or it does not speak
+/// TLS. None for other errors (a refused or lost connection).
+pub fn describe_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let rustls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls) = rustls {
+            return Some(describe(rustls));
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// What a rustls failure means, for a person: it completes "the server
+/// did not prove who it is: …".
+pub fn describe(e: &rustls::Error) -> String {
+    use rustls::{CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(C::UnknownIssuer) => "its certificate is not signed by a CA this client trusts (the platform's is DATA_DIR/ca.pem: pass it with --cafile)".into(),
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => "its certificate does not name the host connected to (add the name to the platform's `tls.names`, or connect by a name the certificate holds)".into(),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "its certificate has expired (a platform restart renews its certificates; or check this machine's clock)".into(),
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "its certificate is not valid yet (check this machine's clock)".into(),
+        E::InvalidCertificate(other) => format!("its certificate is not valid: {other:?}"),
+        E::InvalidMessage(_) => "it did not answer in TLS (a plaintext listener? then connect with --plaintext)".into(),
+        E::AlertReceived(alert) => format!("it ended the TLS handshake: {alert:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// Trusts one certificate: the platform's own clients of its own
+/// listeners know exactly which certificate those serve.
+#[derive(Debug)]
+struct Pinned {
+    leaf: CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

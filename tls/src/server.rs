@@ -1,0 +1,350 @@
+//! A listener's side: its configuration, and the handshake every accepted
+//! connection goes through before MQTT is read from it.
+
+use crate::client::certs;
+use crate::{provider, TlsError};
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache};
+use rustls::ServerConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// Sessions a listener keeps for clients that resume without a ticket
+/// (TLS 1.2 session ids); tickets need no server memory at all.
+const SESSION_CACHE: usize = 1024;
+
+/// What a listener serves: its certificate chain and key.
+#[derive(Clone)]
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+    chain_pem: String,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls { … }")
+    }
+}
+
+impl ServerTls {
+    /// Serves `chain_pem` (the server's certificate first) with `key_pem`,
+    /// both read from `origin`. Session tickets come from `tickets`: share
+    /// one among listeners that may resume each other's sessions.
+    pub fn new(
+        chain_pem: &str,
+        key_pem: &str,
+        origin: &str,
+        tickets: Arc<dyn ProducesTickets>,
+    ) -> Result<Self, TlsError> {
+        let rustls_err = |source| TlsError::Rustls {
+            origin: origin.to_owned(),
+            source,
+        };
+        let chain = certs(chain_pem.as_bytes(), origin)?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .map_err(|source| TlsError::Pem {
+                origin: origin.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| TlsError::NoKey {
+                origin: origin.to_owned(),
+            })?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(rustls_err)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(rustls_err)?;
+        config.ticketer = tickets;
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+        // One is enough: a client spends one ticket per reconnect, and
+        // gets a new one each time.
+        config.send_tls13_tickets = 1;
+        Ok(ServerTls {
+            config: Arc::new(config),
+            chain_pem: chain_pem.to_owned(),
+        })
+    }
+
+    /// Session tickets with keys of their own (ChaCha20-Poly1305, rotated
+    /// every 6 hours), for [`ServerTls::new`].
+    pub fn tickets() -> Result<Arc<dyn ProducesTickets>, TlsError> {
+        rustls::crypto::ring::Ticketer::new().map_err(|source| TlsError::Rustls {
+            origin: "session tickets".into(),
+            source,
+        })
+    }
+
+    /// The chain served, PEM: what the platform's own clients pin.
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    /// Handshakes that must finish within `timeout`.
+    pub fn acceptor(&self, timeout: Duration) -> Acceptor {
+        Acceptor {
+            acceptor: TlsAcceptor::from(self.config.clone()),
+            timeout,
+        }
+    }
+}
+
+/// Why a handshake failed, as a metric label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client did not finish in time (it may have sent nothing).
+    Timeout,
+    /// The client sent something that is not TLS (plaintext MQTT, say).
+    NotTls,
+    /// The client ended the handshake with an alert, typically because it
+    /// does not trust the server's certificate.
+    Alert,
+    /// The client closed the connection before the handshake ended.
+    Closed,
+    /// Anything else rustls refused.
+    Error,
+}
+
+impl HandshakeFailure {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::Alert => "alert",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::Error => "error",
+        }
+    }
+}
+
+/// Runs the server's handshake on accepted connections.
+#[derive(Clone)]
+pub struct Acceptor {
+    acceptor: TlsAcceptor,
+    timeout: Duration,
+}
+
+impl Acceptor {
+    /// The handshake on an accepted connection, and whether it resumed an
+    /// earlier session; on failure, why, with a reason for the log.
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<(TlsStream<TcpStream>, bool), (HandshakeFailure, String)> {
+        let handshake = async {
+            // A TLS connection starts with a handshake record (0x16).
+            // Anything else is answered with nothing and closed, and says
+            // what it was: most often a plaintext MQTT client.
+            let mut first = [0u8; 1];
+            match tcp.peek(&mut first).await {
+                Ok(0) => {
+                    return Err((
+                        HandshakeFailure::Closed,
+                        "closed before the handshake".into(),
+                    ))
+                }
+                Ok(_) if first[0] != 0x16 => {
+                    let what = if first[0] >> 4 == 1 {
+                        "plaintext MQTT (a CONNECT) on a TLS listener".to_owned()
+                    } else {
+                        format!("not TLS (first byte 0x{:02x})", first[0])
+                    };
+                    return Err((HandshakeFailure::NotTls, what));
+                }
+                Ok(_) => {}
+                Err(e) => return Err((HandshakeFailure::Closed, e.to_string())),
+            }
+            let stream = self.acceptor.accept(tcp).await.map_err(classify)?;
+            let resumed =
+                stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            Ok((stream, resumed))
+        };
+        match tokio::time::timeout(self.timeout, handshake).await {
+            Ok(result) => result,
+            Err(_) => Err((
+                HandshakeFailure::Timeout,
+                format!("no handshake within {:?}", self.timeout),
+            )),
+        }
+    }
+}
+
+fn classify(e: std::io::Error) -> (HandshakeFailure, String) {
+    let rustls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls {
+        Some(rustls::Error::AlertReceived(alert)) => (
+            HandshakeFailure::Alert,
+            format!(
+                "the client ended the handshake: {alert:?} (does it trust this platform's CA?)"
+            ),
+        ),
+        Some(other) => (HandshakeFailure::Error, other.to_string()),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => (
+            HandshakeFailure::Closed,
+            "closed during the handshake".into(),
+        ),
+        None => (HandshakeFailure::Closed, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{describe_failure, Ca, ClientTls};
+    use rustls::pki_types::ServerName;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A listener that answers every handshake's outcome on a channel.
+    async fn listener(
+        tls: &ServerTls,
+    ) -> (
+        SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<Result<(), HandshakeFailure>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.acceptor(Duration::from_millis(300));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match acceptor.accept(tcp).await {
+                        Ok((mut stream, _)) => {
+                            let mut buf = [0u8; 4];
+                            if stream.read_exact(&mut buf).await.is_ok() {
+                                let _ = stream.write_all(&buf).await;
+                                let _ = stream.flush().await;
+                            }
+                            let _ = tx.send(Ok(()));
+                        }
+                        Err((kind, _)) => {
+                            let _ = tx.send(Err(kind));
+                        }
+                    }
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    fn served(ca: &Ca) -> ServerTls {
+        let issued = ca.issue_server(&["127.0.0.1".into()]).unwrap();
+        ServerTls::new(
+            &issued.chain_pem,
+            &issued.key_pem,
+            "test",
+            ServerTls::tickets().unwrap(),
+        )
+        .unwrap()
+    }
+
+    async fn connect(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        stream.write_all(b"ping").await?;
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).await?;
+        assert_eq!(&buf, b"ping");
+        Ok(stream)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_trusts_the_ca_connects_and_resumes() {
+        let ca = Ca::generate("test CA").unwrap();
+        let tls = served(&ca);
+        let (addr, mut outcomes) = listener(&tls).await;
+        let client = ClientTls::from_pem(ca.cert_pem().as_bytes(), "ca.pem").unwrap();
+        let config = client.config();
+        let first = connect(addr, config.clone()).await.unwrap();
+        assert_eq!(
+            first.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full)
+        );
+        drop(first);
+        let second = connect(addr, config).await.unwrap();
+        assert_eq!(
+            second.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed),
+            "a reconnect with the same configuration resumes"
+        );
+        // Another client (its own configuration) has nothing to resume.
+        let other = connect(addr, client.config()).await.unwrap();
+        assert_eq!(
+            other.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full)
+        );
+        for _ in 0..3 {
+            assert_eq!(outcomes.recv().await, Some(Ok(())));
+        }
+        // The platform's own clients pin the served certificate.
+        let pinned = ClientTls::pinned(tls.chain_pem()).unwrap();
+        connect(addr, pinned.config()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_the_client_does_not_trust_is_named_and_the_server_counts_the_alert() {
+        let ca = Ca::generate("test CA").unwrap();
+        let (addr, mut outcomes) = listener(&served(&ca)).await;
+        let stranger = Ca::generate("another CA").unwrap();
+        let client = ClientTls::from_pem(stranger.cert_pem().as_bytes(), "ca.pem").unwrap();
+        let err = connect(addr, client.config()).await.unwrap_err();
+        let reason = describe_failure(&err).expect("a TLS failure");
+        assert!(
+            reason.contains("not signed by a CA this client trusts"),
+            "{reason}"
+        );
+        assert_eq!(outcomes.recv().await, Some(Err(HandshakeFailure::Alert)));
+        let pinned = ClientTls::pinned(&served(&ca).chain_pem).unwrap();
+        assert!(
+            connect(addr, pinned.config()).await.is_err(),
+            "pinned to another certificate"
+        );
+    }
+
+    #[tokio::test]
+    async fn plaintext_silence_and_garbage_are_refused_and_the_listener_goes_on() {
+        let ca = Ca::generate("test CA").unwrap();
+        let (addr, mut outcomes) = listener(&served(&ca)).await;
+        // A plaintext MQTT CONNECT gets nothing back, and the connection closes.
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30, 0, 0])
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        // Closed unread, the socket may be reset rather than shut.
+        if tcp.read_to_end(&mut rest).await.is_ok() {
+            assert!(rest.is_empty(), "answered {rest:?}");
+        }
+        assert_eq!(outcomes.recv().await, Some(Err(HandshakeFailure::NotTls)));
+        // A client that connects and sends nothing is timed out.
+        let silent = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(outcomes.recv().await, Some(Err(HandshakeFailure::Timeout)));
+        drop(silent);
+        // A handshake record that is garbage.
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&[0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5])
+            .await
+            .unwrap();
+        assert_eq!(outcomes.recv().await, Some(Err(HandshakeFailure::Error)));
+        // The listener still serves.
+        let client = ClientTls::from_pem(ca.cert_pem().as_bytes(), "ca.pem").unwrap();
+        connect(addr, client.config()).await.unwrap();
+        assert_eq!(outcomes.recv().await, Some(Ok(())));
+    }
+}
