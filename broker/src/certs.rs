@@ -88,6 +88,20 @@ impl PlatformTls {
         }
     }
 
+    /// Issues a registering gateway's certificate from its request, for
+    /// its address's host and `tls.names`; None when the operator serves
+    /// their own certificate (the platform then has no CA to sign with).
+    pub fn gateway_signer(&self) -> Option<registry::CertificateSigner> {
+        let ca = self.ca()?.clone();
+        let names = self.names.clone();
+        Some(registry::CertificateSigner(Arc::new(
+            move |request, host| {
+                let names = certificate_names(&[host.to_owned()], &names);
+                ca.sign_request(request, &names).map_err(|e| e.to_string())
+            },
+        )))
+    }
+
     /// What a listener serves: a certificate for `hosts` (its own
     /// address, a gateway's advertised host) and `tls.names`, counted in
     /// `counters`.

@@ -210,6 +210,7 @@ impl Platform {
         if config.registry.enabled && !opts.broker_only {
             let mut rc = RegistryConfig::new(broker.addr().to_string(), data_dir.join("registry"));
             rc.tls = internal_tls();
+            rc.certificates = platform_tls.as_ref().and_then(PlatformTls::gateway_signer);
             rc.registration_required = secure;
             rc.logins = gateway_logins.clone();
             rc.bootstrap_gateways = gateway_sections

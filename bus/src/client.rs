@@ -15,8 +15,13 @@ use tracing::{debug, info, warn};
 pub enum BusError {
     #[error("invalid broker address {0:?}: expected HOST:PORT")]
     InvalidAddress(String),
-    #[error("no connection to the broker at {addr} within {timeout:?}")]
-    Timeout { addr: String, timeout: Duration },
+    #[error("no connection to the broker at {addr} within {timeout:?}{}", last.as_ref().map(|l| format!(" (last attempt: {l})")).unwrap_or_default())]
+    Timeout {
+        addr: String,
+        timeout: Duration,
+        /// Why the last attempt failed, if one did.
+        last: Option<String>,
+    },
     #[error("the broker at {addr} refused the connection: {reason}")]
     Refused { addr: String, reason: String },
     #[error("the broker at {addr} did not prove who it is: {reason}")]
@@ -282,9 +287,13 @@ impl Bus {
             addr: self.addr.to_string(),
             reason,
         };
+        let mut last = None;
         let wait = async {
             loop {
                 let now = state.borrow_and_update().clone();
+                if let LinkState::Down(reason) = &now {
+                    last = Some(reason.clone());
+                }
                 match now {
                     LinkState::Ready => return Ok(()),
                     LinkState::Refused(reason) => return Err(refused(reason)),
@@ -303,12 +312,12 @@ impl Bus {
                 state.changed().await.map_err(|_| BusError::Closed)?;
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| BusError::Timeout {
-                addr: self.addr.to_string(),
-                timeout,
-            })?
+        let result = tokio::time::timeout(timeout, wait).await;
+        result.map_err(|_| BusError::Timeout {
+            addr: self.addr.to_string(),
+            timeout,
+            last: last.map(|reason| hint(&reason)),
+        })?
     }
 
     /// Waits, at most `timeout`, until the link is [`LinkState::Closed`]
@@ -411,8 +420,12 @@ impl Driver {
                         other => LinkState::Down(other.to_string()),
                     };
                     let delay = self.backoff.next_delay();
+                    // The first is the caller's to report (`ready` fails
+                    // with it); a link that keeps trying says so each time.
                     if let LinkState::Untrusted(reason) = &state {
-                        warn!(client_id = %self.client_id, broker = %self.addr, ?delay, "TLS: {reason}");
+                        if self.backoff.attempts() > 1 {
+                            warn!(client_id = %self.client_id, broker = %self.addr, ?delay, "TLS: the broker did not prove who it is: {reason}");
+                        }
                     }
                     self.state_tx.send_replace(state);
                     if self.backoff.attempts() <= 1 {
@@ -467,6 +480,17 @@ impl Driver {
             let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
         }
         self.state_tx.send_replace(LinkState::Closed);
+    }
+}
+
+/// A failed attempt, with what it most likely means when the broker
+/// closed the connection before any CONNACK: a plaintext client at a TLS
+/// listener gets exactly that.
+fn hint(reason: &str) -> String {
+    if reason.contains("closed by peer") || reason.contains("reset by peer") {
+        format!("{reason}; the broker closed the connection before any CONNACK, as a TLS listener does to a plaintext client")
+    } else {
+        reason.to_owned()
     }
 }
 

@@ -54,7 +54,9 @@ pub enum RegistryOp {
     /// Register a gateway, or change a registered one: the address devices
     /// are sent to, its weight, and the SHA-256 of the credential its agent
     /// logs in with (the admin CLI makes the credential; it never crosses
-    /// the network).
+    /// the network). With `certificate_request` (a PEM certificate
+    /// request, whose key the admin CLI made and kept), the platform's CA
+    /// issues the gateway's TLS certificate for the host of `address`.
     GatewayRegister {
         gateway_id: String,
         address: String,
@@ -62,6 +64,8 @@ pub enum RegistryOp {
         weight: u32,
         #[serde(default)]
         credential_sha256: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate_request: Option<String>,
     },
     /// Remove a gateway: it is refused from then on, and its devices fail
     /// over when they next ask.
@@ -138,6 +142,10 @@ pub enum RegistryOk {
         address: String,
         weight: u32,
         created: bool,
+        /// The certificate chain issued for `certificate_request` (PEM,
+        /// the gateway's certificate, then the CA's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate: Option<String>,
     },
     GatewayRemoved {
         gateway_id: String,

@@ -27,7 +27,7 @@ pub use client::{RegistryClient, RegistryClientError};
 pub use logins::GatewayLogins;
 pub use policy::Policy;
 pub use store::{RegistryStore, SledStore, StoreBatch, StoreError};
-pub use worker::{start, RegistryConfig, RegistryError, Worker};
+pub use worker::{start, CertificateSigner, RegistryConfig, RegistryError, Worker};
 
 /// The store [`start`] opens in `db_dir`: the name under which tools and
 /// tests open a stopped registry's database.

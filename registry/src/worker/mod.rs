@@ -62,6 +62,23 @@ pub struct RegistryConfig {
     /// Kept current with the registered gateways' credentials, for the
     /// platform broker's admission.
     pub logins: Arc<GatewayLogins>,
+    /// Signs a registering gateway's certificate request: the platform's
+    /// CA, when it serves TLS with its own. None: no certificates issued.
+    pub certificates: Option<CertificateSigner>,
+}
+
+/// Signs a PEM certificate request (the first argument) for a host (the
+/// second): the PEM chain, or why not.
+#[derive(Clone)]
+pub struct CertificateSigner(pub Arc<SignFn>);
+
+/// The signing of a [`CertificateSigner`].
+pub type SignFn = dyn Fn(&str, &str) -> Result<String, String> + Send + Sync;
+
+impl std::fmt::Debug for CertificateSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertificateSigner(…)")
+    }
 }
 
 /// How long a signed answer stays valid: a device whose gateway restarts
@@ -85,6 +102,7 @@ impl RegistryConfig {
             registration_required: false,
             bootstrap_gateways: Vec::new(),
             logins: Arc::default(),
+            certificates: None,
         }
     }
 }
@@ -185,6 +203,7 @@ async fn spawn<S: RegistryStore>(
         started: Instant::now(),
         registration_required: config.registration_required,
         logins: config.logins,
+        certificates: config.certificates,
     };
     let task = tokio::spawn(registry.serve(inbox, link, shutdown));
     Ok(Worker { task })

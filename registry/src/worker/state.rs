@@ -104,6 +104,8 @@ pub(super) struct Registry<S> {
     pub(super) registration_required: bool,
     /// The registered gateways' credentials, for the platform broker.
     pub(super) logins: Arc<GatewayLogins>,
+    /// Issues registered gateways' TLS certificates; None: none issued.
+    pub(super) certificates: Option<crate::CertificateSigner>,
 }
 
 impl<S: RegistryStore> Registry<S> {

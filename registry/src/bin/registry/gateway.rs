@@ -1,7 +1,9 @@
 //! `registry gateway add|remove`: registering the gateways the registry
 //! believes. The credential a gateway's agent logs in with is made here,
 //! from the OS's random source, and shown once or written to a 0600 file;
-//! only its SHA-256 goes to the registry.
+//! only its SHA-256 goes to the registry. So is the key of its TLS
+//! certificate: only a certificate request for it goes to the registry,
+//! and the platform's CA signs it for the gateway's address.
 
 use crate::render;
 use clap::Subcommand;
@@ -13,7 +15,10 @@ use std::path::PathBuf;
 pub enum GatewayCommand {
     /// Register a gateway, or change a registered one. A new random
     /// credential is made for its agent and shown once (or written to
-    /// --out, mode 0600).
+    /// --out, mode 0600). With --out, a TLS key is made too, and the
+    /// platform's CA issues its certificate for the address's host: both
+    /// are written next to the credential (FILE with .crt and .key), where
+    /// `broker gateway` finds them. Running it again renews both.
     Add {
         /// The gateway's id: its agent logs in as `gateway.ID` and uses
         /// the topics `gateway/ID/…`.
@@ -25,9 +30,10 @@ pub enum GatewayCommand {
         /// Its share of new devices, relative to the other gateways.
         #[arg(long, default_value_t = 1)]
         weight: u32,
-        /// Write the credential to FILE (mode 0600) instead of showing it.
-        /// `broker gateway` reads data/credentials/gateway/ID.token by
-        /// default.
+        /// Write the credential to FILE (mode 0600) instead of showing it,
+        /// and the gateway's TLS certificate and key next to it. `broker
+        /// gateway` reads data/credentials/gateway/ID.token (.crt, .key)
+        /// by default.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -44,6 +50,7 @@ pub async fn run(
     client: &RegistryClient,
     command: GatewayCommand,
     json: bool,
+    plaintext: bool,
 ) -> Result<u8, RegistryClientError> {
     match command {
         GatewayCommand::Add {
@@ -53,12 +60,32 @@ pub async fn run(
             out,
         } => {
             let credential = protocol::crypto::random_b64(24);
+            // A TLS key only where it can be kept: next to --out. A
+            // platform reached in plaintext serves no TLS to need one.
+            let tls_key = match (&out, plaintext) {
+                (Some(_), false) => {
+                    let host = address
+                        .rsplit_once(':')
+                        .map_or(address.as_str(), |(host, _)| host)
+                        .trim_start_matches('[')
+                        .trim_end_matches(']');
+                    match tls::request(&[host.to_owned()]) {
+                        Ok(pair) => Some(pair),
+                        Err(e) => {
+                            eprintln!("error: --address {address:?}: {e}");
+                            return Ok(cli::exit::USAGE);
+                        }
+                    }
+                }
+                _ => None,
+            };
             let ok = client
                 .request(RegistryOp::GatewayRegister {
                     gateway_id: id,
                     address,
                     weight,
                     credential_sha256: Some(protocol::crypto::sha256_hex(&credential)),
+                    certificate_request: tls_key.as_ref().map(|(csr, _)| csr.clone()),
                 })
                 .await?;
             render::print(&ok, json);
@@ -68,17 +95,27 @@ pub async fn run(
                 eprintln!("credential (shown once, keep it secret): {credential}");
                 return Ok(cli::exit::OK);
             };
-            match storage::write_secret(&path, &format!("{credential}\n")) {
-                Ok(()) => {
-                    eprintln!("credential written to {}", path.display());
-                    Ok(cli::exit::OK)
-                }
-                Err(e) => {
-                    eprintln!("cannot write {}: {e}", path.display());
-                    eprintln!("credential (shown once, keep it secret): {credential}");
-                    Ok(FAILED)
-                }
+            let mut files = vec![(path.clone(), format!("{credential}\n"))];
+            if let (
+                Some((_, key)),
+                protocol::registry_admin::RegistryOk::GatewayRegistered {
+                    certificate: Some(chain),
+                    ..
+                },
+            ) = (tls_key, &ok)
+            {
+                files.push((path.with_extension("key"), key));
+                files.push((path.with_extension("crt"), chain.clone()));
             }
+            for (file, text) in &files {
+                if let Err(e) = storage::write_secret(file, text) {
+                    eprintln!("cannot write {}: {e}", file.display());
+                    eprintln!("credential (shown once, keep it secret): {credential}");
+                    return Ok(FAILED);
+                }
+                eprintln!("written: {}", file.display());
+            }
+            Ok(cli::exit::OK)
         }
         GatewayCommand::Remove { id } => {
             let ok = client

@@ -48,7 +48,8 @@ async fn run(cli: Cli) -> Result<u8, RegistryClientError> {
             return result.map(|()| exit::OK);
         }
         Command::Gateway(command) => {
-            let result = gateway::run(&client, command, json).await;
+            let plaintext = cli.admin.connect.is_plaintext();
+            let result = gateway::run(&client, command, json, plaintext).await;
             client.close().await;
             return result;
         }

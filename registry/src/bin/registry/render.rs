@@ -39,9 +39,15 @@ pub fn print(ok: &RegistryOk, json: bool) {
             address,
             weight,
             created,
+            certificate,
         } => println!(
-            "{} gateway {gateway_id} at {address}, weight {weight}",
-            if *created { "registered" } else { "updated" }
+            "{} gateway {gateway_id} at {address}, weight {weight}{}",
+            if *created { "registered" } else { "updated" },
+            if certificate.is_some() {
+                ", with a TLS certificate"
+            } else {
+                ""
+            }
         ),
         RegistryOk::GatewayRemoved { gateway_id } => println!("removed gateway {gateway_id}"),
         RegistryOk::History { device_id, entries } => {

@@ -10,16 +10,30 @@ use protocol::registry_admin::{RegistryErrorCode, RegistryOk};
 use protocol::Segment;
 use tracing::info;
 
+/// What `gateway add` asks for.
+pub(super) struct Registration<'a> {
+    pub address: &'a str,
+    pub weight: u32,
+    pub credential_sha256: Option<String>,
+    /// A PEM certificate request for the gateway's TLS key.
+    pub certificate_request: Option<&'a str>,
+}
+
 impl<S: RegistryStore> Registry<S> {
     /// Registers `gateway_id`, or changes its address, weight and
-    /// credential. Its liveness and draining are kept.
+    /// credential; with a certificate request, issues its TLS certificate
+    /// for the host of its address. Its liveness and draining are kept.
     pub(super) async fn register_gateway(
         &mut self,
         gateway_id: &str,
-        address: &str,
-        weight: u32,
-        credential_sha256: Option<String>,
+        registration: Registration<'_>,
     ) -> AdminResult {
+        let Registration {
+            address,
+            weight,
+            credential_sha256,
+            certificate_request,
+        } = registration;
         let bad = |m: String| refuse(RegistryErrorCode::BadRequest, m);
         Segment::parse(gateway_id).map_err(|e| bad(format!("gateway id {gateway_id:?} {e}")))?;
         check_address(address).map_err(bad)?;
@@ -32,6 +46,27 @@ impl<S: RegistryStore> Registry<S> {
                 return Err(bad("credential_sha256 must be 64 hex digits".into()));
             }
         }
+        // Issued before anything is stored: a request that cannot be
+        // signed registers nothing.
+        let certificate = match certificate_request {
+            None => None,
+            Some(request) => {
+                let Some(signer) = &self.certificates else {
+                    return Err(bad(
+                        "this platform issues no gateway certificates (its TLS is off, or it serves an operator's own certificate): register without one".into(),
+                    ));
+                };
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address, |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                Some(
+                    (signer.0)(request, host)
+                        .map_err(|e| bad(format!("certificate request: {e}")))?,
+                )
+            }
+        };
         let metrics = &self.metrics;
         let created = !self.gateways.contains_key(gateway_id);
         let state = self
@@ -59,12 +94,13 @@ impl<S: RegistryStore> Registry<S> {
         self.flush().await.map_err(internal)?;
         self.logins
             .set(gateway_id, record.credential_sha256.as_deref());
-        info!(target: "audit", gateway_id, address, weight, created, "gateway registered");
+        info!(target: "audit", gateway_id, address, weight, created, certificate = certificate.is_some(), "gateway registered");
         Ok(RegistryOk::GatewayRegistered {
             gateway_id: gateway_id.to_owned(),
             address: address.to_owned(),
             weight,
             created,
+            certificate,
         })
     }
 

@@ -15,6 +15,7 @@ mod sync;
 use super::state::Registry;
 use crate::store::RegistryStore;
 use admin::{refuse, AdminResult};
+use gateway::Registration;
 use protocol::registry_admin::{
     RegistryErrorCode, RegistryOp, RegistryOutcome, RegistryReply, RegistryRequest,
 };
@@ -77,9 +78,15 @@ impl<S: RegistryStore> Registry<S> {
                 address,
                 weight,
                 credential_sha256,
+                certificate_request,
             } => {
-                self.register_gateway(&gateway_id, &address, weight, credential_sha256)
-                    .await
+                let registration = Registration {
+                    address: &address,
+                    weight,
+                    credential_sha256,
+                    certificate_request: certificate_request.as_deref(),
+                };
+                self.register_gateway(&gateway_id, registration).await
             }
             RegistryOp::GatewayRemove { gateway_id } => self.remove_gateway(&gateway_id).await,
         }
