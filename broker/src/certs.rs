@@ -5,6 +5,7 @@
 
 use crate::config::TlsSection;
 use crate::embedded::ListenerTls;
+use crate::security::SecurityError;
 use protocol::layout;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,16 +13,10 @@ use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// A file that cannot be read or written (as for the platform's other
+    /// secrets).
+    #[error(transparent)]
+    File(#[from] SecurityError),
     #[error("{path} exists but {key} does not: restore {key}, or delete {path} to make a new CA (every client then needs the new {path})")]
     KeyMissing { path: PathBuf, key: PathBuf },
     #[error("{origin}: {source}")]
@@ -202,10 +197,11 @@ fn load_or_create_ca(data_dir: &Path) -> Result<tls::Ca, CertError> {
                     })
                 }
                 Err(source) => {
-                    return Err(CertError::Read {
+                    return Err(SecurityError::Read {
                         path: key_path,
                         source,
-                    })
+                    }
+                    .into())
                 }
             };
             let ca = tls::Ca::from_pem(&cert_pem, &key_pem).map_err(tls_err(&key_path))?;
@@ -219,24 +215,31 @@ fn load_or_create_ca(data_dir: &Path) -> Result<tls::Ca, CertError> {
             info!(ca = %cert_path.display(), key = %key_path.display(), "TLS: created the platform's CA; clients trust it with --cafile (the default finds data/ca.pem)");
             Ok(ca)
         }
-        Err(source) => Err(CertError::Read {
+        Err(source) => Err(SecurityError::Read {
             path: cert_path,
             source,
-        }),
+        }
+        .into()),
     }
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
-    std::fs::read_to_string(path).map_err(|source| CertError::Read {
-        path: path.to_owned(),
-        source,
+    std::fs::read_to_string(path).map_err(|source| {
+        SecurityError::Read {
+            path: path.to_owned(),
+            source,
+        }
+        .into()
     })
 }
 
 fn write(path: &Path, text: &str) -> Result<(), CertError> {
-    storage::write_secret(path, text).map_err(|source| CertError::Write {
-        path: path.to_owned(),
-        source,
+    storage::write_secret(path, text).map_err(|source| {
+        SecurityError::Write {
+            path: path.to_owned(),
+            source,
+        }
+        .into()
     })
 }
 
