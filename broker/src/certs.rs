@@ -264,6 +264,34 @@ mod tests {
     }
 
     #[test]
+    fn an_operators_own_certificate_is_served_and_no_ca_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = tls::Ca::generate("the operator's CA").unwrap();
+        let issued = theirs.issue_server(&["mqtt.example.net".into()]).unwrap();
+        std::fs::write(dir.path().join("server.crt"), &issued.chain_pem).unwrap();
+        std::fs::write(dir.path().join("server.key"), &issued.key_pem).unwrap();
+        let section = TlsSection {
+            cert_file: Some("server.crt".into()),
+            key_file: Some("server.key".into()),
+            ..TlsSection::default()
+        };
+        let platform = PlatformTls::load(&section, dir.path()).unwrap();
+        let listener = platform
+            .listener(&["127.0.0.1".into()], metrics::BrokerTls::default())
+            .unwrap();
+        assert_eq!(listener.server.chain_pem(), issued.chain_pem);
+        assert!(platform.ca().is_none() && platform.gateway_signer().is_none());
+        assert!(!layout::ca_file(dir.path()).exists());
+        // A key that is missing is named.
+        std::fs::remove_file(dir.path().join("server.key")).unwrap();
+        let err = PlatformTls::load(&section, dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("server.key"), "{err}");
+    }
+
+    #[test]
     fn the_ca_is_made_once_and_a_crash_between_its_files_is_survived() {
         let dir = tempfile::tempdir().unwrap();
         let a = load_or_create_ca(dir.path()).unwrap();
