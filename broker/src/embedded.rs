@@ -626,4 +626,95 @@ mod tests {
         assert_eq!(seen.remove("last"), Some(1));
         assert_eq!(seen, expected);
     }
+
+    /// A TLS listener with a certificate from a test CA, counting into
+    /// `metrics`; a short handshake deadline.
+    fn tls_broker(metrics: &metrics::Metrics) -> EmbeddedBroker {
+        let ca = tls::Ca::generate("test CA").unwrap();
+        let issued = ca.issue_server(&["127.0.0.1".into()]).unwrap();
+        let server = tls::ServerTls::new(
+            &issued.chain_pem,
+            &issued.key_pem,
+            "test",
+            tls::ServerTls::tickets().unwrap(),
+        )
+        .unwrap();
+        let settings = BrokerSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            connection_timeout_ms: 500,
+            ..BrokerSettings::default()
+        };
+        let tls = ListenerTls {
+            server,
+            counters: metrics.broker_tls("t"),
+        };
+        EmbeddedBroker::start(
+            "t",
+            &settings,
+            Arc::new(AdmitAll),
+            BrokerLag::default(),
+            Some(tls),
+        )
+        .unwrap()
+    }
+
+    fn failures(metrics: &metrics::Metrics, reason: &str) -> u64 {
+        let text = metrics.encode().unwrap();
+        let series =
+            format!("platform_tls_handshake_failures_total{{broker=\"t\",reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn a_tls_listener_answers_no_plaintext_times_out_silence_and_keeps_serving() {
+        use std::io::Write;
+        let metrics = metrics::Metrics::new();
+        let broker = tls_broker(&metrics);
+        let addr = broker.addr();
+        let pinned = broker.internal_tls().unwrap().clone();
+        let (_, password) = broker.internal_login();
+
+        // Plaintext MQTT gets no CONNACK: the connection is closed.
+        let (s, code) = open(addr, &connect("plain", Some(("me", "pw")), 30));
+        assert_eq!(code, None, "a plaintext CONNECT was answered");
+        until_closed(s);
+        // Random bytes, likewise.
+        let mut garbage = std::net::TcpStream::connect(addr).unwrap();
+        garbage.write_all(&[0x47, 0x45, 0x54, 0x20, 0x2f]).unwrap();
+        until_closed(garbage);
+        // A silent client does not hold up anyone else: a real client
+        // completes its handshake while it waits...
+        let started = Instant::now();
+        let silent = std::net::TcpStream::connect(addr).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        handshake(addr, password, Some(&pinned)).unwrap();
+        assert!(started.elapsed() < Duration::from_millis(400));
+        // ...and it is closed at the deadline.
+        until_closed(silent);
+        assert!(started.elapsed() >= Duration::from_millis(450));
+        // A hundred of each at once, and the listener still serves.
+        let mut clients: Vec<_> = (0..100)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        for c in &mut clients {
+            c.write_all(&connect("flood", None, 30)).unwrap();
+        }
+        handshake(addr, password, Some(&pinned)).unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while failures(&metrics, "not_tls") < 102 || failures(&metrics, "timeout") < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "not counted: not_tls {}, timeout {}",
+                failures(&metrics, "not_tls"),
+                failures(&metrics, "timeout")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(clients);
+    }
 }
