@@ -318,6 +318,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hello_for_a_name_the_certificate_does_not_hold_fails_and_says_so() {
+        let ca = Ca::generate("test CA").unwrap();
+        let (addr, mut outcomes) = listener(&served(&ca)).await;
+        let client = ClientTls::from_pem(ca.cert_pem().as_bytes(), "ca.pem").unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("unknown.example").unwrap();
+        let err = tokio_rustls::TlsConnector::from(client.config())
+            .connect(name, tcp)
+            .await
+            .unwrap_err();
+        let reason = describe_failure(&err).expect("a TLS failure");
+        assert!(reason.contains("does not name the host"), "{reason}");
+        assert_eq!(outcomes.recv().await, Some(Err(HandshakeFailure::Alert)));
+    }
+
+    #[tokio::test]
     async fn plaintext_silence_and_garbage_are_refused_and_the_listener_goes_on() {
         let ca = Ca::generate("test CA").unwrap();
         let (addr, mut outcomes) = listener(&served(&ca)).await;
