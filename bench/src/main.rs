@@ -59,10 +59,16 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Run the platform in walkthrough mode (`[security] mode =
-    /// "walkthrough"`, clients with --walkthrough) instead of the default
-    /// secure mode, to compare the two.
-    #[arg(long)]
+    /// "walkthrough"`, clients with --walkthrough: plaintext, no logins,
+    /// no signatures) instead of the default secure mode over TLS, to
+    /// compare them.
+    #[arg(long, conflicts_with = "plaintext")]
     walkthrough: bool,
+    /// Run the platform in secure mode without TLS (`[tls] enabled =
+    /// false`, clients with --plaintext) instead of the default secure
+    /// mode over TLS: the same logins and signatures, what TLS costs.
+    #[arg(long)]
+    plaintext: bool,
     /// soak: how long waves keep starting, e.g. 15m.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -112,8 +118,10 @@ async fn run(cli: &Cli) -> Result<()> {
     let setup = Setup {
         mode: if cli.walkthrough {
             Mode::Walkthrough
+        } else if cli.plaintext {
+            Mode::SecurePlaintext
         } else {
-            Mode::Secure
+            Mode::SecureTls
         },
         segment_size: cli.segment_size.map(|s| s as usize),
         segment_count: cli.segment_count.map(|s| s as usize),

@@ -43,6 +43,10 @@ pub struct Platform {
     pub dir: tempfile::TempDir,
     pub addr: String,
     pub mode: Mode,
+    /// TLS mode: whom every client trusts, the platform's CA
+    /// (DATA_DIR/ca.pem, which the platform wrote on start). None in
+    /// plaintext.
+    pub ca: Option<tls::ClientTls>,
     pub broker: Proc,
     pub ap: Option<Proc>,
     pub gateways: Vec<Proc>,
@@ -87,8 +91,11 @@ impl Platform {
             toml.push_str(&format!("segment_count = {count}\n"));
         }
         toml.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
-        if setup.mode == Mode::Walkthrough {
-            toml.push_str("[security]\nmode = \"walkthrough\"\n");
+        match setup.mode {
+            // TLS is the default in secure mode: nothing to say.
+            Mode::SecureTls => {}
+            Mode::SecurePlaintext => toml.push_str("[tls]\nenabled = false\n"),
+            Mode::Walkthrough => toml.push_str("[security]\nmode = \"walkthrough\"\n"),
         }
         for id in gateways {
             toml.push_str(&format!(
@@ -110,10 +117,19 @@ impl Platform {
         }
         let mut broker = spawn(dir.path(), "platform", "broker", &args)?;
         broker.wait_for("platform ready", STARTUP)?;
+        let ca = if setup.mode.tls() {
+            let path = layout::ca_file(&data);
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("the platform wrote no CA at {}", path.display()))?;
+            Some(tls::ClientTls::from_pem(&pem, &path.display().to_string())?)
+        } else {
+            None
+        };
         let mut p = Platform {
             dir,
             addr,
             mode: setup.mode,
+            ca,
             broker,
             ap: None,
             gateways: Vec::new(),
@@ -128,7 +144,7 @@ impl Platform {
                 "bench password",
                 "--auto-confirm",
             ]);
-            if p.mode == Mode::Secure {
+            if p.mode.secure() {
                 // Each AP is its own identity, registered for its SSIDs.
                 let credential = p.dir.path().join("ap-1.token");
                 p.run_admin(
@@ -171,7 +187,7 @@ impl Platform {
     /// Secure mode: the bootstrap password of `role` (admin, ap, gateway),
     /// which the platform wrote on start. Walkthrough: empty.
     pub fn token(&self, role: &str) -> Result<String> {
-        if self.mode == Mode::Walkthrough {
+        if !self.mode.secure() {
             return Ok(String::new());
         }
         let path = self.token_file(role);
@@ -183,7 +199,7 @@ impl Platform {
 
     /// Secure mode: the platform's public key. Walkthrough: None.
     pub fn platform_key(&self) -> Result<Option<PlatformPublicKey>> {
-        if self.mode == Mode::Walkthrough {
+        if !self.mode.secure() {
             return Ok(None);
         }
         let path = self.key_file();
@@ -195,7 +211,8 @@ impl Platform {
         ))
     }
 
-    /// The flags a client binary needs to log in as `role`, and, with
+    /// The flags a client binary needs to reach the platform (see
+    /// [`Platform::transport_args`]), to log in as `role`, and, with
     /// `key`, to check the platform's signatures; `--walkthrough` in
     /// walkthrough mode.
     pub fn client_args(&self, role: &str, key: bool) -> Result<Vec<String>> {
@@ -214,10 +231,11 @@ impl Platform {
     /// [`Platform::client_args`] with the password in `credential`: an
     /// AP's or a gateway's own, made when it was registered.
     pub fn credential_args(&self, credential: &Path, key: bool) -> Result<Vec<String>> {
-        if self.mode == Mode::Walkthrough {
-            return Ok(strings(&["--walkthrough"]));
+        let mut args = self.transport_args()?;
+        if !self.mode.secure() {
+            return Ok(args);
         }
-        let mut args = strings(&["--password-file", path_str(credential)?]);
+        args.extend(strings(&["--password-file", path_str(credential)?]));
         if key {
             args.extend(strings(&[
                 "--platform-key-file",
@@ -225,6 +243,29 @@ impl Platform {
             ]));
         }
         Ok(args)
+    }
+
+    /// How a client binary (and `broker gateway`) talks to this platform:
+    /// over TLS trusting its CA (`--cafile DATA_DIR/ca.pem`), `--plaintext`
+    /// to a platform with `[tls] enabled = false`, or `--walkthrough`.
+    pub fn transport_args(&self) -> Result<Vec<String>> {
+        Ok(match self.mode {
+            Mode::SecureTls => strings(&["--cafile", path_str(&self.ca_file())?]),
+            Mode::SecurePlaintext => strings(&["--plaintext"]),
+            Mode::Walkthrough => strings(&["--walkthrough"]),
+        })
+    }
+
+    /// The platform's CA certificate, which it wrote on start (TLS mode).
+    pub fn ca_file(&self) -> PathBuf {
+        layout::ca_file(&self.data_dir())
+    }
+
+    /// TLS mode: a client configuration trusting the platform's CA, with
+    /// a session cache of its own (one per client identity). None in
+    /// plaintext.
+    pub fn client_tls(&self) -> Option<bus::TlsConfig> {
+        self.ca.as_ref().map(tls::ClientTls::config)
     }
 
     /// Options for a raw admin client (admin may publish and subscribe to
@@ -235,7 +276,9 @@ impl Platform {
 
     /// [`Platform::admin_opts`] with exactly `client_id`.
     pub fn admin_opts_as(&self, client_id: String) -> Result<BusOptions> {
-        Ok(BusOptions::new(&self.addr, client_id)?.with_credentials("admin", self.token("admin")?))
+        Ok(BusOptions::new(&self.addr, client_id)?
+            .with_credentials("admin", self.token("admin")?)
+            .with_tls(self.client_tls()))
     }
 
     /// The last lines of every process's log, for errors.
@@ -252,7 +295,7 @@ impl Platform {
     /// connections count against its own open-file limit).
     pub fn spawn_gateway(&mut self, id: &str) -> Result<()> {
         let listen = format!("127.0.0.1:{}", harness::free_port()?);
-        if self.mode == Mode::Secure {
+        if self.mode.secure() {
             // The registry believes only registered gateways.
             let credential = self.dir.path().join(format!("gateway-{id}.token"));
             self.run_admin(
@@ -282,6 +325,17 @@ impl Platform {
         ]);
         let credential = self.dir.path().join(format!("gateway-{id}.token"));
         args.extend(self.credential_args(&credential, true)?);
+        if self.mode.tls() {
+            // `registry gateway add --out FILE` wrote the certificate the
+            // platform's CA issued for the gateway's address, and its key,
+            // next to FILE (FILE.crt, FILE.key).
+            args.extend(strings(&[
+                "--cert",
+                path_str(&credential.with_extension("crt"))?,
+                "--key",
+                path_str(&credential.with_extension("key"))?,
+            ]));
+        }
         let mut gw = spawn(self.dir.path(), id, "broker", &args)?;
         gw.wait_for("gateway listening", STARTUP)?;
         self.gateways.push(gw);
@@ -332,6 +386,7 @@ impl Platform {
         concurrency: usize,
     ) -> Result<FleetConfig> {
         let mut config = FleetConfig::new(&self.addr, devices, SSID);
+        config.tls = self.ca.clone();
         config.concurrency = concurrency;
         config.platform_key = self.platform_key()?;
         Ok(config)

@@ -7,26 +7,44 @@ use device_sim::report::{FleetReport, Percentiles};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// The platform's security mode for a run.
+/// The platform's security mode and transport for a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    /// The default: every client logs in (admin, ap and gateway with the
-    /// platform's bootstrap tokens, devices as themselves), the topic ACL,
-    /// SPAKE2 onboarding, signed assignments.
+    /// The default: secure mode over TLS. Every listener serves MQTT over
+    /// TLS only, every client trusts the platform's CA (DATA_DIR/ca.pem,
+    /// `--cafile`); every client logs in (admin, ap and gateway with the
+    /// platform's bootstrap tokens or their own credentials, devices as
+    /// themselves), the topic ACL, SPAKE2 onboarding, signed assignments.
     #[default]
-    Secure,
+    SecureTls,
+    /// Secure mode in plaintext (`[tls] enabled = false`, clients with
+    /// `--plaintext`): the same logins, ACL and signatures, no TLS. For
+    /// comparison: what TLS costs.
+    SecurePlaintext,
     /// `[security] mode = "walkthrough"`, clients with `--walkthrough`:
     /// plaintext, no logins, no signatures. For comparison only.
     Walkthrough,
 }
 
 impl Mode {
+    /// The mode as reports name it.
     pub fn name(self) -> &'static str {
         match self {
-            Mode::Secure => "secure",
+            Mode::SecureTls => "secure+TLS",
+            Mode::SecurePlaintext => "secure, plaintext",
             Mode::Walkthrough => "walkthrough",
         }
+    }
+
+    /// Secure mode (logins, ACL, signatures), over TLS or not.
+    pub fn secure(self) -> bool {
+        self != Mode::Walkthrough
+    }
+
+    /// MQTT over TLS on every listener.
+    pub fn tls(self) -> bool {
+        self == Mode::SecureTls
     }
 }
 
