@@ -53,7 +53,8 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-/// The platform (broker + verifier) on free ports, no gateways.
+/// The platform (broker + verifier) on free ports, no gateways, in the
+/// default secure mode: MQTT over TLS.
 async fn platform(dir: &Path) -> Platform {
     let mut config = Config::default();
     config.platform.listen = "127.0.0.1:0".parse().unwrap();
@@ -72,6 +73,14 @@ fn token(dir: &Path, role: &str) -> String {
         .to_owned()
 }
 
+/// A TLS configuration for one client of the platform on `dir`, trusting
+/// the CA it wrote there.
+fn tls(dir: &Path) -> bus::TlsConfig {
+    cli::client_tls(&protocol::layout::ca_file(dir))
+        .unwrap()
+        .config()
+}
+
 fn platform_key(dir: &Path) -> protocol::crypto::PlatformPublicKey {
     let hex = std::fs::read_to_string(dir.join("platform.key.pub")).unwrap();
     protocol::crypto::PlatformPublicKey::from_hex(&hex).unwrap()
@@ -83,7 +92,8 @@ async fn admin(dir: &Path, broker: &str, op: AdminOp) {
         format!("ap-sim-test-{}", protocol::crypto::random_b64(6)),
     )
     .unwrap()
-    .with_credentials("admin", token(dir, "admin"));
+    .with_credentials("admin", token(dir, "admin"))
+    .with_tls(Some(tls(dir)));
     let admin = AdminClient::connect(opts, Duration::from_secs(10))
         .await
         .unwrap();
@@ -122,6 +132,7 @@ async fn onboard(
     ssid: &str,
 ) -> device_sim::Joined {
     let mut config = DeviceConfig::new(broker, uuid, pass_tmp, ssid);
+    config.tls = Some(tls(dir));
     config.platform_key = Some(platform_key(dir));
     config.auto_confirm = true;
     config.answer_timeout = Duration::from_secs(20);
@@ -154,9 +165,13 @@ async fn one_process_serves_two_aps_with_their_own_networks() {
     let mut child = Command::new(AP_SIM)
         .current_dir(&run_dir)
         .args(["--aps", &file, "--auto-confirm", "--broker", &broker])
-        // The verifier's signature is checked with the platform's key.
+        // The verifier's signature is checked with the platform's key,
+        // and the platform proves who it is with a certificate its CA
+        // signed.
         .arg("--platform-key-file")
         .arg(dir.path().join("platform.key.pub"))
+        .arg("--cafile")
+        .arg(protocol::layout::ca_file(dir.path()))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -24,17 +24,22 @@ fn sibling_bin(name: &str) -> PathBuf {
     path
 }
 
+/// The registry CLI against the walkthrough platform on `port`
+/// ([`spawn_platform`]): plaintext.
 fn registry_cli(port: u16, args: &[&str]) -> Output {
     Command::new(sibling_bin("registry"))
-        .args(["--broker", &format!("127.0.0.1:{port}"), "--timeout", "10"])
+        .args(["--walkthrough", "--broker", &format!("127.0.0.1:{port}")])
+        .args(["--timeout", "10"])
         .args(args)
         .output()
         .unwrap()
 }
 
+/// The verifier CLI against the walkthrough platform on `port`.
 fn verifier(port: u16, args: &[&str]) -> Output {
     Command::new(sibling_bin("verifier"))
-        .args(["--broker", &format!("127.0.0.1:{port}"), "--timeout", "10"])
+        .args(["--walkthrough", "--broker", &format!("127.0.0.1:{port}")])
+        .args(["--timeout", "10"])
         .args(args)
         .output()
         .unwrap()
@@ -49,7 +54,11 @@ fn default_config_is_printed_and_valid() {
     let out = Command::new(BROKER).arg("default-config").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("listen = \"127.0.0.1:1883\""), "{text}");
+    // MQTT over TLS on 8883, the default.
+    assert!(text.contains("listen = \"127.0.0.1:8883\""), "{text}");
+    assert!(text.contains("[tls]\n"), "{text}");
+    let config = broker::config::Config::from_toml(&text, "default-config").unwrap();
+    assert!(config.tls_enabled(), "{config:?}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("default.toml");
     std::fs::write(&file, &text).unwrap();
@@ -283,6 +292,7 @@ fn the_data_dir_is_private_0700_and_its_files_0600() {
     let mut seen = Vec::new();
     walk(&data, &mut seen);
     assert!(seen.iter().any(|(p, _, _)| p.ends_with("platform.key")));
+    assert!(seen.iter().any(|(p, _, _)| p.ends_with("ca.key")));
     assert!(
         seen.iter().any(|(p, _, _)| p.ends_with("conf")),
         "sled wrote nothing?"
@@ -291,4 +301,151 @@ fn the_data_dir_is_private_0700_and_its_files_0600() {
         let want = if is_dir { 0o700 } else { 0o600 };
         assert_eq!(mode, want, "{} is {mode:o}", path.display());
     }
+}
+
+/// A platform in the default secure mode on `port`, its data dir
+/// `dir/data`: MQTT over TLS, its CA in `dir/data/ca.pem`.
+fn spawn_secure_platform(dir: &Path, port: u16) -> harness::Proc {
+    let config = dir.join("secure.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[platform]\nlisten = \"127.0.0.1:{port}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [[gateways]]\nid = \"gw-1\"\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.join("data");
+    spawn_broker(
+        dir,
+        "secure",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "platform ready",
+    )
+}
+
+/// `program --broker 127.0.0.1:PORT args…` (with `--timeout 10` unless
+/// `args` has one), run in `cwd`, with `env` set: (exit code, stdout,
+/// stderr).
+fn admin_cli(
+    program: &str,
+    cwd: &Path,
+    env: &[(&str, &Path)],
+    port: u16,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(sibling_bin(program));
+    cmd.current_dir(cwd)
+        .args(["--broker", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env_remove("PLATFORM_CAFILE")
+        .env_remove("PLATFORM_PLAINTEXT");
+    if !args.contains(&"--timeout") {
+        cmd.args(["--timeout", "10"]);
+    }
+    for (var, value) in env {
+        cmd.env(var, value);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The admin CLIs against the default secure mode, over TLS: run where
+/// the platform's data dir is `data/`, they find its CA and the admin's
+/// credential by themselves; elsewhere they are given the CA (`--cafile`
+/// or PLATFORM_CAFILE). Without it, with another CA, or in plaintext, they
+/// are not served, and say why.
+#[test]
+fn the_admin_clis_trust_the_platform_by_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = spawn_secure_platform(dir.path(), port);
+    let data = dir.path().join("data");
+    let ca = data.join("ca.pem");
+    let admin_token = data.join("credentials").join("admin.token");
+    assert!(ca.exists(), "no CA in the data dir");
+
+    // Where the data dir is data/: the defaults.
+    let (code, _, stderr) = admin_cli(
+        "verifier",
+        dir.path(),
+        &[],
+        port,
+        &["enroll", "--uuid", &uuid(1), "--pass-tmp", "pt-1"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, stderr) =
+        admin_cli("registry", dir.path(), &[], port, &["--json", "gateways"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("\"gw-1\""), "{stdout}");
+
+    // Elsewhere: the CA and the credential given.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let given = [
+        "--cafile",
+        ca.to_str().unwrap(),
+        "--password-file",
+        admin_token.to_str().unwrap(),
+    ];
+    let enrolled = uuid(1);
+    let show = |extra: &[&str], env: &[(&str, &Path)]| {
+        let args = [extra, &["show", "--uuid", &enrolled][..]].concat();
+        admin_cli("verifier", elsewhere.path(), env, port, &args)
+    };
+    let (code, _, stderr) = show(&given, &[]);
+    assert_eq!(code, Some(0), "--cafile: {stderr}");
+    let (code, _, stderr) = show(&given[2..], &[("PLATFORM_CAFILE", ca.as_path())]);
+    assert_eq!(code, Some(0), "PLATFORM_CAFILE: {stderr}");
+    let (code, _, stderr) = admin_cli(
+        "registry",
+        elsewhere.path(),
+        &[],
+        port,
+        &[&given[..], &["gateways"]].concat(),
+    );
+    assert_eq!(code, Some(0), "registry --cafile: {stderr}");
+
+    // No CA where the default points: the file is named, with the way out.
+    let (code, _, stderr) = show(&given[2..], &[]);
+    assert_ne!(code, Some(0), "served without a CA: {stderr}");
+    assert!(
+        stderr.contains("data/ca.pem") && stderr.contains("--cafile"),
+        "{stderr}"
+    );
+    // Another CA: the platform did not prove who it is.
+    let stranger = elsewhere.path().join("stranger.pem");
+    std::fs::write(
+        &stranger,
+        tls::Ca::generate("a stranger's CA").unwrap().cert_pem(),
+    )
+    .unwrap();
+    let (code, _, stderr) = show(
+        &[
+            "--cafile",
+            stranger.to_str().unwrap(),
+            "--password-file",
+            admin_token.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("did not prove who it is"),
+        "{stderr}"
+    );
+    // Plaintext to a TLS listener: no connection.
+    let (code, _, stderr) = show(&["--plaintext", "--timeout", "2"], &[]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("no connection"), "{stderr}");
+    broker.kill().unwrap();
 }

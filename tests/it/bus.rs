@@ -2,7 +2,7 @@
 //! message from the loop that reads them (the registry, the verifier) must
 //! keep going however far its inbox and its publishes back up.
 
-use bus::{Bus, BusOptions, Outbox};
+use bus::{Bus, Outbox};
 use platform_tests::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,9 +22,7 @@ const ANSWERS_PER_MESSAGE: usize = 3;
 async fn a_worker_answering_from_its_read_loop_keeps_up_with_a_flood() {
     let p = TestPlatform::start_with(broker::StartOptions { broker_only: true }).await;
     let stop = CancellationToken::new();
-    let opts = BusOptions::new(&p.broker(), "flooded-worker")
-        .unwrap()
-        .with_credentials("me", "");
+    let opts = p.bus_options("flooded-worker").with_credentials("me", "");
     let (bus, mut inbox) = Bus::connect(opts, vec!["flood/in".into()], stop.clone());
     bus.ready(Duration::from_secs(5)).await.unwrap();
     let outbox = Outbox::new(bus.clone());
@@ -42,9 +40,7 @@ async fn a_worker_answering_from_its_read_loop_keeps_up_with_a_flood() {
             }
         })
     };
-    let opts = BusOptions::new(&p.broker(), "flooder")
-        .unwrap()
-        .with_credentials("me", "");
+    let opts = p.bus_options("flooder").with_credentials("me", "");
     let (flooder, _in) = Bus::connect(opts, Vec::new(), stop.clone());
     flooder.ready(Duration::from_secs(5)).await.unwrap();
     for i in 0..FLOOD {

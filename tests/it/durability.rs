@@ -91,13 +91,15 @@ fn platform_toml(port: u16, gateways: &[(&str, u16)]) -> String {
 }
 
 /// How a client logs in to the platform as a role (`admin`, `ap`,
-/// `gateway`): the bootstrap password the platform wrote into its data dir.
-/// The one place this module picks credentials.
+/// `gateway`): the bootstrap password the platform wrote into its data dir,
+/// over TLS trusting the CA it wrote there. The one place this module
+/// picks credentials.
 #[derive(Clone)]
 struct Login {
     addr: String,
     role: &'static str,
     password: String,
+    tls: tls::ClientTls,
 }
 
 impl Login {
@@ -105,6 +107,7 @@ impl Login {
         BusOptions::new(&self.addr, unique_id(&format!("dur-{}", self.role)))
             .unwrap()
             .with_credentials(self.role, self.password.clone())
+            .with_tls(Some(self.tls.config()))
     }
 }
 
@@ -226,6 +229,20 @@ impl Platform {
         layout::public_key_file(&self.data())
     }
 
+    /// The platform's CA certificate, which every client trusts
+    /// (`--cafile`); the platform writes it on first start.
+    fn ca_file(&self) -> PathBuf {
+        layout::ca_file(&self.data())
+    }
+
+    /// Whom this process's clients trust: the platform's CA.
+    fn tls(&self) -> tls::ClientTls {
+        let file = self.ca_file();
+        let pem =
+            std::fs::read(&file).unwrap_or_else(|e| panic!("no CA at {}: {e}", file.display()));
+        tls::ClientTls::from_pem(&pem, &file.display().to_string()).unwrap()
+    }
+
     /// How a client logs in as `role`; the platform must have started
     /// once (it writes the passwords on first start).
     fn login(&self, role: &'static str) -> Login {
@@ -236,6 +253,7 @@ impl Platform {
             addr: self.addr(),
             role,
             password: password.trim().to_owned(),
+            tls: self.tls(),
         }
     }
 
@@ -256,12 +274,15 @@ impl Platform {
         self.broker = None;
     }
 
-    /// `broker gateway --id ID` as its own process, pointed at the platform.
+    /// `broker gateway --id ID` as its own process, pointed at the platform
+    /// (which it trusts by its CA), serving devices over TLS with the
+    /// certificate it got at registration.
     async fn spawn_gateway(&mut self, id: &str) {
         let listen = format!("127.0.0.1:{}", free_port());
-        let password = self.register_gateway(id, &listen).await;
+        let (password, cert, cert_key) = self.register_gateway(id, &listen).await;
         let addr = self.addr();
         let key = self.key_file();
+        let ca = self.ca_file();
         let mut gw = spawn_broker_proc(
             self.dir.path(),
             id,
@@ -277,6 +298,12 @@ impl Platform {
                 password.to_str().unwrap(),
                 "--platform-key-file",
                 key.to_str().unwrap(),
+                "--cafile",
+                ca.to_str().unwrap(),
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                cert_key.to_str().unwrap(),
             ],
         );
         wait_for(&mut gw, "gateway listening", STARTUP);
@@ -284,15 +311,25 @@ impl Platform {
     }
 
     /// Registers gateway `id` at `address`, as an admin does before
-    /// starting it (the registry believes only registered gateways), and
-    /// writes its credential where `broker gateway` reads it; the file.
-    async fn register_gateway(&self, id: &str, address: &str) -> PathBuf {
+    /// starting it (the registry believes only registered gateways), with
+    /// a certificate request for its TLS key, and writes its credential,
+    /// certificate and key where `broker gateway` reads them by default:
+    /// the three files.
+    async fn register_gateway(&self, id: &str, address: &str) -> (PathBuf, PathBuf, PathBuf) {
         let registry = self.registry().await;
-        let credential = platform_tests::register_gateway_with(&registry, id, address).await;
+        let registered =
+            platform_tests::register_gateway_with_certificate(&registry, id, address).await;
         registry.close().await;
-        let file = layout::gateway_token_file(&layout::credentials_dir(&self.data()), id);
-        storage::write_secret(&file, &format!("{credential}\n")).unwrap();
-        file
+        let credentials = layout::credentials_dir(&self.data());
+        let files = (
+            layout::gateway_token_file(&credentials, id),
+            layout::gateway_cert_file(&credentials, id),
+            layout::gateway_key_file(&credentials, id),
+        );
+        storage::write_secret(&files.0, &format!("{}\n", registered.credential)).unwrap();
+        storage::write_secret(&files.1, &registered.chain_pem).unwrap();
+        storage::write_secret(&files.2, &registered.key_pem).unwrap();
+        files
     }
 
     fn gateway(&mut self, id: &str) -> &mut Proc {
@@ -348,6 +385,7 @@ impl Platform {
                 password: WIFI_PASSWORD.into(),
             }],
         );
+        config.tls = Some(self.tls().config());
         config.auto_confirm = true;
         // The platform's bootstrap AP: ap-1 serving home-wifi, its own
         // credential in the data dir.
@@ -362,6 +400,7 @@ impl Platform {
 
     fn fleet_config(&self, devices: Vec<Identity>) -> FleetConfig {
         let mut config = FleetConfig::new(self.addr(), devices, SSID);
+        config.tls = Some(self.tls());
         // Devices log in as themselves with their pass_tmp and believe
         // only answers signed with this key.
         config.platform_key = Some(self.platform_key());

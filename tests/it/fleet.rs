@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn fleet_config(p: &TestPlatform, devices: Vec<Identity>) -> FleetConfig {
-    let mut config = FleetConfig::new(p.broker(), devices, SSID);
+    let mut config = p.fleet_config(devices);
     config.concurrency = 8;
     config.answer_timeout = Duration::from_secs(20);
     config.hold = Some(Duration::ZERO);

@@ -1,5 +1,7 @@
 //! The flow driven through the real `mosquitto_pub` / `mosquitto_sub`
-//! binaries, exactly as the README walkthrough does it.
+//! binaries, exactly as the README walkthrough does it (walkthrough mode,
+//! plaintext), and against the default secure mode, over TLS with the
+//! platform's CA (`--cafile DATA_DIR/ca.pem`).
 
 use platform_tests::*;
 use std::process::{Command, Stdio};
@@ -94,6 +96,23 @@ async fn onboarding_by_hand_with_mosquitto_clients() {
     stop.cancel();
 }
 
+/// The platform's CA file, which mosquitto clients are given with
+/// `--cafile` when the platform serves TLS.
+fn cafile(p: &TestPlatform) -> String {
+    protocol::layout::ca_file(p.dir.path())
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `--cafile` and the platform's CA, when it serves TLS.
+fn tls_args(p: &TestPlatform) -> Vec<String> {
+    match p.tls() {
+        Some(_) => vec!["--cafile".into(), cafile(p)],
+        None => Vec::new(),
+    }
+}
+
 /// `mosquitto_sub -d` with `args`, to its end (at most 10 s): what it
 /// printed, stdout and stderr.
 fn mosquitto_sub_debug(p: &TestPlatform, args: &[&str]) -> String {
@@ -101,6 +120,7 @@ fn mosquitto_sub_debug(p: &TestPlatform, args: &[&str]) -> String {
     let out = Command::new("mosquitto_sub")
         .args(["-d", "-h", "127.0.0.1", "-p", &port, "-t", "x", "-C", "1"])
         .args(["-W", "10"])
+        .args(tls_args(p))
         .args(args)
         .output()
         .unwrap();
@@ -182,4 +202,134 @@ async fn walkthrough_mode_needs_no_username() {
         String::from_utf8(out.stdout).unwrap().trim(),
         "no -u needed"
     );
+}
+
+/// `program args…` to its end: (exit code, stdout and stderr).
+fn run(program: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), printed)
+}
+
+/// The default secure mode, by hand: an admin's mosquitto_sub and
+/// mosquitto_pub, given the platform's CA, talk to the platform over TLS,
+/// by its address or by `localhost` (which the certificate names too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_with_the_platforms_ca_talk_over_tls() {
+    mosquitto_available();
+    let p = TestPlatform::start_config(
+        secure_test_config(),
+        broker::StartOptions { broker_only: true },
+    )
+    .await;
+    assert!(p.tls().is_some(), "the default mode serves TLS");
+    let port = p.addr.port().to_string();
+    let (ca, admin) = (cafile(&p), p.token("admin"));
+    let topic = protocol::topics::ap_prompt("ap-1");
+    let login = ["-u", "admin", "-P", &admin, "--cafile", &ca];
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-C", "1"])
+        .args(["-W", "20", "-t", &topic])
+        .args(login)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = sub.id();
+    let output = std::thread::spawn(move || sub.wait_with_output().unwrap());
+    // Re-published until mosquitto_sub has it: it may not have subscribed
+    // yet.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    tokio::task::block_in_place(|| {
+        let mut hosts = ["127.0.0.1", "localhost"].into_iter().cycle();
+        while !output.is_finished() && Instant::now() < deadline {
+            let host = hosts.next().unwrap();
+            let args = [&["-h", host, "-p", &port, "-q", "1"][..], &login]
+                .concat()
+                .into_iter()
+                .chain(["-t", &topic, "-m", "over TLS"])
+                .collect::<Vec<_>>();
+            let (code, printed) = run("mosquitto_pub", &args);
+            assert_eq!(code, Some(0), "mosquitto_pub -h {host} --cafile: {printed}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let out = output.join().unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_sub --cafile (pid {pid}) got nothing"
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "over TLS");
+}
+
+/// A mosquitto client without the platform's CA gets nothing from a TLS
+/// listener: without --cafile it speaks plaintext, and its CONNECT is
+/// answered with nothing and the connection closed; trusting another CA,
+/// it refuses the platform's certificate. The listener counts both, and
+/// still serves a client with the right CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_without_the_platforms_ca_get_nothing_over_tls() {
+    mosquitto_available();
+    let p = TestPlatform::start_config(
+        secure_test_config(),
+        broker::StartOptions { broker_only: true },
+    )
+    .await;
+    let metrics = p.metrics_addr().unwrap();
+    let failures = |reason: &str| {
+        format!(r#"platform_tls_handshake_failures_total{{broker="platform",reason="{reason}"}}"#)
+    };
+    let before = crate::metrics::scrape(metrics).await;
+    let count = |text: &str, reason: &str| crate::metrics::value(text, &failures(reason)).unwrap();
+    let port = p.addr.port().to_string();
+    let admin = p.token("admin");
+    let stranger = p.dir.path().join("stranger-ca.pem");
+    std::fs::write(
+        &stranger,
+        tls::Ca::generate("a stranger's CA").unwrap().cert_pem(),
+    )
+    .unwrap();
+    let stranger = stranger.to_str().unwrap();
+    let target = ["-h", "127.0.0.1", "-p", &port, "-u", "admin", "-P", &admin];
+    let publish = |extra: &[&str]| {
+        let args = [&target[..], extra, &["-t", "x/y", "-m", "m"]].concat();
+        tokio::task::block_in_place(|| run("mosquitto_pub", &args))
+    };
+
+    // Plaintext: no CONNACK, the connection closed.
+    let (code, printed) = publish(&[]);
+    assert_ne!(
+        code,
+        Some(0),
+        "a plaintext mosquitto_pub published: {printed}"
+    );
+    let args = [&target[..], &["-d", "-t", "x/y", "-C", "1", "-W", "3"]].concat();
+    let (code, printed) = tokio::task::block_in_place(|| run("mosquitto_sub", &args));
+    assert_ne!(code, Some(0), "{printed}");
+    assert!(printed.contains("sending CONNECT"), "{printed}");
+    assert!(!printed.contains("received CONNACK"), "{printed}");
+    // Another CA: the client will not have the platform's certificate.
+    let (code, printed) = publish(&["--cafile", stranger]);
+    assert_ne!(code, Some(0), "published trusting another CA: {printed}");
+    assert!(printed.contains("TLS error"), "{printed}");
+
+    // Counted by the listener (an alert, a moment after the client left).
+    let (not_tls, alert) = (failures("not_tls"), failures("alert"));
+    crate::metrics::wait_for_at_least(
+        metrics,
+        &[
+            (&not_tls, count(&before, "not_tls") + 2.0),
+            (&alert, count(&before, "alert") + 1.0),
+        ],
+    )
+    .await;
+    let (code, printed) = publish(&["--cafile", &cafile(&p)]);
+    assert_eq!(code, Some(0), "with the platform's CA: {printed}");
 }

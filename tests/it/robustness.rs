@@ -8,7 +8,6 @@ use protocol::admin::{AdminOk, AdminOp};
 use protocol::onboarding::Confirm;
 use protocol::topics;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -151,9 +150,8 @@ fn connect_packet(client_id: &str, username: Option<&str>, level: u8) -> Vec<u8>
 
 /// Sends `bytes` as the first packet; returns the broker's first bytes
 /// back (empty if it just closed the connection).
-fn first_answer(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+fn first_answer(dialer: &Dialer, bytes: &[u8]) -> Vec<u8> {
+    let mut s = dialer.connect().unwrap();
     let _ = s.write_all(bytes);
     let mut buf = [0u8; 4];
     match s.read(&mut buf) {
@@ -165,8 +163,9 @@ fn first_answer(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn hostile_connects_do_not_brick_the_listener() {
     let p = TestPlatform::start().await;
-    let addr = p.addr;
+    let dialer = p.dialer();
     tokio::task::spawn_blocking(move || {
+        let addr = &dialer;
         // Client ids rumqttd's router would refuse, each reconnecting in a
         // loop with the same id: the path that poisons its listener mutex.
         // They are refused before the router sees them: CONNACK 2.
@@ -353,11 +352,11 @@ fn v5_publish(topic: &str, payload: &[u8]) -> Vec<u8> {
     packet(0x30, body)
 }
 
-/// A raw client: connects, sends CONNECT, and returns the stream if the
-/// broker accepted it (CONNACK 0), or None if it refused or closed.
-fn open_session(addr: std::net::SocketAddr, connect: &Connect) -> Option<TcpStream> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+/// A raw client: connects (over TLS if `dialer` says so), sends CONNECT,
+/// and returns the stream if the broker accepted it (CONNACK 0), or None
+/// if it refused or closed.
+fn open_session(dialer: &Dialer, connect: &Connect) -> Option<RawStream> {
+    let mut s = dialer.connect().unwrap();
     s.write_all(&connect.packet()).ok()?;
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack).ok()?;
@@ -365,6 +364,7 @@ fn open_session(addr: std::net::SocketAddr, connect: &Connect) -> Option<TcpStre
 }
 
 /// A legitimate client: who it logs in as, and a topic it may use.
+#[derive(Clone)]
 struct Legit {
     client_id: Option<String>,
     login: Option<(String, String)>,
@@ -408,15 +408,14 @@ impl Legit {
     }
 
     /// Options as `client_id`, which for an AP is a named session of its
-    /// identity (its client ids must belong to its username).
+    /// identity (its client ids must belong to its username); over TLS
+    /// when the platform serves it.
     fn options(&self, p: &TestPlatform, client_id: String) -> bus::BusOptions {
         match &self.login {
-            Some((user, password)) => {
-                bus::BusOptions::new(&p.broker(), format!("{user}.{client_id}"))
-                    .unwrap()
-                    .with_credentials(user, password)
-            }
-            None => bus::BusOptions::new(&p.broker(), client_id).unwrap(),
+            Some((user, password)) => p
+                .bus_options(format!("{user}.{client_id}"))
+                .with_credentials(user, password),
+            None => p.bus_options(client_id),
         }
     }
 }
@@ -471,30 +470,146 @@ async fn broker_only() -> TestPlatform {
     TestPlatform::start_with(broker::StartOptions { broker_only: true }).await
 }
 
+/// The listener an attack runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listener {
+    /// Walkthrough mode: plaintext MQTT, any username admitted.
+    Plaintext,
+    /// Secure mode, the default: MQTT over TLS only, logins checked.
+    Tls,
+}
+
+/// The attackers' side of a [`Target`]: where they connect and how they
+/// log in, so that what refuses them is the attack, not a missing login.
+/// (Sent to the blocking threads the attacks run on.)
+#[derive(Clone)]
+struct Attacker {
+    dialer: Dialer,
+    username: String,
+    password: Option<String>,
+    /// What the legitimate client's ids start with ([`Legit::options`]):
+    /// an attacker that is to take a legitimate id takes it whole.
+    id_prefix: String,
+}
+
+impl Attacker {
+    /// A CONNECT as `client_id` with the target's login.
+    fn connect<'a>(&'a self, client_id: &'a str) -> Connect<'a> {
+        Connect {
+            username: Some(&self.username),
+            password: self.password.as_deref().map(str::as_bytes),
+            ..Connect::v4(client_id)
+        }
+    }
+
+    /// The client id a legitimate client asks for as `name`.
+    fn id(&self, name: &str) -> String {
+        format!("{}{name}", self.id_prefix)
+    }
+
+    fn first_answer(&self, bytes: &[u8]) -> Vec<u8> {
+        first_answer(&self.dialer, bytes)
+    }
+
+    fn open_session(&self, connect: &Connect) -> Option<RawStream> {
+        open_session(&self.dialer, connect)
+    }
+}
+
+/// A broker alone (no workers, no gateways) to attack, and the
+/// legitimate client that must still be served after each attack.
+struct Target {
+    p: TestPlatform,
+    attacker: Attacker,
+    legit: Legit,
+}
+
+impl Target {
+    async fn start(listener: Listener, max_connections: Option<usize>) -> Target {
+        let mut config = match listener {
+            Listener::Plaintext => test_config(),
+            Listener::Tls => secure_test_config(),
+        };
+        if let Some(max) = max_connections {
+            config.platform.max_connections = max;
+        }
+        let p =
+            TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
+        assert_eq!(
+            p.tls().is_some(),
+            listener == Listener::Tls,
+            "{listener:?}: TLS is served in secure mode only"
+        );
+        let (username, password, legit) = match listener {
+            Listener::Plaintext => ("me".to_owned(), None, Legit::walkthrough(None)),
+            Listener::Tls => {
+                let legit = Legit::secure_admin(&p);
+                let (user, token) = legit.login.clone().unwrap();
+                (user, Some(token), legit)
+            }
+        };
+        let id_prefix = match &legit.login {
+            Some((user, _)) => format!("{user}."),
+            None => String::new(),
+        };
+        let attacker = Attacker {
+            dialer: p.dialer(),
+            username,
+            password,
+            id_prefix,
+        };
+        Target { p, attacker, legit }
+    }
+
+    /// A legitimate client is served, under the id it asks for as `name`
+    /// (a fresh one if None).
+    async fn assert_serves(&self, name: Option<&str>, after: &str) {
+        let legit = Legit {
+            client_id: name.map(str::to_owned),
+            ..self.legit.clone()
+        };
+        assert_serves(&self.p, &legit, after).await;
+    }
+}
+
 #[tokio::test]
 async fn t8_refused_ids_reconnecting_concurrently_do_not_brick_the_listener() {
+    refused_ids_reconnecting_concurrently(Listener::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_refused_ids_reconnecting_concurrently_do_not_brick_the_listener_over_tls() {
+    refused_ids_reconnecting_concurrently(Listener::Tls).await;
+}
+
+async fn refused_ids_reconnecting_concurrently(listener: Listener) {
     // The path rumqttd poisons its listener on: a client id its router
     // refuses, reconnecting with the same id. Here several clients race
     // on each id at once, with and without a login, and half of them hang
     // up without waiting for the answer.
-    let p = broker_only().await;
-    let addr = p.addr;
+    let target = Target::start(listener, None).await;
+    let attacker = target.attacker.clone();
     tokio::task::spawn_blocking(move || {
         let attackers: Vec<_> = ["a/b", "wild+card", "hash#", "#", "+", "/", "$SYS/x"]
             .into_iter()
             .flat_map(|id| [(id, true), (id, true), (id, false), (id, false)])
             .map(|(id, login)| {
+                let attacker = attacker.clone();
                 std::thread::spawn(move || {
-                    let connect = Connect {
-                        username: login.then_some("me"),
-                        ..Connect::v4(id)
+                    let connect = if login {
+                        attacker.connect(id)
+                    } else {
+                        Connect {
+                            username: None,
+                            ..Connect::v4(id)
+                        }
                     };
                     for round in 0..25 {
                         if round % 2 == 0 {
-                            let answer = first_answer(addr, &connect.packet());
+                            let answer = attacker.first_answer(&connect.packet());
                             assert_ne!(answer, CONNACK_ACCEPTED, "{id:?} (login {login}) accepted");
                         } else {
-                            let mut s = TcpStream::connect(addr).unwrap();
+                            let mut s = attacker.dialer.connect().unwrap();
                             let _ = s.write_all(&connect.packet());
                         }
                     }
@@ -507,19 +622,31 @@ async fn t8_refused_ids_reconnecting_concurrently_do_not_brick_the_listener() {
     })
     .await
     .unwrap();
-    assert_serves_legitimate_clients(&p, None, "refused ids reconnecting concurrently").await;
+    target
+        .assert_serves(None, "refused ids reconnecting concurrently")
+        .await;
 }
 
 #[tokio::test]
 async fn t8_connections_over_max_connections_are_refused_and_the_listener_recovers() {
+    connections_over_max_connections(Listener::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_connections_over_max_connections_are_refused_and_the_listener_recovers_over_tls() {
+    connections_over_max_connections(Listener::Tls).await;
+}
+
+async fn connections_over_max_connections(listener: Listener) {
     const MAX: usize = 20;
-    let p = broker_with_max_connections(MAX).await;
-    let addr = p.addr;
+    let target = Target::start(listener, Some(MAX)).await;
+    let attacker = target.attacker.clone();
     let held = tokio::task::spawn_blocking(move || {
         let mut held = Vec::new();
         let mut refused = 0;
         for i in 0..MAX + 15 {
-            match open_session(addr, &Connect::v4(&format!("filler-{i}"))) {
+            let id = attacker.id(&format!("filler-{i}"));
+            match attacker.open_session(&attacker.connect(&id)) {
                 Some(s) => held.push(s),
                 None => refused += 1,
             }
@@ -544,7 +671,9 @@ async fn t8_connections_over_max_connections_are_refused_and_the_listener_recove
             let _ = s.write_all(&DISCONNECT);
         }
     }
-    assert_serves_legitimate_clients(&p, None, "connections over max_connections").await;
+    target
+        .assert_serves(None, "connections over max_connections")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,7 +684,7 @@ async fn t8_thousands_of_connects_over_the_limit_while_clients_keep_working() {
     const MAX: usize = 30;
     const OVER: usize = 2000;
     let p = broker_with_max_connections(MAX).await;
-    let addr = p.addr;
+    let dialer = p.dialer();
     let stop = CancellationToken::new();
     let topic = topics::device_confirm(&new_uuid());
     let legit = Legit::walkthrough(None);
@@ -571,10 +700,11 @@ async fn t8_thousands_of_connects_over_the_limit_while_clients_keep_working() {
     );
     subscriber.ready(SERVED_WITHIN).await.unwrap();
     publisher.ready(SERVED_WITHIN).await.unwrap();
+    let fill = dialer.clone();
     let fillers = tokio::task::spawn_blocking(move || {
         (0..MAX)
-            .filter_map(|i| open_session(addr, &Connect::v4(&format!("filler-{i}"))))
-            .collect::<Vec<TcpStream>>()
+            .filter_map(|i| open_session(&fill, &Connect::v4(&format!("filler-{i}"))))
+            .collect::<Vec<RawStream>>()
     })
     .await
     .unwrap();
@@ -587,6 +717,7 @@ async fn t8_thousands_of_connects_over_the_limit_while_clients_keep_working() {
     let flood = tokio::task::spawn_blocking(move || {
         let threads: Vec<_> = (0..8)
             .map(|t| {
+                let dialer = dialer.clone();
                 std::thread::spawn(move || {
                     let mut accepted = 0;
                     for i in 0..OVER / 8 {
@@ -595,7 +726,7 @@ async fn t8_thousands_of_connects_over_the_limit_while_clients_keep_working() {
                         } else {
                             format!("flood-{t}-{i}")
                         };
-                        accepted += usize::from(open_session(addr, &Connect::v4(&id)).is_some());
+                        accepted += usize::from(open_session(&dialer, &Connect::v4(&id)).is_some());
                     }
                     accepted
                 })
@@ -635,21 +766,37 @@ async fn t8_thousands_of_connects_over_the_limit_while_clients_keep_working() {
 
 #[tokio::test]
 async fn t8_a_client_retrying_its_id_while_the_broker_is_full_does_not_brick_the_listener() {
+    retrying_its_id_while_the_broker_is_full(Listener::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_a_client_retrying_its_id_while_the_broker_is_full_does_not_brick_the_listener_over_tls()
+{
+    retrying_its_id_while_the_broker_is_full(Listener::Tls).await;
+}
+
+async fn retrying_its_id_while_the_broker_is_full(listener: Listener) {
     // A device that finds the broker full retries with the same client id,
     // as every device does. rumqttd keeps a last-will sender per client id;
     // a connection the router refuses for want of room leaves its sender
     // behind, and the next CONNECT with that id finds it.
     const MAX: usize = 20;
-    let p = broker_with_max_connections(MAX).await;
-    let addr = p.addr;
+    let target = Target::start(listener, Some(MAX)).await;
+    let attacker = target.attacker.clone();
     tokio::task::spawn_blocking(move || {
-        let held: Vec<TcpStream> = (0..MAX + 5)
-            .filter_map(|i| open_session(addr, &Connect::v4(&format!("filler-{i}"))))
+        let held: Vec<RawStream> = (0..MAX + 5)
+            .filter_map(|i| {
+                let id = attacker.id(&format!("filler-{i}"));
+                attacker.open_session(&attacker.connect(&id))
+            })
             .collect();
         assert!(held.len() <= MAX);
+        let retrying = attacker.id("retrying-device");
         for _ in 0..3 {
             assert!(
-                open_session(addr, &Connect::v4("retrying-device")).is_none(),
+                attacker
+                    .open_session(&attacker.connect(&retrying))
+                    .is_none(),
                 "accepted over max_connections"
             );
         }
@@ -659,25 +806,27 @@ async fn t8_a_client_retrying_its_id_while_the_broker_is_full_does_not_brick_the
     })
     .await
     .unwrap();
-    assert_serves_legitimate_clients(&p, None, "a full broker retried by one id").await;
-    assert_serves_legitimate_clients(
-        &p,
-        Some("retrying-device"),
-        "a full broker retried by one id (that id itself)",
-    )
-    .await;
+    target
+        .assert_serves(None, "a full broker retried by one id")
+        .await;
+    target
+        .assert_serves(
+            Some("retrying-device"),
+            "a full broker retried by one id (that id itself)",
+        )
+        .await;
 }
 
 #[tokio::test]
 async fn t8_mqtt5_connect_and_publish_with_properties_do_not_break_subscribers() {
     let p = broker_only().await;
-    let addr = p.addr;
+    let dialer = p.dialer();
     // A subscriber already in place sees whatever gets through, and must
     // keep working afterwards.
     let stop = CancellationToken::new();
     let topic = topics::device_confirm(&new_uuid());
     let (subscriber, mut inbox) = bus::Bus::connect(
-        bus::BusOptions::new(&p.broker(), unique_id("v4-sub")).unwrap(),
+        p.bus_options(unique_id("v4-sub")),
         vec![topic.clone()],
         stop.clone(),
     );
@@ -687,8 +836,7 @@ async fn t8_mqtt5_connect_and_publish_with_properties_do_not_break_subscribers()
     tokio::task::spawn_blocking(move || {
         // A whole MQTT 5 session: CONNECT with properties, then PUBLISH
         // with properties, on one socket.
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut s = dialer.connect().unwrap();
         let mut bytes = Connect {
             level: 5,
             ..Connect::v4("v5-client")
@@ -703,7 +851,7 @@ async fn t8_mqtt5_connect_and_publish_with_properties_do_not_break_subscribers()
 
         // A 3.1.1 session that then speaks MQTT 5: PUBLISHes with
         // properties, one with a topic and one with only a topic alias.
-        let mut s = open_session(addr, &Connect::v4("v4-then-v5")).expect("v4 CONNECT refused");
+        let mut s = open_session(&dialer, &Connect::v4("v4-then-v5")).expect("v4 CONNECT refused");
         let _ = s.write_all(&v5_publish(&t, b"v5 framing"));
         let _ = s.write_all(&v5_publish("", b"alias only"));
         let _ = s.write_all(&DISCONNECT);
@@ -712,11 +860,8 @@ async fn t8_mqtt5_connect_and_publish_with_properties_do_not_break_subscribers()
     .unwrap();
 
     // The subscriber is still connected and gets the next real message.
-    let (publisher, _) = bus::Bus::connect(
-        bus::BusOptions::new(&p.broker(), unique_id("v4-pub")).unwrap(),
-        Vec::new(),
-        stop.clone(),
-    );
+    let (publisher, _) =
+        bus::Bus::connect(p.bus_options(unique_id("v4-pub")), Vec::new(), stop.clone());
     publisher.ready(SERVED_WITHIN).await.unwrap();
     publisher
         .publish(topic.clone(), b"real".to_vec())
@@ -739,15 +884,24 @@ async fn t8_mqtt5_connect_and_publish_with_properties_do_not_break_subscribers()
 
 #[tokio::test]
 async fn t8_garbage_first_packets_do_not_brick_the_listener() {
-    let p = broker_only().await;
-    let addr = p.addr;
+    garbage_first_packets(Listener::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_garbage_first_packets_do_not_brick_the_listener_over_tls() {
+    garbage_first_packets(Listener::Tls).await;
+}
+
+async fn garbage_first_packets(listener: Listener) {
+    let target = Target::start(listener, None).await;
+    let attacker = target.attacker.clone();
     let mut publish_first = Vec::new();
     put_str(&mut publish_first, b"device/x/confirm");
     publish_first.extend_from_slice(br#"{"accept":true}"#);
     let mut subscribe_first = vec![0, 1];
     put_str(&mut subscribe_first, b"#");
     subscribe_first.push(1);
-    let mut truncated = Connect::v4("truncated").packet();
+    let mut truncated = attacker.connect("truncated").packet();
     truncated.truncate(truncated.len() - 3);
     let firsts: Vec<(&str, Vec<u8>)> = vec![
         ("PUBLISH before CONNECT", packet(0x30, publish_first)),
@@ -770,7 +924,7 @@ async fn t8_garbage_first_packets_do_not_brick_the_listener() {
             "protocol level 7",
             Connect {
                 level: 7,
-                ..Connect::v4("lvl7")
+                ..attacker.connect("lvl7")
             }
             .packet(),
         ),
@@ -778,7 +932,7 @@ async fn t8_garbage_first_packets_do_not_brick_the_listener() {
             "keep alive 0",
             Connect {
                 keep_alive: 0,
-                ..Connect::v4("ka0")
+                ..attacker.connect("ka0")
             }
             .packet(),
         ),
@@ -786,7 +940,7 @@ async fn t8_garbage_first_packets_do_not_brick_the_listener() {
             "persistent session with an empty id",
             Connect {
                 clean_session: false,
-                ..Connect::v4("")
+                ..attacker.connect("")
             }
             .packet(),
         ),
@@ -803,9 +957,10 @@ async fn t8_garbage_first_packets_do_not_brick_the_listener() {
             vec![0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00],
         ),
     ];
+    let blocking = attacker.clone();
     tokio::task::spawn_blocking(move || {
         for (what, bytes) in &firsts {
-            let answer = first_answer(addr, bytes);
+            let answer = blocking.first_answer(bytes);
             assert_ne!(answer, CONNACK_ACCEPTED, "{what}: accepted");
         }
     })
@@ -817,58 +972,83 @@ async fn t8_garbage_first_packets_do_not_brick_the_listener() {
     let mut open = Vec::new();
     for bytes in [
         vec![0x10, 0xff, 0xff, 0xff, 0x7f],
-        Connect::v4("half").packet().into_iter().take(7).collect(),
+        attacker
+            .connect("half")
+            .packet()
+            .into_iter()
+            .take(7)
+            .collect(),
         Vec::new(),
     ] {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let mut s = attacker.dialer.connect().unwrap();
         s.write_all(&bytes).unwrap();
         open.push(s);
     }
-    assert_serves_legitimate_clients(&p, None, "garbage first packets").await;
+    target.assert_serves(None, "garbage first packets").await;
     drop(open);
 }
 
 #[tokio::test]
 async fn t8_wills_on_wildcard_and_system_topics_do_not_break_the_router() {
+    wills_on_wildcard_and_system_topics(Listener::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_wills_on_wildcard_and_system_topics_do_not_break_the_router_over_tls() {
+    wills_on_wildcard_and_system_topics(Listener::Tls).await;
+}
+
+async fn wills_on_wildcard_and_system_topics(listener: Listener) {
     // A client whose last will targets a filter, not a topic, vanishes
     // without DISCONNECT so the broker publishes the will.
-    let p = broker_only().await;
-    let addr = p.addr;
+    let target = Target::start(listener, None).await;
+    let attacker = target.attacker.clone();
     tokio::task::spawn_blocking(move || {
         for (i, topic) in ["a/+/b", "#", "device/+/confirm", "$SYS/x", "", "a//b"]
             .into_iter()
             .enumerate()
         {
-            let id = format!("will-{i}");
+            let id = attacker.id(&format!("will-{i}"));
             let connect = Connect {
                 will: Some((topic, b"{\"accept\":true}")),
-                ..Connect::v4(&id)
+                ..attacker.connect(&id)
             };
             // Accepted or refused, either is fine; the socket then drops.
-            drop(open_session(addr, &connect));
+            drop(attacker.open_session(&connect));
         }
     })
     .await
     .unwrap();
-    assert_serves_legitimate_clients(&p, None, "wills on wildcard topics").await;
+    target.assert_serves(None, "wills on wildcard topics").await;
 }
 
 #[tokio::test]
 async fn t8_one_valid_id_reconnecting_200_times_does_not_brick_the_listener() {
-    let p = broker_only().await;
-    let addr = p.addr;
+    one_valid_id_reconnecting_200_times(Listener::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_one_valid_id_reconnecting_200_times_does_not_brick_the_listener_over_tls() {
+    one_valid_id_reconnecting_200_times(Listener::Tls).await;
+}
+
+async fn one_valid_id_reconnecting_200_times(listener: Listener) {
+    let target = Target::start(listener, None).await;
+    let attacker = target.attacker.clone();
     tokio::task::spawn_blocking(move || {
         // Keeping the previous connection open while the next connects
         // makes the broker take the session over; the others leave with a
         // DISCONNECT or by dropping the socket, and every third asks for a
         // persistent session.
-        let mut previous: Option<TcpStream> = None;
+        let id = attacker.id("flapping-device");
+        let mut previous: Option<RawStream> = None;
         for round in 0..200 {
             let connect = Connect {
                 clean_session: round % 3 != 0,
-                ..Connect::v4("flapping-device")
+                ..attacker.connect(&id)
             };
-            let mut s = open_session(addr, &connect)
+            let mut s = attacker
+                .open_session(&connect)
                 .unwrap_or_else(|| panic!("round {round}: the reconnect was refused"));
             match round % 4 {
                 0 => {
@@ -882,32 +1062,35 @@ async fn t8_one_valid_id_reconnecting_200_times_does_not_brick_the_listener() {
     })
     .await
     .unwrap();
-    assert_serves_legitimate_clients(&p, None, "one id reconnecting 200 times").await;
-    assert_serves_legitimate_clients(
-        &p,
-        Some("flapping-device"),
-        "one id reconnecting 200 times (that id itself)",
-    )
-    .await;
+    target
+        .assert_serves(None, "one id reconnecting 200 times")
+        .await;
+    target
+        .assert_serves(
+            Some("flapping-device"),
+            "one id reconnecting 200 times (that id itself)",
+        )
+        .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t8_secure_mode_login_floods_do_not_brick_the_listener() {
     // The default mode: the auth handler checks every login before the
     // router sees the client. More failed logins than max_connections, the
     // right password with ids the router refuses, and one id reconnecting
-    // with a wrong and then the right password.
+    // with a wrong and then the right password; all over TLS.
     const MAX: usize = 20;
     let mut config = secure_test_config();
     config.platform.max_connections = MAX;
     let p = TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
+    assert!(p.tls().is_some(), "the default mode serves TLS");
     let legit = Legit::secure_admin(&p);
     let (user, token) = legit.login.clone().unwrap();
-    let addr = p.addr;
+    let dialer = p.dialer();
     tokio::task::spawn_blocking(move || {
         let uuid = new_uuid();
         let refused = |what: &str, connect: &Connect| {
-            let answer = first_answer(addr, &connect.packet());
+            let answer = first_answer(&dialer, &connect.packet());
             assert_ne!(answer, CONNACK_ACCEPTED, "{what}: accepted");
         };
         for i in 0..MAX + 10 {
@@ -971,7 +1154,7 @@ async fn t8_secure_mode_login_floods_do_not_brick_the_listener() {
                 password: Some(token.as_bytes()),
                 ..flapping
             };
-            let mut s = open_session(addr, &right)
+            let mut s = open_session(&dialer, &right)
                 .unwrap_or_else(|| panic!("round {round}: the right password was refused"));
             let _ = s.write_all(&DISCONNECT);
         }
@@ -1022,13 +1205,13 @@ async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
     // An admin sees every topic: whatever gets through, it receives.
     let (admin, mut inbox, admin_stop) = p.client(&forbidden).await;
 
-    let addr = p.addr;
+    let dialer = p.dialer();
     let attack_topics = forbidden.clone();
     tokio::task::spawn_blocking(move || {
         for round in 0..ROUNDS {
             let id = format!("{user}.race-{round}");
             let mut s = open_session(
-                addr,
+                &dialer,
                 &Connect {
                     username: Some(&user),
                     password: Some(token.as_bytes()),
@@ -1046,8 +1229,7 @@ async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
             bytes.extend_from_slice(&OVERSIZED_HEADER);
             s.write_all(&bytes).unwrap();
             // The broker closes the connection: the read failed.
-            let mut rest = Vec::new();
-            let closed = s.read_to_end(&mut rest);
+            let closed = read_until_closed(&mut s);
             assert!(
                 closed.is_ok(),
                 "round {round}: the broker did not close the connection: {closed:?}"
@@ -1086,23 +1268,8 @@ async fn a_forbidden_publish_before_a_malformed_header_is_never_delivered() {
 // ---------------------------------------------------------------------
 
 /// Reads until the broker closes `s` (true) or 3 s pass (false).
-fn closed_by_broker(mut s: TcpStream) -> bool {
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
+fn closed_by_broker(mut s: RawStream) -> bool {
+    read_until_closed(&mut s).is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1110,7 +1277,7 @@ async fn each_refusal_is_answered_with_its_connack_code() {
     let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
     let legit = Legit::secure_ap(&p);
     let (user, token) = legit.login.clone().unwrap();
-    let addr = p.addr;
+    let dialer = p.dialer();
     tokio::task::spawn_blocking(move || {
         let uuid = new_uuid();
         let ap = Connect {
@@ -1182,7 +1349,7 @@ async fn each_refusal_is_answered_with_its_connack_code() {
                 CONNACK_NOT_AUTHORIZED,
             ),
         ] {
-            assert_eq!(first_answer(addr, &connect.packet()), answer, "{what}");
+            assert_eq!(first_answer(&dialer, &connect.packet()), answer, "{what}");
         }
     })
     .await
@@ -1191,10 +1358,10 @@ async fn each_refusal_is_answered_with_its_connack_code() {
 }
 
 /// An admin's raw session on a secure platform.
-fn admin_session(p: &TestPlatform, client_id: &str) -> TcpStream {
+fn admin_session(p: &TestPlatform, client_id: &str) -> RawStream {
     let token = p.token("admin");
     open_session(
-        p.addr,
+        &p.dialer(),
         &Connect {
             username: Some("admin"),
             password: Some(token.as_bytes()),
@@ -1237,7 +1404,7 @@ async fn only_an_admin_may_retain_on_the_platform() {
     let legit = Legit::secure_ap(&p);
     let (user, token) = legit.login.clone().unwrap();
     let topic = topics::ap_confirm("ap-1");
-    let addr = p.addr;
+    let dialer = p.dialer();
     let (t, id) = (topic.clone(), format!("{user}.retain"));
     tokio::task::spawn_blocking(move || {
         let ap = Connect {
@@ -1246,7 +1413,7 @@ async fn only_an_admin_may_retain_on_the_platform() {
             ..Connect::v4(&id)
         };
         // The AP may publish on its confirm topic, but not retain there.
-        let mut s = open_session(addr, &ap).expect("the AP login was refused");
+        let mut s = open_session(&dialer, &ap).expect("the AP login was refused");
         s.write_all(&publish_qos0(&t, b"live", false)).unwrap();
         s.write_all(&publish_qos0(&t, b"retained by the AP", true))
             .unwrap();
@@ -1261,7 +1428,7 @@ async fn only_an_admin_may_retain_on_the_platform() {
             ..ap
         };
         assert_eq!(
-            first_answer(addr, &with_will.packet()),
+            first_answer(&dialer, &with_will.packet()),
             CONNACK_NOT_AUTHORIZED
         );
         // A last will that does not retain is still fine (and, left with
@@ -1270,7 +1437,7 @@ async fn only_an_admin_may_retain_on_the_platform() {
             will: Some((&t, b"a will")),
             ..ap
         };
-        let mut s = open_session(addr, &plain_will).expect("a plain will was refused");
+        let mut s = open_session(&dialer, &plain_will).expect("a plain will was refused");
         s.write_all(&DISCONNECT).unwrap();
         assert!(closed_by_broker(s));
     })
@@ -1359,9 +1526,10 @@ async fn a_device_may_not_retain_on_its_gateway() {
         .map(|(_, a)| a.parse().unwrap())
         .unwrap();
     let presence = topics::device_presence(&uuid);
+    let dialer = p.dialer_at(addr);
     tokio::task::spawn_blocking(move || {
         let connect = Connect::v4(&uuid);
-        let mut s = open_session(addr, &connect).expect("the assigned device was refused");
+        let mut s = open_session(&dialer, &connect).expect("the assigned device was refused");
         s.write_all(&publish_qos0(&presence, br#"{"online":true}"#, true))
             .unwrap();
         assert!(
@@ -1369,7 +1537,7 @@ async fn a_device_may_not_retain_on_its_gateway() {
             "a retained PUBLISH on a gateway was let through"
         );
         // Its connection without retain still works.
-        let mut s = open_session(addr, &connect).expect("the device was refused after");
+        let mut s = open_session(&dialer, &connect).expect("the device was refused after");
         s.write_all(&publish_qos0(&presence, br#"{"online":true}"#, false))
             .unwrap();
         s.write_all(&DISCONNECT).unwrap();

@@ -3,7 +3,7 @@
 
 use broker::security::Mode;
 use bus::{Bus, BusOptions, LinkState, Message};
-use device_sim::fleet::{self, FleetConfig, FleetStats};
+use device_sim::fleet::{self, FleetStats};
 use device_sim::manifest::{self, Identity};
 use device_sim::DeviceEvent;
 use platform_tests::*;
@@ -33,9 +33,7 @@ fn p_mode(p: &TestPlatform) -> Mode {
 }
 
 fn opts(p: &TestPlatform, client_id: &str, user: &str, password: &str) -> BusOptions {
-    BusOptions::new(&p.broker(), client_id)
-        .unwrap()
-        .with_credentials(user, password)
+    p.bus_options(client_id).with_credentials(user, password)
 }
 
 /// Connects and subscribes to `filters`; the state it settles in.
@@ -157,11 +155,7 @@ async fn t1_no_or_wrong_credentials_are_refused_by_platform_and_gateway() {
         .find(|(id, _)| *id == gw)
         .map(|(_, a)| a.clone())
         .unwrap();
-    let gw_opts = |user: &str, pass: &str| {
-        BusOptions::new(&addr, UUID_A)
-            .unwrap()
-            .with_credentials(user, pass)
-    };
+    let gw_opts = |user: &str, pass: &str| p.options_at(&addr, UUID_A).with_credentials(user, pass);
     dev.stop.cancel();
     let _ = dev.task.await;
     let key = protocol::crypto::PlatformKey::generate();
@@ -251,8 +245,7 @@ async fn t2_sniffers_capture_no_secret_while_1000_devices_onboard_and_move() {
         }
         all
     });
-    let mut config = FleetConfig::new(p.broker(), devices.clone(), SSID);
-    config.platform_key = p.platform_key();
+    let mut config = p.fleet_config(devices.clone());
     config.concurrency = 64;
     config.answer_timeout = Duration::from_secs(60);
     config.hold = Some(Duration::from_secs(1));
@@ -829,9 +822,7 @@ async fn t7_nobody_connects_as_another_device() {
         .payload;
     let token_b = String::from_utf8(token_b.to_vec()).unwrap();
     for (id, user) in [(UUID_A, UUID_B), (UUID_A, UUID_A)] {
-        let o = BusOptions::new(&addr, id)
-            .unwrap()
-            .with_credentials(user, &token_b);
+        let o = p.options_at(&addr, id).with_credentials(user, &token_b);
         let (r, _b, _i) = try_connect(o, &[]).await;
         assert!(
             r.is_err(),
@@ -884,8 +875,8 @@ async fn t3_a_device_cannot_forge_a_redirect_on_its_gateway() {
         .unwrap()
         .unwrap()
         .payload;
-    let o = BusOptions::new(&addr, UUID_B)
-        .unwrap()
+    let o = p
+        .options_at(&addr, UUID_B)
         .with_credentials(UUID_B, String::from_utf8(token_b.to_vec()).unwrap());
     let (ok, attacker, _i) = try_connect(o, &[]).await;
     ok.expect("the attacker is admitted to its own gateway");
@@ -935,9 +926,7 @@ async fn t3_forged_redirects_cost_at_most_one_query_a_second() {
         .unwrap();
     registry.close().await;
     let (ok, forger, _i) = try_connect(
-        BusOptions::new(&addr, "forger")
-            .unwrap()
-            .with_credentials("me", ""),
+        p.options_at(&addr, "forger").with_credentials("me", ""),
         &[],
     )
     .await;
@@ -1277,11 +1266,8 @@ async fn t1_a_gateway_refuses_a_device_moved_away_with_not_authorized() {
     };
 
     // Its own gateway: a bad signed assignment is a bad login.
-    let gw_opts = |addr: &str, pass: &str| {
-        BusOptions::new(addr, UUID_A)
-            .unwrap()
-            .with_credentials(UUID_A, pass)
-    };
+    let gw_opts =
+        |addr: &str, pass: &str| p.options_at(addr, UUID_A).with_credentials(UUID_A, pass);
     let code = connack_refusal(gw_opts(&home.1, "{}"), "a junk assignment").await;
     assert_eq!(code, "BadUserNamePassword");
     // Another gateway: not assigned there, whatever it shows.
@@ -1301,6 +1287,7 @@ async fn t1_a_gateway_refuses_a_device_moved_away_with_not_authorized() {
     registry.close().await;
     let mut config =
         HomeConfig::new(p.broker(), UUID_A).secure(p.platform_key().unwrap(), device_key);
+    config.tls = p.device_tls(UUID_A);
     config.last_known = Some(KnownGateway {
         gateway_id: home.0.clone(),
         address: home.1.clone(),

@@ -7,12 +7,15 @@
 
 use ap_sim::{Ap, ApConfig, Network};
 use broker::{Config, Platform, StartOptions};
-use bus::{Bus, BusOptions, Message};
+use bus::{Bus, BusOptions, Message, TlsConfig};
+use device_sim::fleet::FleetConfig;
 use device_sim::gateway::{stay_homed, HomeConfig, HomeEvent, KnownGateway};
 use device_sim::{DeviceConfig, DeviceError, DeviceEvent, Joined};
 use protocol::registry_admin::{RegistryOk, RegistryOp};
 use registry::RegistryClient;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,19 +32,26 @@ pub struct TestPlatform {
     opts: StartOptions,
     config: Config,
     /// The login keys registered for devices ([`TestPlatform::device_key`]).
-    device_keys: std::sync::Mutex<std::collections::HashMap<String, protocol::crypto::DeviceKey>>,
+    device_keys: Mutex<HashMap<String, protocol::crypto::DeviceKey>>,
+    /// Whom clients trust when the platform serves TLS: its CA, from its
+    /// data dir. None: the listeners are plaintext.
+    tls: Option<tls::ClientTls>,
+    /// Each device's own TLS configuration ([`TestPlatform::device_tls`]).
+    device_tls: Mutex<HashMap<String, TlsConfig>>,
 }
 
 /// The default config on free ports: the platform, the metrics endpoint
 /// and gateways gw-1 and gw-2 all on port 0; in walkthrough mode, which
-/// most flow tests exercise (the secure tests use [`secure_test_config`]).
+/// most flow tests exercise, and so plaintext (the secure tests use
+/// [`secure_test_config`]).
 pub fn test_config() -> Config {
     let mut config = secure_test_config();
     config.security.mode = broker::security::Mode::Walkthrough;
     config
 }
 
-/// [`test_config`] in secure mode, the default.
+/// [`test_config`] in secure mode, the default: MQTT over TLS on every
+/// listener.
 pub fn secure_test_config() -> Config {
     let mut config = Config::default();
     config.platform.listen = "127.0.0.1:0".parse().unwrap();
@@ -78,6 +88,7 @@ impl TestPlatform {
             .await
             .unwrap();
         let addr = platform.broker_addr();
+        let tls = client_tls(&config, dir.path());
         let p = TestPlatform {
             platform: Some(platform),
             dir,
@@ -85,6 +96,8 @@ impl TestPlatform {
             opts,
             config,
             device_keys: Default::default(),
+            tls,
+            device_tls: Default::default(),
         };
         p.wait_for_gateways().await;
         p
@@ -135,10 +148,65 @@ impl TestPlatform {
         protocol::crypto::PlatformPublicKey::from_hex(&hex).ok()
     }
 
+    /// Whom a client of this platform trusts: its CA (`DATA_DIR/ca.pem`)
+    /// when it serves TLS; None when it is plaintext.
+    pub fn tls(&self) -> Option<tls::ClientTls> {
+        self.tls.clone()
+    }
+
+    /// A TLS configuration for one new client, with a session cache of
+    /// its own; None when the platform is plaintext.
+    pub fn tls_config(&self) -> Option<TlsConfig> {
+        self.tls.as_ref().map(tls::ClientTls::config)
+    }
+
+    /// Device `device_id`'s own TLS configuration, the same for every
+    /// config a test makes for it (onboarding, its gateway), as a real
+    /// device keeps one: its reconnects resume their sessions. None when
+    /// the platform is plaintext.
+    pub fn device_tls(&self, device_id: &str) -> Option<TlsConfig> {
+        let tls = self.tls.as_ref()?;
+        Some(
+            self.device_tls
+                .lock()
+                .unwrap()
+                .entry(device_id.to_owned())
+                .or_insert_with(|| tls.config())
+                .clone(),
+        )
+    }
+
+    /// Options for a new client of the platform broker as `client_id`,
+    /// over TLS when the platform serves it; no login.
+    pub fn bus_options(&self, client_id: impl Into<String>) -> BusOptions {
+        self.options_at(&self.broker(), client_id)
+    }
+
+    /// [`TestPlatform::bus_options`] for the broker at `addr` (one of the
+    /// platform's gateways, say).
+    pub fn options_at(&self, addr: &str, client_id: impl Into<String>) -> BusOptions {
+        BusOptions::new(addr, client_id)
+            .unwrap()
+            .with_tls(self.tls_config())
+    }
+
+    /// A way to open raw connections to the broker at `addr`, as this
+    /// platform's clients do (over TLS when it serves it).
+    pub fn dialer_at(&self, addr: SocketAddr) -> Dialer {
+        Dialer {
+            addr,
+            tls: self.tls(),
+        }
+    }
+
+    /// [`TestPlatform::dialer_at`] the platform broker.
+    pub fn dialer(&self) -> Dialer {
+        self.dialer_at(self.addr)
+    }
+
     /// Options for an admin client: the admin role in secure mode.
     pub fn admin_opts(&self, prefix: &str) -> BusOptions {
-        BusOptions::new(&self.broker(), unique_id(prefix))
-            .unwrap()
+        self.bus_options(unique_id(prefix))
             .with_credentials("admin", self.token("admin"))
     }
 
@@ -152,6 +220,7 @@ impl TestPlatform {
     /// A device that stays on its gateway, reporting what it does.
     pub fn home(&self, device_id: &str, last_known: Option<KnownGateway>) -> HomedDevice {
         let mut config = HomeConfig::new(self.broker(), device_id);
+        config.tls = self.device_tls(device_id);
         config.last_known = last_known;
         let (tx, events) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
@@ -187,6 +256,7 @@ impl TestPlatform {
             .await
             .unwrap();
         self.addr = platform.broker_addr();
+        self.tls = client_tls(&self.config, self.dir.path());
         self.platform = Some(platform);
         self.wait_for_gateways().await;
     }
@@ -220,6 +290,7 @@ impl TestPlatform {
                 password: WIFI_PASSWORD.into(),
             }],
         );
+        config.tls = self.tls_config();
         config.auto_confirm = auto_confirm;
         config.platform_key = self.platform_key();
         config
@@ -265,6 +336,7 @@ impl TestPlatform {
 
     pub fn device_config(&self, uuid: &str, pass_tmp: &str, auto_confirm: bool) -> DeviceConfig {
         let mut config = DeviceConfig::new(self.broker(), uuid, pass_tmp, SSID);
+        config.tls = self.device_tls(uuid);
         config.device_key = self.device_own_key(uuid);
         config.auto_confirm = auto_confirm;
         config.answer_timeout = Duration::from_secs(20);
@@ -279,7 +351,8 @@ impl TestPlatform {
     pub async fn home_secure(&self, device_id: &str) -> HomedDevice {
         let key = self.platform_key().expect("a secure platform");
         let device_key = self.device_key(device_id).await;
-        let config = HomeConfig::new(self.broker(), device_id).secure(key, device_key);
+        let mut config = HomeConfig::new(self.broker(), device_id).secure(key, device_key);
+        config.tls = self.device_tls(device_id);
         let (tx, events) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let token = stop.clone();
@@ -313,6 +386,16 @@ impl TestPlatform {
             .unwrap();
         admin.close().await;
         key
+    }
+
+    /// A fleet of `devices` on [`SSID`], trusting this platform as its
+    /// devices do (each with a TLS configuration of its own) and believing
+    /// only its signed answers in secure mode.
+    pub fn fleet_config(&self, devices: Vec<device_sim::manifest::Identity>) -> FleetConfig {
+        let mut config = FleetConfig::new(self.broker(), devices, SSID);
+        config.tls = self.tls();
+        config.platform_key = self.platform_key();
+        config
     }
 
     /// A raw MQTT client subscribed to `filters`, ready.
@@ -445,10 +528,56 @@ pub async fn register_gateway_with(registry: &RegistryClient, id: &str, address:
             address: address.into(),
             weight: 1,
             credential_sha256: Some(protocol::crypto::sha256_hex(&credential)),
+            certificate_request: None,
         })
         .await
         .unwrap();
     credential
+}
+
+/// A gateway registered to run as its own process over TLS: its login,
+/// and the certificate the platform's CA issued it, with its key.
+pub struct RegisteredGateway {
+    pub credential: String,
+    /// The certificate chain, PEM (the gateway's, then the CA's).
+    pub chain_pem: String,
+    /// The key of the certificate, PEM: made here, it never crossed the
+    /// network.
+    pub key_pem: String,
+}
+
+/// [`register_gateway_with`], with a certificate request for the host of
+/// `address`, as `registry gateway add --out` sends it: the registry has
+/// the platform's CA sign it.
+pub async fn register_gateway_with_certificate(
+    registry: &RegistryClient,
+    id: &str,
+    address: &str,
+) -> RegisteredGateway {
+    let credential = protocol::crypto::random_b64(24);
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    let (request, key_pem) = tls::request(&[host.to_owned()]).unwrap();
+    let answer = registry
+        .request(RegistryOp::GatewayRegister {
+            gateway_id: id.into(),
+            address: address.into(),
+            weight: 1,
+            credential_sha256: Some(protocol::crypto::sha256_hex(&credential)),
+            certificate_request: Some(request),
+        })
+        .await
+        .unwrap();
+    match answer {
+        RegistryOk::GatewayRegistered {
+            certificate: Some(chain_pem),
+            ..
+        } => RegisteredGateway {
+            credential,
+            chain_pem,
+            key_pem,
+        },
+        other => panic!("no certificate for gateway {id}: {other:?}"),
+    }
 }
 
 /// A fresh login token of device `uuid`, signed by `key`.
@@ -470,8 +599,8 @@ impl Session {
         filters: &[String],
     ) -> Self {
         let stop = CancellationToken::new();
-        let opts = BusOptions::new(&p.broker(), client_id)
-            .unwrap()
+        let opts = p
+            .bus_options(client_id)
             .with_credentials(username, password);
         let (bus, inbox) = Bus::connect(opts, filters.to_vec(), stop.clone());
         let ready = bus
@@ -502,5 +631,100 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Whom the clients of a platform started with `config` over `data_dir`
+/// trust: the CA it wrote there, when it serves TLS.
+fn client_tls(config: &Config, data_dir: &std::path::Path) -> Option<tls::ClientTls> {
+    if !config.tls_enabled() {
+        return None;
+    }
+    let file = protocol::layout::ca_file(data_dir);
+    let pem = std::fs::read(&file)
+        .unwrap_or_else(|e| panic!("the platform wrote no CA at {}: {e}", file.display()));
+    Some(tls::ClientTls::from_pem(&pem, &file.display().to_string()).unwrap())
+}
+
+/// Opens raw connections to one listener, for tests that write every byte
+/// of MQTT by hand: plaintext, or TLS trusting the platform's CA (the
+/// handshake done before the first byte of MQTT is sent).
+#[derive(Clone)]
+pub struct Dialer {
+    pub addr: SocketAddr,
+    pub tls: Option<tls::ClientTls>,
+}
+
+impl Dialer {
+    /// A connection (and, over TLS, a completed handshake), reads timing
+    /// out after 3 s.
+    pub fn connect(&self) -> std::io::Result<RawStream> {
+        let mut tcp = std::net::TcpStream::connect(self.addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let Some(tls) = &self.tls else {
+            return Ok(RawStream::Plain(tcp));
+        };
+        let mut session =
+            tls::blocking_session(tls, self.addr.ip()).map_err(std::io::Error::other)?;
+        while session.is_handshaking() {
+            session.complete_io(&mut tcp)?;
+        }
+        Ok(RawStream::Tls(Box::new(rustls::StreamOwned::new(
+            session, tcp,
+        ))))
+    }
+}
+
+/// A raw connection from a [`Dialer`].
+pub enum RawStream {
+    Plain(std::net::TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl std::io::Read for RawStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Plain(s) => s.read(buf),
+            RawStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for RawStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Plain(s) => s.write(buf),
+            RawStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            RawStream::Plain(s) => s.flush(),
+            RawStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Reads from `s` until the peer closes the connection, and returns what
+/// came before; an error if it is still open when a read times out. A
+/// reset, or a TLS stream cut without its closing alert, is a close too.
+pub fn read_until_closed(s: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(e)
+            }
+            Err(_) => return Ok(got),
+        }
     }
 }
