@@ -16,3 +16,4 @@ mod mosquitto;
 mod onboarding;
 mod robustness;
 mod security;
+mod transport;

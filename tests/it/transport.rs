@@ -1,0 +1,418 @@
+//! MQTT over TLS, the default secure mode's only transport: what a TLS
+//! listener does with clients that do not speak TLS (or say nothing),
+//! what a client that does not trust the server is told, and sessions
+//! resumed by clients that keep their TLS configuration. Counted in
+//! `platform_tls_handshakes_total` and
+//! `platform_tls_handshake_failures_total`, read as a scraper would.
+
+use crate::metrics::{scrape, value, wait_for, wait_for_at_least};
+use bus::{Bus, BusError, LinkState};
+use platform_tests::*;
+use protocol::topics;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The handshake deadline (`platform.connection_timeout_ms`) of the
+/// platform that silence is tried on: short, so that silence is cut well
+/// before a read here gives up (3 s), and long enough for a handshake on
+/// a busy machine.
+const DEADLINE_MS: u16 = 1000;
+
+/// A secure platform, its broker alone; TLS handshakes cut after
+/// `deadline_ms` if given.
+async fn tls_broker(deadline_ms: Option<u16>) -> TestPlatform {
+    let mut config = secure_test_config();
+    if let Some(ms) = deadline_ms {
+        config.platform.connection_timeout_ms = ms;
+    }
+    let p = TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
+    assert!(p.tls().is_some(), "secure mode serves TLS");
+    p
+}
+
+fn failures(broker: &str, reason: &str) -> String {
+    format!(r#"platform_tls_handshake_failures_total{{broker="{broker}",reason="{reason}"}}"#)
+}
+
+fn handshakes(broker: &str, kind: &str) -> String {
+    format!(r#"platform_tls_handshakes_total{{broker="{broker}",kind="{kind}"}}"#)
+}
+
+/// The platform broker's handshake counts now, by series.
+async fn counts(metrics: SocketAddr, series: &[String]) -> Vec<f64> {
+    let text = scrape(metrics).await;
+    series
+        .iter()
+        .map(|s| value(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}")))
+        .collect()
+}
+
+/// A plaintext MQTT 3.1.1 CONNECT, as a client without TLS sends it.
+fn plaintext_connect(client_id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b0000_0010, 0, 30];
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+/// An admin client of `p` is served: it subscribes, publishes, and gets
+/// its own message back.
+async fn assert_admin_served(p: &TestPlatform, after: &str) {
+    let topic = topics::ap_prompt("ap-1");
+    let (bus, mut inbox, stop) = p.client(std::slice::from_ref(&topic)).await;
+    bus.publish(topic.clone(), b"served".to_vec())
+        .await
+        .unwrap();
+    let msg = next_message(&mut inbox, 10).await;
+    assert_eq!(
+        (msg.topic.as_str(), &msg.payload[..]),
+        (topic.as_str(), &b"served"[..]),
+        "after {after}"
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_answers_plaintext_garbage_and_silence_with_nothing_and_counts_them() {
+    let p = tls_broker(Some(DEADLINE_MS)).await;
+    let metrics = p.metrics_addr().unwrap();
+    let series: Vec<String> = ["not_tls", "timeout", "error"]
+        .iter()
+        .map(|r| failures("platform", r))
+        .collect();
+    let before = counts(metrics, &series).await;
+    let plain = Dialer {
+        addr: p.addr,
+        tls: None,
+    };
+    tokio::task::spawn_blocking(move || {
+        for (what, bytes) in [
+            // A plaintext client: its CONNECT gets no CONNACK.
+            ("a plaintext CONNECT", plaintext_connect("plain-client")),
+            // Bytes that are neither TLS nor MQTT.
+            (
+                "random bytes",
+                vec![0x9c, 0x3e, 0x71, 0x05, 0xd2, 0x48, 0xaf, 0x13, 0x6b, 0xe0],
+            ),
+            // A TLS handshake record that holds garbage.
+            (
+                "a garbage handshake record",
+                vec![0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5],
+            ),
+        ] {
+            let mut s = plain.connect().unwrap();
+            s.write_all(&bytes).unwrap();
+            let answer = read_until_closed(&mut s);
+            assert!(
+                matches!(&answer, Ok(bytes) if bytes.is_empty()),
+                "{what}: not closed unanswered: {answer:?}"
+            );
+        }
+        // A client that connects and sends nothing is closed once the
+        // handshake deadline passes (reads here give up after 3 s).
+        let mut silent = plain.connect().unwrap();
+        let answer = read_until_closed(&mut silent);
+        assert!(
+            matches!(&answer, Ok(bytes) if bytes.is_empty()),
+            "a silent client was not closed after {DEADLINE_MS} ms: {answer:?}"
+        );
+    })
+    .await
+    .unwrap();
+    let want: Vec<(&str, f64)> = vec![
+        (&series[0], before[0] + 2.0),
+        (&series[1], before[1] + 1.0),
+        (&series[2], before[2] + 1.0),
+    ];
+    wait_for(metrics, &want).await;
+
+    // A client that finishes the handshake and then sends no CONNECT is
+    // closed too (rumqttd's own wait for CONNECT, as long again).
+    let dialer = p.dialer();
+    tokio::task::spawn_blocking(move || {
+        let mut s = dialer.connect().expect("a TLS client was refused");
+        let answer = read_until_closed(&mut s);
+        assert!(
+            matches!(&answer, Ok(bytes) if bytes.is_empty()),
+            "a TLS client without CONNECT was not closed: {answer:?}"
+        );
+    })
+    .await
+    .unwrap();
+    // And the listener still serves.
+    assert_admin_served(&p, "plaintext, garbage and silence").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_trusts_another_ca_is_told_at_once_which_broker_failed() {
+    let p = tls_broker(None).await;
+    let metrics = p.metrics_addr().unwrap();
+    let alerts = [failures("platform", "alert")];
+    let before = counts(metrics, &alerts).await;
+    let stranger = tls::ClientTls::from_pem(
+        tls::Ca::generate("a stranger's CA")
+            .unwrap()
+            .cert_pem()
+            .as_bytes(),
+        "stranger.pem",
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let opts = bus::BusOptions::new(&p.broker(), unique_id("trusts-a-stranger"))
+        .unwrap()
+        .with_credentials("admin", p.token("admin"))
+        .with_tls(Some(stranger.config()));
+    let (bus, _inbox) = Bus::connect(opts, Vec::new(), stop.clone());
+    // Far longer than a refusal takes: a timeout here is the failure.
+    match bus.ready(Duration::from_secs(60)).await {
+        Err(BusError::Untrusted { addr, reason }) => {
+            assert_eq!(addr, p.broker());
+            assert!(
+                reason.contains("not signed by a CA this client trusts"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Untrusted, got {other:?}"),
+    }
+    assert!(
+        matches!(bus.state(), LinkState::Untrusted(_)),
+        "{:?}",
+        bus.state()
+    );
+    stop.cancel();
+    // The client said why with an alert, and the listener counted it.
+    wait_for_at_least(metrics, &[(&alerts[0], before[0] + 1.0)]).await;
+
+    // A device that trusts the stranger does not onboard, and says why.
+    let mut device = p.device_config(&new_uuid(), "pt", true);
+    device.tls = Some(stranger.config());
+    match onboard(device).await {
+        Err(device_sim::DeviceError::Bus(BusError::Untrusted { addr, .. })) => {
+            assert_eq!(addr, p.broker())
+        }
+        other => panic!("expected Untrusted, got {other:?}"),
+    }
+    assert_admin_served(&p, "clients that trust another CA").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_does_not_name_the_host_is_not_trusted() {
+    // Certificates name the listener's address and `tls.names`; with no
+    // names, `localhost` is not one of them.
+    let mut config = secure_test_config();
+    config.tls.names.clear();
+    let p = TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
+    let stop = CancellationToken::new();
+    let by_name = format!("localhost:{}", p.addr.port());
+    let opts = p
+        .options_at(&by_name, unique_id("by-name"))
+        .with_credentials("admin", p.token("admin"));
+    let (bus, _inbox) = Bus::connect(opts, Vec::new(), stop.clone());
+    match bus.ready(Duration::from_secs(60)).await {
+        Err(BusError::Untrusted { addr, reason }) => {
+            assert_eq!(addr, by_name);
+            assert!(reason.contains("does not name the host"), "{reason}");
+        }
+        other => panic!("expected Untrusted, got {other:?}"),
+    }
+    stop.cancel();
+    // By its address, the same CA is trusted.
+    assert_admin_served(&p, "a connection by an unnamed host").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_client_of_a_tls_listener_gets_no_connack() {
+    let p = tls_broker(None).await;
+    let stop = CancellationToken::new();
+    let opts = bus::BusOptions::new(&p.broker(), unique_id("plaintext"))
+        .unwrap()
+        .with_credentials("admin", p.token("admin"));
+    let (bus, _inbox) = Bus::connect(opts, Vec::new(), stop.clone());
+    let result = bus.ready_once(Duration::from_secs(10)).await;
+    assert!(result.is_err(), "a plaintext client was served");
+    assert!(
+        matches!(bus.state(), LinkState::Down(_)),
+        "closed without a CONNACK: {:?}",
+        bus.state()
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_its_tls_configuration_resumes_its_session() {
+    let p = tls_broker(None).await;
+    let metrics = p.metrics_addr().unwrap();
+    let series = [
+        handshakes("platform", "full"),
+        handshakes("platform", "resumed"),
+    ];
+    let admin = p.token("admin");
+    let session = |config: &bus::TlsConfig| {
+        let stop = CancellationToken::new();
+        let opts = bus::BusOptions::new(&p.broker(), unique_id("resumer"))
+            .unwrap()
+            .with_credentials("admin", &admin)
+            .with_tls(Some(config.clone()));
+        let (bus, _inbox) = Bus::connect(opts, Vec::new(), stop.clone());
+        async move {
+            bus.ready(Duration::from_secs(10)).await.unwrap();
+            // A round trip, so that the session ticket the server sent
+            // after the handshake has been read.
+            bus.publish(topics::ap_prompt("ap-1"), b"x".to_vec())
+                .await
+                .unwrap();
+            stop.cancel();
+            bus.closed(Duration::from_secs(5)).await;
+        }
+    };
+    let mine = p.tls_config().unwrap();
+    let start = counts(metrics, &series).await;
+    session(&mine).await;
+    let want = [start[0] + 1.0, start[1]];
+    wait_for(metrics, &[(&series[0], want[0]), (&series[1], want[1])]).await;
+    // The same configuration again: its session is resumed, each time.
+    for n in 1..=2 {
+        session(&mine).await;
+        wait_for(
+            metrics,
+            &[(&series[0], want[0]), (&series[1], want[1] + f64::from(n))],
+        )
+        .await;
+    }
+    // Another client's configuration has nothing to resume.
+    session(&p.tls_config().unwrap()).await;
+    wait_for(
+        metrics,
+        &[(&series[0], want[0] + 1.0), (&series[1], want[1] + 2.0)],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_comes_back_resumes_its_tls_sessions() {
+    // The whole platform: the device asks the registry on the platform
+    // broker for its gateway, then connects there; every listener of the
+    // process shares its ticket keys.
+    let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
+    let metrics = p.metrics_addr().unwrap();
+    let uuid = new_uuid();
+    p.enroll(&uuid, "pt").await;
+    let brokers: Vec<String> = std::iter::once("platform".to_owned())
+        .chain(p.gateways().iter().map(|(id, _)| format!("gateway-{id}")))
+        .collect();
+    let resumed: Vec<String> = brokers.iter().map(|b| handshakes(b, "resumed")).collect();
+    // Only this device keeps a TLS configuration across connections (every
+    // other client here makes a new one), so only it can resume.
+    let total = |v: Vec<f64>| v.iter().sum::<f64>();
+    let start = total(counts(metrics, &resumed).await);
+    let mut device = p.home_secure(&uuid).await;
+    let (first, _) = device.connected(20).await;
+    device.stop.cancel();
+    let _ = device.task.await;
+    // Its first connection, to the platform, is a full handshake; on its
+    // gateway it resumes with the platform's ticket.
+    let once = total(counts(metrics, &resumed).await);
+    assert!(
+        once > start,
+        "the device did not resume on its gateway: {start} -> {once} resumed on {brokers:?}"
+    );
+    // Back again: it resumes on the platform and on its gateway.
+    let mut device = p.home_secure(&uuid).await;
+    let (again, _) = device.connected(20).await;
+    assert_eq!(again, first, "the device moved");
+    device.stop.cancel();
+    let _ = device.task.await;
+    let twice = total(counts(metrics, &resumed).await);
+    assert!(
+        twice >= once + 2.0,
+        "the device that came back did not resume both its sessions: \
+         {start} -> {once} -> {twice} resumed on {brokers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_registered_with_a_certificate_request_is_issued_one_for_its_address() {
+    let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
+    let ca = std::fs::read_to_string(protocol::layout::ca_file(p.dir.path())).unwrap();
+    let registry = p.registry().await;
+    let registered = register_gateway_with_certificate(&registry, "gw-9", "127.0.0.1:9").await;
+    tls::verify_chain(&ca, &registered.chain_pem, "127.0.0.1").unwrap();
+    assert!(
+        tls::verify_chain(&ca, &registered.chain_pem, "10.0.0.1").is_err(),
+        "issued for an address it was not registered at"
+    );
+    // The names are the platform's, whatever the request asks for.
+    let (request, _key) = tls::request(&["evil.example".into()]).unwrap();
+    let answer = registry
+        .request(protocol::registry_admin::RegistryOp::GatewayRegister {
+            gateway_id: "gw-10".into(),
+            address: "127.0.0.1:10".into(),
+            weight: 1,
+            credential_sha256: Some(protocol::crypto::sha256_hex("gw-10's credential")),
+            certificate_request: Some(request),
+        })
+        .await
+        .unwrap();
+    let chain = match answer {
+        protocol::registry_admin::RegistryOk::GatewayRegistered {
+            certificate: Some(chain),
+            ..
+        } => chain,
+        other => panic!("{other:?}"),
+    };
+    tls::verify_chain(&ca, &chain, "127.0.0.1").unwrap();
+    assert!(tls::verify_chain(&ca, &chain, "evil.example").is_err());
+    // Junk is refused, and registers nothing.
+    let junk = registry
+        .request(protocol::registry_admin::RegistryOp::GatewayRegister {
+            gateway_id: "gw-11".into(),
+            address: "127.0.0.1:11".into(),
+            weight: 1,
+            credential_sha256: None,
+            certificate_request: Some("not a request".into()),
+        })
+        .await;
+    assert!(junk.is_err(), "{junk:?}");
+    match registry
+        .request(protocol::registry_admin::RegistryOp::Gateways)
+        .await
+        .unwrap()
+    {
+        protocol::registry_admin::RegistryOk::Gateways { gateways } => {
+            assert!(
+                !gateways.iter().any(|g| g.gateway_id == "gw-11"),
+                "{gateways:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    registry.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_without_tls_issues_no_gateway_certificate_and_says_so() {
+    let p = TestPlatform::start().await; // walkthrough: plaintext, no CA
+    assert!(p.tls().is_none());
+    let (request, _key) = tls::request(&["127.0.0.1".into()]).unwrap();
+    let registry = p.registry().await;
+    let answer = registry
+        .request(protocol::registry_admin::RegistryOp::GatewayRegister {
+            gateway_id: "gw-9".into(),
+            address: "127.0.0.1:9".into(),
+            weight: 1,
+            credential_sha256: None,
+            certificate_request: Some(request),
+        })
+        .await;
+    match answer {
+        Err(registry::RegistryClientError::Refused(body)) => {
+            assert!(body.message.contains("no gateway certificates"), "{body:?}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    registry.close().await;
+}
