@@ -416,3 +416,44 @@ async fn a_platform_without_tls_issues_no_gateway_certificate_and_says_so() {
     }
     registry.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_mode_with_tls_off_serves_plaintext_logins_and_all() {
+    let mut config = secure_test_config();
+    config.tls.enabled = false;
+    let p = TestPlatform::start_config(config, broker::StartOptions { broker_only: true }).await;
+    assert!(p.tls().is_none(), "tls.enabled = false serves no TLS");
+    assert!(p.platform_key().is_some(), "still secure mode");
+    // A plaintext admin is served (logins are still checked) ...
+    assert_admin_served(&p, "starting with tls.enabled = false").await;
+    let stop = CancellationToken::new();
+    let opts = p
+        .bus_options(unique_id("wrong-password"))
+        .with_credentials("admin", "wrong");
+    let (bus, _inbox) = Bus::connect(opts, Vec::new(), stop.clone());
+    assert!(
+        matches!(
+            bus.ready_once(Duration::from_secs(10)).await,
+            Err(BusError::Refused { .. })
+        ),
+        "a wrong password was not refused with a CONNACK"
+    );
+    stop.cancel();
+    // ... and a TLS hello gets no handshake.
+    let tls = tls::ClientTls::from_pem(
+        tls::Ca::generate("any CA").unwrap().cert_pem().as_bytes(),
+        "any.pem",
+    )
+    .unwrap();
+    let dialer = Dialer {
+        addr: p.addr,
+        tls: Some(tls),
+    };
+    let hello = tokio::task::spawn_blocking(move || dialer.connect().map(|_| ()))
+        .await
+        .unwrap();
+    assert!(
+        hello.is_err(),
+        "a plaintext listener finished a TLS handshake"
+    );
+}
