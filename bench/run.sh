@@ -9,6 +9,7 @@
 #   bench/run.sh hold 10000 --runs 3
 #   bench/run.sh life 200 --runs 3
 #   bench/run.sh rtt 2000 --runs 3
+#   bench/run.sh connect 1000 --runs 3     # one connection's cost, TLS handshake included
 #   bench/run.sh soak 1000 --duration 15m
 #   bench/run.sh soak 1000 --duration 15m --pool 1000   # the same devices
 #   bench/run.sh topics 5000        # diagnosis: rumqttd's memory per device

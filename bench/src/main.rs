@@ -11,6 +11,10 @@ use std::time::Duration;
 enum Scenario {
     /// QoS 1 request/response through the platform broker, no workers: the floor.
     Rtt,
+    /// N clients connect and disconnect one at a time, then again with
+    /// the TLS session they kept: the platform's CPU per connection, full
+    /// handshake and resumed.
+    Connect,
     /// N devices from nothing to connected on a gateway.
     Onboard,
     /// N devices on gw-1; `registry drain gw-1 --to gw-2`; until all are on gw-2.
@@ -135,6 +139,7 @@ async fn run(cli: &Cli) -> Result<()> {
         let outcome = async {
             anyhow::Ok(match cli.scenario {
                 Scenario::Rtt => scenarios::rtt_only(setup, cli.n).await?,
+                Scenario::Connect => scenarios::connect(setup, cli.n).await?,
                 Scenario::Onboard => {
                     scenarios::onboard(setup, cli.n, cli.concurrency, cli.rate, seed).await?
                 }

@@ -5,6 +5,7 @@
 //! One scenario per file; the platform they share is in `platform`, the
 //! measuring and printing in `report`.
 
+mod connect;
 mod drain;
 mod failover;
 mod hold;
@@ -18,6 +19,7 @@ mod standby;
 mod stranded;
 mod topics;
 
+pub use connect::connect;
 pub use drain::drain;
 pub use failover::failover;
 pub use hold::hold;
