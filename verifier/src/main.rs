@@ -12,7 +12,7 @@ use verifier::{AdminClient, ClientError, VerifierConfig};
 
 /// Exit codes a script can rely on.
 mod exit {
-    pub use cli::exit::{OK, REFUSED, UNREACHABLE};
+    pub use cli::exit::{OK, REFUSED, UNREACHABLE, USAGE};
     /// Anything else: storage failure, I/O error.
     pub const FAILED: u8 = 4;
 }
@@ -27,7 +27,7 @@ that verify a device. The admin commands (enroll, import, remove, show, list) ta
 the running worker over MQTT; they never open its database.
 
 Exit codes: 0 done; 1 refused by the verifier (or some import rows rejected); \
-2 bad command line; 3 platform unreachable or no answer; 4 other failure."
+2 bad command line or an unreadable input file (--cafile, --password-file); 3 platform unreachable, no answer, or a server that does not prove it is the platform; 4 other failure."
 )]
 struct Cli {
     #[command(flatten)]
@@ -59,9 +59,19 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = match e.downcast_ref::<ClientError>() {
-                Some(ClientError::Refused(_)) => exit::REFUSED,
-                Some(ClientError::Bus(_) | ClientError::NoAnswer(_)) => exit::UNREACHABLE,
+            // A local file the connection needs (the CA, a password
+            // file) is a bad input, as in every other binary.
+            let bus = e
+                .downcast_ref::<bus::BusError>()
+                .or_else(|| match e.downcast_ref() {
+                    Some(ClientError::Bus(b)) => Some(b),
+                    _ => None,
+                });
+            let code = match (bus, e.downcast_ref::<ClientError>()) {
+                (Some(bus::BusError::Config(_)), _) => exit::USAGE,
+                (Some(_), _) => exit::UNREACHABLE,
+                (None, Some(ClientError::Refused(_))) => exit::REFUSED,
+                (None, Some(ClientError::NoAnswer(_))) => exit::UNREACHABLE,
                 _ => exit::FAILED,
             };
             ExitCode::from(code)

@@ -13,7 +13,7 @@ Talks to the running registry over MQTT. A device learns its gateway by asking t
 when you move it, its old gateway sends it a redirect notice (or refuses it at its next connect \
 if it is offline) and it asks again.
 
-Exit codes: 0 done; 1 refused by the registry (the reason is printed); 2 bad command line; \
+Exit codes: 0 done; 1 refused by the registry (the reason is printed); 2 bad command line or an unreadable input file (--cafile, --password-file); \
 3 platform unreachable or no answer; 4 a credential registered but not written to --out."
 )]
 pub struct Cli {

@@ -31,6 +31,9 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(match e {
                 RegistryClientError::Refused(_) => exit::REFUSED,
+                // A local file the connection needs (the CA, a password
+                // file) is a bad input, as in every other binary.
+                RegistryClientError::Bus(bus::BusError::Config(_)) => exit::USAGE,
                 _ => exit::UNREACHABLE,
             })
         }
