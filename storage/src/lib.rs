@@ -30,17 +30,37 @@ pub struct OpenError {
     pub source: sled::Error,
 }
 
-/// Opens (creating if needed) the sled database of `owner` in `dir`.
+/// How long an open waits for the database's file lock: sled releases it
+/// from its flusher thread a moment after the last handle is dropped, so
+/// a store reopened at once in the same process (a restart) can find it
+/// still held.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens (creating if needed) the sled database of `owner` in `dir`,
+/// waiting up to [`LOCK_WAIT`] for a previous owner to let go of it.
 pub fn open_sled(owner: &'static str, dir: &Path) -> Result<sled::Db, OpenError> {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(SLED_CACHE_BYTES)
-        .open()
-        .map_err(|source| OpenError {
-            owner,
-            path: dir.to_owned(),
-            source,
-        })
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => {
+                return other.map_err(|source| OpenError {
+                    owner,
+                    path: dir.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 #[cfg(test)]
