@@ -449,3 +449,49 @@ fn the_admin_clis_trust_the_platform_by_its_ca() {
     assert!(stderr.contains("no connection"), "{stderr}");
     broker.kill().unwrap();
 }
+
+/// The admin CLIs, each with a command that needs the platform.
+const ADMIN_CLIS: [(&str, &str); 2] = [("verifier", "list"), ("registry", "gateways")];
+
+/// A loopback port nobody listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn an_unreachable_platform_exits_3_with_a_message_over_tls_and_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    // A CA no platform uses: enough for a client to start TLS with, which
+    // is all an unreachable platform lets it do.
+    let some_ca = tls::Ca::generate("a CA no platform uses").unwrap();
+    std::fs::write(&ca, some_ca.cert_pem()).unwrap();
+    for (program, command) in ADMIN_CLIS {
+        for transport in [&["--cafile", ca.to_str().unwrap()][..], &["--plaintext"]] {
+            let args = [transport, &["--timeout", "1", command]].concat();
+            let (code, _, stderr) = admin_cli(program, dir.path(), &[], closed_port(), &args);
+            assert_eq!(code, Some(3), "{program} {args:?}: {stderr}");
+            assert!(stderr.contains("no connection"), "{program}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_ca_file_is_named_with_the_way_out_and_exits_2() {
+    // The default --cafile is data/ca.pem, relative to where it runs.
+    let dir = tempfile::tempdir().unwrap();
+    for (program, command) in ADMIN_CLIS {
+        let args = ["--timeout", "1", command];
+        let (code, _, stderr) = admin_cli(program, dir.path(), &[], closed_port(), &args);
+        // An unreadable input file, as in every binary: not an outage.
+        assert_eq!(code, Some(2), "{program}: {stderr}");
+        for needed in ["data/ca.pem", "--cafile", "--plaintext"] {
+            assert!(stderr.contains(needed), "{program}, {needed}: {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{program}: {stderr}");
+    }
+}
