@@ -171,37 +171,51 @@ async fn walkthrough_mode_needs_no_username() {
     let p = TestPlatform::start_with(broker::StartOptions { broker_only: true }).await;
     let port = p.addr.port().to_string();
     let topic = protocol::topics::device_confirm(&new_uuid());
+    let got = tokio::task::block_in_place(|| {
+        publish_until_received(&topic, "no -u needed", &[], |_| {
+            vec!["-h", "127.0.0.1", "-p", &port]
+        })
+    });
+    assert_eq!(got, "no -u needed", "mosquitto without -u");
+}
+
+/// mosquitto_sub on `topic` with `login` (at `target(0)`), and
+/// mosquitto_pub of `message` with `login` to each `target(i)` in turn,
+/// until mosquitto_sub prints it (it may not have subscribed yet); what it
+/// printed.
+fn publish_until_received<'a>(
+    topic: &str,
+    message: &str,
+    login: &[&str],
+    target: impl Fn(usize) -> Vec<&'a str>,
+) -> String {
     let sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-C", "1"])
-        .args(["-W", "20", "-t", &topic])
+        .args(target(0))
+        .args(["-q", "1", "-C", "1", "-W", "20", "-t", topic])
+        .args(login)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = sub.id();
     let output = std::thread::spawn(move || sub.wait_with_output().unwrap());
-    // Re-published until mosquitto_sub has it: it may not have subscribed
-    // yet.
     let deadline = Instant::now() + Duration::from_secs(20);
-    tokio::task::block_in_place(|| {
-        while !output.is_finished() && Instant::now() < deadline {
-            let status = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port, "-q", "1"])
-                .args(["-t", &topic, "-m", "no -u needed"])
-                .status()
-                .unwrap();
-            assert!(status.success(), "mosquitto_pub without -u failed");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
+    let mut i = 0;
+    while !output.is_finished() && Instant::now() < deadline {
+        let to = target(i);
+        let args = [&to[..], login, &["-q", "1", "-t", topic, "-m", message]].concat();
+        let (code, printed) = run("mosquitto_pub", &args);
+        assert_eq!(code, Some(0), "mosquitto_pub {to:?}: {printed}");
+        i += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let out = output.join().unwrap();
     assert!(
         out.status.success(),
-        "mosquitto_sub (pid {pid}) without -u got nothing"
+        "mosquitto_sub (pid {pid}) got nothing"
     );
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
-        "no -u needed"
-    );
+    let printed = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(printed, message);
+    printed
 }
 
 /// `program args…` to its end: (exit code, stdout and stderr).
@@ -235,38 +249,12 @@ async fn mosquitto_clients_with_the_platforms_ca_talk_over_tls() {
     let (ca, admin) = (cafile(&p), p.token("admin"));
     let topic = protocol::topics::ap_prompt("ap-1");
     let login = ["-u", "admin", "-P", &admin, "--cafile", &ca];
-    let sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-C", "1"])
-        .args(["-W", "20", "-t", &topic])
-        .args(login)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = sub.id();
-    let output = std::thread::spawn(move || sub.wait_with_output().unwrap());
-    // Re-published until mosquitto_sub has it: it may not have subscribed
-    // yet.
-    let deadline = Instant::now() + Duration::from_secs(20);
     tokio::task::block_in_place(|| {
-        let mut hosts = ["127.0.0.1", "localhost"].into_iter().cycle();
-        while !output.is_finished() && Instant::now() < deadline {
-            let host = hosts.next().unwrap();
-            let args = [&["-h", host, "-p", &port, "-q", "1"][..], &login]
-                .concat()
-                .into_iter()
-                .chain(["-t", &topic, "-m", "over TLS"])
-                .collect::<Vec<_>>();
-            let (code, printed) = run("mosquitto_pub", &args);
-            assert_eq!(code, Some(0), "mosquitto_pub -h {host} --cafile: {printed}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        publish_until_received(&topic, "over TLS", &login, |i| {
+            let host = ["127.0.0.1", "localhost"][i % 2];
+            vec!["-h", host, "-p", &port]
+        })
     });
-    let out = output.join().unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_sub --cafile (pid {pid}) got nothing"
-    );
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "over TLS");
 }
 
 /// A mosquitto client without the platform's CA gets nothing from a TLS
