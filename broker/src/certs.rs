@@ -167,14 +167,6 @@ pub fn certificate_names(hosts: &[String], extra: &[String]) -> Vec<String> {
     names
 }
 
-/// The host of "host:port" (an IPv6 address without its brackets).
-pub fn host_of(addr: &str) -> String {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned()
-}
-
 /// The CA in `data_dir`, made there on first start. The key is written
 /// first: a crash between the two files leaves a key and no certificate,
 /// which the next start replaces (no client can trust a CA whose
@@ -259,8 +251,6 @@ mod tests {
             certificate_names(&hosts, &extra),
             ["127.0.0.1", "gw.example", "localhost"]
         );
-        assert_eq!(host_of("[::1]:8883"), "::1");
-        assert_eq!(host_of("gw.example:8884"), "gw.example");
     }
 
     #[test]

@@ -248,7 +248,7 @@ impl Platform {
                 let name = format!("gateway-{}", section.id);
                 let hosts = [
                     section.listen.ip().to_string(),
-                    crate::certs::host_of(&section.advertised(section.listen)),
+                    protocol::host_of(&section.advertised(section.listen)).to_owned(),
                 ];
                 let gw = gateway::start(
                     section,

@@ -129,8 +129,26 @@ impl fmt::Display for DeviceUuid {
     }
 }
 
+/// The host of a "host:port" address (a gateway's, a broker's), an IPv6
+/// address without its brackets; the whole of it if it has no port.
+pub fn host_of(address: &str) -> &str {
+    address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_host_of_an_address() {
+        assert_eq!(super::host_of("gw.example.net:8884"), "gw.example.net");
+        assert_eq!(super::host_of("[::1]:8883"), "::1");
+        assert_eq!(super::host_of("127.0.0.1:8883"), "127.0.0.1");
+        assert_eq!(super::host_of("localhost"), "localhost");
+    }
+
     use super::*;
 
     #[test]

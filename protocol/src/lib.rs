@@ -24,7 +24,7 @@ pub mod topics;
 
 pub use codes::{AccessErrorCode, AdminErrorCode, ErrorBody};
 pub use decode::{decode, encode, peek_str_field, DecodeError};
-pub use ids::{check_client_id, DeviceUuid, IdError, Segment};
+pub use ids::{check_client_id, host_of, DeviceUuid, IdError, Segment};
 
 /// A reply that names the request it answers, so that a client with
 /// several requests in flight on one shared reply topic can pair them.

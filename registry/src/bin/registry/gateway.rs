@@ -63,20 +63,13 @@ pub async fn run(
             // A TLS key only where it can be kept: next to --out. A
             // platform reached in plaintext serves no TLS to need one.
             let tls_key = match (&out, plaintext) {
-                (Some(_), false) => {
-                    let host = address
-                        .rsplit_once(':')
-                        .map_or(address.as_str(), |(host, _)| host)
-                        .trim_start_matches('[')
-                        .trim_end_matches(']');
-                    match tls::request(&[host.to_owned()]) {
-                        Ok(pair) => Some(pair),
-                        Err(e) => {
-                            eprintln!("error: --address {address:?}: {e}");
-                            return Ok(cli::exit::USAGE);
-                        }
+                (Some(_), false) => match tls::request(&[protocol::host_of(&address).to_owned()]) {
+                    Ok(pair) => Some(pair),
+                    Err(e) => {
+                        eprintln!("error: --address {address:?}: {e}");
+                        return Ok(cli::exit::USAGE);
                     }
-                }
+                },
                 _ => None,
             };
             let ok = client

@@ -56,13 +56,8 @@ impl<S: RegistryStore> Registry<S> {
                         "this platform issues no gateway certificates (its TLS is off, or it serves an operator's own certificate): register without one".into(),
                     ));
                 };
-                let host = address
-                    .rsplit_once(':')
-                    .map_or(address, |(host, _)| host)
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
                 Some(
-                    (signer.0)(request, host)
+                    (signer.0)(request, protocol::host_of(address))
                         .map_err(|e| bad(format!("certificate request: {e}")))?,
                 )
             }
