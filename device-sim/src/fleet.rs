@@ -188,13 +188,18 @@ async fn one_device(
     tokio::pin!(life);
     let mut current: Option<String> = None;
     let mut ever_connected = false;
+    let mut ever_joined = false;
     let result = loop {
         tokio::select! {
             result = &mut life => break result,
             Some(event) = device_rx.recv() => match event {
                 DeviceEvent::Prompt { latency, .. } => stats.record(Phase::Access, latency),
                 DeviceEvent::Joined { .. } => {
-                    stats.bump(&stats.joined);
+                    // A device that onboards again (its key was lost) joins once.
+                    if !ever_joined {
+                        stats.bump(&stats.joined);
+                    }
+                    ever_joined = true;
                     stats.set_doing(&device.uuid, "joined; asking the registry".into());
                 }
                 DeviceEvent::RequestSent { attempt } => {

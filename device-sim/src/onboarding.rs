@@ -50,12 +50,12 @@ pub struct Joined {
 pub async fn onboard(
     config: &DeviceConfig,
     events: &mpsc::UnboundedSender<DeviceEvent>,
-    local_confirm: Option<mpsc::Receiver<bool>>,
+    mut local_confirm: Option<mpsc::Receiver<bool>>,
     shutdown: &CancellationToken,
 ) -> Result<Joined, DeviceError> {
     config.validate()?;
     let mut link = PlatformLink::open_to_onboard(config, shutdown).await?;
-    onboard_on(&mut link, config, events, local_confirm, shutdown).await
+    onboard_on(&mut link, config, events, &mut local_confirm, shutdown).await
 }
 
 /// Runs the onboarding flow over an open [`PlatformLink`], which stays
@@ -64,7 +64,7 @@ pub async fn onboard_on(
     link: &mut PlatformLink,
     config: &DeviceConfig,
     events: &mpsc::UnboundedSender<DeviceEvent>,
-    mut local_confirm: Option<mpsc::Receiver<bool>>,
+    local_confirm: &mut Option<mpsc::Receiver<bool>>,
     shutdown: &CancellationToken,
 ) -> Result<Joined, DeviceError> {
     let uuid = config.validate()?;
@@ -222,7 +222,7 @@ pub async fn onboard_on(
         let answer = async {
             loop {
                 tokio::select! {
-                    Some(accept) = recv_local(&mut local_confirm) => return Ok(accept),
+                    Some(accept) = recv_local(local_confirm) => return Ok(accept),
                     msg = inbox.recv() => {
                         let msg = msg.ok_or(DeviceError::Stopped)?;
                         if msg.topic == confirm_topic {

@@ -308,9 +308,14 @@ async fn onboard(
     let result = async {
         config.validate()?;
         let mut link = PlatformLink::open_to_onboard(&config, shutdown).await?;
-        let joined =
-            device_sim::onboard_on(&mut link, &config, &events_tx, Some(confirm_rx), shutdown)
-                .await?;
+        let joined = device_sim::onboard_on(
+            &mut link,
+            &config,
+            &events_tx,
+            &mut Some(confirm_rx),
+            shutdown,
+        )
+        .await?;
         Ok((joined, link))
     }
     .await;

@@ -1891,7 +1891,7 @@ async fn enroll_blobs_with_a_wrong_pass_tmp_count_toward_the_lockout() {
         .await
         .unwrap();
     guesser.answer_timeout = Duration::from_secs(10);
-    let guessed = device_sim::onboard_on(&mut link, &guesser, &tx, None, &stop).await;
+    let guessed = device_sim::onboard_on(&mut link, &guesser, &tx, &mut None, &stop).await;
     assert!(
         matches!(
             guessed,
