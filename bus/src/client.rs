@@ -22,8 +22,13 @@ pub enum BusError {
         /// Why the last attempt failed, if one did.
         last: Option<String>,
     },
+    /// A CONNACK refusal: the broker answered no.
     #[error("the broker at {addr} refused the connection: {reason}")]
     Refused { addr: String, reason: String },
+    /// The one attempt [`Bus::ready_once`] allows failed without an
+    /// answer: no TCP connection, a closed or timed-out handshake.
+    #[error("the broker at {addr} could not be reached: {reason}")]
+    Unreachable { addr: String, reason: String },
     #[error("the broker at {addr} did not prove who it is: {reason}")]
     Untrusted { addr: String, reason: String },
     #[error("the MQTT client is closed")]
@@ -51,6 +56,10 @@ pub struct BusOptions {
     pub inbox_capacity: usize,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// How long one connection attempt may take, from the TCP connect
+    /// through the TLS handshake to the CONNACK. Whole seconds, at least 1
+    /// (rumqttc's unit).
+    pub connect_timeout: Duration,
     /// Published by the broker if this client vanishes without a DISCONNECT.
     pub last_will: Option<(String, Vec<u8>)>,
     /// Where a fresh password comes from at every connect, for a login that
@@ -105,6 +114,7 @@ impl BusOptions {
             inbox_capacity: 1024,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
             last_will: None,
             password_source: None,
             tls: None,
@@ -213,7 +223,7 @@ impl Bus {
         let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
-        net.set_connection_timeout(5);
+        net.set_connection_timeout(opts.connect_timeout.as_secs().max(1));
         eventloop.set_network_options(net);
 
         let (state_tx, state) = watch::channel(LinkState::Connecting);
@@ -304,7 +314,10 @@ impl Bus {
                         })
                     }
                     LinkState::Down(reason) if first_failure_is_final => {
-                        return Err(refused(reason))
+                        return Err(BusError::Unreachable {
+                            addr: self.addr.to_string(),
+                            reason: hint(&reason),
+                        })
                     }
                     LinkState::Closed => return Err(BusError::Closed),
                     LinkState::Connecting | LinkState::Down(_) => {}

@@ -239,7 +239,7 @@ async fn one_device(
                         stats.leave(&gw);
                     }
                     stats.bump(&stats.redirects);
-                    stats.set_doing(&device.uuid, format!("redirected off {gateway_id} ({reason:?}, epoch {epoch}); asking the registry"));
+                    stats.set_doing(&device.uuid, format!("redirected off {gateway_id} ({reason:?}, epoch {epoch}); moving"));
                 }
                 HomeEvent::Lost { gateway_id } => {
                     if let Some(gw) = current.take() {
@@ -287,6 +287,7 @@ pub fn error_code(e: &DeviceError) -> String {
         DeviceError::Invalid { field, .. } => format!("invalid_{}", field.replace(' ', "_")),
         DeviceError::Bus(bus::BusError::Timeout { .. }) => "broker_timeout".into(),
         DeviceError::Bus(bus::BusError::Refused { .. }) => "broker_refused".into(),
+        DeviceError::Bus(bus::BusError::Unreachable { .. }) => "broker_unreachable".into(),
         DeviceError::Bus(_) => "broker_error".into(),
         DeviceError::Refused { code, .. } => code.to_string(),
         DeviceError::NoAnswer(_) => "no_answer".into(),

@@ -10,10 +10,11 @@
 use crate::link::{LinkConfig, PlatformLink};
 use crate::login::{DeviceLogin, LinkLogin};
 use crate::DeviceError;
-use bus::{Backoff, Bus, BusOptions, LinkState};
+use bus::{Backoff, Bus, BusError, BusOptions, LinkState};
 use protocol::crypto::{DeviceKey, PlatformPublicKey};
 use protocol::gateway::{
-    GatewayAnswer, GatewayErrorCode, GatewayQuery, Presence, Redirect, RedirectReason,
+    AssignmentError, GatewayAnswer, GatewayAssigned, GatewayErrorCode, GatewayQuery, Presence,
+    Redirect, RedirectReason,
 };
 use protocol::{decode, topics};
 use std::time::{Duration, Instant};
@@ -32,7 +33,8 @@ pub struct HomeConfig {
     pub device_id: String,
     /// How long to wait for the registry's answer before asking again.
     pub query_timeout: Duration,
-    /// How long a gateway gets to accept the connection.
+    /// How long a gateway, or the platform broker, gets to accept a
+    /// connection: TCP, TLS handshake and CONNACK.
     pub connect_timeout: Duration,
     /// Backoff between attempts after a refusal or a loss.
     pub retry_base: Duration,
@@ -52,6 +54,10 @@ pub struct HomeConfig {
     /// logs in with `username` and `password`.
     pub login: Option<DeviceLogin>,
 }
+
+/// How many times in a row a device tries a gateway that does not answer
+/// in `connect_timeout` before it asks the registry again.
+const SAME_GATEWAY_TRIES: u32 = 3;
 
 /// The shortest time between two re-queries caused by redirect notices,
 /// so forged notices cost the registry at most one query per second.
@@ -75,7 +81,7 @@ impl HomeConfig {
             tls: None,
             device_id: device_id.into(),
             query_timeout: Duration::from_secs(3),
-            connect_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(10),
             retry_base: Duration::from_millis(200),
             retry_cap: Duration::from_secs(10),
             username: "device".into(),
@@ -116,7 +122,9 @@ impl HomeConfig {
                     password: self.password.clone(),
                 },
             },
-            timeout: self.query_timeout,
+            // Connecting to the platform is connecting to a broker, as
+            // busy in a failover as a gateway in a drain.
+            timeout: self.connect_timeout,
         }
     }
 }
@@ -194,45 +202,72 @@ pub async fn stay_homed_with(
     let mut move_started = Instant::now();
     let mut remembered = config.last_known.clone();
     let mut last_redirect: Option<Instant> = None;
+    // Attempts in a row that the gateway did not answer.
+    let mut unanswered = 0u32;
     if registry.is_none() && remembered.is_none() {
         // A registry that cannot be reached at all is an error to report,
         // not a state to wait in; later losses are retried.
         registry = Some(PlatformLink::open(&config.link(), shutdown).await?);
     }
     loop {
-        let remembered = remembered
+        let known = remembered
             .take()
             .filter(|k| config.platform_key.is_none() || k.token.is_some());
-        let (gateway_id, address, epoch, token) = match remembered {
+        let (gateway_id, address, epoch, token) = match known {
             Some(k) => {
-                current = Some((k.gateway_id.clone(), k.epoch));
+                // Remembered from before going offline, it is where the
+                // device is; carried by a redirect, the device is still
+                // coming from the gateway it was on.
+                current.get_or_insert_with(|| (k.gateway_id.clone(), k.epoch));
                 (k.gateway_id, k.address, k.epoch, k.token)
             }
             None => {
-                let Some((found, latency)) =
+                let Some((k, latency)) =
                     query(config, &mut registry, &mut backoff, events, shutdown).await?
                 else {
                     return Ok(());
                 };
                 let _ = events.send(HomeEvent::Assigned {
-                    gateway_id: found.0.clone(),
-                    address: found.1.clone(),
-                    epoch: found.2,
+                    gateway_id: k.gateway_id.clone(),
+                    address: k.address.clone(),
+                    epoch: k.epoch,
                     latency,
                 });
-                found
+                (k.gateway_id, k.address, k.epoch, k.token)
             }
         };
         let connecting = Instant::now();
         match connect(config, &address, token.as_deref()).await {
-            Err(reason) => {
-                let _ = events.send(HomeEvent::Refused { gateway_id, reason });
+            Err(failed) => {
+                let _ = events.send(HomeEvent::Refused {
+                    gateway_id: gateway_id.clone(),
+                    reason: failed.reason,
+                });
                 if !pause(&mut backoff, shutdown).await {
                     return Ok(());
+                }
+                // A gateway that said no (moved away, bad login) sends the
+                // device back to the registry. One that did not answer in
+                // time is most likely busy taking a crowd of devices: the
+                // assignment still stands, and asking the registry would
+                // only add a connection and a query to the crowd. After
+                // a few silences, though, the registry may know better
+                // (the gateway died, the device moved).
+                unanswered = if failed.refused { 0 } else { unanswered + 1 };
+                if !failed.refused && unanswered < SAME_GATEWAY_TRIES {
+                    remembered = Some(KnownGateway {
+                        gateway_id,
+                        address,
+                        epoch,
+                        token,
+                    });
+                } else {
+                    unanswered = 0;
                 }
                 continue;
             }
             Ok((gateway, inbox, token)) => {
+                unanswered = 0;
                 let connect_latency = connecting.elapsed();
                 // On the gateway now: the platform session is not needed
                 // until the next query.
@@ -268,6 +303,25 @@ pub async fn stay_homed_with(
                             reason: notice.reason,
                             epoch: notice.epoch,
                         });
+                        // A notice carrying the new assignment, signed,
+                        // cannot be forged: go there now (after a jitter
+                        // that spreads a drain's connects), no query.
+                        let carried = notice.carried().map(|a| believe(config, a));
+                        match carried {
+                            Some(Ok(next)) => {
+                                let jitter = Duration::from_millis(fastrand::u64(0..=20));
+                                tokio::select! {
+                                    _ = shutdown.cancelled() => return Ok(()),
+                                    _ = tokio::time::sleep(jitter) => {}
+                                }
+                                remembered = Some(next);
+                                continue;
+                            }
+                            Some(Err(e)) => {
+                                warn!(target: "audit", device_id = %config.device_id, error = %e, "assignment in a redirect not believed; asking the registry");
+                            }
+                            None => {}
+                        }
                         // A short random pause spreads a drain's re-queries;
                         // a floor between them bounds what forged notices cost.
                         let floor = last_redirect
@@ -311,7 +365,7 @@ async fn query(
     backoff: &mut Backoff,
     events: &mpsc::UnboundedSender<HomeEvent>,
     shutdown: &CancellationToken,
-) -> Result<Option<(Found, Duration)>, DeviceError> {
+) -> Result<Option<(KnownGateway, Duration)>, DeviceError> {
     let question = GatewayQuery {
         device_id: config.device_id.clone(),
     };
@@ -366,22 +420,13 @@ async fn query(
             }
             match decode::<GatewayAnswer>(&msg.payload) {
                 Ok(GatewayAnswer::Assigned(a)) if a.device_id == config.device_id => {
-                    let token = match &config.platform_key {
-                        None => None,
-                        Some(key) => match a.verify(key, &config.device_id, protocol::now_ms()) {
-                            Ok(()) => {
-                                Some(String::from_utf8_lossy(&protocol::encode(&a)).into_owned())
-                            }
-                            Err(e) => {
-                                warn!(target: "audit", device_id = %config.device_id, error = %e, "registry answer not believed");
-                                continue;
-                            }
-                        },
-                    };
-                    return Ok(Some((
-                        (a.gateway_id, a.address, a.epoch, token),
-                        asked.elapsed(),
-                    )));
+                    match believe(config, &a) {
+                        Ok(known) => return Ok(Some((known, asked.elapsed()))),
+                        Err(e) => {
+                            warn!(target: "audit", device_id = %config.device_id, error = %e, "registry answer not believed");
+                            continue;
+                        }
+                    }
                 }
                 Ok(GatewayAnswer::Refused(r)) if r.device_id == config.device_id => {
                     let _ = events.send(HomeEvent::QueryRefused {
@@ -412,10 +457,43 @@ async fn query(
     }
 }
 
-/// A believed assignment: (gateway id, address, epoch, secure-mode token).
-type Found = (String, String, u64, Option<String>);
+/// `a` as the gateway to go to, if the device believes it: in secure mode
+/// it must carry the platform's valid signature for this device, and
+/// becomes the device's login to that gateway.
+fn believe(config: &HomeConfig, a: &GatewayAssigned) -> Result<KnownGateway, AssignmentError> {
+    let token = match &config.platform_key {
+        None => None,
+        Some(key) => {
+            a.verify(key, &config.device_id, protocol::now_ms())?;
+            Some(String::from_utf8_lossy(&protocol::encode(a)).into_owned())
+        }
+    };
+    Ok(KnownGateway {
+        gateway_id: a.gateway_id.clone(),
+        address: a.address.clone(),
+        epoch: a.epoch,
+        token,
+    })
+}
 
 type Connection = (Bus, mpsc::Receiver<bus::Message>, CancellationToken);
+
+/// Why a connection to a gateway failed.
+struct ConnectFailed {
+    /// The gateway answered no (a CONNACK refusal), as opposed to not
+    /// answering in time or not being reachable.
+    refused: bool,
+    reason: String,
+}
+
+impl ConnectFailed {
+    fn from_bus(e: BusError) -> Self {
+        ConnectFailed {
+            refused: matches!(e, BusError::Refused { .. } | BusError::Untrusted { .. }),
+            reason: e.to_string(),
+        }
+    }
+}
 
 /// One attempt to connect to a gateway; in secure mode the login is the
 /// device's id and its signed assignment.
@@ -423,15 +501,16 @@ async fn connect(
     config: &HomeConfig,
     address: &str,
     token: Option<&str>,
-) -> Result<Connection, String> {
+) -> Result<Connection, ConnectFailed> {
     let (username, password) = match token {
         Some(t) => (config.device_id.as_str(), t),
         None => (config.username.as_str(), config.password.as_str()),
     };
     let mut opts = BusOptions::new(address, &config.device_id)
-        .map_err(|e| e.to_string())?
+        .map_err(ConnectFailed::from_bus)?
         .with_credentials(username, password)
         .with_tls(config.tls.clone());
+    opts.connect_timeout = config.connect_timeout;
     opts.last_will = Some((
         topics::device_presence(&config.device_id),
         protocol::encode(&Presence { online: false }),
@@ -446,9 +525,14 @@ async fn connect(
         vec![topics::device_redirect(&config.device_id)],
         token.clone(),
     );
-    if let Err(e) = bus.ready_once(config.connect_timeout).await {
+    // A little longer than the bus's own attempt, so that its reason,
+    // not this timer, is what the device reports.
+    if let Err(e) = bus
+        .ready_once(config.connect_timeout + Duration::from_secs(1))
+        .await
+    {
         token.cancel();
-        return Err(e.to_string());
+        return Err(ConnectFailed::from_bus(e));
     }
     if let Err(e) = bus
         .publish_json(
@@ -458,7 +542,7 @@ async fn connect(
         .await
     {
         token.cancel();
-        return Err(e.to_string());
+        return Err(ConnectFailed::from_bus(e));
     }
     Ok((bus, inbox, token))
 }

@@ -200,12 +200,35 @@ pub struct Redirect {
     pub reason: RedirectReason,
     /// The device's new assignment epoch.
     pub epoch: u64,
+    /// The new assignment itself, as the registry would answer a query
+    /// for it (signed in secure mode), so that the device moves without
+    /// asking: one connection per moved device, not two, and no query
+    /// storm on the registry in a drain. A device that cannot believe it
+    /// (no signature, another device or epoch, expired) asks the registry
+    /// as before. Absent from an agent's own revocations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<GatewayAssigned>,
 }
+
+impl Redirect {
+    /// The carried assignment, if it is this notice's: the same device
+    /// and epoch. Its signature is the device's to check.
+    pub fn carried(&self) -> Option<&GatewayAssigned> {
+        self.assignment
+            .as_ref()
+            .filter(|a| a.device_id == self.device_id && a.epoch == self.epoch)
+    }
+}
+
+/// Redirect notices per [`RedirectBatch`]: each carries a signed
+/// assignment (under 1 KB with every id and the address at their limits),
+/// so a chunk stays under [`MAX_ASSIGN_PAYLOAD`].
+pub const REDIRECT_CHUNK: usize = 100;
 
 /// Registry -> gateway agent on `gateway/{gateway_id}/notify`: the devices
 /// the agent must stop admitting and redirect. One message carries up to
-/// [`ASSIGN_CHUNK`] notices, so draining a gateway costs the registry a few
-/// publishes rather than one per device.
+/// [`REDIRECT_CHUNK`] notices, so draining a gateway costs the registry a
+/// few publishes rather than one per device.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedirectBatch {
     #[serde(default)]
@@ -303,6 +326,7 @@ mod tests {
             device_id: "d1".into(),
             reason: RedirectReason::Draining,
             epoch: 4,
+            assignment: None,
         };
         assert_eq!(
             String::from_utf8(encode(&r)).unwrap(),
@@ -377,14 +401,25 @@ mod tests {
 
     #[test]
     fn a_full_redirect_batch_of_longest_ids_fits_the_decoder() {
+        let device_id = "d".repeat(crate::ids::MAX_SEGMENT_LEN);
+        let mut assignment = GatewayAssigned {
+            device_id: device_id.clone(),
+            gateway_id: "g".repeat(crate::ids::MAX_SEGMENT_LEN),
+            address: format!("{}:65535", "h".repeat(249)),
+            epoch: u64::MAX,
+            expires_ms: None,
+            sig: None,
+        };
+        assignment.sign(&crate::crypto::PlatformKey::generate(), u64::MAX);
         let batch = RedirectBatch {
             redirects: vec![
                 Redirect {
-                    device_id: "d".repeat(crate::ids::MAX_SEGMENT_LEN),
+                    device_id,
                     reason: RedirectReason::Remapped,
                     epoch: u64::MAX,
+                    assignment: Some(assignment),
                 };
-                ASSIGN_CHUNK
+                REDIRECT_CHUNK
             ],
         };
         let bytes = encode(&batch);

@@ -423,6 +423,7 @@ fn redirect() -> impl Strategy<Value = Redirect> {
         device_id,
         reason,
         epoch,
+        assignment: None,
     })
 }
 

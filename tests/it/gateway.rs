@@ -158,10 +158,17 @@ async fn remap_of_a_connected_device_redirects_it() {
         matches!(redirect, HomeEvent::Redirected { ref gateway_id, epoch: 2, .. } if *gateway_id == first),
         "{redirect:?}"
     );
-    let (now, from) = dev.connected(10).await;
-    assert_eq!(
-        (now.as_str(), from.as_deref()),
-        (target, Some(first.as_str()))
+    // The notice carried the signed assignment: the device went straight
+    // to its new gateway, without asking the registry.
+    let next = dev
+        .until(10, |e| {
+            matches!(e, HomeEvent::Connected { .. } | HomeEvent::Assigned { .. })
+        })
+        .await;
+    assert!(
+        matches!(next, HomeEvent::Connected { ref gateway_id, ref from, epoch: 2, .. }
+            if gateway_id == target && from.as_deref() == Some(first.as_str())),
+        "{next:?}"
     );
     // The history shows both steps.
     match client

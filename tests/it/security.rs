@@ -832,6 +832,46 @@ async fn t7_nobody_connects_as_another_device() {
     dev_b.stop.cancel();
 }
 
+/// A remap's notice carries the new assignment, signed: the device checks
+/// it and goes straight to its new gateway, which admits it on it, with no
+/// query to the registry in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remapped_device_moves_on_the_signed_assignment_its_notice_carries() {
+    use device_sim::gateway::HomeEvent;
+    let p = secure().await;
+    p.enroll(UUID_A, "pass-a-123").await;
+    let mut dev = p.home_secure(UUID_A).await;
+    let (first, _) = dev.connected(10).await;
+    let target = if first == "gw-1" { "gw-2" } else { "gw-1" };
+    let registry = p.registry().await;
+    registry
+        .request(RegistryOp::Remap {
+            device_id: UUID_A.into(),
+            gateway_id: target.into(),
+        })
+        .await
+        .unwrap();
+    registry.close().await;
+    let redirect = dev
+        .until(10, |e| matches!(e, HomeEvent::Redirected { .. }))
+        .await;
+    assert!(
+        matches!(redirect, HomeEvent::Redirected { epoch: 2, .. }),
+        "{redirect:?}"
+    );
+    let next = dev
+        .until(10, |e| {
+            matches!(e, HomeEvent::Connected { .. } | HomeEvent::Assigned { .. })
+        })
+        .await;
+    assert!(
+        matches!(next, HomeEvent::Connected { ref gateway_id, ref from, epoch: 2, .. }
+            if gateway_id == target && from.as_deref() == Some(first.as_str())),
+        "{next:?}"
+    );
+    dev.stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t3_a_device_cannot_forge_a_redirect_on_its_gateway() {
     let p = secure().await;
@@ -884,6 +924,7 @@ async fn t3_a_device_cannot_forge_a_redirect_on_its_gateway() {
         device_id: UUID_A.into(),
         reason: protocol::gateway::RedirectReason::Remapped,
         epoch: 1000,
+        assignment: None,
     };
     attacker
         .publish_json(topics::device_redirect(UUID_A), &notice)
@@ -939,6 +980,7 @@ async fn t3_forged_redirects_cost_at_most_one_query_a_second() {
             device_id: "dev-flood".into(),
             reason: protocol::gateway::RedirectReason::Remapped,
             epoch,
+            assignment: None,
         };
         // The device reconnects between notices; some land while it is away.
         let _ = forger

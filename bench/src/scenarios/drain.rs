@@ -4,6 +4,7 @@ use anyhow::Result;
 use device_sim::fleet::Phase;
 use std::time::Instant;
 
+use super::cpu::CpuMeter;
 use super::platform::{run, strings, Setup};
 use super::report::{lat, Outcome};
 use super::standby::fleet_on_gw1_with_gw2_standing_by;
@@ -27,6 +28,7 @@ pub async fn drain(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
         "120",
     ]);
     args.extend(p.client_args("admin", false)?);
+    let meter = CpuMeter::start(&p);
     let t0 = Instant::now();
     let cli = tokio::task::spawn_blocking(move || run("registry", &args).map(|_| t0.elapsed()));
     let all = n as u64;
@@ -34,6 +36,7 @@ pub async fn drain(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
     let took = t0.elapsed();
     let on_gw2 = stats.on_gateway("gw-2");
     let cli_done = cli.await??;
+    let cpu = meter.figures(&p, n);
     stop.cancel();
     let report = task.await?;
     let (move_p50, move_p99) =
@@ -54,7 +57,10 @@ pub async fn drain(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
             ("move p50 ms".into(), move_p50),
             ("move p99 ms".into(), move_p99),
             ("refusals".into(), report.refusals as f64),
-        ],
+        ]
+        .into_iter()
+        .chain(cpu)
+        .collect(),
         ratios: vec![("move p50".into(), move_p50 / floor.p50_ms)],
         rtt: floor,
         fleet: Some(report),

@@ -6,6 +6,7 @@ use protocol::registry_admin::RegistryOp;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::cpu::CpuMeter;
 use super::platform::Setup;
 use super::report::{histogram, lat, percentiles, Outcome};
 use super::standby::fleet_on_gw1_with_gw2_standing_by;
@@ -36,6 +37,7 @@ pub async fn failover(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
             anyhow::Ok((percentiles(&h), errors))
         })
     };
+    let meter = CpuMeter::start(&p);
     let t0 = Instant::now();
     if let Some(gw) = p.gateway("gw-1") {
         gw.kill()?;
@@ -44,6 +46,7 @@ pub async fn failover(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
     wait_all_on(&p, &stats, "gw-2", all).await;
     let took = t0.elapsed();
     let on_gw2 = stats.on_gateway("gw-2");
+    let cpu = meter.figures(&p, n);
     probing.cancel();
     let (registry_latency, probe_errors) = probe.await??;
     stop.cancel();
@@ -70,11 +73,18 @@ pub async fn failover(setup: &Setup, n: usize, seed: u64) -> Result<Outcome> {
                 registry_latency.p50_ms,
             ),
             (
+                "registry request p99 ms during failover".into(),
+                registry_latency.p99_ms,
+            ),
+            (
                 "registry request max ms during failover".into(),
                 registry_latency.max_ms,
             ),
             ("registry requests failed".into(), probe_errors as f64),
-        ],
+        ]
+        .into_iter()
+        .chain(cpu)
+        .collect(),
         ratios: vec![("move p50".into(), move_p50 / floor.p50_ms)],
         rtt: floor,
         fleet: Some(report),

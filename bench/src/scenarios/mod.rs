@@ -6,6 +6,7 @@
 //! measuring and printing in `report`.
 
 mod connect;
+mod cpu;
 mod drain;
 mod failover;
 mod hold;

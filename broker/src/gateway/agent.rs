@@ -176,6 +176,7 @@ impl Agent {
                     device_id,
                     reason: RedirectReason::Revoked,
                     epoch: 0,
+                    assignment: None,
                 })
                 .collect()
         };

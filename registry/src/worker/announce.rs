@@ -13,7 +13,10 @@
 
 use super::state::Registry;
 use crate::store::{RegistryStore, StoreBatch, StoreError};
-use protocol::gateway::{AssignUpdate, Redirect, RedirectBatch, RedirectReason, ASSIGN_CHUNK};
+use protocol::gateway::{
+    AssignUpdate, GatewayAnswer, Redirect, RedirectBatch, RedirectReason, ASSIGN_CHUNK,
+    REDIRECT_CHUNK,
+};
 use protocol::topics;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -85,10 +88,15 @@ impl<S: RegistryStore> Registry<S> {
         for m in moves {
             if let (Some(from), Some(reason)) = (m.from.as_deref(), m.notify) {
                 if from != m.to {
+                    let assignment = match self.assigned(&m.device_id, &m.to, m.epoch) {
+                        GatewayAnswer::Assigned(a) => Some(a),
+                        GatewayAnswer::Refused(_) => None,
+                    };
                     notices.entry(from).or_default().push(Redirect {
                         device_id: m.device_id.clone(),
                         reason,
                         epoch: m.epoch,
+                        assignment,
                     });
                 }
             }
@@ -98,7 +106,7 @@ impl<S: RegistryStore> Registry<S> {
                 Some(g) => g.redirects.inc_by(redirects.len() as u64),
                 None => self.metrics.redirects(gw).inc_by(redirects.len() as u64),
             };
-            for chunk in redirects.chunks(ASSIGN_CHUNK) {
+            for chunk in redirects.chunks(REDIRECT_CHUNK) {
                 let batch = RedirectBatch {
                     redirects: chunk.to_vec(),
                 };
