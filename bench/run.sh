@@ -13,6 +13,7 @@
 #   bench/run.sh soak 1000 --duration 15m
 #   bench/run.sh soak 1000 --duration 15m --pool 1000   # the same devices
 #   bench/run.sh topics 5000        # diagnosis: rumqttd's memory per device
+#   bench/run.sh wide 50000         # past one process: 4 gateway and 4 fleet processes
 #
 # Every scenario runs the platform in its default mode, secure over TLS:
 # the platform writes its CA to DATA_DIR/ca.pem and every client the bench
@@ -29,6 +30,6 @@ cd "$(dirname "$0")/.."
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
   # Only the binaries a scenario runs.
   cargo build --release -q --bins \
-    -p broker -p ap-sim -p verifier -p registry -p platform-bench
+    -p broker -p ap-sim -p verifier -p registry -p device-sim -p platform-bench
 fi
 exec target/release/platform-bench "$@"

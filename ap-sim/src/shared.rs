@@ -5,8 +5,10 @@
 use crate::{ApConfig, ApEvent, Confirmations};
 use bus::{Bus, Pending};
 use protocol::crypto::ApKey;
-use protocol::onboarding::{AccessChallenge, AccessProof, AccessResponse, VerifyResponse};
-use protocol::AccessErrorCode;
+use protocol::onboarding::{
+    AccessChallenge, AccessDenied, AccessProof, AccessResponse, VerifyResponse,
+};
+use protocol::{AccessErrorCode, ErrorBody};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -85,6 +87,19 @@ impl Shared {
         message: impl Into<String>,
     ) -> (AccessResponse, Result<(), AccessErrorCode>) {
         (AccessResponse::denied(uuid, code, message), Err(code))
+    }
+
+    /// [`Shared::deny`] with the verifier's own refusal, its retry-after
+    /// included.
+    pub(crate) fn deny_with(&self, uuid: &str, error: ErrorBody<AccessErrorCode>) -> Denied {
+        let code = error.code;
+        (
+            AccessResponse::Denied(AccessDenied {
+                uuid: uuid.to_owned(),
+                error,
+            }),
+            Err(code),
+        )
     }
 }
 

@@ -102,9 +102,7 @@ pub(crate) async fn verify(
                 "no valid answer from the verifier",
             )
         }),
-        (VerifyOutcome::Failed { error }, _) => {
-            Err(shared.deny(uuid.as_str(), error.code, error.message))
-        }
+        (VerifyOutcome::Failed { error }, _) => Err(shared.deny_with(uuid.as_str(), error)),
         (_, _) => {
             warn!(target: "audit", uuid = %uuid, "verifier answer refused: wrong mode (plaintext in secure mode or sealed in walkthrough)");
             Err(shared.deny(

@@ -29,6 +29,10 @@ enum Scenario {
     /// onboarding, held and remapped between gw-1 and gw-2, then stopped;
     /// the platform's RSS sampled throughout.
     Soak,
+    /// N devices onboarded past one process: gateways as several `broker
+    /// gateway` processes, the fleet as several `device-sim fleet --slice`
+    /// processes (--gateways, --fleets), with each process's CPU and memory.
+    Wide,
     /// Diagnosis: rumqttd's memory per distinct client id, topic filter,
     /// message and topic, on a broker-only platform, with raw clients
     /// emulating N devices phase by phase.
@@ -97,6 +101,13 @@ struct Cli {
     /// 1 MiB]; below 256 KiB it also sets max_payload_size to it.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1024..))]
     segment_size: Option<u64>,
+    /// wide: gateway processes [default: one per 12,500 devices].
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    gateways: usize,
+    /// wide: `device-sim fleet --slice` processes [default: one per 12,500
+    /// devices].
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    fleets: usize,
     /// The platform broker's `[platform] segment_count` [default: 3].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     segment_count: Option<u64>,
@@ -148,6 +159,9 @@ async fn run(cli: &Cli) -> Result<()> {
                 Scenario::Hold => scenarios::hold(setup, cli.n, seed).await?,
                 Scenario::Life => scenarios::life(setup, cli.n, seed).await?,
                 Scenario::Topics => scenarios::topics(setup, cli.n, seed).await?,
+                Scenario::Wide => {
+                    scenarios::wide(setup, cli.n, cli.gateways, cli.fleets, seed).await?
+                }
                 Scenario::Soak => {
                     let options = SoakOptions {
                         n: cli.n,

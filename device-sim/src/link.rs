@@ -47,10 +47,13 @@ impl PlatformLink {
         config: &LinkConfig,
         shutdown: &CancellationToken,
     ) -> Result<PlatformLink, DeviceError> {
-        let opts = config
+        let mut opts = config
             .login
             .apply(BusOptions::new(&config.broker, &config.device_id)?)
             .with_tls(config.tls.clone());
+        // One attempt may take the whole wait: a broker taking a crowd of
+        // devices is slow, and a retry would start over at the back.
+        opts.connect_timeout = config.timeout;
         let link = shutdown.child_token();
         let close = link.clone().drop_guard();
         let onboarding_only = matches!(config.login, LinkLogin::Onboarding);

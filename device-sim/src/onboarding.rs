@@ -15,6 +15,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// The longest retry-after a device keeps: a larger one (a wrong or hostile
+/// answer) is cut to this, so a device is never parked for long.
+const MAX_RETRY_AFTER_MS: u64 = 30_000;
+
 /// Steps of the flow, for whoever shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceEvent {
@@ -94,7 +98,7 @@ pub async fn onboard_on(
         bus.publish_json(topics::access_request(&config.ssid), &request)
             .await?;
         let _ = events.send(DeviceEvent::RequestSent { attempt });
-        let resend_at = (tokio::time::Instant::now() + backoff.next_delay()).min(deadline);
+        let mut resend_at = (tokio::time::Instant::now() + backoff.next_delay()).min(deadline);
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return Err(DeviceError::Stopped),
@@ -198,6 +202,14 @@ pub async fn onboard_on(
                     debug!(code = %d.error.code, message = %d.error.message, "the AP could not serve this request; retrying");
                     if d.error.code == AccessErrorCode::Unavailable {
                         renew_if_spent(config, &uuid, &mut request, &mut handshake);
+                    }
+                    // A platform pacing its load gives a slot: ask again
+                    // then, and from the shortest backoff after it, as the
+                    // wait was the platform's, not a sign of trouble.
+                    if let Some(ms) = d.error.retry_after_ms {
+                        let slot = Duration::from_millis(ms.min(MAX_RETRY_AFTER_MS));
+                        resend_at = (tokio::time::Instant::now() + slot).min(deadline);
+                        backoff.reset();
                     }
                     unavailable = Some((d.error.code, d.error.message));
                 }

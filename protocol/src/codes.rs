@@ -109,11 +109,17 @@ impl fmt::Display for AdminErrorCode {
     }
 }
 
-/// `{"code":…,"message":…}`, generic over the code enum.
+/// `{"code":…,"message":…}`, generic over the code enum, and for a refusal
+/// that will clear, when to ask again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody<C> {
     pub code: C,
     pub message: String,
+    /// Ask again in this many milliseconds, not sooner and not on one's
+    /// own backoff: the platform paces what it cannot take now (an AP over
+    /// its verification rate gets a slot for each request it refuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl<C> ErrorBody<C> {
@@ -121,6 +127,13 @@ impl<C> ErrorBody<C> {
         ErrorBody {
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
+    }
+
+    /// The same refusal, to be asked again after `after`.
+    pub fn retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after_ms = Some(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        self
     }
 }

@@ -242,7 +242,11 @@ fn registry_code() -> impl Strategy<Value = RegistryErrorCode> {
 fn error_body<C: Debug + Clone>(
     code: impl Strategy<Value = C>,
 ) -> impl Strategy<Value = ErrorBody<C>> {
-    (code, text()).prop_map(|(code, message)| ErrorBody { code, message })
+    (code, text(), any::<Option<u64>>()).prop_map(|(code, message, retry_after_ms)| ErrorBody {
+        code,
+        message,
+        retry_after_ms,
+    })
 }
 
 fn access_request() -> impl Strategy<Value = AccessRequest> {

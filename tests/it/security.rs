@@ -597,6 +597,7 @@ async fn t4_an_ap_over_its_rate_is_throttled_and_its_devices_still_join() {
         ap.publish_json(topics::VERIFY_REQUEST, &ask).await.unwrap();
     }
     let (mut sealed, mut throttled) = (0, 0);
+    let mut slots = Vec::new();
     for _ in 0..devices.len() {
         let m = tokio::time::timeout(Duration::from_secs(10), answers.recv())
             .await
@@ -608,7 +609,12 @@ async fn t4_an_ap_over_its_rate_is_throttled_and_its_devices_still_join() {
         {
             VerifyOutcome::Sealed { .. } => sealed += 1,
             VerifyOutcome::Failed { error } if error.code == AccessErrorCode::Unavailable => {
-                throttled += 1
+                throttled += 1;
+                slots.push(
+                    error
+                        .retry_after_ms
+                        .expect("a throttled answer says when to come back"),
+                );
             }
             other => panic!("unexpected answer {other:?}"),
         }
@@ -617,6 +623,13 @@ async fn t4_an_ap_over_its_rate_is_throttled_and_its_devices_still_join() {
         (1..=3).contains(&sealed) && throttled == devices.len() - sealed,
         "rate 2/s: {sealed} released, {throttled} throttled of a burst of 8"
     );
+    // Paced, not refused all alike: each throttled request has a slot of
+    // its own, one token (500 ms at 2/s) after the one before.
+    slots.sort_unstable();
+    for pair in slots.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!((400..=600).contains(&gap), "slots {slots:?}");
+    }
 
     // The same 8 as real devices behind one real AP at 2/s: all join.
     let stop = CancellationToken::new();

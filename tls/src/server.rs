@@ -8,6 +8,7 @@ use rustls::ServerConfig;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -82,11 +83,14 @@ impl ServerTls {
         &self.chain_pem
     }
 
-    /// Handshakes that must finish within `timeout`.
+    /// Handshakes that must finish within `timeout`, at most
+    /// [`HANDSHAKES_AT_ONCE`] at a time through the returned acceptor and
+    /// its clones (one listener's).
     pub fn acceptor(&self, timeout: Duration) -> Acceptor {
         Acceptor {
             acceptor: TlsAcceptor::from(self.config.clone()),
             timeout,
+            gate: Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE)),
         }
     }
 }
@@ -120,11 +124,27 @@ impl HandshakeFailure {
     }
 }
 
+/// Handshakes one listener runs at a time; the others wait their turn.
+///
+/// A listener runs on one thread. Ten thousand devices reconnecting at once
+/// (a gateway failing over) would otherwise all be mid-handshake together,
+/// each getting a slice of that thread in turn: every handshake then takes
+/// about as long as all of them, passes the client's timeout and is retried,
+/// and the connections already up (an admin's request, say) wait behind
+/// the whole crowd. Taken in turn, the first finish in milliseconds, none
+/// is wasted, and the thread's queue stays short.
+pub const HANDSHAKES_AT_ONCE: usize = 64;
+
+/// How long a connection waits for its turn. The client gives up sooner;
+/// this bounds what a crowd of abandoned connections can hold.
+const TURN_WAIT: Duration = Duration::from_secs(30);
+
 /// Runs the server's handshake on accepted connections.
 #[derive(Clone)]
 pub struct Acceptor {
     acceptor: TlsAcceptor,
     timeout: Duration,
+    gate: Arc<Semaphore>,
 }
 
 impl Acceptor {
@@ -134,7 +154,7 @@ impl Acceptor {
         &self,
         tcp: TcpStream,
     ) -> Result<(TlsStream<TcpStream>, bool), (HandshakeFailure, String)> {
-        let handshake = async {
+        let first_byte = async {
             // A TLS connection starts with a handshake record (0x16).
             // Anything else is answered with nothing and closed, and says
             // what it was: most often a plaintext MQTT client.
@@ -157,6 +177,31 @@ impl Acceptor {
                 Ok(_) => {}
                 Err(e) => return Err((HandshakeFailure::Closed, e.to_string())),
             }
+            Ok(())
+        };
+        // The first byte has its deadline; then the connection waits its
+        // turn, which does not count against the handshake's own.
+        match tokio::time::timeout(self.timeout, first_byte).await {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => return Err(failure),
+            Err(_) => {
+                return Err((
+                    HandshakeFailure::Timeout,
+                    format!("nothing sent within {:?}", self.timeout),
+                ))
+            }
+        }
+        let _turn = match tokio::time::timeout(TURN_WAIT, self.gate.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err((HandshakeFailure::Error, "listener closing".into())),
+            Err(_) => {
+                return Err((
+                    HandshakeFailure::Timeout,
+                    format!("no turn to handshake within {TURN_WAIT:?}"),
+                ))
+            }
+        };
+        let handshake = async {
             let stream = self.acceptor.accept(tcp).await.map_err(classify)?;
             let resumed =
                 stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
@@ -362,5 +407,42 @@ mod tests {
         let client = ClientTls::from_pem(ca.cert_pem().as_bytes(), "ca.pem").unwrap();
         connect(addr, client.config()).await.unwrap();
         assert_eq!(outcomes.recv().await, Some(Ok(())));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crowd_over_the_turns_is_served_in_turn_and_stallers_give_their_turn_back() {
+        let ca = Ca::generate("test CA").unwrap();
+        let (addr, mut outcomes) = listener(&served(&ca)).await;
+        let client = ClientTls::from_pem(ca.cert_pem().as_bytes(), "ca.pem").unwrap();
+        // Every turn taken by a client that starts a handshake and stalls.
+        let mut stallers = Vec::new();
+        for _ in 0..HANDSHAKES_AT_ONCE {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(&[0x16]).await.unwrap();
+            stallers.push(tcp);
+        }
+        // Three times as many real clients as turns, all at once: each
+        // waits for a turn (the stallers' end at their deadline) and
+        // connects; none is refused.
+        let mut crowd = tokio::task::JoinSet::new();
+        for _ in 0..3 * HANDSHAKES_AT_ONCE {
+            let config = client.config();
+            crowd.spawn(async move { connect(addr, config).await.map(|_| ()) });
+        }
+        while let Some(done) = crowd.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let (mut ok, mut timed_out) = (0, 0);
+        for _ in 0..4 * HANDSHAKES_AT_ONCE {
+            match outcomes.recv().await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(HandshakeFailure::Timeout) => timed_out += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            (ok, timed_out),
+            (3 * HANDSHAKES_AT_ONCE, HANDSHAKES_AT_ONCE)
+        );
     }
 }

@@ -19,6 +19,7 @@ mod soak;
 mod standby;
 mod stranded;
 mod topics;
+mod wide;
 
 pub use connect::connect;
 pub use drain::drain;
@@ -31,3 +32,4 @@ pub use report::{Mode, Outcome};
 pub use rtt::{rtt, rtt_only};
 pub use soak::{soak, SoakOptions};
 pub use topics::topics;
+pub use wide::wide;

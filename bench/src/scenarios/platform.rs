@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::Mode;
 
-const SSID: &str = "bench-wifi";
+pub(crate) const SSID: &str = "bench-wifi";
 const STARTUP: Duration = Duration::from_secs(30);
 
 /// How every platform of a run is configured.
@@ -256,6 +256,19 @@ impl Platform {
         })
     }
 
+    /// The flags `device-sim` needs for this platform: its transport and,
+    /// in secure mode, the platform's key. Devices log in as themselves.
+    pub fn device_args(&self) -> Result<Vec<String>> {
+        let mut args = self.transport_args()?;
+        if self.mode.secure() {
+            args.extend(strings(&[
+                "--platform-key-file",
+                path_str(&self.key_file())?,
+            ]));
+        }
+        Ok(args)
+    }
+
     /// The platform's CA certificate, which it wrote on start (TLS mode).
     pub fn ca_file(&self) -> PathBuf {
         layout::ca_file(&self.data_dir())
@@ -409,7 +422,12 @@ fn bin(name: &str) -> Result<PathBuf> {
 
 /// Starts the release binary `program args…` as `name`, its output in
 /// `dir/{name}.log`.
-fn spawn<S: AsRef<OsStr>>(dir: &Path, name: &str, program: &str, args: &[S]) -> Result<Proc> {
+pub(crate) fn spawn<S: AsRef<OsStr>>(
+    dir: &Path,
+    name: &str,
+    program: &str,
+    args: &[S],
+) -> Result<Proc> {
     let proc = Spawn::new(bin(program)?)
         .args(args)
         .env(

@@ -14,9 +14,21 @@ pub(super) struct Guard {
     /// Releases of each UUID's pass_tmp not yet followed by a proof that
     /// checks, and proofs that did not.
     attempts: Lockout,
-    /// Registered AP id -> (tokens, last refill).
-    buckets: HashMap<String, (f64, Instant)>,
+    /// Registered AP id -> its bucket.
+    buckets: HashMap<String, Bucket>,
 }
+
+/// One AP's token bucket, and the next slot handed to a request it refused.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    next_slot: Instant,
+}
+
+/// The furthest slot a refused request is given: past it, slots are no
+/// longer spread, and the AP's devices time out sooner than they would
+/// wait.
+const MAX_SLOT: Duration = Duration::from_secs(10);
 
 /// Bounds the rate buckets. Only registered APs get one, so this is a
 /// backstop, not the bound.
@@ -31,26 +43,33 @@ impl Guard {
         }
     }
 
-    /// Takes one token from the bucket of `ap_id`, a registered AP.
-    pub(super) fn ap_allowed(&mut self, ap_id: &str) -> bool {
+    /// Takes one token from the bucket of `ap_id`, a registered AP. With
+    /// none left, the request is refused with a slot of its own to come
+    /// back at: the refused requests of a burst are handed slots one token
+    /// apart, so they come back paced at the rate, not all at once, nor
+    /// each on a backoff that doubles while the AP waits.
+    pub(super) fn ap_admit(&mut self, ap_id: &str) -> Result<(), Duration> {
         let rate = f64::from(self.settings.ap_rate_per_sec);
         let now = Instant::now();
         let buckets = &mut self.buckets;
         if buckets.len() >= MAX_TRACKED {
             buckets.clear();
         }
-        let (tokens, last) = match buckets.get_mut(ap_id) {
-            Some(bucket) => bucket,
-            None => buckets.entry(ap_id.to_owned()).or_insert((rate, now)),
-        };
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+        let b = buckets.entry(ap_id.to_owned()).or_insert(Bucket {
+            tokens: rate,
+            last: now,
+            next_slot: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(rate);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            return Ok(());
         }
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let slot = (b.next_slot.max(now) + interval).min(now + MAX_SLOT);
+        b.next_slot = slot;
+        Err(slot - now)
     }
 
     /// Whether the UUID may have its pass_tmp released now; counts the

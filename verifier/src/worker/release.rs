@@ -102,15 +102,18 @@ pub(super) async fn decide<S: EnrollmentStore>(
             return;
         }
     }
-    if !onboarding.guard.ap_allowed(&req.ap_id) {
-        warn!(target: "audit", ap_id = %req.ap_id, uuid = %uuid, "verification refused: AP over its rate");
-        // Not the device's fault, and not final: the AP passes this on and
-        // the device asks again with its backoff. Nothing is released and
-        // nothing counts toward the UUID's lockout.
-        let outcome = refused(
-            AccessErrorCode::Unavailable,
-            "this AP is over its verification rate; try again shortly",
-        );
+    if let Err(after) = onboarding.guard.ap_admit(&req.ap_id) {
+        warn!(target: "audit", ap_id = %req.ap_id, uuid = %uuid, retry_after_ms = after.as_millis() as u64, "verification refused: AP over its rate");
+        // Not the device's fault, and not final: the AP passes this on,
+        // with the slot to ask again at, which the device keeps. Nothing
+        // is released and nothing counts toward the UUID's lockout.
+        let outcome = VerifyOutcome::Failed {
+            error: ErrorBody::new(
+                AccessErrorCode::Unavailable,
+                "this AP is over its verification rate; try again shortly",
+            )
+            .retry_after(after),
+        };
         return answer(worker, &req, outcome).await;
     }
     let question = Question {
