@@ -10,7 +10,7 @@
 
 use crate::login::{refused, LinkLogin};
 use crate::{DeviceConfig, DeviceError};
-use bus::{Bus, BusOptions, Message};
+use bus::{Backoff, Bus, BusOptions, Message};
 use protocol::topics;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -103,6 +103,9 @@ impl PlatformLink {
         shutdown: &CancellationToken,
     ) -> Result<PlatformLink, DeviceError> {
         let deadline = tokio::time::Instant::now() + patience;
+        // Each try is a connection and a login check on a platform that
+        // may be slow because it is busy: back off.
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             match PlatformLink::open(config, shutdown).await {
                 Err(DeviceError::Bus(e))
@@ -111,7 +114,7 @@ impl PlatformLink {
                 {
                     tokio::select! {
                         _ = shutdown.cancelled() => return Err(DeviceError::Stopped),
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                     }
                 }
                 other => return other,

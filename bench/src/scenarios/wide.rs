@@ -126,6 +126,7 @@ pub async fn wide(
     let mut slowest = 0f64;
     let mut e2e_p99 = 0f64;
     let mut figures = Vec::new();
+    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
     for (i, (proc, json, u)) in slices.iter().enumerate() {
         let report = read_report(json).with_context(|| proc.tail())?;
         let field = |k: &str| report.get(k).and_then(serde_json::Value::as_f64);
@@ -137,6 +138,11 @@ pub async fn wide(
             .and_then(serde_json::Value::as_f64)
             .unwrap_or(f64::NAN);
         e2e_p99 = e2e_p99.max(p99);
+        if let Some(map) = report.get("errors").and_then(serde_json::Value::as_object) {
+            for (code, count) in map {
+                *errors.entry(code.clone()).or_default() += count.as_u64().unwrap_or(0);
+            }
+        }
         let rss = field("peak_rss_bytes").map_or(u.peak_rss, |b| b as u64);
         figures.push((format!("fleet-{} CPU s", i + 1), u.cpu_ms / 1000.0));
         figures.push((format!("fleet-{} peak RSS MiB", i + 1), rss as f64 / MIB));
@@ -166,12 +172,19 @@ pub async fn wide(
         ));
     }
     head.extend(figures);
+    let table = errors
+        .iter()
+        .map(|(code, count)| format!("   failed {code}: {count}"))
+        .collect();
     if connected < n as u64 {
         println!("{}", p.tails());
+        for (proc, _, _) in &slices {
+            println!("--- {}:\n{}", proc.name(), proc.tail());
+        }
     }
     Ok(Outcome {
         mode: setup.mode,
-        table: Vec::new(),
+        table,
         scenario: format!("wide-{n}"),
         devices: n,
         figures: head,
