@@ -234,7 +234,7 @@ async fn one_device(
                     stats.set_doing(&device.uuid, format!("on {gateway_id}"));
                     current = Some(gateway_id);
                 }
-                HomeEvent::Redirected { gateway_id, reason, epoch } => {
+                HomeEvent::Redirected { gateway_id, reason, epoch, .. } => {
                     if let Some(gw) = current.take() {
                         stats.leave(&gw);
                     }

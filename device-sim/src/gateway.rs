@@ -154,8 +154,13 @@ pub enum HomeEvent {
         gateway_id: String,
         reason: RedirectReason,
         epoch: u64,
+        /// The gateway the notice's signed assignment sends the device to;
+        /// None: the device asks the registry.
+        to: Option<String>,
     },
-    /// The gateway refused the connection or could not be reached.
+    /// The gateway refused the connection (the device asks the registry
+    /// again) or did not answer in time (the device tries it again, up to
+    /// three times in a row, before it asks).
     Refused {
         gateway_id: String,
         reason: String,
@@ -298,15 +303,19 @@ pub async fn stay_homed_with(
                 match outcome {
                     Stay::Shutdown => return Ok(()),
                     Stay::Redirected(notice) => {
-                        let _ = events.send(HomeEvent::Redirected {
-                            gateway_id,
-                            reason: notice.reason,
-                            epoch: notice.epoch,
-                        });
                         // A notice carrying the new assignment, signed,
                         // cannot be forged: go there now (after a jitter
                         // that spreads a drain's connects), no query.
                         let carried = notice.carried().map(|a| believe(config, a));
+                        let _ = events.send(HomeEvent::Redirected {
+                            gateway_id,
+                            reason: notice.reason,
+                            epoch: notice.epoch,
+                            to: match &carried {
+                                Some(Ok(next)) => Some(next.gateway_id.clone()),
+                                _ => None,
+                            },
+                        });
                         match carried {
                             Some(Ok(next)) => {
                                 let jitter = Duration::from_millis(fastrand::u64(0..=20));

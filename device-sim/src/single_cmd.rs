@@ -188,11 +188,13 @@ async fn home(
                         gateway_id,
                         reason,
                         epoch,
-                    } => {
-                        println!("{tag} {ms:>6} ms  redirect from {gateway_id}: {reason} (epoch {epoch}); asking the registry")
-                    }
+                        to,
+                    } => match to {
+                        Some(to) => println!("{tag} {ms:>6} ms  redirect from {gateway_id}: {reason} (epoch {epoch}); moving to {to}"),
+                        None => println!("{tag} {ms:>6} ms  redirect from {gateway_id}: {reason} (epoch {epoch}); asking the registry"),
+                    },
                     HomeEvent::Refused { gateway_id, reason } => {
-                        println!("{tag} {ms:>6} ms  {gateway_id} refused the connection ({reason}); asking the registry again")
+                        println!("{tag} {ms:>6} ms  no connection to {gateway_id} ({reason}); trying again")
                     }
                     HomeEvent::Lost { gateway_id } => {
                         println!("{tag} {ms:>6} ms  lost {gateway_id}; asking the registry again")
