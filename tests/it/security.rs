@@ -850,7 +850,6 @@ async fn t7_nobody_connects_as_another_device() {
 /// query to the registry in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remapped_device_moves_on_the_signed_assignment_its_notice_carries() {
-    use device_sim::gateway::HomeEvent;
     let p = secure().await;
     p.enroll(UUID_A, "pass-a-123").await;
     let mut dev = p.home_secure(UUID_A).await;
@@ -865,23 +864,7 @@ async fn a_remapped_device_moves_on_the_signed_assignment_its_notice_carries() {
         .await
         .unwrap();
     registry.close().await;
-    let redirect = dev
-        .until(10, |e| matches!(e, HomeEvent::Redirected { .. }))
-        .await;
-    assert!(
-        matches!(redirect, HomeEvent::Redirected { epoch: 2, .. }),
-        "{redirect:?}"
-    );
-    let next = dev
-        .until(10, |e| {
-            matches!(e, HomeEvent::Connected { .. } | HomeEvent::Assigned { .. })
-        })
-        .await;
-    assert!(
-        matches!(next, HomeEvent::Connected { ref gateway_id, ref from, epoch: 2, .. }
-            if gateway_id == target && from.as_deref() == Some(first.as_str())),
-        "{next:?}"
-    );
+    dev.moves_without_asking(&first, target, 2).await;
     dev.stop.cancel();
 }
 

@@ -436,6 +436,30 @@ impl HomedDevice {
         }
     }
 
+    /// Waits for the redirect off `from` at `epoch`, then asserts that the
+    /// device went straight to `to` on the assignment the notice carried,
+    /// with no query to the registry in between.
+    pub async fn moves_without_asking(&mut self, from: &str, to: &str, epoch: u64) {
+        let redirect = self
+            .until(10, |e| matches!(e, HomeEvent::Redirected { .. }))
+            .await;
+        assert!(
+            matches!(redirect, HomeEvent::Redirected { ref gateway_id, epoch: e, to: Some(ref t), .. }
+                if gateway_id == from && e == epoch && t == to),
+            "{redirect:?}"
+        );
+        let next = self
+            .until(10, |e| {
+                matches!(e, HomeEvent::Connected { .. } | HomeEvent::Assigned { .. })
+            })
+            .await;
+        assert!(
+            matches!(next, HomeEvent::Connected { ref gateway_id, from: Some(ref f), epoch: e, .. }
+                if gateway_id == to && f == from && e == epoch),
+            "{next:?}"
+        );
+    }
+
     /// Waits for an event matching `pred`.
     pub async fn until(&mut self, secs: u64, pred: impl Fn(&HomeEvent) -> bool) -> HomeEvent {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
