@@ -218,13 +218,13 @@ pub async fn stay_homed_with(
         let known = remembered
             .take()
             .filter(|k| config.platform_key.is_none() || k.token.is_some());
-        let (gateway_id, address, epoch, token) = match known {
+        let target = match known {
             Some(k) => {
                 // Remembered from before going offline, it is where the
                 // device is; carried by a redirect, the device is still
                 // coming from the gateway it was on.
                 current.get_or_insert_with(|| (k.gateway_id.clone(), k.epoch));
-                (k.gateway_id, k.address, k.epoch, k.token)
+                k
             }
             None => {
                 let Some((k, latency)) =
@@ -238,14 +238,14 @@ pub async fn stay_homed_with(
                     epoch: k.epoch,
                     latency,
                 });
-                (k.gateway_id, k.address, k.epoch, k.token)
+                k
             }
         };
         let connecting = Instant::now();
-        match connect(config, &address, token.as_deref()).await {
+        match connect(config, &target.address, target.token.as_deref()).await {
             Err(failed) => {
                 let _ = events.send(HomeEvent::Refused {
-                    gateway_id: gateway_id.clone(),
+                    gateway_id: target.gateway_id.clone(),
                     reason: failed.reason,
                 });
                 if !pause(&mut backoff, shutdown).await {
@@ -258,21 +258,22 @@ pub async fn stay_homed_with(
                 // only add a connection and a query to the crowd. After
                 // a few silences, though, the registry may know better
                 // (the gateway died, the device moved).
-                unanswered = if failed.refused { 0 } else { unanswered + 1 };
-                if !failed.refused && unanswered < SAME_GATEWAY_TRIES {
-                    remembered = Some(KnownGateway {
-                        gateway_id,
-                        address,
-                        epoch,
-                        token,
-                    });
-                } else {
+                unanswered += 1;
+                if failed.refused || unanswered >= SAME_GATEWAY_TRIES {
                     unanswered = 0;
+                } else {
+                    remembered = Some(target);
                 }
                 continue;
             }
             Ok((gateway, inbox, token)) => {
                 unanswered = 0;
+                let KnownGateway {
+                    gateway_id,
+                    address,
+                    epoch,
+                    ..
+                } = target;
                 let connect_latency = connecting.elapsed();
                 // On the gateway now: the platform session is not needed
                 // until the next query.
@@ -316,34 +317,32 @@ pub async fn stay_homed_with(
                                 _ => None,
                             },
                         });
-                        match carried {
-                            Some(Ok(next)) => {
-                                let jitter = Duration::from_millis(fastrand::u64(0..=20));
-                                tokio::select! {
-                                    _ = shutdown.cancelled() => return Ok(()),
-                                    _ = tokio::time::sleep(jitter) => {}
-                                }
-                                remembered = Some(next);
-                                continue;
-                            }
+                        let next = match carried {
+                            Some(Ok(next)) => Some(next),
                             Some(Err(e)) => {
                                 warn!(target: "audit", device_id = %config.device_id, error = %e, "assignment in a redirect not believed; asking the registry");
+                                None
                             }
-                            None => {}
-                        }
-                        // A short random pause spreads a drain's re-queries;
-                        // a floor between them bounds what forged notices cost.
-                        let floor = last_redirect
-                            .map(|t: Instant| MIN_REDIRECT_REQUERY.saturating_sub(t.elapsed()))
-                            .unwrap_or_default();
+                            None => None,
+                        };
+                        // A short random pause spreads a drain's connects or
+                        // re-queries; a floor between re-queries bounds what
+                        // forged notices cost.
                         let jitter = Duration::from_millis(fastrand::u64(0..=20));
+                        let floor = match (&next, last_redirect) {
+                            (None, Some(t)) => MIN_REDIRECT_REQUERY.saturating_sub(t.elapsed()),
+                            _ => Duration::ZERO,
+                        };
                         tokio::select! {
                             _ = shutdown.cancelled() => return Ok(()),
                             _ = tokio::time::sleep(floor.max(jitter)) => {}
                         }
-                        // Measured from the re-query itself, so two of them
-                        // are never closer than the floor.
-                        last_redirect = Some(Instant::now());
+                        if next.is_none() {
+                            // Measured from the re-query itself, so two of
+                            // them are never closer than the floor.
+                            last_redirect = Some(Instant::now());
+                        }
+                        remembered = next;
                     }
                     Stay::Lost => {
                         let _ = events.send(HomeEvent::Lost { gateway_id });
