@@ -66,6 +66,24 @@ pub trait Admission: Send + Sync + 'static {
     /// what lets an admission count the live connections of an identity.
     /// The default does nothing.
     fn disconnected(&self, _client_id: &str) {}
+
+    /// Where a client that [`Admission::admit`] refused as
+    /// [`Verdict::NotAuthorized`] has moved, if this admission knows: an
+    /// MQTT 5 client then gets CONNACK 0x9C (use another server) or 0x9D
+    /// (server moved) with that Server Reference instead; a 3.1.1 client
+    /// still gets CONNACK 5. The default knows of no move.
+    fn moved(&self, _client_id: &str) -> Option<Moved> {
+        None
+    }
+}
+
+/// Where a refused client went ([`Admission::moved`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// Its new server, "host:port".
+    pub address: String,
+    /// For good (a drain: CONNACK 0x9D), not just this once (a remap: 0x9C).
+    pub permanent: bool,
 }
 
 /// Admits every well-formed client, with or without a login.

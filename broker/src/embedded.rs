@@ -5,8 +5,11 @@
 //!   runs on its own thread for the life of the process.
 //! - `Config::default()` is unusable (`max_connections` 0, tiny segments),
 //!   so every field is set from [`BrokerSettings`].
-//! - MQTT v5 is incomplete (a v5 PUBLISH with properties breaks v4
-//!   subscribers), so only a v4 (MQTT 3.1.1) listener is configured.
+//! - A listener configured as v4 speaks MQTT 3.1.1 and MQTT 5, each
+//!   client in the version its CONNECT names (a patch); upstream's v5
+//!   support broke 3.1.1 subscribers of a v5 PUBLISH with properties,
+//!   which the patch fixes by dropping the properties for them. Other
+//!   protocol levels get CONNACK 1.
 //! - A client id the router refuses (`+ $ # /`) that reconnects with the
 //!   same id can poison a mutex in the listener and brick it. The auth
 //!   handler refuses such ids (CONNACK 2) before the router sees them;
@@ -26,11 +29,12 @@
 //!   disconnects the publisher; it is on, which costs a commit log per such
 //!   topic (bounded by `segment_size * segment_count`).
 
-use crate::admission::{admit, AclRequest, Admission, Verdict, INTERNAL_USER};
+use crate::admission::{admit, AclRequest, Admission, Moved, Verdict, INTERNAL_USER};
 use crate::config::BrokerSettings;
 use metrics::{BrokerLag, BrokerTls};
 use rumqttd::{
     AcceptHandler, AuthVerdict, ConnectionSettings, LaggedHandler, RouterConfig, ServerSettings,
+    Sessions,
 };
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -114,6 +118,8 @@ pub struct EmbeddedBroker {
     /// How this process's own clients verify the listener: the served
     /// certificate, pinned. None: plaintext.
     internal_tls: Option<tls::ClientTls>,
+    /// Its clients' connections, to close one.
+    sessions: Sessions,
 }
 
 impl EmbeddedBroker {
@@ -148,7 +154,11 @@ impl EmbeddedBroker {
             }
             None => None,
         };
+        let sessions = Sessions::default();
         let mut config = rumqttd_config(name, addr, settings, admission, &internal_password, lag);
+        if let Some(server) = config.v4.as_mut().and_then(|v4| v4.get_mut(name)) {
+            server.connections.sessions = Some(sessions.clone());
+        }
         if let Some(t) = tls {
             let timeout = Duration::from_millis(settings.connection_timeout_ms.into());
             if let Some(server) = config.v4.as_mut().and_then(|v4| v4.get_mut(name)) {
@@ -172,7 +182,14 @@ impl EmbeddedBroker {
             addr,
             internal_password,
             internal_tls,
+            sessions,
         })
+    }
+
+    /// The connections of this broker's clients, by client id: what lets
+    /// the process close one (a gateway, a device it moved away).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// How this process's own clients reach the listener: TLS pinned to
@@ -288,6 +305,8 @@ fn rumqttd_config(
         })),
         // Set by the caller for a TLS listener.
         on_accept: None,
+        // Set by the caller.
+        sessions: None,
     };
     let internal_password: Arc<str> = internal_password.into();
     connections.set_auth_verdict_handler(
@@ -303,7 +322,16 @@ fn rumqttd_config(
                     let ok = password.as_bytes().ct_eq(internal_password.as_bytes());
                     return AuthVerdict::from(bool::from(ok));
                 }
-                connack(admit_with_grace(&*admission, &client_id, login).await)
+                match admit_with_grace(&*admission, &client_id, login).await {
+                    Verdict::NotAuthorized => match admission.moved(&client_id) {
+                        Some(Moved { address, permanent }) => AuthVerdict::Moved {
+                            permanent,
+                            server_reference: Some(address),
+                        },
+                        None => AuthVerdict::NotAuthorized,
+                    },
+                    verdict => connack(verdict),
+                }
             }
         },
     );
@@ -581,9 +609,11 @@ mod tests {
         publish[1] = (publish.len() - 2) as u8;
         s.write_all(&publish).unwrap();
         until_closed(s);
-        // Admitted by the handler, then refused by rumqttd (keep alive 0).
-        let (s, got) = open(addr, &connect("keep-alive-0", login, 0));
-        assert_eq!(got, None);
+        // Keep alive 0 turns the keep-alive off (3.1.1 §3.1.2.10): the
+        // connection is accepted, and lives until the client goes.
+        let (mut s, got) = open(addr, &connect("keep-alive-0", login, 0));
+        assert_eq!(got, Some(0));
+        s.write_all(&[0xE0, 0]).unwrap();
         until_closed(s);
 
         let expected: HashMap<String, usize> = [

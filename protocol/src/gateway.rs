@@ -192,6 +192,11 @@ impl fmt::Display for RedirectReason {
     }
 }
 
+/// The MQTT 5 user property that carries a [`Redirect`], as JSON, in the
+/// DISCONNECT (reason 0x9C or 0x9D) by which a gateway moves an MQTT 5
+/// device; its Server Reference is the new gateway's address.
+pub const REDIRECT_PROPERTY: &str = "redirect";
+
 /// Gateway -> device on the gateway broker's `device/{device_id}/redirect`.
 /// The registry sends these to the old gateway's agent in [`RedirectBatch`]es.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 
 mod admin;
 mod bus;
+mod conformance;
 mod durability;
 mod fleet;
 mod gateway;

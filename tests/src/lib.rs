@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod raw;
+
 use ap_sim::{Ap, ApConfig, Network};
 use broker::{Config, Platform, StartOptions};
 use bus::{Bus, BusOptions, Message, TlsConfig};

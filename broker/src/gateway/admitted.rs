@@ -2,9 +2,11 @@
 //! each (in secure mode) with its signed assignment to this gateway, and
 //! confined to its own topics. A device not (or no longer) assigned here
 //! is refused with CONNACK 5 (not authorized: "moved away", ask the
-//! registry again); a bad signed assignment with CONNACK 4.
+//! registry again), an MQTT 5 device the gateway redirected with CONNACK
+//! 0x9C or 0x9D and its new gateway as Server Reference; a bad signed
+//! assignment with CONNACK 4.
 
-use crate::admission::{AclRequest, Admission, Verdict};
+use crate::admission::{AclRequest, Admission, Moved, Verdict};
 use protocol::crypto::PlatformPublicKey;
 use protocol::decode;
 use protocol::gateway::{AssignUpdate, GatewayAssigned, GATEWAY_AGENT_CLIENT_ID};
@@ -31,6 +33,9 @@ pub(super) struct Assigned {
     removed: Mutex<HashMap<String, Instant>>,
     /// Fired on every change, for connects waiting out their grace.
     changed: Arc<tokio::sync::Notify>,
+    /// Where the devices redirected away from here went, as their notices
+    /// said, for an MQTT 5 device's CONNACK. At most [`MAX_REMOVALS`].
+    moved: Mutex<HashMap<String, Moved>>,
 }
 
 /// How long a device the gateway does not know yet may wait at connect for
@@ -84,9 +89,12 @@ impl Assigned {
             devices.remove(&d);
             removed.insert(d, now);
         }
+        let mut moved = self.moved.lock().unwrap_or_else(|e| e.into_inner());
         for d in &update.add {
             removed.remove(d);
+            moved.remove(d);
         }
+        drop(moved);
         drop(removed);
         devices.extend(update.add);
         drop(devices);
@@ -103,11 +111,27 @@ impl Assigned {
             .is_some_and(|at| at.elapsed() < REMOVAL_MEMORY)
     }
 
-    pub(super) fn forget(&self, device_id: &str) {
+    /// Stops admitting `device_id`; with `to`, remembers where it went.
+    pub(super) fn forget(&self, device_id: &str, to: Option<Moved>) {
         self.devices
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(device_id);
+        if let Some(to) = to {
+            let mut moved = self.moved.lock().unwrap_or_else(|e| e.into_inner());
+            if moved.len() >= MAX_REMOVALS {
+                moved.clear();
+            }
+            moved.insert(device_id.to_owned(), to);
+        }
+    }
+
+    /// Whether the gateway admits `device_id` now.
+    pub(super) fn admits(&self, device_id: &str) -> bool {
+        self.devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(device_id)
     }
 }
 
@@ -160,6 +184,14 @@ impl Admission for Assigned {
         } else {
             Verdict::BadLogin
         }
+    }
+
+    fn moved(&self, client_id: &str) -> Option<Moved> {
+        self.moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(client_id)
+            .cloned()
     }
 
     /// A device may not retain: only this gateway's agent, which the ACL

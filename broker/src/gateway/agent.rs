@@ -1,16 +1,23 @@
 //! A gateway's agent: its client of both brokers. It announces the gateway
 //! to the registry, keeps the admitted set in step with the registry's
 //! snapshot and deltas, and turns redirect requests into notices to the
-//! devices on its own broker.
+//! devices on its own broker: an MQTT 5 device gets a server DISCONNECT
+//! (0x9C, or 0x9D for a drain) with its new gateway as Server Reference
+//! and the notice as a user property; a 3.1.1 device gets the notice on
+//! its redirect topic, and its connection is closed [`NOTICE_GRACE`] later
+//! if it has not left by itself.
 
 use super::admitted::Assigned;
 use super::presence::{collect_presence, report_presence, PendingPresence};
+use crate::admission::Moved;
 use bus::{Bus, LinkState, Message};
 use protocol::gateway::{
     AssignUpdate, GatewayStatus, Redirect, RedirectBatch, RedirectReason, SyncRequest,
-    MAX_ASSIGN_PAYLOAD,
+    MAX_ASSIGN_PAYLOAD, REDIRECT_PROPERTY,
 };
 use protocol::topics::{self, Topic};
+use rumqttd::protocol::DisconnectReasonCode;
+use rumqttd::{Kick, Sessions};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -21,11 +28,18 @@ use tracing::{debug, info, warn};
 const RESYNC_FIRST: Duration = Duration::from_secs(1);
 const RESYNC_CAP: Duration = Duration::from_secs(10);
 
+/// How long a 3.1.1 device told to move may stay connected before the
+/// gateway closes its connection: time for the notice to arrive and the
+/// device to leave by itself, even when a drain sends thousands at once.
+pub(super) const NOTICE_GRACE: Duration = Duration::from_secs(5);
+
 pub(super) struct Agent {
     pub(super) id: String,
     pub(super) up: Bus,
     pub(super) local: Bus,
     pub(super) assigned: Arc<Assigned>,
+    /// The gateway broker's connections, to close a moved device's.
+    pub(super) sessions: Sessions,
     pub(super) alive: GatewayStatus,
     pub(super) dead: GatewayStatus,
 }
@@ -186,15 +200,32 @@ impl Agent {
         }
     }
 
-    /// Stops admitting each device, then sends it its notice on this
-    /// gateway's broker.
+    /// Stops admitting each device, then moves it: an MQTT 5 device by a
+    /// redirecting DISCONNECT, a 3.1.1 device (or one not connected) by
+    /// its notice on this gateway's broker, and [`NOTICE_GRACE`] later, if
+    /// it is still connected and still not admitted here, by closing its
+    /// connection.
     async fn redirect(&self, notices: Vec<Redirect>) {
+        let mut told = Vec::new();
         for notice in notices {
             if protocol::check_client_id(&notice.device_id).is_err() {
                 warn!("redirect for an invalid device id ignored");
                 continue;
             }
-            self.assigned.forget(&notice.device_id);
+            let to = notice.assignment.as_ref().map(|a| Moved {
+                address: a.address.clone(),
+                permanent: notice.reason == RedirectReason::Draining,
+            });
+            self.assigned.forget(&notice.device_id, to.clone());
+            if self.sessions.version(&notice.device_id) == Some(5)
+                && self
+                    .sessions
+                    .kick(&notice.device_id, redirecting(&notice, to))
+                    .is_some()
+            {
+                debug!(device_id = %notice.device_id, reason = %notice.reason, "MQTT 5 device redirected by DISCONNECT");
+                continue;
+            }
             debug!(device_id = %notice.device_id, reason = %notice.reason, "redirect notice sent");
             if let Err(e) = self
                 .local
@@ -203,6 +234,58 @@ impl Agent {
             {
                 warn!(error = %e, "could not send a redirect notice");
             }
+            told.push((notice.device_id, notice.reason));
         }
+        if told.is_empty() {
+            return;
+        }
+        let sessions = self.sessions.clone();
+        let assigned = self.assigned.clone();
+        let gateway_id = self.id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(NOTICE_GRACE).await;
+            let mut closed = 0usize;
+            for (device_id, reason) in told {
+                // Moved back here meanwhile: its connection is welcome.
+                if assigned.admits(&device_id) {
+                    continue;
+                }
+                let kick = Kick {
+                    reason: reason_code(reason),
+                    server_reference: None,
+                    user_properties: Vec::new(),
+                };
+                if sessions.kick(&device_id, kick).is_some() {
+                    closed += 1;
+                }
+            }
+            if closed > 0 {
+                info!(%gateway_id, devices = closed, "closed the connections of devices that stayed after their redirect notice");
+            }
+        });
+    }
+}
+
+/// The DISCONNECT reason code of a redirect: 0x9D (server moved) for a
+/// drain, which is for good; 0x9C (use another server) otherwise.
+fn reason_code(reason: RedirectReason) -> DisconnectReasonCode {
+    match reason {
+        RedirectReason::Draining => DisconnectReasonCode::ServerMoved,
+        RedirectReason::Remapped | RedirectReason::Revoked => {
+            DisconnectReasonCode::UseAnotherServer
+        }
+    }
+}
+
+/// The DISCONNECT that redirects an MQTT 5 device: the reason code, its
+/// new gateway as Server Reference, and the notice (with its signed
+/// assignment, so that it moves without asking the registry) as the
+/// [`REDIRECT_PROPERTY`] user property.
+fn redirecting(notice: &Redirect, to: Option<Moved>) -> Kick {
+    let json = String::from_utf8_lossy(&protocol::encode(notice)).into_owned();
+    Kick {
+        reason: reason_code(notice.reason),
+        server_reference: to.map(|m| m.address),
+        user_properties: vec![(REDIRECT_PROPERTY.to_owned(), json)],
     }
 }

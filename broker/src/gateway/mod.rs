@@ -146,6 +146,7 @@ pub async fn start(
         up,
         local,
         assigned,
+        sessions: broker.sessions().clone(),
         alive: status(true),
         dead: status(false),
     };

@@ -23,6 +23,8 @@ use tracing_subscriber::{
 pub use link::alerts;
 pub use link::local;
 pub use link::meters;
+// PATCH(platform): closing a connection from outside.
+pub use link::sessions::{Kick, Sessions};
 pub use router::{Alert, Forward, IncomingMeter, Meter, Notification, OutgoingMeter, Router};
 use segments::Storage;
 pub use server::{Broker, LinkType, Server};
@@ -62,10 +64,18 @@ pub type AuthHandler = Arc<
 /// PATCH(platform): an auth handler's answer to a CONNECT. A refusal is
 /// written as a CONNACK with its code before the connection closes
 /// (upstream closed it without one, so a client could not tell a refusal
-/// from a network fault). Only codes that MQTT 3.1.1 and 5 both have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// from a network fault). Only codes that MQTT 3.1.1 and 5 both have,
+/// and [`AuthVerdict::Moved`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthVerdict {
     Accept,
+    /// MQTT 5: CONNACK 0x9C (use another server) or, `permanent`, 0x9D
+    /// (server moved), with the Server Reference if there is one; a 3.1.1
+    /// client gets CONNACK 5 (not authorized), its nearest code.
+    Moved {
+        permanent: bool,
+        server_reference: Option<String>,
+    },
     /// CONNACK 2 (MQTT 5: 0x85), identifier rejected.
     IdentifierRejected,
     /// CONNACK 4 (MQTT 5: 0x86), bad user name or password.
@@ -76,13 +86,29 @@ pub enum AuthVerdict {
 
 impl AuthVerdict {
     /// The CONNACK code of a refusal; None for [`AuthVerdict::Accept`].
-    pub fn refusal(self) -> Option<protocol::ConnectReturnCode> {
+    pub fn refusal(&self) -> Option<protocol::ConnectReturnCode> {
         use protocol::ConnectReturnCode as Code;
         match self {
             AuthVerdict::Accept => None,
+            AuthVerdict::Moved {
+                permanent: false, ..
+            } => Some(Code::UseAnotherServer),
+            AuthVerdict::Moved {
+                permanent: true, ..
+            } => Some(Code::ServerMoved),
             AuthVerdict::IdentifierRejected => Some(Code::ClientIdentifierNotValid),
             AuthVerdict::BadUserNamePassword => Some(Code::BadUserNamePassword),
             AuthVerdict::NotAuthorized => Some(Code::NotAuthorized),
+        }
+    }
+
+    /// PATCH(platform): where a [`AuthVerdict::Moved`] client should go.
+    pub fn server_reference(&self) -> Option<&str> {
+        match self {
+            AuthVerdict::Moved {
+                server_reference, ..
+            } => server_reference.as_deref(),
+            _ => None,
         }
     }
 }
@@ -279,6 +305,10 @@ pub struct ConnectionSettings {
     /// socket itself (or through `tls`, upstream's file-based TLS).
     #[serde(skip)]
     pub on_accept: Option<AcceptHandler>,
+    /// PATCH(platform): see [`Sessions`]. None: connections cannot be
+    /// closed from outside.
+    #[serde(skip)]
+    pub sessions: Option<Sessions>,
 }
 
 impl ConnectionSettings {
@@ -333,6 +363,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("acl", &self.acl.is_some())
             .field("on_disconnect", &self.on_disconnect.is_some())
             .field("on_accept", &self.on_accept.is_some())
+            .field("sessions", &self.sessions)
             .finish()
     }
 }

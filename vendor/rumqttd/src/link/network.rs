@@ -66,8 +66,19 @@ impl<P: Protocol> Network<P> {
     }
 
     pub fn set_keepalive(&mut self, keepalive: u16) {
+        // PATCH(platform): 0 turns the keep-alive off (3.1.1 §3.1.2.10);
+        // upstream's zero would time every read out at once.
+        if keepalive == 0 {
+            self.keepalive = Duration::MAX;
+            return;
+        }
         let keepalive = Duration::from_secs(keepalive as u64);
         self.keepalive = keepalive + keepalive.mul_f32(0.5);
+    }
+
+    /// PATCH(platform): the MQTT version the connection speaks.
+    pub fn version(&self) -> u8 {
+        self.protocol.version()
     }
 
     /// Reads more than 'required' bytes to frame a packet into self.read buffer

@@ -2,12 +2,15 @@ use crate::link::local::{LinkError, LinkRx, LinkTx};
 use crate::link::network;
 use crate::link::network::Network;
 use crate::local::LinkBuilder;
-use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
+use crate::protocol::{
+    ConnAck, ConnAckProperties, Connect, ConnectReturnCode, Disconnect, DisconnectProperties,
+    DisconnectReasonCode, Login, Packet, Protocol,
+};
 use crate::router::{Event, Notification};
 // PATCH(platform): the topic ACL's types, the auth verdict and the
 // disconnect hook.
 use crate::{
-    AclAction, AclHandler, AclRequest, ConnectionId, ConnectionSettings, DisconnectHandler,
+    AclAction, AclHandler, AclRequest, ConnectionId, ConnectionSettings, DisconnectHandler, Kick,
 };
 
 use flume::{RecvError, SendError, Sender, TrySendError};
@@ -55,9 +58,18 @@ pub enum Error {
     #[error("Not authorized: {0}")]
     NotAuthorized(String),
     /// PATCH(platform): the CONNECT was refused with this CONNACK code
-    /// (already written to the client).
+    /// and, for an MQTT 5 client, this Server Reference (already written
+    /// to the client).
     #[error("Connect refused: {0:?}")]
-    ConnectRefused(ConnectReturnCode),
+    ConnectRefused(ConnectReturnCode, Option<String>),
+    /// PATCH(platform): the application closed the connection
+    /// ([`crate::Sessions::kick`]).
+    #[error("Closed by the application: {0:?}")]
+    Kicked(DisconnectReasonCode),
+    /// PATCH(platform): an MQTT 5 client sent a packet that does not
+    /// decode; it got a DISCONNECT with this reason code.
+    #[error("Malformed packet from an MQTT 5 client: {0:?}")]
+    Malformed(DisconnectReasonCode),
 }
 
 /// Orchestrates between Router and Network.
@@ -86,7 +98,8 @@ impl<P: Protocol> RemoteLink<P> {
         assigned_client_id: Option<String>,
         acl: Option<AclHandler>,
     ) -> Result<RemoteLink<P>, Error> {
-        let Packet::Connect(connect, props, lastwill, lastwill_props, login) = connect_packet else {
+        let Packet::Connect(connect, props, lastwill, lastwill_props, login) = connect_packet
+        else {
             return Err(Error::NotConnectPacket(connect_packet));
         };
         // PATCH(platform): keep who this is for the ACL.
@@ -187,15 +200,75 @@ impl<P: Protocol> RemoteLink<P> {
         None
     }
 
-    pub async fn start(&mut self) -> Result<(), Error> {
+    /// PATCH(platform): the MQTT version the connection speaks.
+    pub fn version(&self) -> u8 {
+        self.network.version()
+    }
+
+    /// PATCH(platform): `e`, a failed read; an MQTT 5 client whose packet
+    /// did not decode first gets a DISCONNECT saying why.
+    async fn malformed(&mut self, e: network::Error) -> Error {
+        let Some(reason) = disconnect_reason(&e) else {
+            return e.into();
+        };
+        if self.network.version() != 5 {
+            return e.into();
+        }
+        let disconnect = Disconnect {
+            reason_code: reason,
+        };
+        let _ = self
+            .network
+            .write(Packet::Disconnect(disconnect, None))
+            .await;
+        Error::Malformed(reason)
+    }
+
+    /// PATCH(platform): `kicks` closes the connection from outside
+    /// ([`crate::Sessions`]); never fires if None.
+    pub async fn start(&mut self, kicks: Option<flume::Receiver<Kick>>) -> Result<(), Error> {
         self.network.set_keepalive(self.connect.keep_alive);
+        let kicked = async {
+            match kicks {
+                Some(kicks) => kicks.recv_async().await.ok(),
+                None => None,
+            }
+        };
+        tokio::pin!(kicked);
+        let mut kicks_open = true;
 
         // Note:
         // Shouldn't result in bounded queue deadlocks because of blocking n/w send
         loop {
             select! {
+                // PATCH(platform): closed by the application: an MQTT 5
+                // client first gets its DISCONNECT (reason, Server
+                // Reference, user properties); 3.1.1 has none to send.
+                kick = &mut kicked, if kicks_open => {
+                    let Some(kick) = kick else {
+                        kicks_open = false;
+                        continue;
+                    };
+                    if self.network.version() == 5 {
+                        let props = DisconnectProperties {
+                            session_expiry_interval: None,
+                            reason_string: None,
+                            user_properties: kick.user_properties,
+                            server_reference: kick.server_reference,
+                        };
+                        let disconnect = Disconnect { reason_code: kick.reason };
+                        self.network.write(Packet::Disconnect(disconnect, Some(props))).await?;
+                    }
+                    return Err(Error::Kicked(kick.reason));
+                }
                 o = self.network.read() => {
-                    let packet = o?;
+                    // PATCH(platform): an MQTT 5 client is told why a
+                    // packet it sent is refused (0x81 malformed, 0x95
+                    // too large) before the connection closes.
+                    let packet = match o {
+                        Ok(packet) => packet,
+                        Err(e) => return Err(self.malformed(e).await),
+                    };
                     // PATCH(platform): read the whole batch into a queue of
                     // its own and check it against the ACL; only a batch
                     // read without error and allowed whole reaches the
@@ -207,7 +280,10 @@ impl<P: Protocol> RemoteLink<P> {
                     // (readv's limit now bounds a batch, not the buffer.)
                     self.batch.clear();
                     self.batch.push_back(packet);
-                    self.network.readv(&mut self.batch)?;
+                    if let Err(e) = self.network.readv(&mut self.batch) {
+                        self.batch.clear();
+                        return Err(self.malformed(e).await);
+                    }
                     if let Some(what) = self.refused(self.batch.iter()) {
                         self.batch.clear();
                         return Err(Error::NotAuthorized(what));
@@ -262,16 +338,67 @@ impl Drop for Admitted {
 
 /// PATCH(platform): writes a CONNACK refusing the CONNECT with `code`; the
 /// caller then closes the connection.
+/// An MQTT 5 client also gets `server_reference` (3.1.1 has no properties).
 async fn refuse<P: Protocol>(
     network: &mut Network<P>,
     code: ConnectReturnCode,
+    server_reference: Option<String>,
 ) -> Result<(), Error> {
     let ack = ConnAck {
         session_present: false,
         code,
     };
-    network.write(Packet::ConnAck(ack, None)).await?;
+    let props = server_reference.map(|server_reference| ConnAckProperties {
+        server_reference: Some(server_reference),
+        ..ConnAckProperties::default()
+    });
+    network.write(Packet::ConnAck(ack, props)).await?;
     Ok(())
+}
+
+/// PATCH(platform): the MQTT 5 reason code for a packet that failed to
+/// decode; None for an I/O error or a timeout (nothing to tell).
+fn disconnect_reason(e: &network::Error) -> Option<DisconnectReasonCode> {
+    use crate::protocol::Error as P;
+    match e {
+        network::Error::Protocol(P::PayloadSizeLimitExceeded(_)) => {
+            Some(DisconnectReasonCode::PacketTooLarge)
+        }
+        network::Error::Protocol(_) => Some(DisconnectReasonCode::MalformedPacket),
+        // readv reports a decoding error as InvalidData.
+        network::Error::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
+            if io.to_string().contains("Payload size has been exceeded") {
+                Some(DisconnectReasonCode::PacketTooLarge)
+            } else {
+                Some(DisconnectReasonCode::MalformedPacket)
+            }
+        }
+        _ => None,
+    }
+}
+
+/// PATCH(platform): the CONNACK code for a CONNECT that failed to decode:
+/// an unknown protocol level is 1 (3.1.1 §3.1.2.2; written in the 3.1.1
+/// format, which a 3.1 client reads too); an MQTT 5 client's malformed or
+/// oversized CONNECT is 0x81 or 0x95 (MQTT 5 §3.2.2.2). None: close without
+/// a CONNACK (a wrong protocol name, 3.1.1 §3.1.2.1; a 3.1.1 client's
+/// malformed CONNECT, 3.1.1 §4.8).
+fn connect_refusal<P: Protocol>(
+    network: &Network<P>,
+    e: &network::Error,
+) -> Option<ConnectReturnCode> {
+    use crate::protocol::Error as P;
+    match e {
+        network::Error::Protocol(P::InvalidProtocolLevel(_)) => {
+            Some(ConnectReturnCode::RefusedProtocolVersion)
+        }
+        network::Error::Protocol(P::InvalidProtocol) => None,
+        _ if network.version() != 5 => None,
+        _ => match disconnect_reason(e)? {
+            DisconnectReasonCode::PacketTooLarge => Some(ConnectReturnCode::PacketTooLarge),
+            _ => Some(ConnectReturnCode::MalformedPacket),
+        },
+    }
 }
 
 /// Read MQTT connect packet from network and verify it.
@@ -294,7 +421,18 @@ where
         let packet = network.read().await?;
         Ok::<_, network::Error>(packet)
     })
-    .await??;
+    .await?;
+    // PATCH(platform): a CONNECT that does not decode is answered with
+    // its CONNACK code where the spec has one.
+    let packet = match packet {
+        Ok(packet) => packet,
+        Err(e) => {
+            if let Some(code) = connect_refusal(network, &e) {
+                refuse(network, code, None).await?;
+            }
+            return Err(e.into());
+        }
+    };
 
     let (connect, _props, login) = match packet {
         Packet::Connect(ref connect, ref props, _, _, ref login) => (connect, props, login),
@@ -303,10 +441,18 @@ where
 
     Span::current().record("client_id", &connect.client_id);
 
+    // PATCH(platform): an empty client id needs a clean session (3.1.1
+    // §3.1.3.1), checked before the auth handler, whose refusal would
+    // otherwise be a different code (upstream checked it after).
+    if connect.client_id.is_empty() && !connect.clean_session {
+        refuse(network, ConnectReturnCode::ClientIdentifierNotValid, None).await?;
+        return Err(Error::InvalidClientId);
+    }
+
     // PATCH(platform): a refusal is answered with its CONNACK code.
     if let Err(e) = handle_auth(config.clone(), login.as_ref(), &connect.client_id).await {
-        if let Error::ConnectRefused(code) = e {
-            refuse(network, code).await?;
+        if let Error::ConnectRefused(code, server_reference) = &e {
+            refuse(network, *code, server_reference.clone()).await?;
         }
         return Err(e);
     }
@@ -329,7 +475,7 @@ where
             retain: will.retain,
         };
         if !acl(&connect.client_id, username, &request) {
-            refuse(network, ConnectReturnCode::NotAuthorized).await?;
+            refuse(network, ConnectReturnCode::NotAuthorized, None).await?;
             return Err(Error::NotAuthorized(format!(
                 "last will on {:?}",
                 request.topic
@@ -337,26 +483,11 @@ where
         }
     }
 
-    // When keep_alive feature is disabled client can live forever, which is not good in
-    // distributed broker context so currenlty we don't allow it.
-    if connect.keep_alive == 0 {
-        return Err(Error::ZeroKeepAlive);
-    }
-
-    let empty_client_id = connect.client_id.is_empty();
-    let clean_session = connect.clean_session;
-
-    if empty_client_id && !clean_session {
-        let ack = ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::ClientIdentifierNotValid,
-        };
-
-        let packet = Packet::ConnAck(ack, None);
-        network.write(packet).await?;
-
-        return Err(Error::InvalidClientId);
-    }
+    // PATCH(platform): keep alive 0 turns the keep-alive off (3.1.1
+    // §3.1.2.10, MQTT 5 §3.1.2.10); upstream closed the connection without
+    // a CONNACK. A dead peer is still found by TCP, and a silent client
+    // costs a connection, as an idle one with a long keep-alive does.
+    // (The empty client id check moved before the auth handler.)
 
     // Ok((connect, props, lastwill, lastwill_props))
     // PATCH(platform): with the connection's Admitted.
@@ -375,12 +506,16 @@ async fn handle_auth(
     // PATCH(platform): the external handler decides about a CONNECT with
     // or without a login, and its verdict is the CONNACK's code; static
     // auth's refusals are CONNACK 4 (upstream: no CONNACK at all).
-    let bad_login = Error::ConnectRefused(ConnectReturnCode::BadUserNamePassword);
+    let bad_login = Error::ConnectRefused(ConnectReturnCode::BadUserNamePassword, None);
     if let Some(auth) = &config.external_auth {
         let login = login.map(|l| (l.username.clone(), l.password.clone()));
-        return match auth(client_id.to_owned(), login).await.refusal() {
+        let verdict = auth(client_id.to_owned(), login).await;
+        return match verdict.refusal() {
             None => Ok(()),
-            Some(code) => Err(Error::ConnectRefused(code)),
+            Some(code) => Err(Error::ConnectRefused(
+                code,
+                verdict.server_reference().map(str::to_owned),
+            )),
         };
     }
 
@@ -429,6 +564,7 @@ mod tests {
             acl: None,
             on_disconnect: None,
             on_accept: None,
+            sessions: None,
         }
     }
 
@@ -535,7 +671,7 @@ mod tests {
         let cfg = Arc::new(cfg);
         let code = |r: Result<(), super::Error>| match r {
             Ok(()) => None,
-            Err(super::Error::ConnectRefused(code)) => Some(code),
+            Err(super::Error::ConnectRefused(code, _)) => Some(code),
             Err(e) => panic!("{e}"),
         };
         assert_eq!(

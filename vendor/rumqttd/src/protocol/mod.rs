@@ -2,6 +2,8 @@
 
 pub mod v4;
 pub mod v5;
+// PATCH(platform): 3.1.1 and 5 on one listener.
+pub mod negotiated;
 
 use std::{io, str::Utf8Error, string::FromUtf8Error};
 
@@ -748,4 +750,10 @@ pub enum Error {
 pub trait Protocol {
     fn read_mut(&mut self, stream: &mut BytesMut, max_size: usize) -> Result<Packet, Error>;
     fn write(&self, packet: Packet, write: &mut BytesMut) -> Result<usize, Error>;
+    /// PATCH(platform): the MQTT version the connection speaks (4:
+    /// 3.1.1, 5), so that a link writes what only MQTT 5 has (a server's
+    /// DISCONNECT, a reason code) only to an MQTT 5 client.
+    fn version(&self) -> u8 {
+        4
+    }
 }

@@ -133,6 +133,14 @@ impl Outgoing {
         }
 
         for mut p in publishes {
+            // PATCH(platform): a QoS 0 publish to a QoS 1 or 2 subscriber
+            // (its QoS is the lower of the two) takes no packet id and is
+            // not inflight.
+            if p.publish.qos == crate::protocol::QoS::AtMostOnce {
+                self.meter.publish_count += 1;
+                buffer.push_back(Notification::Forward(p));
+                continue;
+            }
             // Index and pkid of current outgoing packet
             self.last_pkid += 1;
             p.publish.pkid = self.last_pkid;

@@ -475,7 +475,8 @@ impl Router {
         // connection subscribed to; clean those instead of every filter
         // (O(devices) per disconnect). Shared groups keep the full scan.
         let inflight_data_requests = if self.shared_subscriptions.is_empty() {
-            self.datalog.clean_filters(id, connection.subscriptions.iter())
+            self.datalog
+                .clean_filters(id, connection.subscriptions.iter())
         } else {
             self.datalog.clean(id)
         };
@@ -1635,7 +1636,15 @@ fn forward_device_data(
     let forwards = publishes
         .into_iter()
         .map(|((mut publish, mut properties), offset)| {
-            publish.qos = protocol::qos(qos).unwrap();
+            // PATCH(platform): the minimum of the published and the
+            // granted QoS (3.1.1 §3.8.4, MQTT 5 §3.8.4); upstream used the
+            // granted QoS, upgrading a QoS 0 publish for a QoS 1
+            // subscriber. `push_forwards` tracks only QoS 1 and 2 as
+            // inflight.
+            let granted = protocol::qos(qos).unwrap();
+            if (publish.qos as u8) > (granted as u8) {
+                publish.qos = granted;
+            }
 
             // if there is some topic alias to use, set it in publish properties
             if topic_alias.is_some() {

@@ -6,6 +6,8 @@ use crate::link::{bridge, timer};
 use crate::local::LinkBuilder;
 use crate::protocol::v4::V4;
 use crate::protocol::v5::V5;
+// PATCH(platform): 3.1.1 and 5 on one listener.
+use crate::protocol::negotiated::Negotiated;
 use crate::protocol::{Packet, Protocol};
 #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
 use crate::server::tls::{self, TLSAcceptor};
@@ -205,7 +207,11 @@ impl Broker {
         if let Some(v4_config) = &self.config.v4 {
             for (_, config) in v4_config.clone() {
                 let server_thread = thread::Builder::new().name(config.name.clone());
-                let mut server = Server::new(config, self.router_tx.clone(), V4);
+                // PATCH(platform): a v4 listener also speaks MQTT 5, each
+                // client in the version its CONNECT names, and answers
+                // other versions with CONNACK 1 (upstream: V4, which
+                // dropped them without a CONNACK).
+                let mut server = Server::new(config, self.router_tx.clone(), Negotiated::default());
                 let handle = server_thread.spawn(move || {
                     let mut runtime = tokio::runtime::Builder::new_current_thread();
                     let runtime = runtime.enable_all().build().unwrap();
@@ -420,8 +426,7 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 task::spawn(
                     async move {
                         if let Some(network) = on_accept(stream, addr).await {
-                            remote(config, None, router_tx, network, protocol, will_handlers)
-                                .await
+                            remote(config, None, router_tx, network, protocol, will_handlers).await
                         }
                     }
                     .instrument(tracing::error_span!(
@@ -547,6 +552,8 @@ async fn remote<P: Protocol>(
     let dynamic_filters = config.dynamic_filters;
     // PATCH(platform): the topic ACL, for the link.
     let acl = config.acl.clone();
+    // PATCH(platform): where the link registers, to be closed from outside.
+    let sessions = config.sessions.clone();
 
     // PATCH(platform): `admitted` calls the disconnect hook when dropped:
     // on every return below, or once the link has ended.
@@ -636,7 +643,14 @@ async fn remote<P: Protocol>(
     let will_delay_interval = link.will_delay_interval;
     let mut send_disconnect = true;
 
-    match link.start().await {
+    // PATCH(platform): registered (under the id the router knows) while
+    // the link runs.
+    let registered = sessions
+        .as_ref()
+        .map(|s| s.register(&client_id, link.version()));
+    let kicks = registered.as_ref().map(|r| r.kicks.clone());
+
+    match link.start(kicks).await {
         // Connection got closed. This shouldn't usually happen.
         Ok(_) => error!("connection-stop"),
         // No need to send a disconnect message when disconnection
@@ -664,6 +678,7 @@ async fn remote<P: Protocol>(
     }
 
     // this is important to stop the connection
+    drop(registered);
     drop(link);
     // PATCH(platform): the link has ended: the disconnect hook.
     drop(admitted);

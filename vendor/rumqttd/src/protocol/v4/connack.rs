@@ -55,6 +55,13 @@ fn connect_code(return_code: ConnectReturnCode) -> u8 {
         ConnectReturnCode::ServiceUnavailable => 3,
         ConnectReturnCode::BadUserNamePassword => 4,
         ConnectReturnCode::NotAuthorized => 5,
-        _ => unreachable!(),
+        // PATCH(platform): an MQTT 5 reason code, written to a 3.1.1
+        // client as the nearest 3.1.1 code (upstream: a panic).
+        ConnectReturnCode::UnsupportedProtocolVersion => 1,
+        ConnectReturnCode::BadAuthenticationMethod => 4,
+        ConnectReturnCode::Banned
+        | ConnectReturnCode::UseAnotherServer
+        | ConnectReturnCode::ServerMoved => 5,
+        _ => 3,
     }
 }

@@ -432,6 +432,11 @@ impl Protocol for V5 {
         Ok(packet)
     }
 
+    /// PATCH(platform): see [`Protocol::version`].
+    fn version(&self) -> u8 {
+        5
+    }
+
     fn write(&self, packet: Packet, buffer: &mut BytesMut) -> Result<usize, Error> {
         let size = match packet {
             Packet::Connect(
