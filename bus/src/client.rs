@@ -1,9 +1,6 @@
+use crate::session::{self, Client, Event, EventLoop, MqttVersion};
 use crate::Backoff;
 use bytes::Bytes;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet,
-    QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
-};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +67,8 @@ pub struct BusOptions {
     /// configuration per client identity across its connections: its
     /// session cache is what lets a reconnect resume.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The MQTT version to speak: 3.1.1 by default.
+    pub mqtt: MqttVersion,
 }
 
 /// Makes the password of one CONNECT.
@@ -118,6 +117,7 @@ impl BusOptions {
             last_will: None,
             password_source: None,
             tls: None,
+            mqtt: MqttVersion::V311,
         })
     }
 
@@ -178,14 +178,42 @@ pub enum LinkState {
     /// The connection failed or was lost (refused without a CONNACK,
     /// unreachable, closed); retrying continues after a backoff.
     Down(String),
+    /// MQTT 5: the server closed the connection with a DISCONNECT that
+    /// says why (a gateway moving the client: 0x9C use another server,
+    /// 0x9D server moved) and maybe where to; retrying continues after a
+    /// backoff, as for [`LinkState::Down`].
+    Moved(ServerMove),
     /// Shut down.
     Closed,
+}
+
+/// An MQTT 5 server's DISCONNECT, as [`LinkState::Moved`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerMove {
+    /// The reason code: 0x9C use another server, 0x9D server moved, or any
+    /// other a server may close with.
+    pub reason_code: u8,
+    /// The reason code's name, for logs.
+    pub reason: String,
+    /// Where to connect instead, if the server said.
+    pub server_reference: Option<String>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+impl ServerMove {
+    /// The value of the user property `name`, if the DISCONNECT has one.
+    pub fn user_property(&self, name: &str) -> Option<&str> {
+        self.user_properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A connected MQTT client. Cheap to clone; all clones share one connection.
 #[derive(Clone)]
 pub struct Bus {
-    client: AsyncClient,
+    client: Client,
     state: watch::Receiver<LinkState>,
     addr: Arc<str>,
 }
@@ -200,31 +228,7 @@ impl Bus {
         filters: Vec<String>,
         shutdown: CancellationToken,
     ) -> (Bus, mpsc::Receiver<Message>) {
-        let mut mqtt = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
-        mqtt.set_keep_alive(opts.keep_alive)
-            .set_clean_session(true)
-            .set_credentials(opts.username.clone(), opts.password.clone())
-            .set_max_packet_size(opts.max_packet_size, opts.max_packet_size)
-            .set_request_channel_capacity(1024)
-            .set_inflight(256);
-        if let Some(config) = &opts.tls {
-            mqtt.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                config.clone(),
-            )));
-        }
-        if let Some((topic, payload)) = &opts.last_will {
-            mqtt.set_last_will(LastWill::new(
-                topic,
-                payload.clone(),
-                QoS::AtLeastOnce,
-                false,
-            ));
-        }
-        let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
-        let mut net = NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        net.set_connection_timeout(opts.connect_timeout.as_secs().max(1));
-        eventloop.set_network_options(net);
+        let (client, eventloop) = session::new(&opts);
 
         let (state_tx, state) = watch::channel(LinkState::Connecting);
         let (inbox_tx, inbox) = mpsc::channel(opts.inbox_capacity.max(1));
@@ -319,8 +323,11 @@ impl Bus {
                             reason: hint(&reason),
                         })
                     }
+                    LinkState::Moved(m) if first_failure_is_final => {
+                        return Err(refused(format!("{} (MQTT 5 DISCONNECT)", m.reason)))
+                    }
                     LinkState::Closed => return Err(BusError::Closed),
-                    LinkState::Connecting | LinkState::Down(_) => {}
+                    LinkState::Connecting | LinkState::Down(_) | LinkState::Moved(_) => {}
                 }
                 state.changed().await.map_err(|_| BusError::Closed)?;
             }
@@ -362,7 +369,7 @@ impl Bus {
         payload: Vec<u8>,
     ) -> Result<(), BusError> {
         self.client
-            .publish(topic.into(), QoS::AtLeastOnce, false, payload)
+            .publish(topic.into(), payload)
             .await
             .map_err(|_| BusError::Closed)
     }
@@ -377,7 +384,7 @@ impl Bus {
 }
 
 struct Driver {
-    client: AsyncClient,
+    client: Client,
     /// Who to log in as again, with a fresh password, before a reconnect.
     relogin: Option<(String, PasswordSource)>,
     filters: Vec<String>,
@@ -396,42 +403,24 @@ impl Driver {
                 ev = eventloop.poll() => ev,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => self.on_connack(),
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                    {
-                        warn!(client_id = %self.client_id, "broker refused a subscription");
-                        self.state_tx
-                            .send_replace(LinkState::Refused("subscription refused".into()));
-                    } else {
-                        self.state_tx.send_replace(LinkState::Ready);
-                    }
+                Ok(Event::ConnAck) => self.on_connack(),
+                Ok(Event::SubAck { refused: true }) => {
+                    warn!(client_id = %self.client_id, "broker refused a subscription");
+                    self.state_tx
+                        .send_replace(LinkState::Refused("subscription refused".into()));
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let msg = Message {
-                        topic: p.topic,
-                        payload: p.payload,
-                    };
+                Ok(Event::SubAck { refused: false }) => {
+                    self.state_tx.send_replace(LinkState::Ready);
+                }
+                Ok(Event::Publish(msg)) => {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = self.inbox_tx.send(msg) => {}
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    let state = match &e {
-                        ConnectionError::ConnectionRefused(code) => {
-                            LinkState::Refused(format!("{code:?}"))
-                        }
-                        ConnectionError::Tls(tls) => match untrusted(tls) {
-                            Some(reason) => LinkState::Untrusted(reason),
-                            None => LinkState::Down(e.to_string()),
-                        },
-                        other => LinkState::Down(other.to_string()),
-                    };
+                Ok(Event::DisconnectSent | Event::Other) => {}
+                Err(fault) => {
+                    let (state, e) = (fault.state, fault.error);
                     let delay = self.backoff.next_delay();
                     // The first is the caller's to report (`ready` fails
                     // with it); a link that keeps trying says so each time.
@@ -451,9 +440,7 @@ impl Driver {
                         _ = tokio::time::sleep(delay) => {}
                     }
                     if let Some((username, source)) = &self.relogin {
-                        eventloop
-                            .mqtt_options
-                            .set_credentials(username.clone(), source.next());
+                        eventloop.set_credentials(username, source.next());
                     }
                 }
             }
@@ -468,12 +455,7 @@ impl Driver {
             self.state_tx.send_replace(LinkState::Ready);
             return;
         }
-        let subs = self
-            .filters
-            .iter()
-            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
-            .collect::<Vec<_>>();
-        if let Err(e) = self.client.try_subscribe_many(subs) {
+        if let Err(e) = self.client.try_subscribe_all(&self.filters) {
             warn!(client_id = %self.client_id, error = %e, "could not queue subscriptions");
         }
     }
@@ -482,10 +464,10 @@ impl Driver {
     /// loses no message that callers already handed over.
     async fn flush_and_close(self, mut eventloop: EventLoop) {
         if self.state_tx.borrow().clone() == LinkState::Ready {
-            let _ = self.client.try_disconnect();
+            self.client.try_disconnect();
             let flush = async {
                 while let Ok(ev) = eventloop.poll().await {
-                    if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    if matches!(ev, Event::DisconnectSent) {
                         break;
                     }
                 }
@@ -510,7 +492,7 @@ fn hint(reason: &str) -> String {
 /// Why a TLS failure is the server's identity, not the network: its
 /// certificate did not verify, or it did not answer in TLS. None for a
 /// network error during the handshake.
-fn untrusted(e: &rumqttc::TlsError) -> Option<String> {
+pub(crate) fn untrusted(e: &rumqttc::TlsError) -> Option<String> {
     use rumqttc::TlsError as E;
     match e {
         E::Io(io) => {

@@ -7,7 +7,10 @@
 //!   SUBACK;
 //! - it reconnects with no backoff: [`Bus`] waits a capped, jittered
 //!   [`Backoff`] between attempts;
-//! - its default maximum packet size is 10 KiB: [`BusOptions`] raises it.
+//! - its default maximum packet size is 10 KiB: [`BusOptions`] raises it;
+//! - it has a client per MQTT version with no trait in common: [`Bus`]
+//!   speaks 3.1.1 or 5 ([`MqttVersion`]) with one interface, and reports
+//!   an MQTT 5 server's redirecting DISCONNECT ([`LinkState::Moved`]).
 //!
 //! [`Outbox`] publishes without waiting on the link, for a worker that
 //! publishes from the loop that reads its inbox.
@@ -26,13 +29,15 @@ mod client;
 mod outbox;
 mod pending;
 mod rpc;
+mod session;
 
 pub use backoff::Backoff;
-pub use client::{Bus, BusError, BusOptions, LinkState, Message, PasswordSource};
+pub use client::{Bus, BusError, BusOptions, LinkState, Message, PasswordSource, ServerMove};
 pub use outbox::Outbox;
 pub use pending::Pending;
 pub use protocol::Correlated;
 pub use rpc::{RpcClient, RpcError};
+pub use session::MqttVersion;
 
 /// A client's TLS configuration ([`BusOptions::with_tls`]), so that a crate
 /// that only passes one along needs no TLS dependency of its own.

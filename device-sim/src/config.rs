@@ -16,6 +16,8 @@ pub struct DeviceConfig {
     /// MQTT over TLS with this configuration (the device's own, so that
     /// it resumes its sessions); None: plaintext.
     pub tls: Option<bus::TlsConfig>,
+    /// The MQTT version the device speaks, to the platform and its gateways.
+    pub mqtt: bus::MqttVersion,
     pub uuid: String,
     pub pass_tmp: String,
     pub ssid: String,
@@ -51,6 +53,7 @@ impl DeviceConfig {
         DeviceConfig {
             broker: broker.into(),
             tls: None,
+            mqtt: bus::MqttVersion::V311,
             uuid: uuid.into(),
             pass_tmp: pass_tmp.into(),
             ssid: ssid.into(),
@@ -107,6 +110,7 @@ impl DeviceConfig {
         LinkConfig {
             broker: self.broker.clone(),
             tls: self.tls.clone(),
+            mqtt: self.mqtt,
             device_id: self.uuid.clone(),
             login,
             timeout: Duration::from_secs(10),

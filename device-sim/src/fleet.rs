@@ -29,6 +29,9 @@ pub struct FleetConfig {
     pub devices: Vec<Identity>,
     /// Device `i` joins `ssids[i % len]`, so a fleet spreads over APs.
     pub ssids: Vec<String>,
+    /// Device `i` speaks `mqtt[i % len]`, so a fleet can mix versions
+    /// (`[V311, V5]`: half each). Empty: 3.1.1.
+    pub mqtt: Vec<bus::MqttVersion>,
     pub auto_confirm: bool,
     /// Devices between power-on and their first gateway connection at once.
     pub concurrency: usize,
@@ -52,6 +55,7 @@ impl FleetConfig {
             tls: None,
             devices,
             ssids: vec![ssid.into()],
+            mqtt: vec![bus::MqttVersion::V311],
             auto_confirm: true,
             concurrency: 256,
             rate: None,
@@ -115,8 +119,12 @@ pub async fn run(
                 // One configuration per device, for its platform and its
                 // gateway connections alike: its own session cache.
                 device.tls = config.tls.as_ref().map(|t| t.config());
+                if !config.mqtt.is_empty() {
+                    device.mqtt = config.mqtt[i % config.mqtt.len()];
+                }
                 let mut home = HomeConfig::new(&config.broker, &identity.uuid);
                 home.tls = device.tls.clone();
+                home.mqtt = device.mqtt;
                 home.username = config.username.clone();
                 home.password = config.password.clone();
                 if let Some(key) = config.platform_key {

@@ -43,6 +43,7 @@ pub fn manifest(out: &Path, count: usize, seed: u64) -> ExitCode {
 pub struct Options {
     pub manifest: PathBuf,
     pub ssids: Vec<String>,
+    pub mqtt: Vec<bus::MqttVersion>,
     pub auto_confirm: bool,
     pub concurrency: usize,
     pub rate: Option<f64>,
@@ -100,6 +101,7 @@ pub async fn run(opts: Options) -> u8 {
     let mut config = FleetConfig::new(opts.connect.broker(), devices, "");
     config.tls = tls;
     config.ssids = opts.ssids.clone();
+    config.mqtt = opts.mqtt.clone();
     config.auto_confirm = opts.auto_confirm;
     config.concurrency = opts.concurrency;
     config.rate = opts.rate;
@@ -113,10 +115,15 @@ pub async fn run(opts: Options) -> u8 {
     let shutdown = CancellationToken::new();
     tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
     eprintln!(
-        "fleet: {} devices on {} via {}; concurrency {}{}; {}",
+        "fleet: {} devices on {} via {}, MQTT {}; concurrency {}{}; {}",
         config.devices.len(),
         opts.connect.broker(),
         opts.ssids.join(","),
+        opts.mqtt
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         config.concurrency,
         opts.rate.map(|r| format!(", {r}/s")).unwrap_or_default(),
         match opts.duration {

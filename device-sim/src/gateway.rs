@@ -2,10 +2,13 @@
 //!
 //! The device knows only the registry's address (the platform broker). It
 //! asks for its gateway, connects there with its device id as client id,
-//! and waits. A redirect notice (with a newer epoch), a refusal at connect
-//! or a lost connection all lead back to the registry, after a capped,
-//! jittered backoff, so that thousands of devices losing one gateway at
-//! once reach the registry spread out in time.
+//! and waits. A redirect notice (with a newer epoch; an MQTT 5 device gets
+//! it in the gateway's redirecting DISCONNECT, a 3.1.1 device on its
+//! redirect topic), a refusal at connect or a lost connection all lead
+//! back to the registry, after a capped, jittered backoff, so that
+//! thousands of devices losing one gateway at once reach the registry
+//! spread out in time; a notice carrying a signed assignment the device
+//! believes sends it straight to its new gateway.
 
 use crate::link::{LinkConfig, PlatformLink};
 use crate::login::{DeviceLogin, LinkLogin};
@@ -14,7 +17,7 @@ use bus::{Backoff, Bus, BusError, BusOptions, LinkState};
 use protocol::crypto::{DeviceKey, PlatformPublicKey};
 use protocol::gateway::{
     AssignmentError, GatewayAnswer, GatewayAssigned, GatewayErrorCode, GatewayQuery, Presence,
-    Redirect, RedirectReason,
+    Redirect, RedirectReason, REDIRECT_PROPERTY,
 };
 use protocol::{decode, topics};
 use std::time::{Duration, Instant};
@@ -30,6 +33,8 @@ pub struct HomeConfig {
     /// configuration (the device's own, so that it resumes its sessions);
     /// None: plaintext.
     pub tls: Option<bus::TlsConfig>,
+    /// The MQTT version the device speaks, to the registry and gateways.
+    pub mqtt: bus::MqttVersion,
     pub device_id: String,
     /// How long to wait for the registry's answer before asking again.
     pub query_timeout: Duration,
@@ -79,6 +84,7 @@ impl HomeConfig {
         HomeConfig {
             registry: registry.into(),
             tls: None,
+            mqtt: bus::MqttVersion::V311,
             device_id: device_id.into(),
             query_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(10),
@@ -114,6 +120,7 @@ impl HomeConfig {
         LinkConfig {
             broker: self.registry.clone(),
             tls: self.tls.clone(),
+            mqtt: self.mqtt,
             device_id: self.device_id.clone(),
             login: match &self.login {
                 Some(login) => LinkLogin::Key(login.clone()),
@@ -157,6 +164,10 @@ pub enum HomeEvent {
         /// The gateway the notice's signed assignment sends the device to;
         /// None: the device asks the registry.
         to: Option<String>,
+        /// MQTT 5: the gateway's DISCONNECT that carried the notice, e.g.
+        /// "DISCONNECT 0x9D ServerMoved, server reference 127.0.0.1:8884";
+        /// None: the notice came on the device's redirect topic.
+        by: Option<String>,
     },
     /// The gateway refused the connection (the device asks the registry
     /// again) or did not answer in time (the device tries it again, up to
@@ -303,7 +314,7 @@ pub async fn stay_homed_with(
                 move_started = Instant::now();
                 match outcome {
                     Stay::Shutdown => return Ok(()),
-                    Stay::Redirected(notice) => {
+                    Stay::Redirected(notice, by) => {
                         // A notice carrying the new assignment, signed,
                         // cannot be forged: go there now (after a jitter
                         // that spreads a drain's connects), no query.
@@ -316,6 +327,7 @@ pub async fn stay_homed_with(
                                 Some(Ok(next)) => Some(next.gateway_id.clone()),
                                 _ => None,
                             },
+                            by,
                         });
                         let next = match carried {
                             Some(Ok(next)) => Some(next),
@@ -518,6 +530,7 @@ async fn connect(
         .map_err(ConnectFailed::from_bus)?
         .with_credentials(username, password)
         .with_tls(config.tls.clone());
+    opts.mqtt = config.mqtt;
     opts.connect_timeout = config.connect_timeout;
     opts.last_will = Some((
         topics::device_presence(&config.device_id),
@@ -557,7 +570,8 @@ async fn connect(
 
 enum Stay {
     Shutdown,
-    Redirected(Redirect),
+    /// With the MQTT 5 DISCONNECT that carried the notice, described.
+    Redirected(Redirect, Option<String>),
     Lost,
 }
 
@@ -575,25 +589,46 @@ async fn stay(
             _ = shutdown.cancelled() => return Stay::Shutdown,
             changed = state.changed() => {
                 let now = state.borrow_and_update().clone();
-                if changed.is_err() || now != LinkState::Ready {
+                if changed.is_err() {
                     return Stay::Lost;
+                }
+                match now {
+                    LinkState::Ready => {}
+                    // MQTT 5: the gateway closed the connection with a
+                    // redirecting DISCONNECT, which carries the notice.
+                    LinkState::Moved(m) => {
+                        let notice = m.user_property(REDIRECT_PROPERTY).map(|n| decode::<Redirect>(n.as_bytes()));
+                        debug!(reason = %m.reason, server_reference = ?m.server_reference, "gateway sent DISCONNECT");
+                        let by = format!(
+                            "DISCONNECT {:#04X} {}{}",
+                            m.reason_code,
+                            m.reason,
+                            m.server_reference.as_ref().map(|s| format!(", server reference {s}")).unwrap_or_default()
+                        );
+                        return match notice {
+                            Some(Ok(r)) if heeded(config, &r, epoch) => Stay::Redirected(r, Some(by)),
+                            _ => Stay::Lost,
+                        };
+                    }
+                    _ => return Stay::Lost,
                 }
             }
             msg = inbox.recv() => {
                 let Some(msg) = msg else { return Stay::Lost };
                 match decode::<Redirect>(&msg.payload) {
-                    // A revocation from the gateway's agent carries no
-                    // epoch; like any redirect it costs at most one query
-                    // a second (the re-query is rate-limited).
-                    Ok(r) if r.device_id == config.device_id
-                        && (r.epoch > epoch || r.reason == RedirectReason::Revoked) =>
-                    {
-                        return Stay::Redirected(r)
-                    }
+                    Ok(r) if heeded(config, &r, epoch) => return Stay::Redirected(r, None),
                     Ok(r) => debug!(epoch = r.epoch, current = epoch, "stale redirect ignored"),
                     Err(e) => warn!(error = %e, "malformed redirect ignored"),
                 }
             }
         }
     }
+}
+
+/// Whether the device obeys redirect `r` while on assignment `epoch`: it
+/// must be for this device and newer. A revocation from the gateway's
+/// agent carries no epoch; like any redirect it costs at most one query a
+/// second (the re-query is rate-limited).
+fn heeded(config: &HomeConfig, r: &Redirect, epoch: u64) -> bool {
+    r.device_id == config.device_id && (r.epoch > epoch || r.reason == RedirectReason::Revoked)
 }

@@ -23,6 +23,7 @@ pub struct LinkConfig {
     pub broker: String,
     /// MQTT over TLS with this configuration; None: plaintext.
     pub tls: Option<bus::TlsConfig>,
+    pub mqtt: bus::MqttVersion,
     /// The device's id: its UUID.
     pub device_id: String,
     pub login: LinkLogin,
@@ -51,6 +52,7 @@ impl PlatformLink {
             .login
             .apply(BusOptions::new(&config.broker, &config.device_id)?)
             .with_tls(config.tls.clone());
+        opts.mqtt = config.mqtt;
         // One attempt may take the whole wait: a broker taking a crowd of
         // devices is slow, and a retry would start over at the back.
         opts.connect_timeout = config.timeout;

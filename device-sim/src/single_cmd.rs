@@ -60,6 +60,12 @@ pub struct Single {
     /// Seconds the device's own prompt waits for its user.
     #[arg(long, default_value_t = 60)]
     confirm_timeout: u64,
+    /// The MQTT version the device speaks: 3.1.1 or 5. An MQTT 5 device is
+    /// moved by its gateway's DISCONNECT (reason 0x9C/0x9D, with the new
+    /// gateway as Server Reference), a 3.1.1 device by a notice on its
+    /// redirect topic.
+    #[arg(long, value_name = "VERSION", default_value = "3.1.1")]
+    mqtt: bus::MqttVersion,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -112,6 +118,7 @@ async fn home(
     shutdown: &CancellationToken,
 ) -> u8 {
     let mut config = HomeConfig::new(cli.connect.broker(), uuid);
+    config.mqtt = cli.mqtt;
     config.tls = match cli.connect.tls() {
         Ok(tls) => tls.map(|t| t.config()),
         Err(e) => {
@@ -189,10 +196,14 @@ async fn home(
                         reason,
                         epoch,
                         to,
-                    } => match to {
-                        Some(to) => println!("{tag} {ms:>6} ms  redirect from {gateway_id}: {reason} (epoch {epoch}); moving to {to}"),
-                        None => println!("{tag} {ms:>6} ms  redirect from {gateway_id}: {reason} (epoch {epoch}); asking the registry"),
-                    },
+                        by,
+                    } => {
+                        let by = by.map(|b| format!(" by {b}")).unwrap_or_default();
+                        match to {
+                            Some(to) => println!("{tag} {ms:>6} ms  redirect from {gateway_id}{by}: {reason} (epoch {epoch}); moving to {to}"),
+                            None => println!("{tag} {ms:>6} ms  redirect from {gateway_id}{by}: {reason} (epoch {epoch}); asking the registry"),
+                        }
+                    }
                     HomeEvent::Refused { gateway_id, reason } => {
                         println!("{tag} {ms:>6} ms  no connection to {gateway_id} ({reason}); trying again")
                     }
@@ -252,6 +263,7 @@ async fn onboard(
         return (2, None);
     };
     let mut config = DeviceConfig::new(cli.connect.broker(), uuid, pass_tmp, ssid);
+    config.mqtt = cli.mqtt;
     config.tls = match cli.connect.tls() {
         Ok(tls) => tls.map(|t| t.config()),
         Err(e) => {

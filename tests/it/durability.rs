@@ -404,6 +404,9 @@ impl Platform {
         // Devices log in as themselves with their pass_tmp and believe
         // only answers signed with this key.
         config.platform_key = Some(self.platform_key());
+        // Half the fleet speaks MQTT 5: every fault here is survived by
+        // both kinds of device.
+        config.mqtt = vec![bus::MqttVersion::V311, bus::MqttVersion::V5];
         config.concurrency = 64;
         // A device waiting for its AP while the platform restarts keeps
         // asking; it gives up only after this.

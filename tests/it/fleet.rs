@@ -156,7 +156,7 @@ async fn slices_of_one_manifest_run_side_by_side() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fleet_follows_a_drain_and_counts_the_moves() {
+async fn a_mixed_fleet_follows_a_drain_and_counts_the_moves() {
     let p = TestPlatform::start().await;
     let stop = CancellationToken::new();
     let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
@@ -165,6 +165,8 @@ async fn a_fleet_follows_a_drain_and_counts_the_moves() {
 
     let mut config = fleet_config(&p, devices);
     config.hold = None;
+    // Half MQTT 5 (moved by DISCONNECT), half 3.1.1 (by notice).
+    config.mqtt = vec![bus::MqttVersion::V311, bus::MqttVersion::V5];
     let stats = FleetStats::new(24);
     let fleet_stop = CancellationToken::new();
     let task = tokio::spawn(fleet::run(config, stats.clone(), fleet_stop.clone()));

@@ -15,6 +15,7 @@ mod identities;
 mod metrics;
 mod mosquitto;
 mod onboarding;
+mod redirection;
 mod robustness;
 mod security;
 mod transport;

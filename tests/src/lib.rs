@@ -221,14 +221,16 @@ impl TestPlatform {
 
     /// A device that stays on its gateway, reporting what it does.
     pub fn home(&self, device_id: &str, last_known: Option<KnownGateway>) -> HomedDevice {
+        let mut config = self.home_config(device_id);
+        config.last_known = last_known;
+        HomedDevice::spawn(config)
+    }
+
+    /// [`TestPlatform::home`]'s configuration, for a test to adjust.
+    pub fn home_config(&self, device_id: &str) -> HomeConfig {
         let mut config = HomeConfig::new(self.broker(), device_id);
         config.tls = self.device_tls(device_id);
-        config.last_known = last_known;
-        let (tx, events) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move { stay_homed(&config, &tx, &token).await });
-        HomedDevice { events, stop, task }
+        config
     }
 
     pub fn broker(&self) -> String {
@@ -351,15 +353,16 @@ impl TestPlatform {
     /// with a key of its own, registered as a factory would
     /// ([`TestPlatform::device_key`]), and believes only signed answers.
     pub async fn home_secure(&self, device_id: &str) -> HomedDevice {
+        HomedDevice::spawn(self.home_secure_config(device_id).await)
+    }
+
+    /// [`TestPlatform::home_secure`]'s configuration, for a test to adjust.
+    pub async fn home_secure_config(&self, device_id: &str) -> HomeConfig {
         let key = self.platform_key().expect("a secure platform");
         let device_key = self.device_key(device_id).await;
         let mut config = HomeConfig::new(self.broker(), device_id).secure(key, device_key);
         config.tls = self.device_tls(device_id);
-        let (tx, events) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move { stay_homed(&config, &tx, &token).await });
-        HomedDevice { events, stop, task }
+        config
     }
 
     /// The device's own key pair: one per device of this platform, as a
@@ -421,6 +424,15 @@ pub struct HomedDevice {
 }
 
 impl HomedDevice {
+    /// Runs [`stay_homed`] with `config` in the background.
+    pub fn spawn(config: HomeConfig) -> HomedDevice {
+        let (tx, events) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move { stay_homed(&config, &tx, &token).await });
+        HomedDevice { events, stop, task }
+    }
+
     /// Waits for the next connection to a gateway: (gateway, previous).
     pub async fn connected(&mut self, secs: u64) -> (String, Option<String>) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -441,14 +453,30 @@ impl HomedDevice {
     /// Waits for the redirect off `from` at `epoch`, then asserts that the
     /// device went straight to `to` on the assignment the notice carried,
     /// with no query to the registry in between.
-    pub async fn moves_without_asking(&mut self, from: &str, to: &str, epoch: u64) {
+    /// Returns how the notice came: the MQTT 5 DISCONNECT, described, or
+    /// None for a notice on the redirect topic.
+    pub async fn moves_without_asking(
+        &mut self,
+        from: &str,
+        to: &str,
+        epoch: u64,
+    ) -> Option<String> {
         let redirect = self
             .until(10, |e| matches!(e, HomeEvent::Redirected { .. }))
             .await;
+        let HomeEvent::Redirected {
+            gateway_id,
+            epoch: e,
+            to: Some(t),
+            by,
+            ..
+        } = redirect
+        else {
+            panic!("{redirect:?}");
+        };
         assert!(
-            matches!(redirect, HomeEvent::Redirected { ref gateway_id, epoch: e, to: Some(ref t), .. }
-                if gateway_id == from && e == epoch && t == to),
-            "{redirect:?}"
+            gateway_id == from && e == epoch && t == to,
+            "{gateway_id} {e} {t}"
         );
         let next = self
             .until(10, |e| {
@@ -460,6 +488,7 @@ impl HomedDevice {
                 if gateway_id == to && f == from && e == epoch),
             "{next:?}"
         );
+        by
     }
 
     /// Waits for an event matching `pred`.
