@@ -525,9 +525,17 @@ async fn connections_over_max_connections(listener: Listener) {
         let mut refused = 0;
         for i in 0..MAX + 15 {
             let id = attacker.id(&format!("filler-{i}"));
-            match attacker.open_session(&attacker.connect(&id)) {
-                Some(s) => held.push(s),
-                None => refused += 1,
+            let mut s = attacker.dialer.connect().unwrap();
+            s.write_all(&attacker.connect(&id).packet()).unwrap();
+            let mut ack = [0u8; 4];
+            s.read_exact(&mut ack).unwrap();
+            if ack == CONNACK_ACCEPTED {
+                held.push(s);
+            } else {
+                // Refused with a CONNACK (3, server unavailable), not a
+                // silent close.
+                assert_eq!(ack, [0x20, 2, 0, 3], "filler-{i}");
+                refused += 1;
             }
         }
         // The startup probe may still hold a slot for a moment.

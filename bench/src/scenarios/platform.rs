@@ -33,6 +33,21 @@ pub struct Setup {
     pub segment_size: Option<usize>,
     /// `[platform] segment_count` [default: the built-in one].
     pub segment_count: Option<usize>,
+    /// The MQTT version(s) of the simulated devices: device i speaks the
+    /// (i mod n)-th (`device-sim fleet --mqtt`). Empty: 3.1.1.
+    pub mqtt: Vec<bus::MqttVersion>,
+}
+
+impl Setup {
+    /// The devices' MQTT versions as `device-sim --mqtt` takes them.
+    pub fn mqtt_arg(&self) -> String {
+        let versions: Vec<String> = self.mqtt.iter().map(|v| v.to_string()).collect();
+        if versions.is_empty() {
+            "3.1.1".into()
+        } else {
+            versions.join(",")
+        }
+    }
 }
 
 /// The built-in `[platform] max_payload_size`.
@@ -43,6 +58,8 @@ pub struct Platform {
     pub dir: tempfile::TempDir,
     pub addr: String,
     pub mode: Mode,
+    /// The devices' MQTT versions ([`Setup::mqtt`]).
+    pub mqtt: Vec<bus::MqttVersion>,
     /// TLS mode: whom every client trusts, the platform's CA
     /// (DATA_DIR/ca.pem, which the platform wrote on start). None in
     /// plaintext.
@@ -129,6 +146,7 @@ impl Platform {
             dir,
             addr,
             mode: setup.mode,
+            mqtt: setup.mqtt.clone(),
             ca,
             broker,
             ap: None,
@@ -402,6 +420,9 @@ impl Platform {
         config.tls = self.ca.clone();
         config.concurrency = concurrency;
         config.platform_key = self.platform_key()?;
+        if !self.mqtt.is_empty() {
+            config.mqtt = self.mqtt.clone();
+        }
         Ok(config)
     }
 }

@@ -73,6 +73,8 @@ pub async fn wide(
             path_str(&json)?,
             "--broker",
             &p.addr,
+            "--mqtt",
+            &setup.mqtt_arg(),
         ]);
         args.extend(p.device_args()?);
         let proc = spawn(p.dir.path(), &format!("fleet-{i}"), "device-sim", &args)?;

@@ -128,14 +128,25 @@ impl<P: Protocol> RemoteLink<P> {
         // the Will Delay Interval has passed or the Session ends, whichever happens first
         let will_delay_interval = min(session_expiry, delay_interval);
 
-        let (link_tx, link_rx, notification) = LinkBuilder::new(client_id, router_tx)
+        let built = LinkBuilder::new(client_id, router_tx)
             .tenant_id(tenant_id)
             .clean_session(clean_session)
             .last_will(lastwill)
             .last_will_properties(lastwill_props)
             .dynamic_filters(dynamic_filters)
             .topic_alias_max(topic_alias_max.unwrap_or(0))
-            .build()?;
+            .build();
+        // PATCH(platform): the router refused the connection (over
+        // `max_connections`): CONNACK 3, server unavailable (MQTT 5: 0x89,
+        // server busy), then the close; upstream closed it without a
+        // CONNACK, which a client cannot tell from a network fault.
+        let (link_tx, link_rx, notification) = match built {
+            Ok(link) => link,
+            Err(e) => {
+                let _ = refuse(&mut network, ConnectReturnCode::ServerBusy, None).await;
+                return Err(e.into());
+            }
+        };
 
         let id = link_rx.id();
         Span::current().record("connection_id", id);

@@ -426,7 +426,11 @@ impl Protocol for V5 {
                 let (pubcomp, properties) = pubcomp::read(fixed_header, packet)?;
                 Packet::PubComp(pubcomp, properties)
             }
-            _ => unreachable!(),
+            // PATCH(platform): a CONNACK or UNSUBACK, which only a server
+            // sends, is an error, not a panic (upstream: `unreachable!`,
+            // which any MQTT 5 client reached with one 0x20 or 0xB0 packet,
+            // found by `broker/tests/mqtt_decoders.rs`).
+            _ => return Err(Error::InvalidPacketType(fixed_header.byte1 >> 4)),
         };
 
         Ok(packet)
