@@ -229,6 +229,7 @@ fn main() -> ExitCode {
             listen,
             advertise,
             weight,
+            close_after_notice_ms: broker::config::DEFAULT_CLOSE_AFTER_NOTICE_MS,
         };
         let config = Config {
             gateways: vec![section.clone()],

@@ -4,8 +4,8 @@
 //! devices on its own broker: an MQTT 5 device gets a server DISCONNECT
 //! (0x9C, or 0x9D for a drain) with its new gateway as Server Reference
 //! and the notice as a user property; a 3.1.1 device gets the notice on
-//! its redirect topic, and its connection is closed [`NOTICE_GRACE`] later
-//! if it has not left by itself.
+//! its redirect topic, and its connection is closed `close_after_notice`
+//! later if it has not left by itself.
 
 use super::admitted::Assigned;
 use super::presence::{collect_presence, report_presence, PendingPresence};
@@ -28,11 +28,6 @@ use tracing::{debug, info, warn};
 const RESYNC_FIRST: Duration = Duration::from_secs(1);
 const RESYNC_CAP: Duration = Duration::from_secs(10);
 
-/// How long a 3.1.1 device told to move may stay connected before the
-/// gateway closes its connection: time for the notice to arrive and the
-/// device to leave by itself, even when a drain sends thousands at once.
-pub(super) const NOTICE_GRACE: Duration = Duration::from_secs(5);
-
 pub(super) struct Agent {
     pub(super) id: String,
     pub(super) up: Bus,
@@ -40,6 +35,8 @@ pub(super) struct Agent {
     pub(super) assigned: Arc<Assigned>,
     /// The gateway broker's connections, to close a moved device's.
     pub(super) sessions: Sessions,
+    /// How long a 3.1.1 device may stay after its notice.
+    pub(super) close_after_notice: Duration,
     pub(super) alive: GatewayStatus,
     pub(super) dead: GatewayStatus,
 }
@@ -202,7 +199,7 @@ impl Agent {
 
     /// Stops admitting each device, then moves it: an MQTT 5 device by a
     /// redirecting DISCONNECT, a 3.1.1 device (or one not connected) by
-    /// its notice on this gateway's broker, and [`NOTICE_GRACE`] later, if
+    /// its notice on this gateway's broker, and `close_after_notice` later, if
     /// it is still connected and still not admitted here, by closing its
     /// connection.
     async fn redirect(&self, notices: Vec<Redirect>) {
@@ -242,8 +239,9 @@ impl Agent {
         let sessions = self.sessions.clone();
         let assigned = self.assigned.clone();
         let gateway_id = self.id.clone();
+        let grace = self.close_after_notice;
         tokio::spawn(async move {
-            tokio::time::sleep(NOTICE_GRACE).await;
+            tokio::time::sleep(grace).await;
             let mut closed = 0usize;
             for (device_id, reason) in told {
                 // Moved back here meanwhile: its connection is welcome.

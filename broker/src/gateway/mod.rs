@@ -147,6 +147,7 @@ pub async fn start(
         local,
         assigned,
         sessions: broker.sessions().clone(),
+        close_after_notice: section.close_after_notice(),
         alive: status(true),
         dead: status(false),
     };

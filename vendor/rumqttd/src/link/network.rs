@@ -139,7 +139,10 @@ impl<P: Protocol> Network<P> {
                     }
                 }
                 Err(protocol::Error::InsufficientBytes(_)) => return Ok(packets.len()),
-                Err(e) => return Err(io::Error::new(ErrorKind::InvalidData, e.to_string()).into()),
+                // PATCH(platform): the protocol error itself, so that the
+                // link can answer an MQTT 5 client with its reason code
+                // (upstream: an InvalidData I/O error with its message).
+                Err(e) => return Err(e.into()),
             }
         }
     }

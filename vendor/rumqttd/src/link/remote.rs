@@ -376,14 +376,6 @@ fn disconnect_reason(e: &network::Error) -> Option<DisconnectReasonCode> {
             Some(DisconnectReasonCode::PacketTooLarge)
         }
         network::Error::Protocol(_) => Some(DisconnectReasonCode::MalformedPacket),
-        // readv reports a decoding error as InvalidData.
-        network::Error::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-            if io.to_string().contains("Payload size has been exceeded") {
-                Some(DisconnectReasonCode::PacketTooLarge)
-            } else {
-                Some(DisconnectReasonCode::MalformedPacket)
-            }
-        }
         _ => None,
     }
 }
