@@ -12,8 +12,9 @@
 //! start with value 0; per-gateway series are created when a gateway is
 //! first seen, and their handles are kept by the caller.
 //!
-//! [`serve`] is a minimal HTTP/1.1 responder for scrapes: `GET /metrics`
-//! answers the OpenMetrics text, anything else 404.
+//! [`serve`] serves scrapes over HTTP/1.1 with axum ([`router`]): `GET
+//! /metrics` answers the OpenMetrics text, another method 405, another
+//! path 404.
 //!
 //! This crate is its own so that a library that only wants an MQTT client
 //! (`bus`) pulls in no exporter: only the workers that count, and the
@@ -23,7 +24,7 @@
 
 mod serve;
 
-pub use serve::{serve, CONTENT_TYPE, MAX_REQUEST, METRICS_PATH, READ_TIMEOUT};
+pub use serve::{router, serve, CONTENT_TYPE, METRICS_PATH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;

@@ -15,11 +15,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// One HTTP/1.1 GET over a plain socket: (status, head, body).
+/// One HTTP/1.1 GET over a plain socket, read to the close it asks for:
+/// (status, head, body).
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut raw = String::new();
@@ -333,8 +336,10 @@ async fn the_endpoint_counts_onboardings_queries_and_a_remap() {
         assert_eq!(status, 404, "{path}: {head}");
     }
     let (_, head, _) = http_get(addr, "/metrics").await;
+    // Header names are case-insensitive (hyper writes them in lower case).
     assert!(
-        head.contains("Content-Type: application/openmetrics-text"),
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
         "{head}"
     );
 }
