@@ -108,17 +108,8 @@ struct Cli {
     /// devices].
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     fleets: usize,
-    /// The MQTT version(s) the simulated devices speak: 3.1.1 or 5; with
-    /// several (comma-separated), device i speaks the (i mod n)-th, so
-    /// `--mqtt 3.1.1,5` is half each. MQTT 5 devices are moved by their
-    /// gateway's DISCONNECT (0x9C/0x9D), 3.1.1 devices by a notice.
-    #[arg(
-        long,
-        value_name = "VERSION",
-        default_value = "3.1.1",
-        value_delimiter = ','
-    )]
-    mqtt: Vec<bus::MqttVersion>,
+    #[command(flatten)]
+    mqtt: cli::FleetMqttArgs,
     /// The platform broker's `[platform] segment_count` [default: 3].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     segment_count: Option<u64>,
@@ -151,7 +142,7 @@ async fn run(cli: &Cli) -> Result<()> {
         },
         segment_size: cli.segment_size.map(|s| s as usize),
         segment_count: cli.segment_count.map(|s| s as usize),
-        mqtt: cli.mqtt.clone(),
+        mqtt: cli.mqtt.mqtt.clone(),
     };
     let setup = &setup;
     let mut outcomes = Vec::new();

@@ -13,12 +13,14 @@
 mod args;
 pub mod exit;
 mod logging;
+mod mqtt;
 mod private;
 mod runtime;
 mod signal;
 
 pub use args::{client_tls, AdminArgs, ConnectArgs, DEFAULT_CREDENTIALS_DIR, DEFAULT_KEY_FILE};
 pub use logging::{init_logging, LogOutput};
+pub use mqtt::FleetMqttArgs;
 pub use private::private_files;
 pub use runtime::runtime;
 pub use signal::cancel_on_signal;

@@ -85,18 +85,8 @@ struct FleetArgs {
     /// e.g. 30s or 5m [default: until Ctrl-C].
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// The MQTT version(s) the devices speak: 3.1.1 or 5; with several
-    /// (comma-separated), device i speaks the (i mod n)-th, so
-    /// `--mqtt 3.1.1,5` is half each. An MQTT 5 device is moved by its
-    /// gateway's DISCONNECT (reason 0x9C/0x9D, Server Reference), a 3.1.1
-    /// device by a notice on its redirect topic.
-    #[arg(
-        long,
-        value_name = "VERSION",
-        default_value = "3.1.1",
-        value_delimiter = ','
-    )]
-    mqtt: Vec<bus::MqttVersion>,
+    #[command(flatten)]
+    mqtt: cli::FleetMqttArgs,
     /// Run only slice I of N of the manifest, e.g. 2/4, so that N processes
     /// share one fleet.
     #[arg(long, value_name = "I/N", value_parser = parse_slice)]
@@ -153,7 +143,7 @@ fn main() -> ExitCode {
         Either::Fleet(args) => runtime.block_on(fleet_cmd::run(fleet_cmd::Options {
             manifest: args.manifest,
             ssids: args.ssid,
-            mqtt: args.mqtt,
+            mqtt: args.mqtt.mqtt,
             auto_confirm: args.auto_confirm,
             concurrency: args.concurrency as usize,
             rate: args.rate,

@@ -6,7 +6,7 @@
 //! (OASIS, 2014) or MQTT 5.0 (2019) it checks.
 
 use platform_tests::raw::{
-    packet, publish, put_str, read_packet, subscribe, v5_props, varint, Connect,
+    packet, publish, put_str, read_packet, subscribe, v5_connect, v5_props, varint, Connect,
 };
 use platform_tests::*;
 use std::io::Write;
@@ -371,15 +371,6 @@ async fn mqtt5_and_311_clients_share_a_topic_and_properties_stay_with_v5() {
     assert_eq!(v4.lines().collect::<Vec<_>>(), ["from-v5", "from-v4"]);
     let v5: Vec<&str> = v5.lines().map(str::trim).collect();
     assert_eq!(v5, ["from-v5 k:v", "from-v4"], "the v5 subscriber's view");
-}
-
-/// An MQTT 5 CONNECT with `props` as its properties.
-fn v5_connect(client_id: &str, props: &[u8]) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b0000_0010, 0, 30];
-    body.extend(varint(props.len()));
-    body.extend_from_slice(props);
-    put_str(&mut body, client_id.as_bytes());
-    packet(0x10, body)
 }
 
 /// An MQTT 5 PUBLISH at QoS 0 with `props`.

@@ -24,14 +24,6 @@ async fn show(p: &TestPlatform, device: &str) -> (String, u64) {
     }
 }
 
-fn other(gw: &str) -> &'static str {
-    if gw == "gw-1" {
-        "gw-2"
-    } else {
-        "gw-1"
-    }
-}
-
 fn refused_code(r: Result<RegistryOk, RegistryClientError>) -> RegistryErrorCode {
     match r {
         Err(RegistryClientError::Refused(body)) => body.code,
@@ -138,7 +130,7 @@ async fn remap_of_a_connected_device_redirects_it() {
     let p = TestPlatform::start().await;
     let mut dev = p.home("remap-1", None);
     let (first, _) = dev.connected(10).await;
-    let target = other(&first);
+    let target = other_gateway(&first);
     let client = p.registry().await;
     let ok = client
         .request(RegistryOp::Remap {
@@ -200,7 +192,7 @@ async fn a_device_moved_while_offline_is_refused_by_its_old_gateway_and_moves() 
     dev.stop.cancel();
     dev.task.await.unwrap().unwrap();
 
-    let target = other(&known.gateway_id);
+    let target = other_gateway(&known.gateway_id);
     let client = p.registry().await;
     client
         .request(RegistryOp::Remap {

@@ -5,39 +5,24 @@
 //! device that stays.
 
 use bus::MqttVersion;
-use platform_tests::raw::{packet, put_str, read_packet, subscribe, v5_props};
+use platform_tests::raw::{read_packet, subscribe, v5_connect, v5_props, Connect};
 use platform_tests::*;
 use protocol::gateway::{Redirect, RedirectReason, REDIRECT_PROPERTY};
 use protocol::registry_admin::{RegistryOk, RegistryOp};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-fn other(gateway_id: &str) -> &'static str {
-    if gateway_id == "gw-1" {
-        "gw-2"
-    } else {
-        "gw-1"
-    }
-}
-
-fn address_of(p: &TestPlatform, gateway_id: &str) -> String {
-    p.gateways()
-        .into_iter()
-        .find(|(id, _)| id == gateway_id)
-        .map(|(_, address)| address)
-        .unwrap()
+/// An admin's registry request that must succeed.
+async fn admin(p: &TestPlatform, op: RegistryOp) -> RegistryOk {
+    p.registry().await.request(op).await.unwrap()
 }
 
 async fn remap(p: &TestPlatform, device_id: &str, gateway_id: &str) {
-    let ok = p
-        .registry()
-        .await
-        .request(RegistryOp::Remap {
-            device_id: device_id.into(),
-            gateway_id: gateway_id.into(),
-        })
-        .await
-        .unwrap();
+    let op = RegistryOp::Remap {
+        device_id: device_id.into(),
+        gateway_id: gateway_id.into(),
+    };
+    let ok = admin(p, op).await;
     assert!(
         matches!(ok, RegistryOk::Assignment(ref a) if a.changed),
         "{ok:?}"
@@ -45,29 +30,21 @@ async fn remap(p: &TestPlatform, device_id: &str, gateway_id: &str) {
 }
 
 async fn assign(p: &TestPlatform, device_id: &str, gateway_id: &str) {
-    let ok = p
-        .registry()
-        .await
-        .request(RegistryOp::Assign {
-            device_id: device_id.into(),
-            gateway_id: gateway_id.into(),
-        })
-        .await
-        .unwrap();
+    let op = RegistryOp::Assign {
+        device_id: device_id.into(),
+        gateway_id: gateway_id.into(),
+    };
+    let ok = admin(p, op).await;
     assert!(matches!(ok, RegistryOk::Assignment(_)), "{ok:?}");
 }
 
 async fn drain(p: &TestPlatform, gateway_id: &str, to: &str) {
-    let ok = p
-        .registry()
-        .await
-        .request(RegistryOp::Drain {
-            gateway_id: gateway_id.into(),
-            to: Some(to.into()),
-            limit: 100_000,
-        })
-        .await
-        .unwrap();
+    let op = RegistryOp::Drain {
+        gateway_id: gateway_id.into(),
+        to: Some(to.into()),
+        limit: 100_000,
+    };
+    let ok = admin(p, op).await;
     assert!(matches!(ok, RegistryOk::Drained(_)), "{ok:?}");
 }
 
@@ -78,13 +55,13 @@ async fn an_mqtt5_device_is_moved_by_disconnect_0x9c_on_a_remap_and_0x9d_on_a_dr
     config.mqtt = MqttVersion::V5;
     let mut dev = HomedDevice::spawn(config);
     let (first, _) = dev.connected(10).await;
-    let second = other(&first);
+    let second = other_gateway(&first);
 
     remap(&p, "v5-mover", second).await;
     let by = dev.moves_without_asking(&first, second, 2).await;
     let expected = format!(
         "DISCONNECT 0x9C UseAnotherServer, server reference {}",
-        address_of(&p, second)
+        p.gateway_address(second)
     );
     assert_eq!(by.as_deref(), Some(expected.as_str()));
 
@@ -92,7 +69,7 @@ async fn an_mqtt5_device_is_moved_by_disconnect_0x9c_on_a_remap_and_0x9d_on_a_dr
     let by = dev.moves_without_asking(second, &first, 3).await;
     let expected = format!(
         "DISCONNECT 0x9D ServerMoved, server reference {}",
-        address_of(&p, &first)
+        p.gateway_address(&first)
     );
     assert_eq!(by.as_deref(), Some(expected.as_str()));
     dev.stop.cancel();
@@ -107,25 +84,21 @@ async fn a_secure_mqtt5_device_moves_on_the_signed_assignment_its_disconnect_car
     config.mqtt = MqttVersion::V5;
     let mut dev = HomedDevice::spawn(config);
     let (first, _) = dev.connected(10).await;
-    let second = other(&first);
+    let second = other_gateway(&first);
     remap(&p, &uuid, second).await;
     let by = dev.moves_without_asking(&first, second, 2).await;
     assert!(by.is_some_and(|b| b.starts_with("DISCONNECT 0x9C")));
     dev.stop.cancel();
 }
 
-/// An MQTT 5 CONNECT by hand as `client_id`, clean start, keep alive 30.
-fn v5_connect(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b0000_0010, 0, 30, 0];
-    put_str(&mut body, client_id.as_bytes());
-    packet(0x10, body)
-}
-
-/// A 3.1.1 CONNECT by hand as `client_id`, clean session, keep alive 30.
+/// A 3.1.1 CONNECT by hand as `client_id`: clean session, keep alive 30,
+/// no login.
 fn v4_connect(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b0000_0010, 0, 30];
-    put_str(&mut body, client_id.as_bytes());
-    packet(0x10, body)
+    Connect {
+        username: None,
+        ..Connect::v4(client_id)
+    }
+    .packet()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,12 +106,12 @@ async fn the_redirecting_disconnect_and_connack_carry_the_server_reference_and_t
     let p = TestPlatform::start().await;
     let device = unique_id("raw-v5");
     assign(&p, &device, "gw-1").await;
-    let gw1 = p.dialer_at(address_of(&p, "gw-1").parse().unwrap());
-    let gw2 = address_of(&p, "gw-2");
+    let gw1 = p.dialer_at(p.gateway_address("gw-1").parse().unwrap());
+    let gw2 = p.gateway_address("gw-2");
     let d = device.clone();
     let mut s = tokio::task::spawn_blocking(move || {
         let mut s = gw1.connect().unwrap();
-        s.write_all(&v5_connect(&d)).unwrap();
+        s.write_all(&v5_connect(&d, &[])).unwrap();
         let (first, body) = read_packet(&mut s).unwrap();
         assert_eq!((first, body[1]), (0x20, 0), "gw-1 refused its device");
         s
@@ -178,11 +151,11 @@ async fn the_redirecting_disconnect_and_connack_carry_the_server_reference_and_t
     drop(s);
     // Back at the old gateway: CONNACK 0x9C with the Server Reference
     // (MQTT 5), CONNACK 5 (3.1.1).
-    let gw1 = p.dialer_at(address_of(&p, "gw-1").parse().unwrap());
+    let gw1 = p.dialer_at(p.gateway_address("gw-1").parse().unwrap());
     let d = device.clone();
     tokio::task::spawn_blocking(move || {
         let mut s = gw1.connect().unwrap();
-        s.write_all(&v5_connect(&d)).unwrap();
+        s.write_all(&v5_connect(&d, &[])).unwrap();
         let (first, body) = read_packet(&mut s).unwrap();
         assert_eq!((first, body[1]), (0x20, 0x9C), "{body:?}");
         let props = v5_props(&body[2..]).unwrap();
@@ -204,7 +177,7 @@ async fn a_311_device_that_ignores_its_notice_is_disconnected_by_its_old_gateway
     let p = TestPlatform::start_config(config, broker::StartOptions::default()).await;
     let device = unique_id("stayer");
     assign(&p, &device, "gw-1").await;
-    let gw1 = p.dialer_at(address_of(&p, "gw-1").parse().unwrap());
+    let gw1 = p.dialer_at(p.gateway_address("gw-1").parse().unwrap());
     let d = device.clone();
     let mut s = tokio::task::spawn_blocking(move || {
         let mut s = gw1.connect().unwrap();

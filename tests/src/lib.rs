@@ -237,6 +237,15 @@ impl TestPlatform {
         self.addr.to_string()
     }
 
+    /// The address of in-process gateway `gateway_id`.
+    pub fn gateway_address(&self, gateway_id: &str) -> String {
+        self.gateways()
+            .into_iter()
+            .find(|(id, _)| id == gateway_id)
+            .map(|(_, address)| address)
+            .unwrap_or_else(|| panic!("no gateway {gateway_id}"))
+    }
+
     /// The in-process gateways: (id, address).
     pub fn gateways(&self) -> Vec<(String, String)> {
         self.platform
@@ -540,6 +549,15 @@ impl OnboardingDevice {
 pub async fn onboard(config: DeviceConfig) -> Result<Joined, DeviceError> {
     let (tx, _rx) = mpsc::unbounded_channel::<DeviceEvent>();
     device_sim::onboard(&config, &tx, None, &CancellationToken::new()).await
+}
+
+/// The other of the two default gateways.
+pub fn other_gateway(gateway_id: &str) -> &'static str {
+    if gateway_id == "gw-1" {
+        "gw-2"
+    } else {
+        "gw-1"
+    }
 }
 
 pub fn unique_id(prefix: &str) -> String {

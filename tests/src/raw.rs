@@ -223,3 +223,13 @@ pub fn v5_props(bytes: &[u8]) -> Option<V5Props> {
     }
     Some(props)
 }
+
+/// An MQTT 5 CONNECT as `client_id`, clean start, keep alive 30 s, no
+/// login, with `props` as its properties (empty: none).
+pub fn v5_connect(client_id: &str, props: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b0000_0010, 0, 30];
+    body.extend(varint(props.len()));
+    body.extend_from_slice(props);
+    put_str(&mut body, client_id.as_bytes());
+    packet(0x10, body)
+}
