@@ -12,6 +12,7 @@
 
 mod args;
 pub mod exit;
+mod instance;
 mod logging;
 mod mqtt;
 mod private;
@@ -19,6 +20,7 @@ mod runtime;
 mod signal;
 
 pub use args::{client_tls, AdminArgs, ConnectArgs, DEFAULT_CREDENTIALS_DIR, DEFAULT_KEY_FILE};
+pub use instance::instance_name;
 pub use logging::{init_logging, LogOutput};
 pub use mqtt::FleetMqttArgs;
 pub use private::private_files;

@@ -22,9 +22,11 @@
 mod bins;
 mod error;
 mod proc;
+mod services;
 mod system;
 
 pub use bins::{beside_current_exe, WorkspaceBin};
 pub use error::Error;
 pub use proc::{Proc, Spawn};
+pub use services::{Mosquitto, Postgres, POSTGRES_USER};
 pub use system::{cpu_ms, free_port, rss_bytes, run};

@@ -202,7 +202,9 @@ impl Proc {
         self.signal("TERM")
     }
 
-    fn signal(&self, signal: &'static str) -> Result<(), Error> {
+    /// Sends `signal` (a name kill(1) knows: `INT`, `STOP`, `CONT`, …)
+    /// without waiting.
+    pub fn signal(&self, signal: &'static str) -> Result<(), Error> {
         let pid = self.pid();
         let failed = |detail: String| Error::Signal {
             name: self.name.clone(),

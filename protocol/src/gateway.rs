@@ -39,6 +39,9 @@ pub enum GatewayErrorCode {
     /// No gateway is alive.
     NoGateway,
     BadRequest,
+    /// The registry's store cannot be read or written right now: nothing
+    /// was decided, ask again after a backoff.
+    Unavailable,
 }
 
 impl fmt::Display for GatewayErrorCode {
@@ -47,6 +50,7 @@ impl fmt::Display for GatewayErrorCode {
             GatewayErrorCode::Unassigned => "unassigned",
             GatewayErrorCode::NoGateway => "no_gateway",
             GatewayErrorCode::BadRequest => "bad_request",
+            GatewayErrorCode::Unavailable => "unavailable",
         })
     }
 }
@@ -275,6 +279,14 @@ pub const GATEWAY_AGENT_CLIENT_ID: &str = "gateway-agent";
 
 /// Registry -> gateway agent on `gateway/{gateway_id}/assign`: which devices
 /// may connect. `reset` starts a snapshot (forget everything first).
+///
+/// A delta carries, in `epochs`, the epoch of each change: the new
+/// assignment's, for an add and for a remove alike, `add` first, then
+/// `remove`, in order. Several registry instances announce changes of one
+/// device on their own links, so an older change can arrive after a newer
+/// one; the agent applies a change only if it is not older than the last
+/// one it applied for that device. A snapshot (and an update from a
+/// registry that sends no epochs) applies unconditionally.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AssignUpdate {
     #[serde(default)]
@@ -283,6 +295,17 @@ pub struct AssignUpdate {
     pub add: Vec<String>,
     #[serde(default)]
     pub remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epochs: Vec<u64>,
+}
+
+impl AssignUpdate {
+    /// The epoch of each added device, then of each removed one, if the
+    /// update carries one per change.
+    pub fn epochs(&self) -> Option<(&[u64], &[u64])> {
+        (self.epochs.len() == self.add.len() + self.remove.len() && !self.epochs.is_empty())
+            .then(|| self.epochs.split_at(self.add.len()))
+    }
 }
 
 /// Gateway agent -> registry on `gateway/{gateway_id}/presence`: devices
@@ -392,9 +415,10 @@ mod tests {
     fn a_full_assign_chunk_of_longest_ids_fits_the_decoder() {
         let longest = "d".repeat(crate::ids::MAX_SEGMENT_LEN);
         let update = AssignUpdate {
-            reset: true,
+            reset: false,
             add: vec![longest; ASSIGN_CHUNK],
             remove: Vec::new(),
+            epochs: vec![u64::MAX; ASSIGN_CHUNK],
         };
         let bytes = encode(&update);
         assert!(bytes.len() <= MAX_ASSIGN_PAYLOAD, "{} bytes", bytes.len());

@@ -89,6 +89,12 @@ pub enum RegistryErrorCode {
     /// `assign` on a device assigned elsewhere: use `remap`.
     AlreadyAssigned,
     NoGateway,
+    /// The registry's store cannot be reached: nothing was changed; try
+    /// again.
+    Unavailable,
+    /// Another registry instance changed one of these devices first:
+    /// nothing was changed by this request; try again.
+    Conflict,
     Internal,
 }
 

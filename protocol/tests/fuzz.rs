@@ -455,11 +455,18 @@ fn gateway_status() -> impl Strategy<Value = GatewayStatus> {
 }
 
 fn assign_update() -> impl Strategy<Value = AssignUpdate> {
-    (any::<bool>(), texts(), texts()).prop_map(|(reset, add, remove)| AssignUpdate {
-        reset,
-        add,
-        remove,
-    })
+    (
+        any::<bool>(),
+        texts(),
+        texts(),
+        prop::collection::vec(any::<u64>(), 0..4),
+    )
+        .prop_map(|(reset, add, remove, epochs)| AssignUpdate {
+            reset,
+            add,
+            remove,
+            epochs,
+        })
 }
 
 fn presence_report() -> impl Strategy<Value = PresenceReport> {
@@ -1169,7 +1176,7 @@ fn the_batch_limits_are_the_ones_the_receivers_use() {
     let big = AssignUpdate {
         reset: false,
         add: vec!["d".repeat(100); MAX_PAYLOAD / 100],
-        remove: Vec::new(),
+        ..Default::default()
     };
     let bytes = encode(&big);
     assert!(bytes.len() > MAX_PAYLOAD);

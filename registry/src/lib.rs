@@ -26,7 +26,7 @@ pub mod worker;
 pub use client::{RegistryClient, RegistryClientError};
 pub use logins::GatewayLogins;
 pub use policy::Policy;
-pub use store::{RegistryStore, SledStore, StoreBatch, StoreError};
+pub use store::{PgStore, RegistryStore, SledStore, StoreBatch, StoreError};
 pub use worker::{start, CertificateSigner, RegistryConfig, RegistryError, Worker};
 
 /// The store [`start`] opens in `db_dir`: the name under which tools and

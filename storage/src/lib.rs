@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod pg;
 mod secret;
 
 pub use secret::{private_dir, restrict_tree, write_secret};

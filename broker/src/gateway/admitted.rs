@@ -36,6 +36,10 @@ pub(super) struct Assigned {
     /// Where the devices redirected away from here went, as their notices
     /// said, for an MQTT 5 device's CONNACK. At most [`MAX_REMOVALS`].
     moved: Mutex<HashMap<String, Moved>>,
+    /// The epoch of the last change applied per device, so that a change
+    /// an instance of the registry announced late, after a newer one from
+    /// another instance, is ignored. At most [`MAX_REMOVALS`].
+    epochs: Mutex<HashMap<String, u64>>,
 }
 
 /// How long a device the gateway does not know yet may wait at connect for
@@ -71,7 +75,8 @@ impl Assigned {
         }
     }
 
-    pub(super) fn apply(&self, update: AssignUpdate) {
+    pub(super) fn apply(&self, mut update: AssignUpdate) {
+        self.drop_stale(&mut update);
         let mut devices = self.devices.write().unwrap_or_else(|e| e.into_inner());
         if update.reset {
             devices.clear();
@@ -99,6 +104,45 @@ impl Assigned {
         devices.extend(update.add);
         drop(devices);
         self.changed.notify_waiters();
+    }
+
+    /// Drops the changes older than the last one applied to their device,
+    /// and records the epochs of the rest.
+    fn drop_stale(&self, update: &mut AssignUpdate) {
+        let Some((add_epochs, remove_epochs)) = update.epochs() else {
+            return;
+        };
+        let mut last = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() + update.epochs.len() > MAX_REMOVALS {
+            last.clear();
+        }
+        let mut keep = |device: &String, epoch: u64| match last.get(device) {
+            Some(seen) if *seen > epoch => {
+                debug!(device_id = %device, epoch, newer = *seen, "stale assignment change ignored");
+                false
+            }
+            _ => {
+                last.insert(device.clone(), epoch);
+                true
+            }
+        };
+        let add: Vec<String> = update
+            .add
+            .iter()
+            .zip(add_epochs)
+            .filter(|(d, e)| keep(d, **e))
+            .map(|(d, _)| d.clone())
+            .collect();
+        let remove: Vec<String> = update
+            .remove
+            .iter()
+            .zip(remove_epochs)
+            .filter(|(d, e)| keep(d, **e))
+            .map(|(d, _)| d.clone())
+            .collect();
+        update.add = add;
+        update.remove = remove;
+        update.epochs.clear();
     }
 
     /// Whether the registry removed `device_id` from this gateway within
@@ -256,6 +300,41 @@ mod tests {
 
     fn wait(gw: &Assigned, device: &str, password: &str) -> Option<Duration> {
         gw.grace(device, Some((device, password))).map(|(d, _)| d)
+    }
+
+    #[test]
+    fn a_change_older_than_the_last_one_applied_to_its_device_is_ignored() {
+        let gw = Assigned::new("gw-1", None);
+        gw.apply(AssignUpdate {
+            reset: true,
+            ..AssignUpdate::default()
+        });
+        // Registry instance B moved dev-1 away at epoch 2 (remove), and
+        // that arrives before instance A's add at epoch 1.
+        gw.apply(AssignUpdate {
+            remove: vec!["dev-1".into()],
+            epochs: vec![2],
+            ..AssignUpdate::default()
+        });
+        gw.apply(AssignUpdate {
+            add: vec!["dev-1".into(), "dev-2".into()],
+            epochs: vec![1, 1],
+            ..AssignUpdate::default()
+        });
+        assert!(!gw.admits("dev-1"), "the stale add is ignored");
+        assert!(gw.admits("dev-2"), "the rest of the update applies");
+        // A newer add applies; an update without epochs always applies.
+        gw.apply(AssignUpdate {
+            add: vec!["dev-1".into()],
+            epochs: vec![3],
+            ..AssignUpdate::default()
+        });
+        assert!(gw.admits("dev-1"));
+        gw.apply(AssignUpdate {
+            remove: vec!["dev-1".into()],
+            ..AssignUpdate::default()
+        });
+        assert!(!gw.admits("dev-1"));
     }
 
     #[test]

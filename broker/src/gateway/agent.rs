@@ -28,6 +28,13 @@ use tracing::{debug, info, warn};
 const RESYNC_FIRST: Duration = Duration::from_secs(1);
 const RESYNC_CAP: Duration = Duration::from_secs(10);
 
+/// How often the agent says again that the gateway is alive. Every
+/// registry instance subscribes to gateway status (it is not shared), but
+/// one that starts after a gateway's announcement would not hear of it
+/// until then; this is shorter than the registry's restart grace, so no
+/// device of a live gateway fails over meanwhile.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 pub(super) struct Agent {
     pub(super) id: String,
     pub(super) up: Bus,
@@ -79,9 +86,13 @@ impl Agent {
         let mut retry = RESYNC_FIRST;
         let resync = tokio::time::sleep(retry);
         tokio::pin!(resync);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = heartbeat.tick() => self.heartbeat().await,
                 changed = up_state.changed() => {
                     if changed.is_err() { break; }
                     let now = up_state.borrow_and_update().clone();
@@ -118,6 +129,18 @@ impl Agent {
         up_link.cancel();
         self.up.closed(Duration::from_secs(3)).await;
         info!(gateway_id = %self.id, "gateway agent stopped");
+    }
+
+    /// Says again that the gateway is alive, for a registry instance that
+    /// started after the last announcement.
+    async fn heartbeat(&self) {
+        if let Err(e) = self
+            .up
+            .publish_json(topics::gateway_status(&self.id), &self.alive)
+            .await
+        {
+            debug!(error = %e, "could not repeat the gateway's status");
+        }
     }
 
     async fn announce(&self) {

@@ -67,6 +67,31 @@ pub const GATEWAY_PRESENCE_ALL: &str = "gateway/+/presence";
 /// Every device's presence, for a gateway agent on its own broker.
 pub const DEVICE_PRESENCE_ALL: &str = "device/+/presence";
 
+/// The shared subscription (MQTT 5, and Mosquitto, EMQX, VerneMQ and
+/// rumqttd on 3.1.1 too) of `filter` by group `group`: each message goes to
+/// one subscriber of the group. Use one group name per filter: rumqttd
+/// keys a group by its name alone, so one name on two filters would share
+/// one cursor. [`share_group`] names the group of a worker's filter.
+pub fn shared(group: &str, filter: &str) -> String {
+    format!("$share/{group}/{filter}")
+}
+
+/// The group name a worker's instances share `filter` under: the
+/// worker's `prefix` and the filter's levels, wildcards spelled out, so
+/// that two filters never get one name (`registry`, `registry/query` ->
+/// `registry.registry-query`; `ap/+/outcome` -> `….ap-any-outcome`).
+pub fn share_group(prefix: &str, filter: &str) -> String {
+    let levels: Vec<&str> = filter
+        .split('/')
+        .map(|l| match l {
+            "+" => "any",
+            "#" => "all",
+            other => other,
+        })
+        .collect();
+    format!("{prefix}.{}", levels.join("-"))
+}
+
 pub fn device_gateway(device_id: &str) -> String {
     format!("device/{device_id}/gateway")
 }
@@ -185,6 +210,31 @@ pub fn parse_ap_outcome(topic: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_filter_gets_a_group_name_of_its_own() {
+        let filters = [
+            REGISTRY_QUERY,
+            REGISTRY_SYNC,
+            REGISTRY_ADMIN_REQUEST,
+            VERIFY_REQUEST,
+            VERIFIER_ADMIN_REQUEST,
+            AP_OUTCOME_ALL,
+            GATEWAY_STATUS_ALL,
+        ];
+        let names: std::collections::HashSet<String> =
+            filters.iter().map(|f| share_group("w", f)).collect();
+        assert_eq!(names.len(), filters.len());
+        assert_eq!(
+            share_group("registry", REGISTRY_QUERY),
+            "registry.registry-query"
+        );
+        assert_eq!(share_group("v", AP_OUTCOME_ALL), "v.ap-any-outcome");
+        assert_eq!(
+            shared("registry.registry-query", REGISTRY_QUERY),
+            "$share/registry.registry-query/registry/query"
+        );
+    }
 
     #[test]
     fn builders_and_parsers_agree() {

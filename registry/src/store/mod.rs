@@ -1,9 +1,9 @@
 //! What the registry needs from its database, as a trait, so that the
 //! worker does not know which database it is.
 //!
-//! Today the only implementation is [`SledStore`], an embedded database
-//! owned by one registry. The trait is shaped for a later one: a
-//! replicated SQL database shared by several registry instances. Hence:
+//! Two implementations: [`SledStore`], the embedded database one registry
+//! owns (the default), and [`PgStore`], PostgreSQL shared by several
+//! registry instances (`registry serve --store postgres://…`). Hence:
 //! - every method is async (a SQL store does I/O on every call; sled's
 //!   return at once);
 //! - changes to assignments go through a [`StoreBatch`], the unit a SQL
@@ -24,8 +24,10 @@
 //! the store is chosen once, when the worker starts, and every call on the
 //! hot path is then direct, with no boxed future per query.
 
+mod pg;
 mod sled;
 
+pub use self::pg::{PgBatch, PgStore};
 pub use self::sled::{SledBatch, SledStore};
 
 use protocol::registry_admin::{AuditEntry, LastSeen};
@@ -66,7 +68,12 @@ pub enum StoreError {
     /// The database could not be opened (sled: another process holds it).
     #[error(transparent)]
     Open(#[from] storage::OpenError),
-    /// The database itself failed (I/O, a lost connection).
+    /// The database cannot be reached (a shared store down, a lost
+    /// connection): the worker answers `unavailable`, and tries again on
+    /// the next request.
+    #[error("registry database unavailable: {0}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    /// The database itself failed (I/O, a statement refused).
     #[error("registry database error: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
     #[error("corrupt record under {key}: {source}")]
@@ -160,6 +167,18 @@ pub trait RegistryStore: Send + Sync + 'static {
 /// the batch see what it staged; nobody else sees it before
 /// [`StoreBatch::commit`]. Dropped without a commit, it changes nothing.
 pub trait StoreBatch: Send {
+    /// Reads the assignments of `device_ids` that the batch has not read
+    /// yet, in one go where the database can (one statement for a whole
+    /// group of queries); later reads of them are then answered from the
+    /// batch. Optional: the default reads nothing ahead.
+    fn prefetch(
+        &mut self,
+        device_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = device_ids;
+        async { Ok(()) }
+    }
+
     /// The device's assignment as this batch sees it: the one it staged,
     /// else the committed one.
     fn assignment(

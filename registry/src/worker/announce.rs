@@ -57,19 +57,27 @@ impl<S: RegistryStore> Registry<S> {
     /// Tells the gateways about durable changes: the new gateway admits
     /// the device first, then the old one forgets it and redirects it.
     async fn announce(&self, moves: &[Move]) {
-        let mut adds: HashMap<&str, Vec<String>> = HashMap::new();
-        let mut removes: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut adds: HashMap<&str, Vec<(String, u64)>> = HashMap::new();
+        let mut removes: HashMap<&str, Vec<(String, u64)>> = HashMap::new();
         for m in moves {
             self.metrics.assignment(m.reason);
-            adds.entry(&m.to).or_default().push(m.device_id.clone());
+            adds.entry(&m.to)
+                .or_default()
+                .push((m.device_id.clone(), m.epoch));
             if let Some(from) = m.from.as_deref().filter(|f| *f != m.to) {
-                removes.entry(from).or_default().push(m.device_id.clone());
+                removes
+                    .entry(from)
+                    .or_default()
+                    .push((m.device_id.clone(), m.epoch));
             }
         }
+        // Each change carries its epoch: another registry instance may
+        // announce a newer change of the same device on its own link.
         for (gw, devices) in adds {
             for chunk in devices.chunks(ASSIGN_CHUNK) {
                 let update = AssignUpdate {
-                    add: chunk.to_vec(),
+                    add: chunk.iter().map(|(d, _)| d.clone()).collect(),
+                    epochs: chunk.iter().map(|(_, e)| *e).collect(),
                     ..Default::default()
                 };
                 self.publish(topics::gateway_assign(gw), &update);
@@ -78,7 +86,8 @@ impl<S: RegistryStore> Registry<S> {
         for (gw, devices) in removes {
             for chunk in devices.chunks(ASSIGN_CHUNK) {
                 let update = AssignUpdate {
-                    remove: chunk.to_vec(),
+                    remove: chunk.iter().map(|(d, _)| d.clone()).collect(),
+                    epochs: chunk.iter().map(|(_, e)| *e).collect(),
                     ..Default::default()
                 };
                 self.publish(topics::gateway_assign(gw), &update);

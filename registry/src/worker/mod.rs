@@ -19,7 +19,7 @@ mod state;
 
 use crate::logins::GatewayLogins;
 use crate::policy::Policy;
-use crate::store::{GatewayRecord, RegistryStore, SledStore, StoreError};
+use crate::store::{GatewayRecord, PgStore, RegistryStore, SledStore, StoreError};
 use bus::{Bus, BusError, BusOptions};
 use metrics::Metrics;
 use protocol::crypto::PlatformKey;
@@ -41,6 +41,14 @@ pub struct RegistryConfig {
     pub username: String,
     pub password: String,
     pub db_dir: PathBuf,
+    /// A shared store instead of sled in `db_dir`: `postgres://…`, which
+    /// several registry instances may use at once.
+    pub store_url: Option<String>,
+    /// Share the load with other registry instances: requests (queries,
+    /// syncs, admin requests) are taken through shared subscriptions
+    /// whose group names start with this (see [`topics::share_group`]).
+    /// Gateway status and presence are subscribed by every instance.
+    pub share_group: Option<String>,
     pub policy: Policy,
     /// Whether a device the registry has never seen gets a gateway by
     /// policy (true) or `unassigned` (false).
@@ -94,6 +102,8 @@ impl RegistryConfig {
             username: "registry".into(),
             password: String::new(),
             db_dir: db_dir.into(),
+            store_url: None,
+            share_group: None,
             policy: Policy::default(),
             allow_unknown: true,
             metrics: Metrics::default(),
@@ -130,15 +140,25 @@ impl Worker {
     }
 }
 
-/// Opens the store, connects, and spawns the worker; with `ready_timeout`,
-/// returns only once subscribed.
+/// Opens the store (PostgreSQL at `store_url`, else sled in `db_dir`),
+/// connects, and spawns the worker; with `ready_timeout`, returns only
+/// once subscribed.
 pub async fn start(
     config: RegistryConfig,
     shutdown: CancellationToken,
     ready_timeout: Option<Duration>,
 ) -> Result<Worker, RegistryError> {
-    let store = SledStore::open(&config.db_dir)?;
-    spawn(store, config, shutdown, ready_timeout).await
+    match config.store_url.clone() {
+        Some(url) => {
+            let store = PgStore::connect(&url).await?;
+            info!(store = %storage::pg::redact(&url), "registry store: PostgreSQL");
+            spawn(store, config, shutdown, ready_timeout, true).await
+        }
+        None => {
+            let store = SledStore::open(&config.db_dir)?;
+            spawn(store, config, shutdown, ready_timeout, false).await
+        }
+    }
 }
 
 /// Loads the gateways and their counts from an open store, connects, and
@@ -149,6 +169,7 @@ async fn spawn<S: RegistryStore>(
     config: RegistryConfig,
     shutdown: CancellationToken,
     ready_timeout: Option<Duration>,
+    shared_store: bool,
 ) -> Result<Worker, RegistryError> {
     for (id, mut record) in config.bootstrap_gateways.clone() {
         let known = store.gateways().await?.into_iter().find(|(g, _)| *g == id);
@@ -179,10 +200,16 @@ async fn spawn<S: RegistryStore>(
         .with_credentials(&config.username, &config.password)
         .with_tls(config.tls.clone());
     let link = CancellationToken::new();
+    // Requests go to one instance of the group; every instance hears
+    // every gateway's status (liveness is not in the store) and presence.
+    let request = |filter: &str| match &config.share_group {
+        Some(prefix) => topics::shared(&topics::share_group(prefix, filter), filter),
+        None => filter.to_owned(),
+    };
     let filters = vec![
-        topics::REGISTRY_QUERY.into(),
-        topics::REGISTRY_SYNC.into(),
-        topics::REGISTRY_ADMIN_REQUEST.into(),
+        request(topics::REGISTRY_QUERY),
+        request(topics::REGISTRY_SYNC),
+        request(topics::REGISTRY_ADMIN_REQUEST),
         topics::GATEWAY_STATUS_ALL.into(),
         topics::GATEWAY_PRESENCE_ALL.into(),
     ];
@@ -204,6 +231,8 @@ async fn spawn<S: RegistryStore>(
         registration_required: config.registration_required,
         logins: config.logins,
         certificates: config.certificates,
+        shared_store,
+        refreshes: 0,
     };
     let task = tokio::spawn(registry.serve(inbox, link, shutdown));
     Ok(Worker { task })

@@ -28,9 +28,16 @@ impl<S: RegistryStore> Registry<S> {
         shutdown: CancellationToken,
     ) -> Result<(), RegistryError> {
         let mut queries = Vec::new();
+        let mut refresh = tokio::time::interval(super::cmd::REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.tick().await;
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = refresh.tick(), if self.shared_store => {
+                    self.refresh().await;
+                    continue;
+                }
                 msg = inbox.recv() => match msg { Some(m) => m, None => break },
             };
             // Group commit: the queries already waiting are answered

@@ -106,6 +106,11 @@ pub(super) struct Registry<S> {
     pub(super) logins: Arc<GatewayLogins>,
     /// Issues registered gateways' TLS certificates; None: none issued.
     pub(super) certificates: Option<crate::CertificateSigner>,
+    /// A store shared with other registry instances: the gateway records
+    /// are read back from it every [`super::cmd::REFRESH`].
+    pub(super) shared_store: bool,
+    /// Refreshes done, for the recount every so many.
+    pub(super) refreshes: u32,
 }
 
 impl<S: RegistryStore> Registry<S> {

@@ -70,4 +70,9 @@ pub enum Command {
     /// Register and remove gateways, each with its own credential.
     #[command(subcommand)]
     Gateway(GatewayCommand),
+    /// Run a registry worker as its own process, against any MQTT 3.1.1
+    /// broker (`--broker HOST:PORT`). Several instances on one PostgreSQL
+    /// store share the load (docs/SCALING.md); the `broker` process runs
+    /// one by default.
+    Serve(crate::serve::ServeArgs),
 }

@@ -8,6 +8,7 @@ mod args;
 mod drain;
 mod gateway;
 mod render;
+mod serve;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -20,6 +21,9 @@ use cli::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve(args) = &cli.command {
+        return serve_main(&cli, args.clone());
+    }
     cli::init_logging("warn", cli::LogOutput::Stderr);
     let runtime = match cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
         Ok(rt) => rt,
@@ -36,6 +40,22 @@ fn main() -> ExitCode {
                 RegistryClientError::Bus(bus::BusError::Config(_)) => exit::USAGE,
                 _ => exit::UNREACHABLE,
             })
+        }
+    }
+}
+
+/// `registry serve`: a worker, logging at info, until a signal.
+fn serve_main(cli: &Cli, args: serve::ServeArgs) -> ExitCode {
+    cli::init_logging("warn,registry=info", cli::LogOutput::Stderr);
+    let runtime = match cli::runtime(ExitCode::from(exit::UNREACHABLE)) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(serve::run(&cli.admin.connect, args)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::UNREACHABLE)
         }
     }
 }
@@ -70,6 +90,7 @@ async fn run(cli: Cli) -> Result<u8, RegistryClientError> {
         Command::Show { device } => RegistryOp::Show { device_id: device },
         Command::Gateways => RegistryOp::Gateways,
         Command::History { device } => RegistryOp::History { device_id: device },
+        Command::Serve(_) => unreachable!("handled by serve_main"),
     };
     render::print(&client.request(op).await?, json);
     client.close().await;

@@ -17,10 +17,18 @@ pub(super) fn refuse(
     ErrorBody::new(code, message)
 }
 
-/// A store failure, logged, as the admin sees it.
+/// A store failure, logged, as the admin sees it: `unavailable` when the
+/// store is out of reach, `conflict` when another registry instance
+/// changed the device first (nothing was changed: ask again), else
+/// `internal`.
 pub(super) fn internal(e: StoreError) -> ErrorBody<RegistryErrorCode> {
-    error!(error = %e, "registry store failure");
-    ErrorBody::new(RegistryErrorCode::Internal, e.to_string())
+    let code = match &e {
+        StoreError::Unavailable(_) => RegistryErrorCode::Unavailable,
+        StoreError::Conflict { .. } => RegistryErrorCode::Conflict,
+        _ => RegistryErrorCode::Internal,
+    };
+    error!(error = %e, %code, "registry store failure");
+    ErrorBody::new(code, e.to_string())
 }
 
 pub(super) fn check_device(device_id: &str) -> Result<(), ErrorBody<RegistryErrorCode>> {

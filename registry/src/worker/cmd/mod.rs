@@ -8,6 +8,7 @@ mod drain;
 mod gateway;
 mod presence;
 mod query;
+mod refresh;
 mod show;
 mod status;
 mod sync;
@@ -20,7 +21,12 @@ use protocol::registry_admin::{
     RegistryErrorCode, RegistryOp, RegistryOutcome, RegistryReply, RegistryRequest,
 };
 use protocol::{decode, peek_str_field, topics};
+pub(crate) use refresh::REFRESH;
 use tracing::warn;
+
+/// How many times a request that lost a race to another registry instance
+/// is tried in all; the queries' group commits try as often.
+pub(super) const CONFLICT_RETRIES: u32 = 3;
 
 impl<S: RegistryStore> Registry<S> {
     pub(crate) async fn on_admin(&mut self, payload: &[u8]) {
@@ -54,7 +60,25 @@ impl<S: RegistryStore> Registry<S> {
         self.publish(topics::REGISTRY_ADMIN_REPLY.into(), &reply);
     }
 
+    /// Applies an operation, again (up to [`CONFLICT_RETRIES`] times) if
+    /// another registry instance changed one of its devices between the
+    /// read and the commit: each attempt reads afresh, so the retry
+    /// decides on what is stored now, and a lost race changed nothing.
     async fn apply(&mut self, op: RegistryOp) -> AdminResult {
+        let mut attempt = 1;
+        loop {
+            match self.apply_once(op.clone()).await {
+                Err(body)
+                    if body.code == RegistryErrorCode::Conflict && attempt < CONFLICT_RETRIES =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_once(&mut self, op: RegistryOp) -> AdminResult {
         match op {
             RegistryOp::Assign {
                 device_id,

@@ -3,14 +3,15 @@
 //! resolved from the store, allocating by policy when the device has no
 //! assignment or its gateway is dead.
 
+use super::CONFLICT_RETRIES;
 use crate::policy::Policy;
-use crate::store::{RegistryStore, StoreBatch};
+use crate::store::{RegistryStore, StoreBatch, StoreError};
 use crate::worker::announce::Move;
 use crate::worker::state::Registry;
 use protocol::gateway::{GatewayAnswer, GatewayErrorCode, GatewayQuery};
 use protocol::{decode, peek_str_field, topics};
 use std::time::Instant;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 /// How a query is answered: at once, or once its new assignment is durable.
 enum Resolved {
@@ -19,25 +20,14 @@ enum Resolved {
 }
 
 impl<S: RegistryStore> Registry<S> {
-    /// Answers a batch of gateway queries. Every new assignment among them
-    /// is staged in one store batch and made durable by its one commit
-    /// before any answer goes out, so a thousand devices failing over cost
-    /// one fsync, not a thousand.
+    /// Answers a batch of gateway queries.
     pub(crate) async fn on_queries(&mut self, payloads: Vec<bytes::Bytes>) {
         let started = Instant::now();
-        let mut answers: Vec<(String, Resolved)> = Vec::with_capacity(payloads.len());
-        let mut moves = Vec::new();
-        let mut batch = match self.store.begin().await {
-            Ok(b) => Some(b),
-            Err(e) => {
-                error!(error = %e, devices = payloads.len(), "cannot start a store batch");
-                None
-            }
-        };
+        let mut refused: Vec<(String, GatewayAnswer)> = Vec::new();
+        let mut devices: Vec<String> = Vec::with_capacity(payloads.len());
         for payload in &payloads {
-            let query = match decode::<GatewayQuery>(payload).and_then(|q| q.validate().map(|()| q))
-            {
-                Ok(q) => q,
+            match decode::<GatewayQuery>(payload).and_then(|q| q.validate().map(|()| q)) {
+                Ok(q) => devices.push(q.device_id),
                 Err(e) => {
                     warn!(error = %e, "malformed gateway query");
                     if let Some(id) = peek_str_field(payload, "device_id")
@@ -48,44 +38,93 @@ impl<S: RegistryStore> Registry<S> {
                             GatewayErrorCode::BadRequest,
                             e.to_string(),
                         );
-                        answers.push((id, Resolved::Now(answer)));
+                        refused.push((id, answer));
                     } else {
                         // Nobody to answer; it still counts as refused.
                         self.metrics.gateway_query(false);
                     }
-                    continue;
                 }
-            };
-            let resolved = match batch.as_mut() {
-                Some(b) => self.resolve(b, &query.device_id).await,
-                None => Resolved::Now(storage_failure(&query.device_id)),
-            };
-            if let Resolved::Moved(m) = &resolved {
-                moves.push(m.clone());
             }
-            answers.push((query.device_id, resolved));
         }
-        let durable = match batch {
-            Some(b) if !moves.is_empty() => match self.commit(b, &moves).await {
-                Ok(()) => true,
-                Err(e) => {
-                    error!(error = %e, devices = moves.len(), "commit failed; the assignments are not confirmed");
-                    false
-                }
-            },
-            // Nothing changed: nothing to commit.
-            _ => true,
-        };
-        for (device_id, resolved) in answers {
-            let answer = match resolved {
-                Resolved::Now(answer) => answer,
-                Resolved::Moved(m) if durable => self.assigned(&device_id, &m.to, m.epoch),
-                Resolved::Moved(_) => storage_failure(&device_id),
-            };
+        let mut answers = Vec::with_capacity(devices.len() + refused.len());
+        answers.extend(refused);
+        answers.extend(self.resolve_all(&devices).await);
+        for (device_id, answer) in answers {
             let assigned = matches!(answer, GatewayAnswer::Assigned(_));
             self.publish(topics::device_gateway(&device_id), &answer);
             self.metrics.gateway_query(assigned);
             self.metrics.query_answered(started.elapsed());
+        }
+    }
+
+    /// Resolves every query of a group in one store batch, made durable by
+    /// its one commit before any answer, so a thousand devices failing
+    /// over cost one commit, not a thousand. A commit that lost a race to
+    /// another registry instance changed nothing; the group is resolved
+    /// again from what is stored now (up to [`CONFLICT_RETRIES`] times in
+    /// all), so a device gets the assignment that won, never one that was
+    /// not recorded.
+    async fn resolve_all(&mut self, devices: &[String]) -> Vec<(String, GatewayAnswer)> {
+        let mut attempt = 1;
+        loop {
+            let mut batch = match self.store.begin().await {
+                Ok(b) => b,
+                Err(e) => {
+                    error!(error = %e, devices = devices.len(), "cannot start a store batch");
+                    return devices
+                        .iter()
+                        .map(|d| (d.clone(), storage_failure(d)))
+                        .collect();
+                }
+            };
+            if let Err(e) = batch.prefetch(devices).await {
+                error!(error = %e, devices = devices.len(), "store lookup failed");
+                return devices
+                    .iter()
+                    .map(|d| (d.clone(), storage_failure(d)))
+                    .collect();
+            }
+            let mut resolved: Vec<(String, Resolved)> = Vec::with_capacity(devices.len());
+            let mut moves = Vec::new();
+            for device_id in devices {
+                let r = self.resolve(&mut batch, device_id).await;
+                if let Resolved::Moved(m) = &r {
+                    moves.push(m.clone());
+                }
+                resolved.push((device_id.clone(), r));
+            }
+            let durable = if moves.is_empty() {
+                // Nothing changed: nothing to commit.
+                true
+            } else {
+                match self.commit(batch, &moves).await {
+                    Ok(()) => true,
+                    Err(StoreError::Conflict { device_id, .. }) if attempt < CONFLICT_RETRIES => {
+                        debug!(
+                            device_id,
+                            attempt,
+                            "another registry changed a device first; resolving the group again"
+                        );
+                        attempt += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        error!(error = %e, devices = moves.len(), "commit failed; the assignments are not confirmed");
+                        false
+                    }
+                }
+            };
+            return resolved
+                .into_iter()
+                .map(|(device_id, r)| {
+                    let answer = match r {
+                        Resolved::Now(answer) => answer,
+                        Resolved::Moved(m) if durable => self.assigned(&device_id, &m.to, m.epoch),
+                        Resolved::Moved(_) => storage_failure(&device_id),
+                    };
+                    (device_id, answer)
+                })
+                .collect();
         }
     }
 
@@ -150,11 +189,11 @@ impl<S: RegistryStore> Registry<S> {
 }
 
 /// The refusal of a device whose assignment the store could not read or
-/// make durable.
+/// make durable: nothing was decided, and the device asks again.
 fn storage_failure(device_id: &str) -> GatewayAnswer {
     GatewayAnswer::refused(
         device_id,
-        GatewayErrorCode::NoGateway,
-        "registry storage failure",
+        GatewayErrorCode::Unavailable,
+        "the registry's store is unavailable; ask again",
     )
 }

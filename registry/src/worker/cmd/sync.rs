@@ -23,7 +23,7 @@ impl<S: RegistryStore> Registry<S> {
         let first = AssignUpdate {
             reset: true,
             add: chunks.next().map(<[String]>::to_vec).unwrap_or_default(),
-            remove: Vec::new(),
+            ..Default::default()
         };
         let topic = topics::gateway_assign(&req.gateway_id);
         self.publish(topic.clone(), &first);
