@@ -33,6 +33,10 @@ enum Scenario {
     /// gateway` processes, the fleet as several `device-sim fleet --slice`
     /// processes (--gateways, --fleets), with each process's CPU and memory.
     Wide,
+    /// N devices onboarded through workers as their own processes on
+    /// Mosquitto and PostgreSQL (walkthrough mode), with one instance of
+    /// each worker and then two: the same-run ratio of the throughputs.
+    ScaleOut,
     /// Diagnosis: rumqttd's memory per distinct client id, topic filter,
     /// message and topic, on a broker-only platform, with raw clients
     /// emulating N devices phase by phase.
@@ -162,6 +166,9 @@ async fn run(cli: &Cli) -> Result<()> {
                 Scenario::Hold => scenarios::hold(setup, cli.n, seed).await?,
                 Scenario::Life => scenarios::life(setup, cli.n, seed).await?,
                 Scenario::Topics => scenarios::topics(setup, cli.n, seed).await?,
+                Scenario::ScaleOut => {
+                    scenarios::scale_out(setup, cli.n, cli.concurrency, seed).await?
+                }
                 Scenario::Wide => {
                     scenarios::wide(setup, cli.n, cli.gateways, cli.fleets, seed).await?
                 }
@@ -249,6 +256,14 @@ fn print_medians(outcomes: &[Outcome]) {
             .iter()
             .filter_map(|o| o.ratios.get(i).map(|f| f.1))
             .collect();
-        println!("   ratio {name}: {:.1}x", median(values));
+        println!(
+            "   ratio {name}: {:.2}x   (runs: {})",
+            median(values.clone()),
+            values
+                .iter()
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
     }
 }

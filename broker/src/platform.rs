@@ -190,8 +190,12 @@ impl Platform {
             }
             let worker =
                 verifier::start(vc, shutdown.child_token(), Some(Duration::from_secs(10))).await?;
-            let directory: Arc<dyn security::Directory> = worker.store();
-            auth.set_directory(&directory);
+            // The platform's verifier is on sled, always: its store is
+            // there for the broker's synchronous login checks.
+            if let Some(store) = worker.store() {
+                let directory: Arc<dyn security::Directory> = store;
+                auth.set_directory(&directory);
+            }
             workers.spawn(
                 async move { ("verifier", worker.join().await.map_err(PlatformError::from)) },
             );

@@ -216,7 +216,8 @@ async fn one_device(
                 DeviceEvent::Connected { .. } => {}
             },
             Some(event) = home_rx.recv() => match event {
-                HomeEvent::Assigned { latency, ref gateway_id, .. } => {
+                HomeEvent::Assigned { latency, ref gateway_id, epoch, .. } => {
+                    stats.told(&device.uuid, epoch, gateway_id);
                     stats.set_doing(&device.uuid, format!("assigned {gateway_id}; connecting"));
                     stats.record(Phase::Query, latency);
                     if !ever_connected {
@@ -242,7 +243,10 @@ async fn one_device(
                     stats.set_doing(&device.uuid, format!("on {gateway_id}"));
                     current = Some(gateway_id);
                 }
-                HomeEvent::Redirected { gateway_id, reason, epoch, .. } => {
+                HomeEvent::Redirected { gateway_id, reason, epoch, to, .. } => {
+                    if let Some(to) = &to {
+                        stats.told(&device.uuid, epoch, to);
+                    }
                     if let Some(gw) = current.take() {
                         stats.leave(&gw);
                     }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::Path;
 
 /// Percentiles of one phase, in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Percentiles {
     pub count: u64,
     pub p50_ms: f64,

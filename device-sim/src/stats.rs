@@ -71,6 +71,11 @@ pub(crate) struct Book {
     /// What each device is doing now (`on gw-2`, `asking the registry: 3
     /// queries unanswered`, …): where a device that never arrives is stuck.
     pub(crate) doing: HashMap<String, String>,
+    /// Every assignment each device was told, by the registry's answer or
+    /// a redirect notice: (device, epoch) -> gateway. A second, different
+    /// gateway at one epoch goes to `contradictions`.
+    pub(crate) told: HashMap<(String, u64), String>,
+    pub(crate) contradictions: Vec<(String, u64, String, String)>,
 }
 
 impl FleetStats {
@@ -103,6 +108,8 @@ impl FleetStats {
                 completions: Vec::with_capacity(total),
                 on_gateway: HashMap::new(),
                 doing: HashMap::with_capacity(total),
+                told: HashMap::with_capacity(total),
+                contradictions: Vec::new(),
             }),
         })
     }
@@ -197,6 +204,52 @@ impl FleetStats {
             .entry(format!("after_connect_{code}"))
             .or_default() += 1;
         self.changed.notify_waiters();
+    }
+
+    /// Records that `device` was told its gateway is `gateway_id` at
+    /// `epoch`.
+    pub(crate) fn told(&self, device: &str, epoch: u64, gateway_id: &str) {
+        let mut book = self.book();
+        match book.told.entry((device.to_owned(), epoch)) {
+            std::collections::hash_map::Entry::Occupied(known) => {
+                if known.get() != gateway_id {
+                    let first = known.get().clone();
+                    book.contradictions.push((
+                        device.to_owned(),
+                        epoch,
+                        first,
+                        gateway_id.to_owned(),
+                    ));
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(gateway_id.to_owned());
+            }
+        }
+    }
+
+    /// Every (device, epoch, gateway) the devices were told, sorted.
+    pub fn told_assignments(&self) -> Vec<(String, u64, String)> {
+        let mut all: Vec<(String, u64, String)> = self
+            .book()
+            .told
+            .iter()
+            .map(|((d, e), g)| (d.clone(), *e, g.clone()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The devices told two different gateways at one epoch: (device,
+    /// epoch, first gateway, second gateway). Empty when the platform
+    /// never contradicted itself.
+    pub fn contradictions(&self) -> Vec<(String, u64, String, String)> {
+        self.book().contradictions.clone()
+    }
+
+    /// What each device is doing now (`on gw-2`, …), by device.
+    pub fn placements(&self) -> HashMap<String, String> {
+        self.book().doing.clone()
     }
 
     /// The devices not connected to `gateway_id` now, each with what it is

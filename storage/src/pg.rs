@@ -70,10 +70,17 @@ impl PgError {
         matches!(self, PgError::Unavailable { .. })
     }
 
-    /// Classifies a driver error: a closed or failed connection is
-    /// `Unavailable`, anything the server answered is `Query`.
+    /// Classifies a driver error: a closed or failed connection, or the
+    /// server saying it is going away or full (SQLSTATE class 08, 57P01 to
+    /// 57P03 — every idle pooled connection gets 57P01 when PostgreSQL
+    /// stops —, 53300) is `Unavailable`; anything else the server answered
+    /// is `Query`.
     pub fn from_driver(owner: &'static str, e: tokio_postgres::Error) -> PgError {
-        if e.is_closed() || e.as_db_error().is_none() {
+        let going_away = e.code().is_some_and(|c| {
+            let c = c.code();
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300")
+        });
+        if e.is_closed() || e.as_db_error().is_none() || going_away {
             PgError::Unavailable {
                 owner,
                 reason: e.to_string(),

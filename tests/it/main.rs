@@ -17,5 +17,6 @@ mod mosquitto;
 mod onboarding;
 mod redirection;
 mod robustness;
+mod scale_out;
 mod security;
 mod transport;

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod client;
 pub mod lockout;
 pub mod manifest;
@@ -20,5 +21,5 @@ pub mod worker;
 
 pub use client::{AdminClient, ClientError};
 pub use lockout::Lockout;
-pub use store::{ApRecord, EnrollmentStore, Store, StoreError};
+pub use store::{ApRecord, EnrollmentStore, PgStore, Store, StoreError};
 pub use worker::{run, start, SecureVerify, VerifierConfig, VerifierError, Worker};

@@ -1,14 +1,13 @@
 //! `verifier`: run the verifier worker, or administer the running one.
 
 mod admin_cmd;
+mod serve_cmd;
 
 use admin_cmd::AdminCommand;
 use clap::{Parser, Subcommand};
 use cli::AdminArgs;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
-use verifier::{AdminClient, ClientError, VerifierConfig};
+use verifier::{AdminClient, ClientError};
 
 /// Exit codes a script can rely on.
 mod exit {
@@ -38,19 +37,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the verifier worker standalone (the broker runs one by default).
-    Serve {
-        /// Where the sled database lives; only one verifier may use it.
-        #[arg(long, default_value = "./data")]
-        data_dir: PathBuf,
-    },
+    /// Run a verifier worker as its own process, against any MQTT 3.1.1
+    /// broker (`--broker HOST:PORT`). Several instances on one PostgreSQL
+    /// store share the load (docs/SCALING.md); the `broker` process runs
+    /// one by default.
+    Serve(serve_cmd::ServeArgs),
     #[command(flatten)]
     Admin(AdminCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging("warn,verifier=info", cli::LogOutput::Stderr);
+    cli::init_logging("warn,verifier=info,audit=info", cli::LogOutput::Stderr);
     let runtime = match cli::runtime(ExitCode::from(exit::FAILED)) {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -81,20 +79,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Serve { data_dir } => {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
-            let mut config =
-                VerifierConfig::new(cli.admin.connect.broker(), data_dir.join("verifier"));
-            config.tls = cli
-                .admin
-                .connect
-                .tls()
-                .map_err(anyhow::Error::msg)?
-                .map(|t| t.config());
-            config.username = cli.admin.connect.username_or("verifier");
-            config.password = cli.admin.connect.mqtt_password.clone();
-            verifier::run(config, shutdown).await?;
+        Command::Serve(args) => {
+            serve_cmd::run(&cli.admin.connect, args).await?;
             Ok(exit::OK)
         }
         Command::Admin(command) => {

@@ -101,7 +101,11 @@ impl Outcome {
             println!("   {name}: {v:.3}");
         }
         for (name, v) in &self.ratios {
-            println!("   ratio {name}: {v:.1}x the rtt floor");
+            if name.contains(" over ") {
+                println!("   ratio {name}: {v:.2}x");
+            } else {
+                println!("   ratio {name}: {v:.1}x the rtt floor");
+            }
         }
     }
 }

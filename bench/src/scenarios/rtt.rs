@@ -14,18 +14,27 @@ use super::report::{histogram, percentiles, Outcome};
 /// through the platform broker, with no worker in the path. Both clients
 /// log in as admin, the one role the ACL lets use any topic.
 pub async fn rtt(p: &Platform, samples: usize) -> Result<Percentiles> {
+    rtt_via(|name| p.admin_opts(name), samples).await
+}
+
+/// [`rtt`] through any broker, its clients' options from `opts` (given a
+/// client name).
+pub async fn rtt_via(
+    opts: impl Fn(&str) -> Result<bus::BusOptions>,
+    samples: usize,
+) -> Result<Percentiles> {
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
     let tag = format!("{:08x}", fastrand::u32(..));
     let req_topic = topics::bench_request(&tag);
     let rep_topic = topics::bench_reply(&tag);
     let (responder, mut requests) = Bus::connect(
-        p.admin_opts("rtt-responder")?,
+        opts("rtt-responder")?,
         vec![req_topic.clone()],
         stop.clone(),
     );
     let (requester, mut replies) = Bus::connect(
-        p.admin_opts("rtt-requester")?,
+        opts("rtt-requester")?,
         vec![rep_topic.clone()],
         stop.clone(),
     );

@@ -3,13 +3,21 @@
 //! pass_tmp, and once onboarded the public key it logs in with), and each
 //! registered AP (its SSIDs and the hash of its credential).
 //!
-//! [`Store`] (sled, in the data dir) is the only implementation today. The
-//! trait is shaped for a shared SQL store too, with several verifiers on
-//! one database: every method is async, because such a store does I/O on
-//! every call; each write decides its outcome in one atomic step, as one
-//! SQL statement or transaction would; and [`EnrollmentStore::flush`] is
-//! the point after which a change survives a crash, so an admin request is
-//! answered `ok` only after it.
+//! Two implementations: [`Store`] (sled, in the data dir, one verifier
+//! process) and [`PgStore`] (PostgreSQL, shared by several verifiers on
+//! one database). The trait is shaped for the shared one: every method is
+//! async, because such a store does I/O on every call; each write decides
+//! its outcome in one atomic step, as one SQL statement or transaction;
+//! and [`EnrollmentStore::flush`] is the point after which a change
+//! survives a crash, so an admin request is answered `ok` only after it
+//! (PostgreSQL commits before it acknowledges, so there it has nothing
+//! left to do). Both seal pass_tmp at rest under a key file of their own
+//! (`at_rest`), bound to the UUID.
+//!
+//! A store that cannot reach its database says so
+//! ([`StoreError::Unavailable`]) rather than guess: the worker answers an
+//! AP `unavailable` then, which the device retries, never
+//! `unknown_device`.
 //!
 //! The worker is generic over the trait rather than holding a
 //! `dyn EnrollmentStore`: one store is chosen at startup and never
@@ -18,8 +26,10 @@
 //! [`Store`] anyway, for its synchronous login check ([`Store::get`]).
 
 mod at_rest;
+mod pg_store;
 mod sled_store;
 
+pub use pg_store::PgStore;
 pub use sled_store::Store;
 
 use protocol::DeviceUuid;
@@ -35,6 +45,11 @@ pub enum StoreError {
     /// The database could not be opened (or reached).
     #[error(transparent)]
     Open(BoxError),
+    /// The database is out of reach (refused, lost, timed out): nothing
+    /// is known about the record asked for, and a later call may succeed.
+    /// The source says what failed.
+    #[error(transparent)]
+    Unavailable(BoxError),
     /// The database failed a read or a write.
     #[error("verifier database error: {0}")]
     Backend(#[source] BoxError),

@@ -24,7 +24,7 @@ mod requests;
 mod serve;
 mod verify;
 
-use crate::store::{ApRecord, EnrollmentStore, Store, StoreError};
+use crate::store::{ApRecord, EnrollmentStore, PgStore, Store, StoreError};
 use bus::{Bus, BusError, BusOptions};
 use metrics::Metrics;
 use protocol::crypto::PlatformKey;
@@ -47,6 +47,16 @@ pub struct VerifierConfig {
     pub password: String,
     /// The sled database directory; only this worker may open it.
     pub db_dir: PathBuf,
+    /// A shared store instead of sled in `db_dir`: `postgres://…`, which
+    /// several verifier instances may use at once.
+    pub store_url: Option<String>,
+    /// The key pass_tmps are sealed with in a shared store; every
+    /// instance needs the same one [default: `db_dir` + `.key`].
+    pub store_key_file: Option<PathBuf>,
+    /// Share the load with other verifier instances: the APs' requests
+    /// and reports and the admin requests are taken through shared
+    /// subscriptions whose group names start with this.
+    pub share_group: Option<String>,
     /// Where verifications, flushes and the APs' outcome reports are
     /// counted. The default is a registry nobody serves.
     pub metrics: Metrics,
@@ -80,6 +90,9 @@ impl VerifierConfig {
             username: "verifier".into(),
             password: String::new(),
             db_dir: db_dir.into(),
+            store_url: None,
+            store_key_file: None,
+            share_group: None,
             metrics: Metrics::default(),
             secure: None,
             bootstrap_aps: Vec::new(),
@@ -100,13 +113,13 @@ pub enum VerifierError {
 /// A started worker; [`Worker::join`] waits for it to drain and stop.
 pub struct Worker {
     task: tokio::task::JoinHandle<Result<(), VerifierError>>,
-    store: Arc<Store>,
+    store: Option<Arc<Store>>,
 }
 
 impl Worker {
     /// The enrollment store, for in-process readers (the platform broker
-    /// checks device logins against it).
-    pub fn store(&self) -> Arc<Store> {
+    /// checks device logins against it); None on a shared store.
+    pub fn store(&self) -> Option<Arc<Store>> {
         self.store.clone()
     }
 
@@ -118,18 +131,50 @@ impl Worker {
     }
 }
 
-/// Opens the store, connects, and spawns the worker. With
-/// `ready_timeout`, returns only once subscribed (or fails); without, the
-/// worker keeps trying to reach the broker in the background.
+/// Opens the store (PostgreSQL at `store_url`, else sled in `db_dir`),
+/// connects, and spawns the worker. With `ready_timeout`, returns only
+/// once subscribed (or fails); without, the worker keeps trying to reach
+/// the broker in the background.
 pub async fn start(
     config: VerifierConfig,
     shutdown: CancellationToken,
     ready_timeout: Option<Duration>,
 ) -> Result<Worker, VerifierError> {
-    let store = Arc::new(Store::open(&config.db_dir)?);
-    let store_handle = store.clone();
+    match config.store_url.clone() {
+        Some(url) => {
+            let key_file = config.store_key_file.clone().unwrap_or_else(|| {
+                let mut f = config.db_dir.as_os_str().to_owned();
+                f.push(".key");
+                PathBuf::from(f)
+            });
+            let store = Arc::new(PgStore::connect(&url, &key_file).await?);
+            info!(store = %storage::pg::redact(&url), "verifier store: PostgreSQL");
+            let task = spawn(store, config, shutdown, ready_timeout).await?;
+            Ok(Worker { task, store: None })
+        }
+        None => {
+            let store = Arc::new(Store::open(&config.db_dir)?);
+            info!(db = %config.db_dir.display(), "verifier store: sled");
+            let task = spawn(store.clone(), config, shutdown, ready_timeout).await?;
+            Ok(Worker {
+                task,
+                store: Some(store),
+            })
+        }
+    }
+}
+
+/// Registers the bootstrap APs, connects, and spawns the worker over an
+/// open store. The store is chosen by the caller, once: the worker is
+/// generic over it, so its calls need no dispatch.
+async fn spawn<S: EnrollmentStore>(
+    store: Arc<S>,
+    config: VerifierConfig,
+    shutdown: CancellationToken,
+    ready_timeout: Option<Duration>,
+) -> Result<tokio::task::JoinHandle<Result<(), VerifierError>>, VerifierError> {
     let enrolled = store.count().await?;
-    info!(db = %config.db_dir.display(), enrolled, "verifier store open");
+    info!(enrolled, "verifier store open");
     for (ap_id, record) in &config.bootstrap_aps {
         if EnrollmentStore::ap(store.as_ref(), ap_id).await?.is_none() {
             store.put_ap(ap_id, record).await?;
@@ -146,10 +191,18 @@ pub async fn start(
     // The connection outlives `shutdown` by as long as it takes to answer
     // the admin requests already queued.
     let link = CancellationToken::new();
+    // The APs' requests and reports go to one instance of the group. In
+    // secure mode the devices' own requests and proofs are subscribed by
+    // every instance: the instance that answers an AP must know the
+    // device's request, whichever instance the AP's request reached.
+    let request = |filter: &str| match &config.share_group {
+        Some(prefix) => topics::shared(&topics::share_group(prefix, filter), filter),
+        None => filter.to_owned(),
+    };
     let mut filters = vec![
-        topics::VERIFY_REQUEST.into(),
-        topics::VERIFIER_ADMIN_REQUEST.into(),
-        topics::AP_OUTCOME_ALL.into(),
+        request(topics::VERIFY_REQUEST),
+        request(topics::VERIFIER_ADMIN_REQUEST),
+        request(topics::AP_OUTCOME_ALL),
     ];
     if config.secure.is_some() {
         // Secure mode releases pass_tmp only for requests devices made,
@@ -167,11 +220,13 @@ pub async fn start(
         bus,
         metrics: config.metrics,
     };
-    let task = tokio::spawn(serve(worker, config.secure, inbox, link, shutdown));
-    Ok(Worker {
-        task,
-        store: store_handle,
-    })
+    Ok(tokio::spawn(serve(
+        worker,
+        config.secure,
+        inbox,
+        link,
+        shutdown,
+    )))
 }
 
 /// Runs the worker until `shutdown` is cancelled, then finishes the admin

@@ -24,7 +24,7 @@
 use super::onboarding::Onboarding;
 use super::requests::{Refusal, Release, RequestKey};
 use super::serve::Served;
-use super::verify::answer;
+use super::verify::{answer, answer_store_failure};
 use crate::store::EnrollmentStore;
 use protocol::crypto::parse_handshake_tag;
 use protocol::onboarding::{seal_verify_answer, Ticket, VerifyOutcome, VerifyRequest};
@@ -54,8 +54,8 @@ fn refused(code: AccessErrorCode, message: impl Into<String>) -> VerifyOutcome {
 }
 
 /// Rules 1 and 2, then the rest. Answers now, or parks the question
-/// until its device request arrives; answers nothing on a storage error
-/// (the AP times out, the device asks again).
+/// until its device request arrives; answers `unavailable` on a storage
+/// error (the device asks again).
 pub(super) async fn decide<S: EnrollmentStore>(
     worker: &Served<S>,
     onboarding: &mut Onboarding,
@@ -97,9 +97,11 @@ pub(super) async fn decide<S: EnrollmentStore>(
             return;
         }
         Err(e) => {
+            // Not final, and no guess at whether the AP is registered. An
+            // AP asks only under its own id (the broker's ACL), so this
+            // answers no made-up one.
             error!(ap_id = %req.ap_id, error = %e, "AP lookup failed");
-            worker.metrics.verification("error");
-            return;
+            return answer_store_failure(worker, &req);
         }
     }
     if let Err(after) = onboarding.guard.ap_admit(&req.ap_id) {
@@ -197,10 +199,8 @@ async fn release<S: EnrollmentStore>(
             return answer(worker, &q.req, outcome).await;
         }
         Err(e) => {
-            // The AP times out and tells the device; nothing better to say.
             error!(uuid = %q.uuid, error = %e, "store lookup failed");
-            worker.metrics.verification("error");
-            return;
+            return answer_store_failure(worker, &q.req);
         }
     };
     // A release again to the same AP is no new guess: it counted once.

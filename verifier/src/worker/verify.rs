@@ -35,10 +35,8 @@ pub(super) async fn handle_verify<S: EnrollmentStore>(
     }
     let outcome = match worker.store.get(&uuid).await {
         Err(e) => {
-            // The AP times out and tells the device; nothing better to say.
             error!(uuid = %uuid, error = %e, "store lookup failed");
-            worker.metrics.verification("error");
-            return;
+            return answer_store_failure(worker, &req);
         }
         Ok(None) => VerifyOutcome::Failed {
             error: ErrorBody::new(
@@ -64,6 +62,29 @@ pub(super) async fn answer<S>(worker: &Served<S>, req: &VerifyRequest, outcome: 
         request_id: req.request_id.clone(),
         uuid: req.uuid.clone(),
         outcome,
+    };
+    publish(
+        &worker.outbox,
+        topics::verify_response(&req.ap_id),
+        &response,
+    );
+}
+
+/// Answers `unavailable` to `req` when the store could not be read (out
+/// of reach, or a record that does not open): not final, so the device
+/// asks again with its backoff, and never an answer (`unknown_device`,
+/// say) the store did not give. Counted as `error`.
+pub(super) fn answer_store_failure<S>(worker: &Served<S>, req: &VerifyRequest) {
+    worker.metrics.verification("error");
+    let response = VerifyResponse {
+        request_id: req.request_id.clone(),
+        uuid: req.uuid.clone(),
+        outcome: VerifyOutcome::Failed {
+            error: ErrorBody::new(
+                AccessErrorCode::Unavailable,
+                "the verifier cannot read its store just now; try again shortly",
+            ),
+        },
     };
     publish(
         &worker.outbox,
