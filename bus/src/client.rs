@@ -245,6 +245,7 @@ impl Bus {
             backoff: Backoff::new(opts.backoff_base, opts.backoff_cap),
             client_id: opts.client_id,
             addr: addr.clone(),
+            connects: 0,
         };
         tokio::spawn(driver.run(eventloop, shutdown));
         (
@@ -393,6 +394,8 @@ struct Driver {
     backoff: Backoff,
     client_id: String,
     addr: Arc<str>,
+    /// CONNACKs so far: past the first, a SUBACK is a resubscription.
+    connects: u32,
 }
 
 impl Driver {
@@ -410,6 +413,9 @@ impl Driver {
                         .send_replace(LinkState::Refused("subscription refused".into()));
                 }
                 Ok(Event::SubAck { refused: false }) => {
+                    if self.connects > 1 && self.state_tx.borrow().clone() != LinkState::Ready {
+                        info!(client_id = %self.client_id, broker = %self.addr, filters = self.filters.len(), "subscribed again after a reconnect");
+                    }
                     self.state_tx.send_replace(LinkState::Ready);
                 }
                 Ok(Event::Publish(msg)) => {
@@ -450,6 +456,7 @@ impl Driver {
 
     fn on_connack(&mut self) {
         self.backoff.reset();
+        self.connects = self.connects.saturating_add(1);
         debug!(client_id = %self.client_id, broker = %self.addr, "MQTT connected");
         if self.filters.is_empty() {
             self.state_tx.send_replace(LinkState::Ready);

@@ -624,3 +624,119 @@ async fn two_of_each_worker_on_mosquitto_and_postgresql_survive_sigkill_while_a_
         stats.snapshot()
     );
 }
+
+/// The faults of the issue's *Bad input and faults*: PostgreSQL stopped
+/// for a few seconds under load (the workers answer `unavailable`, never a
+/// wrong answer, and recover), and the broker restarted (every worker
+/// subscribes again, and the fleet still ends up home).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_answer_unavailable_while_postgresql_is_down_and_resubscribe_after_a_broker_restart(
+) {
+    if !services() {
+        return;
+    }
+    let n = 600;
+    let mut so = ScaleOut::start();
+    so.spawn_verifier("a", None);
+    so.spawn_registry("a");
+    so.spawn_registry("b");
+    so.spawn_gateway("gw-1");
+    so.spawn_gateway("gw-2");
+    let devices = manifest::generate(n, 16);
+    let admin = so.admin().await;
+    import(&admin, &devices).await;
+    admin.close().await;
+
+    let stop = CancellationToken::new();
+    let mut ap = ApConfig::new(
+        so.mqtt.address(),
+        "ap-1",
+        vec![Network {
+            ssid: SSID.into(),
+            password: WIFI_PASSWORD.into(),
+        }],
+    );
+    ap.auto_confirm = true;
+    let _ap = ap_sim::start(ap, stop.clone()).await.unwrap();
+    let stats = FleetStats::new(n);
+    let mut config = FleetConfig::new(so.mqtt.address(), devices.clone(), SSID);
+    config.concurrency = 40;
+    config.answer_timeout = SETTLE;
+    config.hold = None;
+    let fleet_stop = CancellationToken::new();
+    let fleet_task = tokio::spawn(fleet::run(config, stats.clone(), fleet_stop.clone()));
+
+    // PostgreSQL down for 3 s with a third of the fleet in.
+    assert!(
+        stats
+            .wait_until(SETTLE, |s| s.snapshot().joined >= (n as u64) / 3)
+            .await
+    );
+    tokio::task::block_in_place(|| so.pg.stop()).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| so.pg.resume()).unwrap();
+    // The broker restarted with two thirds in.
+    assert!(
+        stats
+            .wait_until(SETTLE, |s| s.snapshot().joined >= 2 * (n as u64) / 3)
+            .await,
+        "{:?}\n{}",
+        stats.snapshot(),
+        so.tails()
+    );
+    tokio::task::block_in_place(|| {
+        so.mqtt.stop().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        so.mqtt.resume().unwrap();
+    });
+    assert!(
+        stats
+            .wait_until(SETTLE, |s| s.snapshot().connected >= n as u64)
+            .await,
+        "the fleet did not all connect after the faults: {:?}\n{}",
+        stats.snapshot(),
+        so.tails()
+    );
+    fleet_stop.cancel();
+    let report = fleet_task.await.unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    stop.cancel();
+
+    // Meanwhile the workers said `unavailable`, and no device was told
+    // anything the store does not record.
+    let logs: String = so
+        .verifiers
+        .iter()
+        .chain(&so.registries)
+        .map(|p| std::fs::read_to_string(p.log()).unwrap_or_default())
+        .collect();
+    assert!(
+        logs.contains("unavailable"),
+        "no worker logged the store as unavailable:\n{}",
+        so.tails()
+    );
+    let audit: HashSet<(String, u64, String)> = so
+        .psql("SELECT device_id, epoch, to_gateway FROM registry_audit")
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap(), r[2].clone()))
+        .collect();
+    for told in stats.told_assignments() {
+        assert!(audit.contains(&told), "{told:?} told but not recorded");
+    }
+    assert!(stats.contradictions().is_empty());
+    // Every worker subscribed again after the broker's restart.
+    for p in so
+        .verifiers
+        .iter()
+        .chain(&so.registries)
+        .chain(&so.gateways)
+    {
+        let log = std::fs::read_to_string(p.log()).unwrap_or_default();
+        assert!(
+            log.contains("subscribed again after a reconnect"),
+            "{} shows no second subscription after the broker restart:\n{}",
+            p.name(),
+            p.tail()
+        );
+    }
+}

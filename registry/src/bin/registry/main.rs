@@ -90,7 +90,12 @@ async fn run(cli: Cli) -> Result<u8, RegistryClientError> {
         Command::Show { device } => RegistryOp::Show { device_id: device },
         Command::Gateways => RegistryOp::Gateways,
         Command::History { device } => RegistryOp::History { device_id: device },
-        Command::Serve(_) => unreachable!("handled by serve_main"),
+        // main() runs `serve` before it gets here; it is never an admin
+        // request.
+        Command::Serve(_) => {
+            client.close().await;
+            return Ok(exit::USAGE);
+        }
     };
     render::print(&client.request(op).await?, json);
     client.close().await;
