@@ -206,3 +206,61 @@ pub trait StoreBatch: Send {
     /// changed one of these devices since this one read it.
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// What a batch knows of one device, in either implementation: the epoch
+/// committed when the batch first read it (what its commit checks is
+/// still there), and the assignment as the batch sees it (the one read, or
+/// the last one staged).
+struct Seen {
+    base: Option<u64>,
+    current: Option<Assignment>,
+    changed: bool,
+}
+
+impl Seen {
+    fn read(current: Option<Assignment>) -> Seen {
+        Seen {
+            base: current.as_ref().map(|a| a.epoch),
+            current,
+            changed: false,
+        }
+    }
+
+    /// Stages moving the device to `gateway_id`, replacing its assignment
+    /// at epoch `expected` ([`StoreBatch::set`]'s rule): the new
+    /// assignment and its audit entry.
+    fn stage(
+        &mut self,
+        device_id: &str,
+        expected: Option<u64>,
+        gateway_id: &str,
+        reason: &str,
+    ) -> Result<(Assignment, AuditEntry), StoreError> {
+        if self.current.as_ref().map(|a| a.epoch) != expected {
+            return Err(StoreError::Conflict {
+                device_id: device_id.to_owned(),
+                expected,
+                current: self.current.clone(),
+            });
+        }
+        let now = protocol::now_ms();
+        let assignment = Assignment {
+            gateway_id: gateway_id.to_owned(),
+            epoch: expected.map_or(1, |e| e + 1),
+            updated_ms: now,
+        };
+        let from = self
+            .current
+            .replace(assignment.clone())
+            .map(|a| a.gateway_id);
+        self.changed = true;
+        let entry = AuditEntry {
+            at_ms: now,
+            epoch: assignment.epoch,
+            from,
+            to: gateway_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        Ok((assignment, entry))
+    }
+}

@@ -24,8 +24,7 @@
 //! before acknowledge", and [`RegistryStore::flush`] has nothing left to
 //! do.
 
-use super::{Assignment, GatewayRecord, RegistryStore, StoreBatch, StoreError};
-use protocol::now_ms;
+use super::{Assignment, GatewayRecord, RegistryStore, Seen, StoreBatch, StoreError};
 use protocol::registry_admin::{AuditEntry, LastSeen};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -332,15 +331,6 @@ impl RegistryStore for PgStore {
     }
 }
 
-/// What a batch knows of one device (as in sled's batch).
-struct Seen {
-    /// The epoch committed when the batch first read the device: what the
-    /// commit checks is still there.
-    base: Option<u64>,
-    current: Option<Assignment>,
-    changed: bool,
-}
-
 /// A [`StoreBatch`] on PostgreSQL: changes held in memory, written by one
 /// transaction at commit.
 pub struct PgBatch {
@@ -353,14 +343,7 @@ impl PgBatch {
     async fn seen(&mut self, device_id: &str) -> Result<&mut Seen, StoreError> {
         if !self.seen.contains_key(device_id) {
             let current = self.store.assignment(device_id).await?;
-            self.seen.insert(
-                device_id.to_owned(),
-                Seen {
-                    base: current.as_ref().map(|a| a.epoch),
-                    current,
-                    changed: false,
-                },
-            );
+            self.seen.insert(device_id.to_owned(), Seen::read(current));
         }
         self.seen
             .get_mut(device_id)
@@ -382,11 +365,7 @@ impl StoreBatch for PgBatch {
         for device in unread {
             if let Entry::Vacant(slot) = self.seen.entry(device) {
                 let current = found.remove(slot.key());
-                slot.insert(Seen {
-                    base: current.as_ref().map(|a| a.epoch),
-                    current,
-                    changed: false,
-                });
+                slot.insert(Seen::read(current));
             }
         }
         Ok(())
@@ -403,35 +382,11 @@ impl StoreBatch for PgBatch {
         gateway_id: &str,
         reason: &str,
     ) -> Result<Assignment, StoreError> {
-        let seen = self.seen(device_id).await?;
-        if seen.current.as_ref().map(|a| a.epoch) != expected {
-            return Err(StoreError::Conflict {
-                device_id: device_id.to_owned(),
-                expected,
-                current: seen.current.clone(),
-            });
-        }
-        let now = now_ms();
-        let assignment = Assignment {
-            gateway_id: gateway_id.to_owned(),
-            epoch: expected.map_or(1, |e| e + 1),
-            updated_ms: now,
-        };
-        let from = seen
-            .current
-            .replace(assignment.clone())
-            .map(|a| a.gateway_id);
-        seen.changed = true;
-        self.audit.push((
-            device_id.to_owned(),
-            AuditEntry {
-                at_ms: now,
-                epoch: assignment.epoch,
-                from,
-                to: gateway_id.to_owned(),
-                reason: reason.to_owned(),
-            },
-        ));
+        let (assignment, entry) = self
+            .seen(device_id)
+            .await?
+            .stage(device_id, expected, gateway_id, reason)?;
+        self.audit.push((device_id.to_owned(), entry));
         Ok(assignment)
     }
 

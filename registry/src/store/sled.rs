@@ -15,8 +15,7 @@
 //! writes nothing. A sled transaction would do the same, but takes sled's
 //! lock for the whole process, stalling the other workers' databases.
 
-use super::{Assignment, GatewayRecord, RegistryStore, StoreBatch, StoreError};
-use protocol::now_ms;
+use super::{Assignment, GatewayRecord, RegistryStore, Seen, StoreBatch, StoreError};
 use protocol::registry_admin::{AuditEntry, LastSeen};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -249,17 +248,6 @@ impl RegistryStore for SledStore {
     }
 }
 
-/// What a batch knows of one device.
-struct Seen {
-    /// The epoch stored when the batch first read the device: what the
-    /// commit checks is still there.
-    base: Option<u64>,
-    /// The assignment as the batch sees it: the one read, or the last one
-    /// staged.
-    current: Option<Assignment>,
-    changed: bool,
-}
-
 /// A [`StoreBatch`] on sled: changes held in memory until the commit.
 pub struct SledBatch {
     trees: Arc<Trees>,
@@ -277,11 +265,7 @@ impl SledBatch {
             Entry::Occupied(known) => known.into_mut(),
             Entry::Vacant(unread) => {
                 let current = self.trees.assignment(device_id)?;
-                unread.insert(Seen {
-                    base: current.as_ref().map(|a| a.epoch),
-                    current,
-                    changed: false,
-                })
+                unread.insert(Seen::read(current))
             }
         })
     }
@@ -293,32 +277,9 @@ impl SledBatch {
         gateway_id: &str,
         reason: &str,
     ) -> Result<Assignment, StoreError> {
-        let seen = self.seen(device_id)?;
-        if seen.current.as_ref().map(|a| a.epoch) != expected {
-            return Err(StoreError::Conflict {
-                device_id: device_id.to_owned(),
-                expected,
-                current: seen.current.clone(),
-            });
-        }
-        let now = now_ms();
-        let assignment = Assignment {
-            gateway_id: gateway_id.to_owned(),
-            epoch: expected.map_or(1, |e| e + 1),
-            updated_ms: now,
-        };
-        let from = seen
-            .current
-            .replace(assignment.clone())
-            .map(|a| a.gateway_id);
-        seen.changed = true;
-        let entry = AuditEntry {
-            at_ms: now,
-            epoch: assignment.epoch,
-            from,
-            to: gateway_id.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let (assignment, entry) = self
+            .seen(device_id)?
+            .stage(device_id, expected, gateway_id, reason)?;
         self.audit.push((device_id.to_owned(), entry));
         Ok(assignment)
     }
