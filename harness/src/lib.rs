@@ -29,4 +29,4 @@ pub use bins::{beside_current_exe, WorkspaceBin};
 pub use error::Error;
 pub use proc::{Proc, Spawn};
 pub use services::{Mosquitto, Postgres, POSTGRES_USER};
-pub use system::{cpu_ms, free_port, rss_bytes, run};
+pub use system::{cpu_ms, cpu_ms_tree, free_port, rss_bytes, run};

@@ -68,6 +68,37 @@ pub fn cpu_ms(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 * 1000.0 / USER_HZ)
 }
 
+/// CPU time of process `pid` and of its children now running, in
+/// milliseconds, plus what its reaped children used (`cutime` +
+/// `cstime`): a server that forks a process per connection, such as
+/// PostgreSQL, counted whole.
+pub fn cpu_ms_tree(pid: u32) -> Option<f64> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let cutime: u64 = fields.next()?.parse().ok()?;
+    let cstime: u64 = fields.next()?.parse().ok()?;
+    let mut total = (utime + stime + cutime + cstime) as f64 * 1000.0 / USER_HZ;
+    let children = std::fs::read_dir("/proc").ok()?.filter_map(|e| {
+        let child: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        // Field 4, after the command name, is the parent's pid.
+        let ppid: u32 = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == pid).then_some(child)
+    });
+    for child in children {
+        total += cpu_ms(child).unwrap_or(0.0);
+    }
+    Some(total)
+}
+
 /// Runs `program args…` to completion and returns its stdout; a failure
 /// exit is an error with both its outputs, since that is all a caller can
 /// show about it.

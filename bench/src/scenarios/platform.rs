@@ -449,12 +449,28 @@ pub(crate) fn spawn<S: AsRef<OsStr>>(
     program: &str,
     args: &[S],
 ) -> Result<Proc> {
+    spawn_logging(
+        dir,
+        name,
+        program,
+        args,
+        "warn,broker=info,ap_sim=info,rumqttd=off",
+    )
+}
+
+/// [`spawn`] with `log` as its RUST_LOG, unless BENCH_LOG says otherwise.
+pub(crate) fn spawn_logging<S: AsRef<OsStr>>(
+    dir: &Path,
+    name: &str,
+    program: &str,
+    args: &[S],
+    log: &str,
+) -> Result<Proc> {
     let proc = Spawn::new(bin(program)?)
         .args(args)
         .env(
             "RUST_LOG",
-            std::env::var("BENCH_LOG")
-                .unwrap_or_else(|_| "warn,broker=info,ap_sim=info,rumqttd=off".into()),
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| log.into()),
         )
         .env("NO_COLOR", "1")
         .start(dir, name)?;

@@ -15,18 +15,22 @@ use registry::RegistryClient;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::platform::{path_str, run, spawn, strings, Setup};
+use super::platform::{path_str, run, spawn, spawn_logging, strings, Setup};
 use super::report::{Mode, Outcome};
 use super::rtt::rtt_via;
 
 const SSID: &str = "home-wifi";
 const STARTUP: Duration = Duration::from_secs(30);
 
+/// The workers' logs: their start-up lines, not a line per device.
+const WORKER_LOG: &str =
+    "warn,verifier::worker=info,registry::worker=info,registry::worker::state=warn";
+
 /// Mosquitto, PostgreSQL, `instances` verifiers and registries, two
 /// gateways and an AP, each its own process.
 struct Stack {
     dir: tempfile::TempDir,
-    _pg: Postgres,
+    pg: Postgres,
     mqtt: Mosquitto,
     workers: Vec<Proc>,
     others: Vec<Proc>,
@@ -58,12 +62,24 @@ impl Stack {
                 "--instance",
                 &format!("v{i}"),
             ]));
-            let mut v = spawn(dir.path(), &format!("verifier-{i}"), "verifier", &args)?;
+            let mut v = spawn_logging(
+                dir.path(),
+                &format!("verifier-{i}"),
+                "verifier",
+                &args,
+                WORKER_LOG,
+            )?;
             v.wait_for("verifier serving", STARTUP)?;
             workers.push(v);
             let mut args = common;
             args.extend(strings(&["--instance", &format!("r{i}")]));
-            let mut r = spawn(dir.path(), &format!("registry-{i}"), "registry", &args)?;
+            let mut r = spawn_logging(
+                dir.path(),
+                &format!("registry-{i}"),
+                "registry",
+                &args,
+                WORKER_LOG,
+            )?;
             r.wait_for("registry serving", STARTUP)?;
             workers.push(r);
         }
@@ -99,7 +115,7 @@ impl Stack {
         others.push(ap);
         Ok(Stack {
             dir,
-            _pg: pg,
+            pg,
             mqtt,
             workers,
             others,
@@ -145,8 +161,12 @@ impl Stack {
             }
         };
         for p in &self.workers {
-            let kind = p.name().split('-').next().unwrap_or("worker");
-            add(&format!("{kind}s"), p.cpu_ms());
+            let kind = if p.name().starts_with("verifier") {
+                "verifiers"
+            } else {
+                "registries"
+            };
+            add(kind, p.cpu_ms());
         }
         for p in &self.others {
             let kind = if p.name().starts_with("gw") {
@@ -157,6 +177,7 @@ impl Stack {
             add(kind, p.cpu_ms());
         }
         add("mosquitto", self.mqtt.pid().and_then(harness::cpu_ms));
+        add("postgresql", self.pg.pid().and_then(harness::cpu_ms_tree));
         add("fleet", harness::cpu_ms(std::process::id()));
         by
     }
