@@ -11,7 +11,7 @@
 pub mod pg;
 mod secret;
 
-pub use secret::{private_dir, restrict_tree, write_secret};
+pub use secret::{create_secret, private_dir, restrict_tree, write_secret};
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,8 @@
 //!
 //! Several instances of a worker share one database, so:
 //! - every instance runs the migrations on start, inside one transaction
-//!   that first takes a transaction-scoped advisory lock per owner. A
+//!   that first takes a transaction-scoped advisory lock (one for every
+//!   owner: they share the `schema_migrations` table). A
 //!   second instance starting while the first migrates waits on that lock
 //!   (up to [`MIGRATION_LOCK_WAIT`]), then finds the schema current and
 //!   does nothing; past the wait it fails with [`PgError::MigrationBusy`],
@@ -180,7 +181,7 @@ impl PgPool {
     }
 
     /// Brings the schema to the last of `migrations`, in one transaction
-    /// under the owner's advisory lock, recording each version applied.
+    /// under the schema's advisory lock, recording each version applied.
     /// Returns the versions it applied (empty when already current).
     pub async fn migrate(&self, migrations: &[Migration]) -> Result<Vec<i32>, PgError> {
         let owner = self.owner;
@@ -193,10 +194,13 @@ impl PgPool {
         ))
         .await
         .map_err(|e| self.error(e))?;
+        // One lock for every owner: the verifier's and the registry's
+        // migrations share `schema_migrations`, which the first of them
+        // creates, and two CREATE TABLE IF NOT EXISTS at once collide.
         let locked = tx
             .execute(
-                "SELECT pg_advisory_xact_lock(hashtext('platform-schema-' || $1::text))",
-                &[&owner],
+                "SELECT pg_advisory_xact_lock(hashtext('platform-schema'))",
+                &[],
             )
             .await;
         if let Err(e) = locked {
@@ -294,6 +298,54 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("bad store URL"), "{text}");
         assert!(!text.contains("pw@"), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn owners_and_instances_migrating_one_fresh_database_at_once_all_succeed() {
+        if !harness::Postgres::available() {
+            assert!(
+                std::env::var("PLATFORM_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "PostgreSQL is not installed, and PLATFORM_REQUIRE_SERVICES=1"
+            );
+            eprintln!("skipped: PostgreSQL not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pg = tokio::task::block_in_place(|| harness::Postgres::start(dir.path())).unwrap();
+        pg.create_db("m").unwrap();
+        let url = pg.url("m");
+        const A: &[Migration] = &[Migration {
+            version: 1,
+            sql: "CREATE TABLE a_things (id INT)",
+        }];
+        const B: &[Migration] = &[
+            Migration {
+                version: 1,
+                sql: "CREATE TABLE b_things (id INT)",
+            },
+            Migration {
+                version: 2,
+                sql: "ALTER TABLE b_things ADD COLUMN name TEXT",
+            },
+        ];
+        let run = |owner: &'static str, m: &'static [Migration]| {
+            let url = url.clone();
+            tokio::spawn(async move { PgPool::connect(owner, &url).await?.migrate(m).await })
+        };
+        let tasks = vec![run("a", A), run("b", B), run("a", A), run("b", B)];
+        let mut applied = Vec::new();
+        for t in tasks {
+            applied.push(t.await.unwrap().unwrap());
+        }
+        applied.sort();
+        assert_eq!(applied, vec![vec![], vec![], vec![1], vec![1, 2]]);
+        let rows = pg
+            .psql(
+                "m",
+                "SELECT owner, version FROM schema_migrations ORDER BY 1, 2",
+            )
+            .unwrap();
+        assert_eq!(rows.trim(), "a|1\nb|1\nb|2");
     }
 
     #[tokio::test]

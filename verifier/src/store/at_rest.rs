@@ -52,8 +52,13 @@ impl StoreKey {
                 let mut bytes = [0u8; KEY_LEN];
                 OsRng.fill_bytes(&mut bytes);
                 let hex = to_hex(&bytes);
-                storage::write_secret(path, &format!("{hex}\n")).map_err(io)?;
-                hex
+                // Another instance may be making it at this moment: the
+                // first one's key is everyone's.
+                if storage::create_secret(path, &format!("{hex}\n")).map_err(io)? {
+                    hex
+                } else {
+                    std::fs::read_to_string(path).map_err(io)?.trim().to_owned()
+                }
             }
             Err(e) => return Err(io(e)),
         };
