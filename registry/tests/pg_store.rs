@@ -11,44 +11,43 @@
 use harness::Postgres;
 use registry::store::{GatewayRecord, PgStore, RegistryStore, StoreBatch, StoreError};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// A PostgreSQL of the test's own, stopped (by its PID) when dropped: a
+/// server held in a static would outlive the test process.
 struct Server {
     pg: std::sync::Mutex<Postgres>,
     _dir: tempfile::TempDir,
 }
 
-fn server() -> Option<&'static Server> {
-    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            if !Postgres::available() {
-                assert!(
-                    std::env::var("PLATFORM_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                    "PostgreSQL is not installed, and PLATFORM_REQUIRE_SERVICES=1"
-                );
-                eprintln!("skipped: PostgreSQL not installed");
-                return None;
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let pg = Postgres::start(dir.path()).unwrap();
-            Some(Server {
-                pg: std::sync::Mutex::new(pg),
-                _dir: dir,
-            })
-        })
-        .as_ref()
+fn server() -> Option<Server> {
+    if !Postgres::available() {
+        assert!(
+            std::env::var("PLATFORM_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "PostgreSQL is not installed, and PLATFORM_REQUIRE_SERVICES=1"
+        );
+        eprintln!("skipped: PostgreSQL not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path()).unwrap();
+    Some(Server {
+        pg: std::sync::Mutex::new(pg),
+        _dir: dir,
+    })
 }
 
-/// A fresh database on the shared server, and its URL.
-fn fresh_db() -> Option<String> {
+/// A server with a fresh database on it, and the database's URL.
+fn fresh_db() -> Option<(Server, String)> {
     static N: AtomicU32 = AtomicU32::new(0);
     let server = server()?;
-    let pg = server.pg.lock().unwrap();
     let name = format!("registry_{}", N.fetch_add(1, Ordering::Relaxed));
-    pg.create_db(&name).unwrap();
-    Some(pg.url(&name))
+    let url = {
+        let pg = server.pg.lock().unwrap();
+        pg.create_db(&name).unwrap();
+        pg.url(&name)
+    };
+    Some((server, url))
 }
 
 fn gw(address: &str) -> GatewayRecord {
@@ -63,7 +62,9 @@ fn gw(address: &str) -> GatewayRecord {
 
 #[tokio::test]
 async fn assignments_history_and_gateways_round_trip() {
-    let Some(url) = fresh_db() else { return };
+    let Some((_server, url)) = fresh_db() else {
+        return;
+    };
     let store = PgStore::connect(&url).await.unwrap();
     store
         .put_gateway("gw-1", &gw("10.0.0.1:1883"))
@@ -112,7 +113,9 @@ async fn assignments_history_and_gateways_round_trip() {
 
 #[tokio::test]
 async fn two_instances_never_commit_two_assignments_at_one_epoch() {
-    let Some(url) = fresh_db() else { return };
+    let Some((_server, url)) = fresh_db() else {
+        return;
+    };
     let a = PgStore::connect(&url).await.unwrap();
     let b = PgStore::connect(&url).await.unwrap();
     // A new device both instances allocate: the primary key settles it.
@@ -194,7 +197,9 @@ async fn two_instances_never_commit_two_assignments_at_one_epoch() {
 
 #[tokio::test]
 async fn instances_starting_together_migrate_once_and_a_newer_schema_is_refused() {
-    let Some(url) = fresh_db() else { return };
+    let Some((server, url)) = fresh_db() else {
+        return;
+    };
     let (a, b, c) = tokio::join!(
         PgStore::connect(&url),
         PgStore::connect(&url),
@@ -203,7 +208,6 @@ async fn instances_starting_together_migrate_once_and_a_newer_schema_is_refused(
     a.unwrap();
     b.unwrap();
     c.unwrap();
-    let server = server().unwrap();
     let db = url.rsplit('/').next().unwrap().split('?').next().unwrap();
     {
         let pg = server.pg.lock().unwrap();
@@ -226,17 +230,9 @@ async fn instances_starting_together_migrate_once_and_a_newer_schema_is_refused(
 
 #[tokio::test]
 async fn a_store_that_goes_away_is_unavailable_and_then_works_again() {
-    // A server of its own: the others' tests go on meanwhile.
-    if server().is_none() {
+    let Some((server, url)) = fresh_db() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server {
-        pg: std::sync::Mutex::new(Postgres::start(dir.path()).unwrap()),
-        _dir: dir,
     };
-    server.pg.lock().unwrap().create_db("outage").unwrap();
-    let url = server.pg.lock().unwrap().url("outage");
     let store = PgStore::connect(&url).await.unwrap();
     store.put_gateway("gw-1", &gw("a:1")).await.unwrap();
     server.pg.lock().unwrap().stop().unwrap();
