@@ -52,6 +52,20 @@ pub struct ServeArgs {
     /// password, `printf %s PASSWORD | sha256sum`); repeat for several.
     #[arg(long = "admin", value_name = "NAME=SHA256", value_parser = parse_admin)]
     admins: Vec<(String, String)>,
+    /// Secure mode: the platform's signing key (made by the platform on its
+    /// first start), which seals pass_tmp to APs and signs answers. Every
+    /// instance needs the same key. Not read with --walkthrough.
+    #[arg(long, value_name = "FILE", default_value = "./data/platform.key")]
+    signing_key: PathBuf,
+    /// Secure mode: failed releases or proofs before a UUID is locked out.
+    #[arg(long, default_value_t = 5)]
+    max_failures: u32,
+    /// Secure mode: how long a lockout lasts, in seconds.
+    #[arg(long, default_value_t = 300)]
+    lockout_secs: u64,
+    /// Secure mode: verification requests each AP may make per second.
+    #[arg(long, default_value_t = 500)]
+    ap_rate_per_sec: u32,
 }
 
 fn parse_admin(s: &str) -> Result<(String, String), String> {
@@ -84,6 +98,24 @@ pub async fn run(connect: &ConnectArgs, args: ServeArgs) -> anyhow::Result<()> {
         .map(|t| t.config());
     config.username = connect.username_or("verifier");
     config.password = connect.mqtt_password.clone();
+    // Secure mode unless told otherwise: never plaintext pass_tmps to APs
+    // because a flag was forgotten.
+    if !connect.walkthrough {
+        let seed = std::fs::read_to_string(&args.signing_key).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the signing key {}: {e} (secure mode seals and signs with the platform's key; give --signing-key, or --walkthrough)",
+                args.signing_key.display()
+            )
+        })?;
+        let key = protocol::crypto::PlatformKey::from_seed_hex(&seed)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.signing_key.display()))?;
+        config.secure = Some(verifier::SecureVerify {
+            key: Arc::new(key),
+            max_failures: args.max_failures,
+            lockout: Duration::from_secs(args.lockout_secs),
+            ap_rate_per_sec: args.ap_rate_per_sec,
+        });
+    }
     let key_file = config.store_key_file.clone().unwrap_or_else(|| {
         let mut f = config.db_dir.as_os_str().to_owned();
         f.push(".key");
