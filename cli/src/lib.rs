@@ -18,6 +18,7 @@ mod mqtt;
 mod private;
 mod runtime;
 mod signal;
+mod signing_key;
 
 pub use args::{client_tls, AdminArgs, ConnectArgs, DEFAULT_CREDENTIALS_DIR, DEFAULT_KEY_FILE};
 pub use instance::instance_name;
@@ -26,3 +27,4 @@ pub use mqtt::FleetMqttArgs;
 pub use private::private_files;
 pub use runtime::runtime;
 pub use signal::cancel_on_signal;
+pub use signing_key::read_signing_key;

@@ -121,24 +121,28 @@ impl Postgres {
     /// Runs `sql` in database `db` with psql, answering its unaligned,
     /// tuples-only output (columns separated by `|`).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, Error> {
-        let out = Command::new("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", POSTGRES_USER, "-d", db, "-c", sql])
-            .output()
-            .map_err(|source| Error::Spawn {
-                program: "psql".into(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(Error::Failed {
-                command: format!("psql -c {sql:?}"),
-                status: out.status,
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let port = self.port.to_string();
+        crate::run(
+            Path::new("psql"),
+            &[
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                POSTGRES_USER,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ],
+        )
     }
 
     /// Fast shutdown (SIGINT: clients are disconnected, everything
@@ -346,22 +350,7 @@ fn as_user(user: Option<&str>, program: &Path) -> Spawn {
 }
 
 fn sh(command: &str) -> Result<(), Error> {
-    let out = Command::new("sh")
-        .args(["-c", command])
-        .output()
-        .map_err(|source| Error::Spawn {
-            program: "sh".into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(Error::Failed {
-            command: command.to_owned(),
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    Ok(())
+    crate::run(Path::new("sh"), &["-c", command]).map(drop)
 }
 
 #[cfg(test)]

@@ -10,16 +10,28 @@ use std::path::{Path, PathBuf};
 /// half-written key would otherwise stop the next start until someone
 /// deleted it by hand. Missing parent directories are created, mode 0700.
 pub fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    let (dir, tmp) = write_beside(path, ".tmp", text)?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `text`, synced and mode 0600, to `path` + `suffix` (a leftover
+/// of that name is replaced, never reused: its mode may not be 0600),
+/// creating the directory private if needed; answers the directory and
+/// the file written.
+fn write_beside<'a>(
+    path: &'a Path,
+    suffix: &str,
+    text: &str,
+) -> std::io::Result<(&'a Path, PathBuf)> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     private_dir(dir)?;
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(suffix);
     let tmp = PathBuf::from(tmp);
-    // A leftover from a crash is replaced, never reused: its mode may not
-    // be 0600.
     match std::fs::remove_file(&tmp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -31,9 +43,7 @@ pub fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = options.open(&tmp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    Ok((dir, tmp))
 }
 
 /// Writes a new secret file as [`write_secret`] does, unless `path` exists
@@ -43,26 +53,7 @@ pub fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
 /// written and synced under a name of this process's own, then linked into
 /// place, which fails if the path exists.
 pub fn create_secret(path: &Path, text: &str) -> std::io::Result<bool> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    private_dir(dir)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    drop(file);
+    let (dir, tmp) = write_beside(path, &format!(".{}.tmp", std::process::id()), text)?;
     let linked = std::fs::hard_link(&tmp, path);
     std::fs::remove_file(&tmp)?;
     match linked {

@@ -24,7 +24,7 @@ use device_sim::fleet::{self, FleetConfig, FleetStats};
 use device_sim::manifest::{self, Identity};
 use harness::{Mosquitto, Postgres, Proc, WorkspaceBin};
 use platform_tests::{unique_id, SSID, WIFI_PASSWORD};
-use protocol::admin::{AdminOk, AdminOp, ImportRow};
+use protocol::admin::{AdminOp, ImportRow};
 use protocol::registry_admin::{RegistryOk, RegistryOp};
 use registry::RegistryClient;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -226,6 +226,30 @@ impl ScaleOut {
         p.name().to_owned()
     }
 
+    /// AP `ap-1` for [`SSID`], in this process, confirming every device.
+    async fn start_ap(&self, stop: &CancellationToken) -> ap_sim::Ap {
+        let mut ap = ApConfig::new(
+            self.mqtt.address(),
+            "ap-1",
+            vec![Network {
+                ssid: SSID.into(),
+                password: WIFI_PASSWORD.into(),
+            }],
+        );
+        ap.auto_confirm = true;
+        ap_sim::start(ap, stop.clone()).await.unwrap()
+    }
+
+    /// A walkthrough fleet of `devices` on Mosquitto, `concurrency` at
+    /// once, that stays until stopped.
+    fn fleet_config(&self, devices: Vec<Identity>, concurrency: usize) -> FleetConfig {
+        let mut config = FleetConfig::new(self.mqtt.address(), devices, SSID);
+        config.concurrency = concurrency;
+        config.answer_timeout = SETTLE;
+        config.hold = None;
+        config
+    }
+
     fn opts(&self, role: &str) -> BusOptions {
         BusOptions::new(&self.mqtt.address(), unique_id(&format!("so-{role}")))
             .unwrap()
@@ -283,21 +307,17 @@ struct Acks {
 }
 
 async fn import(admin: &AdminClient, devices: &[Identity]) {
-    for (b, batch) in devices.chunks(500).enumerate() {
-        let rows = batch
-            .iter()
-            .enumerate()
-            .map(|(i, d)| ImportRow {
-                line: (b * 500 + i + 1) as u64,
-                uuid: d.uuid.clone(),
-                pass_tmp: d.pass_tmp.clone(),
-            })
-            .collect();
-        match admin.request(AdminOp::Import { rows }).await.unwrap() {
-            AdminOk::Imported(report) => assert!(report.rejected.is_empty(), "{report:?}"),
-            other => panic!("{other:?}"),
-        }
-    }
+    let rows = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ImportRow {
+            line: i as u64 + 1,
+            uuid: d.uuid.clone(),
+            pass_tmp: d.pass_tmp.clone(),
+        })
+        .collect();
+    let report = admin.import(rows, |_, _| {}).await.unwrap();
+    assert!(report.rejected.is_empty(), "{report:?}");
 }
 
 /// Enrolls fresh UUIDs one at a time until `stop`, recording each one the
@@ -443,16 +463,7 @@ async fn two_of_each_worker_on_mosquitto_and_postgresql_survive_sigkill_while_a_
     );
 
     let stop = CancellationToken::new();
-    let mut ap = ApConfig::new(
-        so.mqtt.address(),
-        "ap-1",
-        vec![Network {
-            ssid: SSID.into(),
-            password: WIFI_PASSWORD.into(),
-        }],
-    );
-    ap.auto_confirm = true;
-    let ap = ap_sim::start(ap, stop.clone()).await.unwrap();
+    let ap = so.start_ap(&stop).await;
 
     let acks = Arc::new(Mutex::new(Acks::default()));
     let writers = CancellationToken::new();
@@ -466,11 +477,8 @@ async fn two_of_each_worker_on_mosquitto_and_postgresql_survive_sigkill_while_a_
     ));
 
     let stats = FleetStats::new(n);
-    let mut config = FleetConfig::new(so.mqtt.address(), devices.clone(), SSID);
+    let mut config = so.fleet_config(devices.clone(), 100);
     config.mqtt = vec![bus::MqttVersion::V311, bus::MqttVersion::V5];
-    config.concurrency = 100;
-    config.answer_timeout = SETTLE;
-    config.hold = None;
     let fleet_stop = CancellationToken::new();
     let started = Instant::now();
     let fleet_task = tokio::spawn(fleet::run(config, stats.clone(), fleet_stop.clone()));
@@ -648,21 +656,9 @@ async fn workers_answer_unavailable_while_postgresql_is_down_and_resubscribe_aft
     admin.close().await;
 
     let stop = CancellationToken::new();
-    let mut ap = ApConfig::new(
-        so.mqtt.address(),
-        "ap-1",
-        vec![Network {
-            ssid: SSID.into(),
-            password: WIFI_PASSWORD.into(),
-        }],
-    );
-    ap.auto_confirm = true;
-    let _ap = ap_sim::start(ap, stop.clone()).await.unwrap();
+    let _ap = so.start_ap(&stop).await;
     let stats = FleetStats::new(n);
-    let mut config = FleetConfig::new(so.mqtt.address(), devices.clone(), SSID);
-    config.concurrency = 40;
-    config.answer_timeout = SETTLE;
-    config.hold = None;
+    let config = so.fleet_config(devices.clone(), 40);
     let fleet_stop = CancellationToken::new();
     let fleet_task = tokio::spawn(fleet::run(config, stats.clone(), fleet_stop.clone()));
 

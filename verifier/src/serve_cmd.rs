@@ -101,14 +101,7 @@ pub async fn run(connect: &ConnectArgs, args: ServeArgs) -> anyhow::Result<()> {
     // Secure mode unless told otherwise: never plaintext pass_tmps to APs
     // because a flag was forgotten.
     if !connect.walkthrough {
-        let seed = std::fs::read_to_string(&args.signing_key).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read the signing key {}: {e} (secure mode seals and signs with the platform's key; give --signing-key, or --walkthrough)",
-                args.signing_key.display()
-            )
-        })?;
-        let key = protocol::crypto::PlatformKey::from_seed_hex(&seed)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", args.signing_key.display()))?;
+        let key = cli::read_signing_key(&args.signing_key).map_err(anyhow::Error::msg)?;
         config.secure = Some(verifier::SecureVerify {
             key: Arc::new(key),
             max_failures: args.max_failures,
@@ -116,11 +109,7 @@ pub async fn run(connect: &ConnectArgs, args: ServeArgs) -> anyhow::Result<()> {
             ap_rate_per_sec: args.ap_rate_per_sec,
         });
     }
-    let key_file = config.store_key_file.clone().unwrap_or_else(|| {
-        let mut f = config.db_dir.as_os_str().to_owned();
-        f.push(".key");
-        PathBuf::from(f)
-    });
+    let key_file = config.store_key_path();
     let store_url = config.store_url.clone();
     let worker = verifier::start(config, shutdown.clone(), Some(Duration::from_secs(30))).await?;
     if let Some(addr) = &args.auth_listen {

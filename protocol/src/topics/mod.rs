@@ -92,6 +92,15 @@ pub fn share_group(prefix: &str, filter: &str) -> String {
     format!("{prefix}.{}", levels.join("-"))
 }
 
+/// How a worker subscribes to one of its request topics: shared by the
+/// group [`share_group`] names under `prefix`, or, without a prefix, plainly.
+pub fn request_filter(prefix: Option<&str>, filter: &str) -> String {
+    match prefix {
+        Some(prefix) => shared(&share_group(prefix, filter), filter),
+        None => filter.to_owned(),
+    }
+}
+
 pub fn device_gateway(device_id: &str) -> String {
     format!("device/{device_id}/gateway")
 }
@@ -234,6 +243,11 @@ mod tests {
             shared("registry.registry-query", REGISTRY_QUERY),
             "$share/registry.registry-query/registry/query"
         );
+        assert_eq!(
+            request_filter(Some("registry"), REGISTRY_QUERY),
+            "$share/registry.registry-query/registry/query"
+        );
+        assert_eq!(request_filter(None, REGISTRY_QUERY), REGISTRY_QUERY);
     }
 
     #[test]

@@ -156,6 +156,7 @@ pub async fn start(
         }
         None => {
             let store = SledStore::open(&config.db_dir)?;
+            info!(db = %config.db_dir.display(), "registry store: sled");
             spawn(store, config, shutdown, ready_timeout, false).await
         }
     }
@@ -194,7 +195,7 @@ async fn spawn<S: RegistryStore>(
         gateways.insert(id, state);
     }
     let devices = state::count_assigned(&store, &mut gateways).await?;
-    info!(db = %config.db_dir.display(), devices, gateways = gateways.len(), policy = ?config.policy, "registry store open");
+    info!(devices, gateways = gateways.len(), policy = ?config.policy, "registry store open");
 
     let opts = BusOptions::new(&config.broker, &config.client_id)?
         .with_credentials(&config.username, &config.password)
@@ -202,10 +203,7 @@ async fn spawn<S: RegistryStore>(
     let link = CancellationToken::new();
     // Requests go to one instance of the group; every instance hears
     // every gateway's status (liveness is not in the store) and presence.
-    let request = |filter: &str| match &config.share_group {
-        Some(prefix) => topics::shared(&topics::share_group(prefix, filter), filter),
-        None => filter.to_owned(),
-    };
+    let request = |filter| topics::request_filter(config.share_group.as_deref(), filter);
     let filters = vec![
         request(topics::REGISTRY_QUERY),
         request(topics::REGISTRY_SYNC),

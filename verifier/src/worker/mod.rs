@@ -82,6 +82,17 @@ pub struct SecureVerify {
 }
 
 impl VerifierConfig {
+    /// The key file pass_tmps are sealed with in a shared store:
+    /// `store_key_file`, else beside `db_dir` (`db_dir` + `.key`), where the
+    /// sled store keeps its own.
+    pub fn store_key_path(&self) -> PathBuf {
+        self.store_key_file.clone().unwrap_or_else(|| {
+            let mut f = self.db_dir.as_os_str().to_owned();
+            f.push(".key");
+            PathBuf::from(f)
+        })
+    }
+
     pub fn new(broker: impl Into<String>, db_dir: impl Into<PathBuf>) -> Self {
         VerifierConfig {
             broker: broker.into(),
@@ -142,11 +153,7 @@ pub async fn start(
 ) -> Result<Worker, VerifierError> {
     match config.store_url.clone() {
         Some(url) => {
-            let key_file = config.store_key_file.clone().unwrap_or_else(|| {
-                let mut f = config.db_dir.as_os_str().to_owned();
-                f.push(".key");
-                PathBuf::from(f)
-            });
+            let key_file = config.store_key_path();
             let store = Arc::new(PgStore::connect(&url, &key_file).await?);
             info!(store = %storage::pg::redact(&url), "verifier store: PostgreSQL");
             let task = spawn(store, config, shutdown, ready_timeout).await?;
@@ -195,10 +202,7 @@ async fn spawn<S: EnrollmentStore>(
     // secure mode the devices' own requests and proofs are subscribed by
     // every instance: the instance that answers an AP must know the
     // device's request, whichever instance the AP's request reached.
-    let request = |filter: &str| match &config.share_group {
-        Some(prefix) => topics::shared(&topics::share_group(prefix, filter), filter),
-        None => filter.to_owned(),
-    };
+    let request = |filter| topics::request_filter(config.share_group.as_deref(), filter);
     let mut filters = vec![
         request(topics::VERIFY_REQUEST),
         request(topics::VERIFIER_ADMIN_REQUEST),

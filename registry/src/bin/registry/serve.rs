@@ -2,7 +2,6 @@
 
 use clap::Args;
 use cli::ConnectArgs;
-use protocol::crypto::PlatformKey;
 use registry::{Policy, RegistryConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,14 +70,7 @@ pub async fn run(connect: &ConnectArgs, args: ServeArgs) -> anyhow::Result<()> {
     config.policy = args.policy;
     config.allow_unknown = !args.deny_unknown;
     if !connect.walkthrough {
-        let seed = std::fs::read_to_string(&args.signing_key).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read the signing key {}: {e} (secure mode signs every answer with the platform's key; give --signing-key, or --walkthrough)",
-                args.signing_key.display()
-            )
-        })?;
-        let key = PlatformKey::from_seed_hex(&seed)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", args.signing_key.display()))?;
+        let key = cli::read_signing_key(&args.signing_key).map_err(anyhow::Error::msg)?;
         config.signing_key = Some(Arc::new(key));
         config.registration_required = true;
     }
