@@ -542,7 +542,11 @@ mod tests {
         let device = std::thread::spawn(move || {
             open(
                 addr,
-                &connect(&id, Some((protocol::logins::ONBOARDING_USER, "")), 30),
+                &connect(
+                    &protocol::logins::onboarding_client_id(&id),
+                    Some((protocol::logins::ONBOARDING_USER, "")),
+                    30,
+                ),
             )
             .1
         });
