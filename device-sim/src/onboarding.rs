@@ -214,7 +214,13 @@ pub async fn onboard_on(
                     unavailable = Some((d.error.code, d.error.message));
                 }
                 Some(AccessResponse::Denied(d))
-                    if refusal_is_binding(config, &uuid, handshake.as_ref(), answered.as_ref(), &d) =>
+                    if refusal_is_binding(
+                        config,
+                        &uuid,
+                        handshake.as_ref(),
+                        answered.as_ref(),
+                        &d,
+                    ) =>
                 {
                     return Err(DeviceError::Refused {
                         code: d.error.code,

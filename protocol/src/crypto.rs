@@ -807,7 +807,8 @@ mod tests {
     fn the_handshake_agrees_only_on_the_same_pass_tmp() {
         let session = random_b64(16);
         let (dev, msg_a) = DeviceHandshake::start("u1", "home", "pass-1234");
-        let (ap_keys, msg_b) = verifier_handshake("u1", "home", "pass-1234", &msg_a, &session).unwrap();
+        let (ap_keys, msg_b) =
+            verifier_handshake("u1", "home", "pass-1234", &msg_a, &session).unwrap();
         let dev_keys = dev.finish(&msg_b, &session).unwrap();
         assert!(ap_keys.check_device_proof(&dev_keys.device_proof()));
         let sealed = ap_keys.seal_password("wifi secret", b"u1|home");
@@ -819,7 +820,8 @@ mod tests {
 
         // A wrong pass_tmp: the proof fails and nothing opens.
         let (dev, msg_a) = DeviceHandshake::start("u1", "home", "guess");
-        let (ap_keys, msg_b) = verifier_handshake("u1", "home", "pass-1234", &msg_a, &session).unwrap();
+        let (ap_keys, msg_b) =
+            verifier_handshake("u1", "home", "pass-1234", &msg_a, &session).unwrap();
         let dev_keys = dev.finish(&msg_b, &session).unwrap();
         assert!(!ap_keys.check_device_proof(&dev_keys.device_proof()));
         let sealed = ap_keys.seal_password("wifi secret", b"u1|home");
@@ -959,12 +961,21 @@ mod tests {
         // What the AP gets: the key's bytes, and nothing of pass_tmp.
         let ap = WifiKey::from_bytes(&verifier.wifi_key().to_bytes()).unwrap();
         let sealed = ap.seal_password("wifi secret", b"ctx");
-        assert_eq!(device.open_password(&sealed, b"ctx").unwrap(), "wifi secret");
+        assert_eq!(
+            device.open_password(&sealed, b"ctx").unwrap(),
+            "wifi secret"
+        );
         let mac = ap.refusal_mac(&[b"u1", b"rejected"]);
-        assert!(device.wifi_key().check_refusal_mac(&[b"u1", b"rejected"], &mac));
-        assert!(!device.wifi_key().check_refusal_mac(&[b"u1", b"timeout"], &mac));
+        assert!(device
+            .wifi_key()
+            .check_refusal_mac(&[b"u1", b"rejected"], &mac));
+        assert!(!device
+            .wifi_key()
+            .check_refusal_mac(&[b"u1", b"timeout"], &mac));
         let other = keys_for("p", &session);
-        assert!(!other.wifi_key().check_refusal_mac(&[b"u1", b"rejected"], &mac));
+        assert!(!other
+            .wifi_key()
+            .check_refusal_mac(&[b"u1", b"rejected"], &mac));
         assert!(WifiKey::from_bytes(b"short").is_err());
     }
 
@@ -972,9 +983,15 @@ mod tests {
     fn a_decoy_pass_tmp_is_stable_secret_and_per_uuid() {
         let key = PlatformKey::generate();
         let u = "6F1C2B8E-0B5D-4A8F-9E8C-2B7D8E9F0A1B";
-        assert_eq!(key.decoy_pass_tmp(u), key.decoy_pass_tmp(&u.to_ascii_lowercase()));
+        assert_eq!(
+            key.decoy_pass_tmp(u),
+            key.decoy_pass_tmp(&u.to_ascii_lowercase())
+        );
         assert_ne!(key.decoy_pass_tmp(u), key.decoy_pass_tmp("another"));
-        assert_ne!(key.decoy_pass_tmp(u), PlatformKey::generate().decoy_pass_tmp(u));
+        assert_ne!(
+            key.decoy_pass_tmp(u),
+            PlatformKey::generate().decoy_pass_tmp(u)
+        );
     }
 
     #[test]

@@ -298,7 +298,11 @@ impl AccessDenied {
         let lower = uuid.to_ascii_lowercase();
         let sig = key.sign(
             REFUSAL_DOMAIN,
-            &[lower.as_bytes(), request.as_bytes(), error.code.as_str().as_bytes()],
+            &[
+                lower.as_bytes(),
+                request.as_bytes(),
+                error.code.as_str().as_bytes(),
+            ],
         );
         AccessDenied {
             uuid: uuid.to_owned(),
@@ -891,7 +895,9 @@ mod tests {
             "an AP's own handshake message"
         );
         let other_uuid = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1c";
-        assert!(t.check(&public, what(other_uuid, "home", "req"), 0).is_err());
+        assert!(t
+            .check(&public, what(other_uuid, "home", "req"), 0)
+            .is_err());
         let moved = Ticket {
             ap_id: "ap-2".into(),
             ..t.clone()
@@ -941,7 +947,8 @@ mod tests {
             ..signed.clone()
         };
         assert!(!recoded.signed_for(&public, U, "req"), "another code");
-        let back: AccessResponse = decode(&encode(&AccessResponse::Denied(signed.clone()))).unwrap();
+        let back: AccessResponse =
+            decode(&encode(&AccessResponse::Denied(signed.clone()))).unwrap();
         assert_eq!(back, AccessResponse::Denied(signed));
         // An AP's, for a session whose Wi-Fi key it was handed.
         let wifi = crate::crypto::WifiKey::from_bytes(&[7u8; 32]).unwrap();

@@ -315,18 +315,27 @@ async fn t15_a_captured_device_login_cannot_be_replayed() {
     );
 }
 
-/// T16: before it is onboarded a device connects with no credential, and
-/// may only onboard; a second connection for it does not kick off the
-/// first while it onboards.
+/// T16: before it is onboarded a device connects with no credential, on a
+/// session of its own (`UUID.SESSION`), and may only onboard; a second
+/// connection with the same client id does not kick off the first, and a
+/// stranger's session for the same UUID holds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t16_an_onboarding_device_is_confined_and_not_kicked_off() {
     let p = secure().await;
     let uuid = new_uuid();
     p.enroll(&uuid, "pass-tmp-1").await;
     let onboarding = protocol::logins::ONBOARDING_USER;
-    let first = Session::open(&p, &uuid, onboarding, "", &[topics::access_response(&uuid)]).await;
+    let session = protocol::logins::onboarding_client_id(&uuid);
+    let first = Session::open(
+        &p,
+        &session,
+        onboarding,
+        "",
+        &[topics::access_response(&uuid)],
+    )
+    .await;
     first.ready.clone().unwrap();
-    let second = Session::open(&p, &uuid, onboarding, "", &[]).await;
+    let second = Session::open(&p, &session, onboarding, "", &[]).await;
     assert!(
         second.ready.as_ref().unwrap_err().contains("NotAuthorized"),
         "{:?}",
@@ -336,6 +345,10 @@ async fn t16_an_onboarding_device_is_confined_and_not_kicked_off() {
         !first.cut_off(1).await,
         "the onboarding device was kicked off"
     );
+    // Another session for the same UUID, in another case: its own.
+    let other = protocol::logins::onboarding_client_id(&uuid.to_ascii_uppercase());
+    let beside = Session::open(&p, &other, onboarding, "", &[]).await;
+    beside.ready.clone().unwrap();
     // It may not ask the registry, nor read its gateway answers.
     first
         .bus
@@ -350,19 +363,31 @@ async fn t16_an_onboarding_device_is_confined_and_not_kicked_off() {
         "an onboarding device queried the registry"
     );
     drop(first);
-    let reads = Session::open(&p, &uuid, onboarding, "", &[topics::device_gateway(&uuid)]).await;
+    let reads = Session::open(
+        &p,
+        &protocol::logins::onboarding_client_id(&uuid),
+        onboarding,
+        "",
+        &[topics::device_gateway(&uuid)],
+    )
+    .await;
     assert!(
         reads.ready.is_err(),
         "an onboarding device read its gateway answers"
     );
-    // Not enrolled: refused. Onboarded: it logs in with its key instead.
-    let stranger = new_uuid();
-    let s = Session::open(&p, &stranger, onboarding, "", &[]).await;
-    assert!(s
+    // The bare UUID is the onboarded device's own client id: refused.
+    let bare = Session::open(&p, &uuid, onboarding, "", &[]).await;
+    assert!(bare
         .ready
         .as_ref()
         .unwrap_err()
         .contains("BadUserNamePassword"));
+    // Not enrolled: admitted all the same, so that nobody learns which
+    // UUIDs are enrolled (its proof fails as a wrong pass_tmp does:
+    // trust::an_unknown_uuid_looks_like_a_wrong_pass_tmp).
+    let stranger = protocol::logins::onboarding_client_id(&new_uuid());
+    let s = Session::open(&p, &stranger, onboarding, "", &[]).await;
+    s.ready.clone().unwrap();
 }
 
 /// T10: each identity has its own credential, and removing the identity

@@ -87,7 +87,12 @@ impl Pacing {
     /// Whether the request with `handshake` for `uuid` may be challenged
     /// now; if not, how long until its slot (or, with no slot left to
     /// give, until it may ask again).
-    pub fn admit(&mut self, uuid: &str, handshake: Handshake, now: Instant) -> Result<(), Duration> {
+    pub fn admit(
+        &mut self,
+        uuid: &str,
+        handshake: Handshake,
+        now: Instant,
+    ) -> Result<(), Duration> {
         let Some(entry) = self.entries.get_mut(uuid) else {
             return Ok(());
         };
@@ -128,7 +133,9 @@ impl Pacing {
             .map_or(entry.next_slot, |(_, slot)| *slot + step);
         let slot = after.max(entry.next_slot).max(now);
         entry.waiting.push_back((handshake, slot));
-        Err(slot.saturating_duration_since(now).max(Duration::from_millis(1)))
+        Err(slot
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1)))
     }
 
     /// A proof for `uuid` that did not check: one more failure.

@@ -610,9 +610,12 @@ mod tests {
         use Action::*;
         let session = format!("{UUID}.s1");
         let may_ = |topic: &str, action, payload: &[u8]| {
-            may(&Who::Onboarding, &session, &req(action, topic, payload), |_| {
-                Vec::new()
-            })
+            may(
+                &Who::Onboarding,
+                &session,
+                &req(action, topic, payload),
+                |_| Vec::new(),
+            )
         };
         assert!(may_(
             &format!("device/{UUID}/access/response"),

@@ -538,17 +538,16 @@ mod tests {
         // Another session for the same UUID, in any case: not held.
         let upper = format!("{}.s2", UUID.to_uppercase());
         assert!(auth
-            .admit_sync(&login(&upper, logins::ONBOARDING_USER, ""), Some(&directory))
+            .admit_sync(
+                &login(&upper, logins::ONBOARDING_USER, ""),
+                Some(&directory)
+            )
             .is_ok());
         auth.disconnected(&session.to_uppercase());
         assert!(auth.admit_sync(&creds, Some(&directory)).is_ok());
         // Not enrolled: admitted all the same (nobody learns which UUIDs
         // are), and confined to onboarding.
-        let stranger = login(
-            "00000000-0000-4000-8000-000000000001.s1",
-            "onboarding",
-            "",
-        );
+        let stranger = login("00000000-0000-4000-8000-000000000001.s1", "onboarding", "");
         assert!(auth.admit_sync(&stranger, Some(&directory)).is_ok());
         // The bare UUID is the onboarded device's own client id.
         assert_eq!(

@@ -24,7 +24,9 @@ use super::serve::Served;
 use super::verify::answer;
 use crate::store::{EnrollmentStore, KeyOutcome};
 use protocol::crypto::{opens_commitment, parse_handshake_tag, PlatformKey};
-use protocol::onboarding::{seal_wifi_key, AccessDenied, AccessProof, VerifyOutcome, VerifyRequest};
+use protocol::onboarding::{
+    seal_wifi_key, AccessDenied, AccessProof, VerifyOutcome, VerifyRequest,
+};
 use protocol::{decode, AccessErrorCode, DeviceUuid, ErrorBody};
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,13 +98,17 @@ pub(super) async fn on_proof<S: EnrollmentStore>(
         }
         Verdict::Proved { registered } => {
             let platform: Arc<PlatformKey> = onboarding.guard.settings.key.clone();
-            let outcome = match seal_wifi_key(&platform, &req, &open.ap_key, &open.session, open.keys.wifi_key()) {
+            let outcome = match seal_wifi_key(
+                &platform,
+                &req,
+                &open.ap_key,
+                &open.session,
+                open.keys.wifi_key(),
+            ) {
                 Ok(outcome) => outcome,
                 Err(e) => {
-                    let outcome = VerifyOutcome::failed(
-                        AccessErrorCode::BadRequest,
-                        format!("ap_key: {e}"),
-                    );
+                    let outcome =
+                        VerifyOutcome::failed(AccessErrorCode::BadRequest, format!("ap_key: {e}"));
                     return answer(worker, &req, outcome).await;
                 }
             };
@@ -165,7 +171,9 @@ async fn judge<S: EnrollmentStore>(
         Ok(None) => return mismatch(),
         Err(e) => {
             error!(uuid = %uuid, error = %e, "store lookup failed");
-            return Verdict::Retry("the verifier cannot read its store just now; try again shortly");
+            return Verdict::Retry(
+                "the verifier cannot read its store just now; try again shortly",
+            );
         }
     };
     onboarding.guard.proved(uuid.key());
@@ -226,7 +234,9 @@ async fn judge<S: EnrollmentStore>(
         }
         Err(e) => {
             error!(uuid = %uuid, error = %e, "registering the device key failed");
-            Verdict::Retry("the verifier could not store the device's key just now; try again shortly")
+            Verdict::Retry(
+                "the verifier could not store the device's key just now; try again shortly",
+            )
         }
     }
 }

@@ -114,7 +114,15 @@ pub(super) async fn decide<S: EnrollmentStore>(
         // Not the device's fault, and not final: the AP passes this on,
         // with the slot to ask again at, which the device keeps. No
         // handshake is run and nothing counts toward the UUID's pace.
-        return answer(worker, &req, unavailable(after, "this AP is over its verification rate; try again shortly")).await;
+        return answer(
+            worker,
+            &req,
+            unavailable(
+                after,
+                "this AP is over its verification rate; try again shortly",
+            ),
+        )
+        .await;
     }
     let question = Question {
         key: RequestKey::new(&uuid, handshake),

@@ -293,7 +293,10 @@ mod tests {
     fn a_request_is_challenged_once_and_settled_once() {
         let t0 = Instant::now();
         let mut r = Requests::new(t0);
-        assert_eq!(refusal(r.check(&key(1), "home", "ap", t0)), Some(Refusal::NotSeen));
+        assert_eq!(
+            refusal(r.check(&key(1), "home", "ap", t0)),
+            Some(Refusal::NotSeen)
+        );
         r.record(key(1), "home", "msg", "commit", t0);
         assert_eq!(
             refusal(r.check(&key(1), "other", "ap", t0)),
@@ -302,7 +305,10 @@ mod tests {
         assert!(r.open(&key(1), "home", t0).is_none(), "not challenged yet");
         assert!(is_new(r.check(&key(1), "home", "ap", t0)));
         r.mark_challenged(&key(1), handshake("ap"), t0);
-        assert!(is_again(r.check(&key(1), "home", "ap", t0)), "the same AP again");
+        assert!(
+            is_again(r.check(&key(1), "home", "ap", t0)),
+            "the same AP again"
+        );
         assert_eq!(
             refusal(r.check(&key(1), "home", "other-ap", t0)),
             Some(Refusal::AlreadyReleased)
@@ -313,7 +319,10 @@ mod tests {
             refusal(r.check(&key(1), "home", "other-ap", t0 + S)),
             Some(Refusal::AlreadyReleased)
         );
-        assert!(r.open(&key(1), "other", t0 + S).is_none(), "proof on another SSID");
+        assert!(
+            r.open(&key(1), "other", t0 + S).is_none(),
+            "proof on another SSID"
+        );
         assert_eq!(r.open(&key(1), "home", t0 + S), Some("commit"));
         assert!(r.settle(&key(1), t0 + S).is_some());
         assert!(r.open(&key(1), "home", t0 + S).is_none(), "judged once");
@@ -333,7 +342,10 @@ mod tests {
         // Re-sent 25 s in: good until 25 s + the window, across rotations.
         r.record(key(2), "home", "m", "c", t0 + 25 * S);
         let late = t0 + REQUEST_WINDOW + 2 * S;
-        assert_eq!(refusal(r.check(&key(1), "home", "ap", late)), Some(Refusal::NotSeen));
+        assert_eq!(
+            refusal(r.check(&key(1), "home", "ap", late)),
+            Some(Refusal::NotSeen)
+        );
         assert!(is_new(r.check(&key(2), "home", "ap", late)));
         let later = t0 + 25 * S + REQUEST_WINDOW;
         assert!(is_new(r.check(&key(2), "home", "ap", later)));
@@ -357,7 +369,10 @@ mod tests {
             assert!(r.len() <= 8, "{}", r.len());
         }
         // The oldest were forgotten first; the newest are kept.
-        assert_eq!(refusal(r.check(&key(0), "home", "ap", t0)), Some(Refusal::NotSeen));
+        assert_eq!(
+            refusal(r.check(&key(0), "home", "ap", t0)),
+            Some(Refusal::NotSeen)
+        );
         assert!(is_new(r.check(&key(20), "home", "ap", t0)));
     }
 }
