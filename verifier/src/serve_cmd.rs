@@ -57,11 +57,13 @@ pub struct ServeArgs {
     /// instance needs the same key. Not read with --walkthrough.
     #[arg(long, value_name = "FILE", default_value = "./data/platform.key")]
     signing_key: PathBuf,
-    /// Secure mode: failed releases or proofs before a UUID is locked out.
+    /// Secure mode: wrong proofs of a UUID's pass_tmp before its attempts
+    /// are paced (nobody is locked out).
     #[arg(long, default_value_t = 5)]
     max_failures: u32,
-    /// Secure mode: how long a lockout lasts, in seconds.
-    #[arg(long, default_value_t = 300)]
+    /// Secure mode: the longest step of a paced UUID's attempts, in
+    /// seconds (the pace doubles from 1 s up to it).
+    #[arg(long, default_value_t = 8)]
     lockout_secs: u64,
     /// Secure mode: verification requests each AP may make per second.
     #[arg(long, default_value_t = 500)]
