@@ -531,6 +531,29 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn assignments_of_many_ids_are_exactly_the_assigned_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.set_assignment("d1", "gw-1", 1, None, "policy").unwrap();
+        s.set_assignment("d2", "gw-2", 1, None, "policy").unwrap();
+        assert!(s.assignments_of(&[]).await.unwrap().is_empty());
+        let ids: Vec<String> = (0..5000)
+            .map(|i| format!("made-up-{i}"))
+            .chain(["d1".into(), "d2".into(), "d1".into()])
+            .collect();
+        let found = s.assignments_of(&ids).await.unwrap();
+        let mut got: Vec<_> = found
+            .iter()
+            .map(|(d, a)| (d.as_str(), a.gateway_id.as_str()))
+            .collect();
+        got.sort();
+        assert_eq!(got, [("d1", "gw-1"), ("d2", "gw-2")]);
+        // Reading made nothing up.
+        assert_eq!(s.counts().assignments, 2);
+        assert_eq!(s.counts().last_seen, 0);
+    }
+
     #[test]
     fn a_direct_write_checks_what_it_replaces() {
         let dir = tempfile::tempdir().unwrap();
