@@ -209,17 +209,17 @@ async fn t19_made_up_presence_changes_nothing() {
     let user = gateway_login("gw-chatty");
     let s = Session::open(&p, &user, &user, &credential, &[]).await;
     s.ready.clone().unwrap();
-    let report = PresenceReport {
-        online: (0..1000)
-            .map(|i| format!("made-up-{i}"))
+    // Reports at the cap (each id is checked), and one over it (dropped).
+    let cap = protocol::gateway::MAX_PRESENCE_IDS;
+    for chunk in 0..2 {
+        let online = (0..cap - 2)
+            .map(|i| format!("made-up-{chunk}-{i}"))
             .chain(["bad/id".to_owned(), "#".to_owned()])
-            .collect(),
-        offline: Vec::new(),
-    };
-    s.bus
-        .publish_json(topics::gateway_presence("gw-chatty"), &report)
-        .await
-        .unwrap();
+            .collect();
+        report(&s, "gw-chatty", online, Vec::new()).await;
+    }
+    let over_cap = (0..=cap).map(|i| format!("made-up-{i}")).collect();
+    report(&s, "gw-chatty", over_cap, Vec::new()).await;
     assert!(!s.cut_off(1).await);
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < deadline {
@@ -394,6 +394,61 @@ async fn t19_made_up_offline_presence_grows_nothing() {
             Some(n),
             "{reason}"
         );
+    }
+}
+
+/// T19, floods: a gateway's presence reports beyond its rate (a burst,
+/// then so many a second) are dropped unread and counted; the flood costs
+/// no other gateway its reports, and the gateway is heard again once its
+/// rate allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t19_a_presence_flood_is_rate_limited_per_gateway() {
+    let p = secure().await;
+    let honest_credential = p.register_gateway("gw-honest", "127.0.0.1:9").await;
+    let chatty_credential = p.register_gateway("gw-chatty", "127.0.0.1:10").await;
+    let honest = gateway_session(&p, "gw-honest", &honest_credential).await;
+    let chatty = gateway_session(&p, "gw-chatty", &chatty_credential).await;
+    p.wait_gateways_alive(4).await;
+    let (victim, own) = (new_uuid(), new_uuid());
+    let registry = p.registry().await;
+    for (device, gw) in [(&victim, "gw-honest"), (&own, "gw-chatty")] {
+        let op = RegistryOp::Assign {
+            device_id: device.clone(),
+            gateway_id: gw.into(),
+        };
+        registry.request(op).await.unwrap();
+    }
+    registry.close().await;
+    // Ten bursts' worth, sent far faster than the rate refills them.
+    for _ in 0..2000 {
+        report(&chatty, "gw-chatty", Vec::new(), Vec::new()).await;
+    }
+    let addr = p.metrics_addr().unwrap();
+    crate::metrics::wait_for_at_least(
+        addr,
+        &[(
+            r#"platform_presence_reports_dropped_total{reason="rate_limited"}"#,
+            1.0,
+        )],
+    )
+    .await;
+    report(&honest, "gw-honest", vec![victim.clone()], Vec::new()).await;
+    wait_connected(&p, &[("gw-honest", 1)]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        report(&chatty, "gw-chatty", vec![own.clone()], Vec::new()).await;
+        if gateways(&p)
+            .await
+            .iter()
+            .any(|g| g.gateway_id == "gw-chatty" && g.connected == 1)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway was never heard again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
