@@ -76,7 +76,6 @@ impl<S: RegistryStore> Registry<S> {
     /// Believes what `report` says of the devices assigned to `gateway_id`
     /// (secure mode) or of any valid device id (walkthrough).
     async fn apply_presence(&mut self, gateway_id: &str, report: &PresenceReport) {
-        let mut malformed = 0usize;
         let valid = |id: &&String| check_device_id(id).is_ok();
         let ids: HashSet<&String> = report
             .online
@@ -100,7 +99,7 @@ impl<S: RegistryStore> Registry<S> {
         };
         let now = now_ms();
         let mut seen = Vec::new();
-        let mut unassigned = 0usize;
+        let (mut malformed, mut unassigned) = (0usize, 0usize);
         for (devices, online) in [(&report.online, true), (&report.offline, false)] {
             for device in devices {
                 if check_device_id(device).is_err() {
