@@ -9,11 +9,13 @@
 //! - `serve`: the loop that takes messages one at a time, batches queries
 //!   into group commits, and dispatches by topic;
 //! - `announce`: committing moves, and only then telling the gateways;
+//! - `rate`: how many presence reports each gateway may send;
 //! - `cmd`: one file per handler (queries, status, presence, sync, and the
 //!   admin operations).
 
 mod announce;
 mod cmd;
+mod rate;
 mod serve;
 mod state;
 
@@ -231,6 +233,7 @@ async fn spawn<S: RegistryStore>(
         certificates: config.certificates,
         shared_store,
         refreshes: 0,
+        presence_limits: rate::RateLimits::default(),
     };
     let task = tokio::spawn(registry.serve(inbox, link, shutdown));
     Ok(Worker { task })
