@@ -22,9 +22,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Reports a gateway may send at once.
-pub(crate) const PRESENCE_BURST: u32 = 200;
+pub(crate) const PRESENCE_BURST: u32 = 1_000;
 /// Reports a second a gateway may send after its burst.
-pub(crate) const PRESENCE_PER_SEC: u32 = 100;
+pub(crate) const PRESENCE_PER_SEC: u32 = 500;
 /// Gateways whose buckets are kept at once.
 pub(crate) const MAX_BUCKETS: usize = 4096;
 /// How often, at most, a gateway's dropped reports are logged: the first
