@@ -702,6 +702,20 @@ mod tests {
     }
 
     #[test]
+    fn every_handshake_failure_has_its_counter() {
+        for failure in tls::HandshakeFailure::ALL {
+            assert!(
+                metrics::HANDSHAKE_FAILURE_REASONS.contains(&failure.label()),
+                "{failure:?} is counted nowhere"
+            );
+        }
+        assert_eq!(
+            tls::HandshakeFailure::ALL.len(),
+            metrics::HANDSHAKE_FAILURE_REASONS.len()
+        );
+    }
+
+    #[test]
     fn a_tls_listener_answers_no_plaintext_times_out_silence_and_keeps_serving() {
         use std::io::Write;
         let metrics = metrics::Metrics::new();

@@ -82,7 +82,14 @@ struct HandshakeFailureLabel {
 
 /// Why a TLS handshake failed, as `platform_tls_handshake_failures_total`
 /// labels it (`tls::HandshakeFailure::label`).
-pub const HANDSHAKE_FAILURE_REASONS: [&str; 5] = ["timeout", "not_tls", "alert", "closed", "error"];
+pub const HANDSHAKE_FAILURE_REASONS: [&str; 6] = [
+    "timeout",
+    "not_tls",
+    "alert",
+    "closed",
+    "source_busy",
+    "error",
+];
 
 /// The TLS counters of one embedded broker's listener
 /// ([`Metrics::broker_tls`]). A default one counts into nothing anybody
@@ -93,7 +100,7 @@ pub struct BrokerTls {
     pub full: Counter,
     /// Handshakes that resumed an earlier session (a ticket).
     pub resumed: Counter,
-    failures: [Counter; 5],
+    failures: [Counter; HANDSHAKE_FAILURE_REASONS.len()],
 }
 
 impl BrokerTls {
@@ -274,7 +281,7 @@ impl Metrics {
         let handshake_failures = Family::<HandshakeFailureLabel, Counter>::default();
         registry.register(
             "tls_handshake_failures",
-            "TLS handshakes an embedded broker's listener failed, by broker and reason (timeout, not_tls, alert, closed, error)",
+            "TLS handshakes an embedded broker's listener failed, by broker and reason (timeout, not_tls, alert, closed, source_busy, error)",
             handshake_failures.clone(),
         );
 

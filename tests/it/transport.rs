@@ -1,7 +1,8 @@
 //! MQTT over TLS, the default secure mode's only transport: what a TLS
 //! listener does with clients that do not speak TLS (or say nothing),
 //! what a client that does not trust the server is told, and sessions
-//! resumed by clients that keep their TLS configuration. Counted in
+//! resumed by clients that keep their TLS configuration, and stalled
+//! handshakes from one address that hold up no other. Counted in
 //! `platform_tls_handshakes_total` and
 //! `platform_tls_handshake_failures_total`, read as a scraper would.
 
@@ -11,7 +12,8 @@ use platform_tests::*;
 use protocol::topics;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 /// The handshake deadline (`platform.connection_timeout_ms`) of the
@@ -145,6 +147,45 @@ async fn a_tls_listener_answers_plaintext_garbage_and_silence_with_nothing_and_c
     .unwrap();
     // And the listener still serves.
     assert_admin_served(&p, "plaintext, garbage and silence").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_from_one_address_do_not_delay_an_admin_from_another() {
+    // Handshakes are cut after 20 s: the admin below must be served long
+    // before any staller is cut to make room for it.
+    let p = tls_broker(Some(20_000)).await;
+    let metrics = p.metrics_addr().unwrap();
+    let cut = [
+        failures("platform", "timeout"),
+        failures("platform", "source_busy"),
+    ];
+    let before = counts(metrics, &cut).await;
+    // 200 clients from 127.0.0.2 that each send a handshake record's
+    // first byte and stall: far more than the listener's turns
+    // (tls::HANDSHAKES_AT_ONCE), all from one address.
+    let mut stallers = Vec::new();
+    for _ in 0..200 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut tcp = socket.connect(p.addr).await.unwrap();
+        tcp.write_all(&[0x16]).await.unwrap();
+        stallers.push(tcp);
+    }
+    // An admin from 127.0.0.1: TLS, CONNECT and CONNACK, a round trip.
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(8),
+        assert_admin_served(&p, "200 stalled handshakes from 127.0.0.2"),
+    )
+    .await
+    .expect("the admin from 127.0.0.1 waited behind 127.0.0.2's stalled handshakes");
+    let took = started.elapsed();
+    assert_eq!(
+        counts(metrics, &cut).await,
+        before,
+        "stallers were cut before the admin was served ({took:?})"
+    );
+    drop(stallers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

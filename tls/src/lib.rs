@@ -5,6 +5,7 @@
 //!   gateway's from its certificate request.
 //! - `server`: a listener's rustls configuration (session tickets, so a
 //!   device that reconnects resumes) and the handshake with its deadline.
+//! - `sources`: a listener's handshake turns, shared per source address.
 //! - `client`: a client's configuration, trusting the platform's CA.
 //!
 //! No file is read or written here: the platform keeps its CA in its data
@@ -13,10 +14,12 @@
 mod ca;
 mod client;
 mod server;
+mod sources;
 
 pub use ca::{nameable, request, Ca, Issued, CA_VALIDITY, SERVER_VALIDITY};
 pub use client::{blocking_session, describe, describe_failure, verify_chain, ClientTls};
-pub use server::{Acceptor, HandshakeFailure, ServerTls};
+pub use server::{Acceptor, HandshakeFailure, ServerTls, HANDSHAKES_AT_ONCE};
+pub use sources::HANDSHAKES_PER_SOURCE;
 
 /// Everything that can go wrong making or reading TLS material.
 #[derive(Debug, thiserror::Error)]
