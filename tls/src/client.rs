@@ -1,12 +1,18 @@
 //! A client's side: whom it trusts, and what to say when a server does not
-//! prove who it is.
+//! prove who it is. A connection to the platform verifies the host it is
+//! made to; one to a gateway verifies that gateway's id
+//! ([`crate::gateway_name`]), whatever address it is made to.
 
 use crate::{provider, TlsError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue, WebPkiServerVerifier,
+};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore,
+    SignatureScheme,
 };
 use std::sync::Arc;
 
@@ -22,23 +28,31 @@ const RESUMABLE_SESSIONS: usize = 8;
 #[derive(Clone, Debug)]
 pub struct ClientTls {
     template: Arc<ClientConfig>,
+    /// The CA's verifier, for a gateway's certificate; None when pinned
+    /// (the platform's own clients connect to no gateway).
+    ca: Option<Arc<WebPkiServerVerifier>>,
 }
 
 impl ClientTls {
     /// Trusts the certificates in `pem` (a CA file), read from `origin`.
     pub fn from_pem(pem: &[u8], origin: &str) -> Result<Self, TlsError> {
+        let rustls_err = |source| TlsError::Rustls {
+            origin: origin.to_owned(),
+            source,
+        };
         let mut roots = RootCertStore::empty();
         for cert in certs(pem, origin)? {
-            roots.add(cert).map_err(|source| TlsError::Rustls {
-                origin: origin.to_owned(),
-                source,
-            })?;
+            roots.add(cert).map_err(rustls_err)?;
         }
+        let ca = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| rustls_err(rustls::Error::General(e.to_string())))?;
         let config = builder(origin)?
-            .with_root_certificates(roots)
+            .with_webpki_verifier(ca.clone())
             .with_no_client_auth();
         Ok(ClientTls {
             template: Arc::new(config),
+            ca: Some(ca),
         })
     }
 
@@ -56,6 +70,7 @@ impl ClientTls {
             .with_no_client_auth();
         Ok(ClientTls {
             template: Arc::new(config),
+            ca: None,
         })
     }
 
@@ -63,9 +78,148 @@ impl ClientTls {
     /// device that reconnects resumes its own session. Make one per
     /// client identity and keep it across that client's reconnects.
     pub fn config(&self) -> Arc<ClientConfig> {
-        let mut config = ClientConfig::clone(&self.template);
-        config.resumption = Resumption::in_memory_sessions(RESUMABLE_SESSIONS);
-        Arc::new(config)
+        self.device().platform()
+    }
+
+    /// One client's TLS to the platform and to its gateways, with a
+    /// session cache of its own ([`ClientTls::config`] is its platform
+    /// half). Make one per device and keep it across its reconnects.
+    pub fn device(&self) -> DeviceTls {
+        let sessions: Arc<dyn ClientSessionStore> =
+            Arc::new(ClientSessionMemoryCache::new(RESUMABLE_SESSIONS));
+        let mut platform = ClientConfig::clone(&self.template);
+        platform.resumption = Resumption::store(sessions.clone());
+        DeviceTls {
+            platform: Arc::new(platform),
+            sessions,
+            ca: self.ca.clone(),
+        }
+    }
+}
+
+/// One client's TLS, kept across its reconnects: to the platform,
+/// verified for the host it connects to; to a gateway, verified for that
+/// gateway's id, the one its signed assignment names, whatever address it
+/// connects to. Its sessions are kept by platform host and by gateway id:
+/// a session made with one server is never offered to another identity.
+#[derive(Clone, Debug)]
+pub struct DeviceTls {
+    platform: Arc<ClientConfig>,
+    sessions: Arc<dyn ClientSessionStore>,
+    ca: Option<Arc<WebPkiServerVerifier>>,
+}
+
+impl DeviceTls {
+    /// The configuration for the platform broker.
+    pub fn platform(&self) -> Arc<ClientConfig> {
+        self.platform.clone()
+    }
+
+    /// The configuration for gateway `gateway_id`: only a certificate the
+    /// CA issued that gateway ([`crate::gateway_name`]) verifies, the
+    /// platform's and every other gateway's do not.
+    pub fn gateway(&self, gateway_id: &str) -> Result<Arc<ClientConfig>, TlsError> {
+        let name = crate::gateway_name(gateway_id)?;
+        let name = ServerName::try_from(name).map_err(|_| TlsError::BadName(gateway_id.into()))?;
+        let Some(ca) = &self.ca else {
+            return Err(TlsError::NoGatewayTrust);
+        };
+        let mut config = ClientConfig::clone(&self.platform);
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(AsGateway {
+                ca: ca.clone(),
+                name: name.clone(),
+            }));
+        config.resumption = Resumption::store(Arc::new(SessionsOf {
+            sessions: self.sessions.clone(),
+            name,
+        }));
+        Ok(Arc::new(config))
+    }
+}
+
+/// Verifies a certificate for a gateway's name, not for the address the
+/// connection was made to.
+#[derive(Debug)]
+struct AsGateway {
+    ca: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for AsGateway {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _address: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.ca
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.ca.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.ca.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.ca.supported_verify_schemes()
+    }
+}
+
+/// A client's sessions with one gateway, kept under its name rather than
+/// under the address connected to: a session made with the platform or
+/// with another gateway at that address is not offered to it, nor its to
+/// them.
+#[derive(Debug)]
+struct SessionsOf {
+    sessions: Arc<dyn ClientSessionStore>,
+    name: ServerName<'static>,
+}
+
+impl ClientSessionStore for SessionsOf {
+    fn set_kx_hint(&self, _: ServerName<'static>, group: NamedGroup) {
+        self.sessions.set_kx_hint(self.name.clone(), group);
+    }
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<NamedGroup> {
+        self.sessions.kx_hint(&self.name)
+    }
+
+    fn set_tls12_session(&self, _: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.sessions.set_tls12_session(self.name.clone(), value);
+    }
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.sessions.tls12_session(&self.name)
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {
+        self.sessions.remove_tls12_session(&self.name);
+    }
+
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.sessions.insert_tls13_ticket(self.name.clone(), value);
+    }
+
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.sessions.take_tls13_ticket(&self.name)
     }
 }
 
@@ -159,6 +313,11 @@ pub fn describe(e: &rustls::Error) -> String {
     use rustls::{CertificateError as C, Error as E};
     match e {
         E::InvalidCertificate(C::UnknownIssuer) => "its certificate is not signed by a CA this client trusts (the platform's is DATA_DIR/ca.pem: pass it with --cafile)".into(),
+        E::InvalidCertificate(C::NotValidForNameContext { expected, .. })
+            if crate::is_gateway_name(&expected.to_str()) =>
+        {
+            format!("its certificate is not the one the platform issued the gateway it was assigned ({}): a gateway proves its id, not its address", expected.to_str())
+        }
         E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => "its certificate does not name the host connected to (add the name to the platform's `tls.names`, or connect by a name the certificate holds)".into(),
         E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "its certificate has expired (a platform restart renews its certificates; or check this machine's clock)".into(),
         E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "its certificate is not valid yet (check this machine's clock)".into(),
