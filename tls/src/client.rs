@@ -14,12 +14,14 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore,
     SignatureScheme,
 };
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
-/// TLS sessions a client keeps to resume: one per server it reconnects to
-/// is what matters, and a device talks to the registry's broker and to
-/// one gateway at a time.
-const RESUMABLE_SESSIONS: usize = 8;
+/// TLS session tickets a client keeps to resume. rustls keeps them 8 per
+/// server, so this is 4 servers: a device talks to the registry's broker
+/// and to one gateway at a time, its sessions with gateways are kept by
+/// gateway id, and the one it was moved off may have it back.
+const RESUMABLE_SESSIONS: usize = 32;
 
 /// Whom a client trusts: the platform's CA (what every client outside the
 /// platform process uses), or exactly one server certificate (the
@@ -93,6 +95,7 @@ impl ClientTls {
             platform: Arc::new(platform),
             sessions,
             ca: self.ca.clone(),
+            gateways: Arc::default(),
         }
     }
 }
@@ -107,6 +110,11 @@ pub struct DeviceTls {
     platform: Arc<ClientConfig>,
     sessions: Arc<dyn ClientSessionStore>,
     ca: Option<Arc<WebPkiServerVerifier>>,
+    /// Each gateway's configuration, made once: rustls resumes a session
+    /// only under the verifier that checked it, so a gateway's must stay
+    /// the same across the device's reconnects. As many as the gateways
+    /// the device was assigned.
+    gateways: Arc<Mutex<HashMap<String, Arc<ClientConfig>>>>,
 }
 
 impl DeviceTls {
@@ -119,6 +127,17 @@ impl DeviceTls {
     /// CA issued that gateway ([`crate::gateway_name`]) verifies, the
     /// platform's and every other gateway's do not.
     pub fn gateway(&self, gateway_id: &str) -> Result<Arc<ClientConfig>, TlsError> {
+        // A poisoned map is still a map of whole configurations.
+        let mut gateways = self.gateways.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(config) = gateways.get(gateway_id) {
+            return Ok(config.clone());
+        }
+        let config = self.new_gateway(gateway_id)?;
+        gateways.insert(gateway_id.to_owned(), config.clone());
+        Ok(config)
+    }
+
+    fn new_gateway(&self, gateway_id: &str) -> Result<Arc<ClientConfig>, TlsError> {
         let name = crate::gateway_name(gateway_id)?;
         let name = ServerName::try_from(name).map_err(|_| TlsError::BadName(gateway_id.into()))?;
         let Some(ca) = &self.ca else {
@@ -386,5 +405,100 @@ impl ServerCertVerifier for Pinned {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Ca, ServerTls};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A listener serving `issued` that echoes four bytes per connection.
+    async fn echo(issued: &crate::Issued) -> SocketAddr {
+        let tls = ServerTls::new(
+            &issued.chain_pem,
+            &issued.key_pem,
+            "test",
+            ServerTls::tickets().unwrap(),
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.acceptor(Duration::from_secs(5));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok((mut stream, _)) = acceptor.accept(tcp).await {
+                        let mut buf = [0u8; 4];
+                        if stream.read_exact(&mut buf).await.is_ok() {
+                            let _ = stream.write_all(&buf).await;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// A connection to `addr` by its IP, as rumqttc makes one: how its
+    /// handshake went.
+    async fn connect(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+    ) -> std::io::Result<rustls::HandshakeKind> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::IpAddress(addr.ip().into());
+        let mut stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        stream.write_all(b"ping").await?;
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).await?;
+        Ok(stream.get_ref().1.handshake_kind().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_device_verifies_a_gateway_by_its_id_and_resumes_with_it_alone() {
+        let ca = Ca::generate("test CA").unwrap();
+        let gw1 = echo(&ca.issue_gateway("gw-1").unwrap()).await;
+        let platform = echo(&ca.issue_server(&["127.0.0.1".into()]).unwrap()).await;
+        let device = ClientTls::from_pem(ca.cert_pem().as_bytes(), "ca.pem")
+            .unwrap()
+            .device();
+        // gw-1 is gw-1, by whatever address; it is not gw-2 nor the platform.
+        let as_gw1 = device.gateway("gw-1").unwrap();
+        assert_eq!(
+            connect(gw1, as_gw1.clone()).await.unwrap(),
+            rustls::HandshakeKind::Full
+        );
+        let err = connect(gw1, device.gateway("gw-2").unwrap())
+            .await
+            .unwrap_err();
+        let reason = describe_failure(&err).unwrap();
+        assert!(reason.contains("gw-2.gateway.invalid"), "{reason}");
+        assert!(connect(gw1, device.platform()).await.is_err());
+        // Its session with gw-1 resumes there, and only there.
+        assert_eq!(
+            connect(gw1, device.gateway("gw-1").unwrap()).await.unwrap(),
+            rustls::HandshakeKind::Resumed
+        );
+        // The platform's certificate is not a gateway's.
+        assert!(connect(platform, device.gateway("gw-1").unwrap())
+            .await
+            .is_err());
+        assert_eq!(
+            connect(platform, device.platform()).await.unwrap(),
+            rustls::HandshakeKind::Full
+        );
+        let pinned = ClientTls::pinned(&ca.issue_gateway("gw-1").unwrap().chain_pem).unwrap();
+        assert!(matches!(
+            pinned.device().gateway("gw-1"),
+            Err(TlsError::NoGatewayTrust)
+        ));
     }
 }
