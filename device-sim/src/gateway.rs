@@ -30,9 +30,11 @@ pub struct HomeConfig {
     /// The registry's address: the platform broker, "host:port".
     pub registry: String,
     /// MQTT over TLS, to the registry and the gateways, with this
-    /// configuration (the device's own, so that it resumes its sessions);
-    /// None: plaintext.
-    pub tls: Option<bus::TlsConfig>,
+    /// configuration (the device's own, so that it resumes its sessions):
+    /// the platform broker is verified by the host connected to, a gateway
+    /// by the id its assignment names, never by its address. None:
+    /// plaintext.
+    pub tls: Option<tls::DeviceTls>,
     /// The MQTT version the device speaks, to the registry and gateways.
     pub mqtt: bus::MqttVersion,
     pub device_id: String,
@@ -119,7 +121,7 @@ impl HomeConfig {
     pub fn link(&self) -> LinkConfig {
         LinkConfig {
             broker: self.registry.clone(),
-            tls: self.tls.clone(),
+            tls: self.tls.as_ref().map(tls::DeviceTls::platform),
             mqtt: self.mqtt,
             device_id: self.device_id.clone(),
             login: match &self.login {
@@ -253,7 +255,7 @@ pub async fn stay_homed_with(
             }
         };
         let connecting = Instant::now();
-        match connect(config, &target.address, target.token.as_deref()).await {
+        match connect(config, &target, target.token.as_deref()).await {
             Err(failed) => {
                 let _ = events.send(HomeEvent::Refused {
                     gateway_id: target.gateway_id.clone(),
@@ -516,20 +518,32 @@ impl ConnectFailed {
 }
 
 /// One attempt to connect to a gateway; in secure mode the login is the
-/// device's id and its signed assignment.
+/// device's id and its signed assignment. Over TLS, the gateway must
+/// prove it is the gateway the assignment names (its certificate names
+/// that id), not merely that it holds a certificate for its address.
 async fn connect(
     config: &HomeConfig,
-    address: &str,
+    gateway: &KnownGateway,
     token: Option<&str>,
 ) -> Result<Connection, ConnectFailed> {
     let (username, password) = match token {
         Some(t) => (config.device_id.as_str(), t),
         None => (config.username.as_str(), config.password.as_str()),
     };
-    let mut opts = BusOptions::new(address, &config.device_id)
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            tls.gateway(&gateway.gateway_id)
+                .map_err(|e| ConnectFailed {
+                    refused: true,
+                    reason: format!("gateway {}: {e}", gateway.gateway_id),
+                })?,
+        ),
+        None => None,
+    };
+    let mut opts = BusOptions::new(&gateway.address, &config.device_id)
         .map_err(ConnectFailed::from_bus)?
         .with_credentials(username, password)
-        .with_tls(config.tls.clone());
+        .with_tls(tls);
     opts.mqtt = config.mqtt;
     opts.connect_timeout = config.connect_timeout;
     opts.last_will = Some((

@@ -39,7 +39,7 @@ pub struct TestPlatform {
     /// data dir. None: the listeners are plaintext.
     tls: Option<tls::ClientTls>,
     /// Each device's own TLS configuration ([`TestPlatform::device_tls`]).
-    device_tls: Mutex<HashMap<String, TlsConfig>>,
+    device_tls: Mutex<HashMap<String, tls::DeviceTls>>,
 }
 
 /// The default config on free ports: the platform, the metrics endpoint
@@ -166,14 +166,14 @@ impl TestPlatform {
     /// config a test makes for it (onboarding, its gateway), as a real
     /// device keeps one: its reconnects resume their sessions. None when
     /// the platform is plaintext.
-    pub fn device_tls(&self, device_id: &str) -> Option<TlsConfig> {
+    pub fn device_tls(&self, device_id: &str) -> Option<tls::DeviceTls> {
         let tls = self.tls.as_ref()?;
         Some(
             self.device_tls
                 .lock()
                 .unwrap()
                 .entry(device_id.to_owned())
-                .or_insert_with(|| tls.config())
+                .or_insert_with(|| tls.device())
                 .clone(),
         )
     }
@@ -358,7 +358,7 @@ impl TestPlatform {
 
     pub fn device_config(&self, uuid: &str, pass_tmp: &str, auto_confirm: bool) -> DeviceConfig {
         let mut config = DeviceConfig::new(self.broker(), uuid, pass_tmp, SSID);
-        config.tls = self.device_tls(uuid);
+        config.tls = self.device_tls(uuid).map(|t| t.platform());
         config.device_key = self.device_own_key(uuid);
         config.auto_confirm = auto_confirm;
         config.answer_timeout = Duration::from_secs(20);

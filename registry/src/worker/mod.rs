@@ -77,8 +77,9 @@ pub struct RegistryConfig {
     pub certificates: Option<CertificateSigner>,
 }
 
-/// Signs a PEM certificate request (the first argument) for a host (the
-/// second): the PEM chain, or why not.
+/// Signs a PEM certificate request (the first argument) for a gateway id
+/// (the second): the PEM chain, or why not. The certificate names that
+/// gateway alone, never its address or a name of the platform's.
 #[derive(Clone)]
 pub struct CertificateSigner(pub Arc<SignFn>);
 
