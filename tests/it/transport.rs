@@ -90,6 +90,7 @@ async fn a_tls_listener_answers_plaintext_garbage_and_silence_with_nothing_and_c
     let plain = Dialer {
         addr: p.addr,
         tls: None,
+        gateway: None,
     };
     tokio::task::spawn_blocking(move || {
         for (what, bytes) in [
@@ -738,6 +739,7 @@ async fn secure_mode_with_tls_off_serves_plaintext_logins_and_all() {
     let dialer = Dialer {
         addr: p.addr,
         tls: Some(tls),
+        gateway: None,
     };
     let hello = tokio::task::spawn_blocking(move || dialer.connect().map(|_| ()))
         .await

@@ -185,19 +185,32 @@ impl TestPlatform {
     }
 
     /// [`TestPlatform::bus_options`] for the broker at `addr` (one of the
-    /// platform's gateways, say).
+    /// platform's gateways, say). A gateway's certificate is verified as a
+    /// device verifies it: for that gateway's id, not the address.
     pub fn options_at(&self, addr: &str, client_id: impl Into<String>) -> BusOptions {
-        BusOptions::new(addr, client_id)
-            .unwrap()
-            .with_tls(self.tls_config())
+        let tls = match self.gateway_at(addr) {
+            Some(id) => self.tls.as_ref().map(|t| t.device().gateway(&id).unwrap()),
+            None => self.tls_config(),
+        };
+        BusOptions::new(addr, client_id).unwrap().with_tls(tls)
+    }
+
+    /// The id of the in-process gateway listening at `addr`, if one does.
+    fn gateway_at(&self, addr: &str) -> Option<String> {
+        self.gateways()
+            .into_iter()
+            .find(|(_, a)| a == addr)
+            .map(|(id, _)| id)
     }
 
     /// A way to open raw connections to the broker at `addr`, as this
-    /// platform's clients do (over TLS when it serves it).
+    /// platform's clients do (over TLS when it serves it; a gateway
+    /// verified for its id).
     pub fn dialer_at(&self, addr: SocketAddr) -> Dialer {
         Dialer {
             addr,
             tls: self.tls(),
+            gateway: self.gateway_at(&addr.to_string()),
         }
     }
 
@@ -735,6 +748,9 @@ fn client_tls(config: &Config, data_dir: &std::path::Path) -> Option<tls::Client
 pub struct Dialer {
     pub addr: SocketAddr,
     pub tls: Option<tls::ClientTls>,
+    /// The gateway listening at `addr`, verified for its id; None: the
+    /// platform broker, verified for the address.
+    pub gateway: Option<String>,
 }
 
 impl Dialer {
@@ -746,8 +762,14 @@ impl Dialer {
         let Some(tls) = &self.tls else {
             return Ok(RawStream::Plain(tcp));
         };
-        let mut session =
-            tls::blocking_session(tls, self.addr.ip()).map_err(std::io::Error::other)?;
+        let mut session = match &self.gateway {
+            None => tls::blocking_session(tls, self.addr.ip()).map_err(std::io::Error::other)?,
+            Some(id) => rustls::ClientConnection::new(
+                tls.device().gateway(id).map_err(std::io::Error::other)?,
+                rustls::pki_types::ServerName::IpAddress(self.addr.ip().into()),
+            )
+            .map_err(std::io::Error::other)?,
+        };
         while session.is_handshaking() {
             session.complete_io(&mut tcp)?;
         }
