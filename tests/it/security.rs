@@ -2194,7 +2194,7 @@ async fn a_wrong_proof_counts_once_and_unproved_challenges_not_at_all() {
         )
         .await
         .unwrap();
-        let answer = answers_to(&mut inbox.0, &[id.clone()]).await;
+        let answer = answers_to(&mut inbox.0, std::slice::from_ref(&id)).await;
         assert!(
             matches!(answer[&id], VerifyOutcome::Challenge { .. }),
             "challenge {i}: {answer:?}"
