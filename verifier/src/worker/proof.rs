@@ -86,6 +86,10 @@ pub(super) async fn on_proof<S: EnrollmentStore>(
         Ok(KeyOutcome::NotEnrolled) => {
             warn!(uuid = %uuid, "device key for a device no longer enrolled")
         }
+        // set_device_key is first come: it neither replaces nor defers.
+        Ok(other @ (KeyOutcome::Replaced | KeyOutcome::Pending)) => {
+            error!(uuid = %uuid, outcome = ?other, "unexpected answer to a first-come key registration")
+        }
         Err(e) => error!(uuid = %uuid, error = %e, "registering the device key failed"),
     }
 }
