@@ -158,8 +158,12 @@ mod tests {
 
         let old = dir.path().join("old.csv");
         let row = &fleet[2];
-        std::fs::write(&old, format!("uuid,pass_tmp\n{},{}\n", row.uuid, row.pass_tmp)).unwrap();
-        assert_eq!(read(&old).unwrap(), [row.clone()]);
+        std::fs::write(
+            &old,
+            format!("uuid,pass_tmp\n{},{}\n", row.uuid, row.pass_tmp),
+        )
+        .unwrap();
+        assert_eq!(read(&old).unwrap(), std::slice::from_ref(row));
 
         std::fs::write(&old, format!("{},{},a/b\n", row.uuid, row.pass_tmp)).unwrap();
         let err = read(&old).unwrap_err().to_string();

@@ -237,7 +237,10 @@ mod tests {
         };
         let text = String::from_utf8(encode(&req)).unwrap();
         assert!(text.contains(r#""op":"enroll""#), "{text}");
-        assert!(!text.contains("ssids"), "any SSID is sent as before: {text}");
+        assert!(
+            !text.contains("ssids"),
+            "any SSID is sent as before: {text}"
+        );
         assert_eq!(decode::<AdminRequest>(text.as_bytes()).unwrap(), req);
 
         let reply = AdminReply {

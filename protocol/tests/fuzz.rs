@@ -537,8 +537,7 @@ fn admin_reply() -> impl Strategy<Value = AdminReply> {
                 pending_key,
             }
         ),
-        (text(), text())
-            .prop_map(|(uuid, device_key)| AdminOk::KeyApproved { uuid, device_key }),
+        (text(), text()).prop_map(|(uuid, device_key)| AdminOk::KeyApproved { uuid, device_key }),
         (texts(), prop::option::of(text())).prop_map(|(uuids, next)| AdminOk::List { uuids, next }),
     ];
     let outcome = prop_oneof![

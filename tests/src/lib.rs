@@ -259,6 +259,15 @@ impl TestPlatform {
         self.platform.as_ref().and_then(Platform::metrics_addr)
     }
 
+    /// Stops the workers (drain + flush), leaving the data dir to a test
+    /// that reads or changes it as an operator's offline tool would;
+    /// [`TestPlatform::restart`] starts the platform again.
+    pub async fn stop(&mut self) {
+        if let Some(p) = self.platform.take() {
+            p.stop().await.unwrap();
+        }
+    }
+
     /// Stops the workers (drain + flush) and starts a new platform, on a
     /// new port, over the same data dir.
     pub async fn restart(&mut self) {

@@ -121,7 +121,11 @@ pub fn parse<R: Read>(reader: R) -> (Vec<ImportRow>, Vec<RejectedRow>) {
             line: line_no,
             uuid: fields.next().unwrap_or_default(),
             pass_tmp: fields.next().unwrap_or_default(),
-            ssids: fields.next().as_deref().map(split_ssids).unwrap_or_default(),
+            ssids: fields
+                .next()
+                .as_deref()
+                .map(split_ssids)
+                .unwrap_or_default(),
         });
     }
     (rows, rejected)
@@ -192,7 +196,7 @@ mod tests {
     #[test]
     fn what_write_writes_parse_reads() {
         let none: Vec<String> = Vec::new();
-        let two = vec!["home-wifi".to_string(), "caf\u{e9}, 2nd floor".to_string()];
+        let two = ["home-wifi".to_string(), "caf\u{e9}, 2nd floor".to_string()];
         let rows = [
             ("6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b", "plain", &none[..]),
             (
@@ -217,7 +221,7 @@ mod tests {
     #[test]
     fn an_ssid_that_would_not_read_back_is_not_written() {
         for bad in ["a|b", " lead", "trail "] {
-            let ssids = vec![bad.to_string()];
+            let ssids = [bad.to_string()];
             let row = ("00000000-0000-4000-8000-000000000001", "p", &ssids[..]);
             let err = write(Vec::new(), [row]).unwrap_err().to_string();
             assert!(err.contains("cannot be written"), "{bad:?}: {err}");

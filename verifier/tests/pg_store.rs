@@ -357,7 +357,10 @@ async fn no_column_holds_a_pass_tmp_in_clear_and_only_its_key_opens_it(server: A
     let f = Fixture::new(&server, "sealed").await;
     const MARKER: &str = "correct-horse-battery-staple-42";
     f.store.enroll(&uuid(1), MARKER, false).await.unwrap();
-    f.store.import(&any_ssid(&[(uuid(2), MARKER.into())])).await.unwrap();
+    f.store
+        .import(&any_ssid(&[(uuid(2), MARKER.into())]))
+        .await
+        .unwrap();
     f.store.enroll(&uuid(3), "x", false).await.unwrap();
     f.store.enroll(&uuid(3), MARKER, true).await.unwrap();
     let dump = f.psql("SELECT * FROM verifier_enrollments");
@@ -627,7 +630,9 @@ async fn a_database_at_schema_1_upgrades_and_its_rows_read_as_any_ssid(server: A
     let sealed = sealed.trim();
 
     let (url, _) = server.db("schema1");
-    let pool = storage::pg::PgPool::connect("verifier", &url).await.unwrap();
+    let pool = storage::pg::PgPool::connect("verifier", &url)
+        .await
+        .unwrap();
     assert_eq!(pool.migrate(&PG_MIGRATIONS[..1]).await.unwrap(), [1]);
     server.psql(
         "schema1",
@@ -764,7 +769,12 @@ async fn an_unreachable_database_is_unavailable_quickly_and_the_store_recovers()
     };
     unavailable("get", s.get(&uuid(1)).await.map(drop));
     unavailable("enroll", s.enroll(&uuid(2), "q", false).await.map(drop));
-    unavailable("import", s.import(&any_ssid(&[(uuid(3), "r".into())])).await.map(drop));
+    unavailable(
+        "import",
+        s.import(&any_ssid(&[(uuid(3), "r".into())]))
+            .await
+            .map(drop),
+    );
     unavailable("remove", s.remove(&uuid(1)).await.map(drop));
     unavailable("list", s.list(None, 10).await.map(drop));
     unavailable(

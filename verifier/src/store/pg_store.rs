@@ -447,7 +447,9 @@ impl PgStore {
                     created.insert(key, (&row.pass_tmp, ssids));
                     EnrollOutcome::Created
                 }
-                Some((stored, stored_ssids)) if *stored == row.pass_tmp && stored_ssids == ssids => {
+                Some((stored, stored_ssids))
+                    if *stored == row.pass_tmp && stored_ssids == ssids =>
+                {
                     EnrollOutcome::Unchanged
                 }
                 Some(_) => EnrollOutcome::Conflict,
@@ -597,12 +599,7 @@ impl EnrollmentStore for PgStore {
         self.bounded(async {
             let enrolled_at = to_sql(key, now_ms())?;
             self.retrying("enroll", || {
-                self.enroll_once(
-                    (key, &row.pass_tmp, &ssids),
-                    &sealed,
-                    enrolled_at,
-                    replace,
-                )
+                self.enroll_once((key, &row.pass_tmp, &ssids), &sealed, enrolled_at, replace)
             })
             .await
         })

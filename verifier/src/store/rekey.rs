@@ -42,7 +42,9 @@ impl std::str::FromStr for Rekey {
         match s {
             "proof" => Ok(Rekey::Proof),
             "admin" => Ok(Rekey::Admin),
-            other => Err(format!("{other:?} is not a rekey policy: \"proof\" or \"admin\"")),
+            other => Err(format!(
+                "{other:?} is not a rekey policy: \"proof\" or \"admin\""
+            )),
         }
     }
 }

@@ -789,7 +789,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let sealed = s.key.seal(uuid(1).key(), "old");
-        let old = format!(r#"{{"pass_tmp_sealed":"{sealed}","enrolled_at_ms":5,"device_key":"k1"}}"#);
+        let old =
+            format!(r#"{{"pass_tmp_sealed":"{sealed}","enrolled_at_ms":5,"device_key":"k1"}}"#);
         s.enrollments
             .insert(key(&uuid(1)), old.into_bytes())
             .unwrap();

@@ -25,9 +25,7 @@ pub fn row(n: u32, pass_tmp: &str, ssids: &[&str]) -> EnrollRow {
 /// SSIDs are stored as a set; another set, or another pass_tmp, is a
 /// change (Conflict, or Replaced when asked); new SSIDs alone keep the
 /// device's keys, a new pass_tmp drops them; none is any SSID.
-pub async fn ssids_are_kept_and_a_change_is_a_conflict_or_a_replacement<S: EnrollmentStore>(
-    s: &S,
-) {
+pub async fn ssids_are_kept_and_a_change_is_a_conflict_or_a_replacement<S: EnrollmentStore>(s: &S) {
     let one = uuid(1);
     let created = s.enroll_at(&row(1, "p", &["b", "a", "b"]), false).await;
     assert_eq!(created.unwrap(), EnrollOutcome::Created);
@@ -52,7 +50,10 @@ pub async fn ssids_are_kept_and_a_change_is_a_conflict_or_a_replacement<S: Enrol
     let narrowed = s.enroll_at(&row(1, "p", &["a"]), true).await.unwrap();
     assert_eq!(narrowed, EnrollOutcome::Replaced);
     let e = s.get(&one).await.unwrap().unwrap();
-    assert_eq!((e.ssids.as_slice(), e.device_key.as_deref()), (&["a".to_string()][..], Some("k1")));
+    assert_eq!(
+        (e.ssids.as_slice(), e.device_key.as_deref()),
+        (&["a".to_string()][..], Some("k1"))
+    );
     assert!(!e.allows_ssid("b"));
 
     // A new pass_tmp: a new device, without the old one's key.
@@ -164,7 +165,10 @@ pub async fn a_pending_key_waits_for_approval<S: EnrollmentStore>(s: &S) {
         s.set_pending_device_key(&id, "k1").await.unwrap(),
         KeyOutcome::Unchanged
     );
-    assert!(!s.approve_pending_key(&id).await.unwrap(), "nothing pending");
+    assert!(
+        !s.approve_pending_key(&id).await.unwrap(),
+        "nothing pending"
+    );
 
     assert_eq!(
         s.set_pending_device_key(&id, "k2").await.unwrap(),

@@ -44,7 +44,10 @@ pub(super) async fn approve<S: EnrollmentStore>(worker: &Served<S>, uuid: &str) 
     {
         return Err(ErrorBody::new(
             AdminErrorCode::NotFound,
-            format!("{} is not enrolled or has no key waiting for approval", id.key()),
+            format!(
+                "{} is not enrolled or has no key waiting for approval",
+                id.key()
+            ),
         ));
     }
     worker.flush().await.map_err(internal)?;
