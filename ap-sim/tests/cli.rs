@@ -106,6 +106,7 @@ async fn enroll(dir: &Path, broker: &str, uuid: &str, pass_tmp: &str) {
         uuid: uuid.into(),
         pass_tmp: pass_tmp.into(),
         replace: false,
+        ssids: Vec::new(),
     };
     admin(dir, broker, op).await;
 }

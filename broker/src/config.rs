@@ -436,6 +436,36 @@ mod tests {
         assert!(err.contains("listen"), "{err}");
     }
 
+    /// `security.rekey`: printed by `broker default-config` as `proof`,
+    /// read as `admin`, and a value that is neither, or `admin` where
+    /// walkthrough mode registers no device keys, is refused by name.
+    #[test]
+    fn the_rekey_policy_is_printed_read_and_checked() {
+        assert!(
+            DEFAULT_TOML.contains("\nrekey = \"proof\"\n"),
+            "{DEFAULT_TOML}"
+        );
+        assert_eq!(
+            Config::builtin().unwrap().security.rekey,
+            verifier::Rekey::Proof
+        );
+        let admin = Config::from_toml("[security]\nrekey = \"admin\"\n", "t").unwrap();
+        assert_eq!(admin.security.rekey, verifier::Rekey::Admin);
+        let err = Config::from_toml("[security]\nrekey = \"sometimes\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rekey") && err.contains("sometimes"), "{err}");
+        let err = Config::from_toml(
+            "[security]\nmode = \"walkthrough\"\nrekey = \"admin\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("security") && err.contains("rekey"), "{err}");
+        let plain = "[security]\nmode = \"walkthrough\"\nrekey = \"proof\"\n";
+        assert!(Config::from_toml(plain, "t").is_ok());
+    }
+
     #[test]
     fn bad_values_are_named() {
         let err = Config::from_toml("[platform]\nlisten = \"nope\"\n", "t")

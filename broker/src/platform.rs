@@ -183,6 +183,7 @@ impl Platform {
                 max_failures: sec.max_failures,
                 lockout: Duration::from_secs(sec.lockout_secs),
                 ap_rate_per_sec: sec.ap_rate_per_sec,
+                rekey: sec.rekey,
             });
             if secure {
                 vc.bootstrap_aps =

@@ -8,6 +8,8 @@ use std::path::Path;
 pub struct Identity {
     pub uuid: String,
     pub pass_tmp: String,
+    /// The SSIDs it may onboard at, as the factory gave them; empty: any.
+    pub ssids: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +36,7 @@ const ALPHABET: &[u8] = b"23456789abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWX
 const PASS_TMP_LEN: usize = 12;
 
 /// `count` identities, the same for the same `seed`: random v4 UUIDs and
-/// 12-character pass_tmps (about 70 bits).
+/// 12-character pass_tmps (about 70 bits), for any SSID.
 pub fn generate(count: usize, seed: u64) -> Vec<Identity> {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..count)
@@ -47,7 +49,11 @@ pub fn generate(count: usize, seed: u64) -> Vec<Identity> {
             let pass_tmp = (0..PASS_TMP_LEN)
                 .map(|_| char::from(ALPHABET[rng.usize(..ALPHABET.len())]))
                 .collect();
-            Identity { uuid, pass_tmp }
+            Identity {
+                uuid,
+                pass_tmp,
+                ssids: Vec::new(),
+            }
         })
         .collect()
 }
@@ -63,7 +69,7 @@ pub fn write(path: &Path, identities: &[Identity]) -> Result<(), ManifestError> 
         std::io::BufWriter::new(file),
         identities
             .iter()
-            .map(|i| (i.uuid.as_str(), i.pass_tmp.as_str())),
+            .map(|i| (i.uuid.as_str(), i.pass_tmp.as_str(), &i.ssids[..])),
     )
     .map_err(write_err)
 }
@@ -93,9 +99,14 @@ pub fn read(path: &Path) -> Result<Vec<Identity>, ManifestError> {
         protocol::DeviceUuid::parse(&row.uuid).map_err(|e| invalid(format!("uuid: {e}")))?;
         protocol::onboarding::check_pass_tmp(&row.pass_tmp)
             .map_err(|e| invalid(format!("pass_tmp {e}")))?;
+        for ssid in &row.ssids {
+            protocol::onboarding::check_ssid(ssid)
+                .map_err(|e| invalid(format!("ssid {ssid:?} {e}")))?;
+        }
         identities.push(Identity {
             uuid: row.uuid,
             pass_tmp: row.pass_tmp,
+            ssids: row.ssids,
         });
     }
     if identities.is_empty() {
@@ -130,6 +141,33 @@ mod tests {
         let path = dir.path().join("fleet.csv");
         write(&path, &a).unwrap();
         assert_eq!(read(&path).unwrap(), a);
+    }
+
+    #[test]
+    fn ssids_round_trip_and_two_column_manifests_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fleet = generate(3, 1);
+        fleet[0].ssids = vec!["home-wifi".into()];
+        fleet[1].ssids = vec!["home-wifi".into(), "office".into()];
+        let path = dir.path().join("fleet.csv");
+        write(&path, &fleet).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("uuid,pass_tmp,ssids\n"), "{text}");
+        assert!(text.contains(",home-wifi|office\n"), "{text}");
+        assert_eq!(read(&path).unwrap(), fleet);
+
+        let old = dir.path().join("old.csv");
+        let row = &fleet[2];
+        std::fs::write(
+            &old,
+            format!("uuid,pass_tmp\n{},{}\n", row.uuid, row.pass_tmp),
+        )
+        .unwrap();
+        assert_eq!(read(&old).unwrap(), std::slice::from_ref(row));
+
+        std::fs::write(&old, format!("{},{},a/b\n", row.uuid, row.pass_tmp)).unwrap();
+        let err = read(&old).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("ssid"), "{err}");
     }
 
     #[test]

@@ -200,7 +200,10 @@ pub async fn onboard_on(
                     // may still answer), or a request the verifier no
                     // longer remembers, which the resend makes again.
                     debug!(code = %d.error.code, message = %d.error.message, "the AP could not serve this request; retrying");
-                    if d.error.code == AccessErrorCode::Unavailable {
+                    if matches!(
+                        d.error.code,
+                        AccessErrorCode::Unavailable | AccessErrorCode::AwaitingApproval
+                    ) {
                         renew_if_spent(config, &uuid, &mut request, &mut handshake);
                     }
                     // A platform pacing its load gives a slot: ask again

@@ -1,6 +1,7 @@
 //! Admin requests to the verifier, and its replies.
 //!
-//! `verifier/admin/request`: `{"request_id":"…","op":"enroll","uuid":"…","pass_tmp":"…"}`
+//! `verifier/admin/request`: `{"request_id":"…","op":"enroll","uuid":"…","pass_tmp":"…","ssids":["…"]}`
+//! (`ssids` optional: absent, any SSID)
 //! `verifier/admin/reply`: `{"request_id":"…","ok":{"kind":"enrolled",…}}` or
 //! `{"request_id":"…","error":{"code":"…","message":"…"}}`
 
@@ -24,13 +25,18 @@ pub struct AdminRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum AdminOp {
-    /// Enroll one device. Re-enrolling with the same pass_tmp is a no-op;
-    /// with another pass_tmp it is refused unless `replace` is set.
+    /// Enroll one device. Re-enrolling with the same pass_tmp and SSIDs
+    /// is a no-op; with another pass_tmp or other SSIDs it is refused
+    /// unless `replace` is set.
     Enroll {
         uuid: String,
         pass_tmp: String,
         #[serde(default)]
         replace: bool,
+        /// The SSIDs the device may onboard at, as the factory gave it
+        /// them (at most [`MAX_DEVICE_SSIDS`]). Absent or empty: any SSID.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ssids: Vec<String>,
     },
     /// One batch of a CSV import.
     Import {
@@ -52,6 +58,12 @@ pub enum AdminOp {
     /// Forget the key an onboarded device logs in with: it is refused until
     /// it is onboarded again.
     RevokeKey {
+        uuid: String,
+    },
+    /// Make a device's pending key (a new key it proved pass_tmp for while
+    /// it had another, kept for an admin under `rekey = "admin"`) its
+    /// login key: its old key is refused from then on.
+    ApproveKey {
         uuid: String,
     },
     /// Register the public half (hex) of a key the device holds, as a
@@ -88,6 +100,10 @@ pub struct ImportRow {
     pub line: u64,
     pub uuid: String,
     pub pass_tmp: String,
+    /// Where the device may onboard; absent or empty: any SSID (an old
+    /// two-column manifest's rows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +143,12 @@ pub enum AdminOk {
         /// The public key it logs in with, once onboarded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device_key: Option<String>,
+        /// Where it may onboard; empty: any SSID.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ssids: Vec<String>,
+        /// A new key waiting for `approve-key`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_key: Option<String>,
     },
     List {
         uuids: Vec<String>,
@@ -134,6 +156,11 @@ pub enum AdminOk {
     },
     KeyRevoked {
         uuid: String,
+    },
+    /// The pending key is the device's login key now.
+    KeyApproved {
+        uuid: String,
+        device_key: String,
     },
     KeyRegistered {
         uuid: String,
@@ -162,11 +189,16 @@ pub struct ApView {
 
 /// Most SSIDs one AP may be registered for.
 pub const MAX_AP_SSIDS: usize = 64;
+/// Most SSIDs one device may be enrolled for.
+pub const MAX_DEVICE_SSIDS: usize = 16;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportReport {
     pub added: u64,
-    /// Already enrolled with the same pass_tmp.
+    /// Of `added`, those without an SSID: they may onboard at any SSID.
+    #[serde(default)]
+    pub added_any_ssid: u64,
+    /// Already enrolled with the same pass_tmp and SSIDs.
     pub unchanged: u64,
     pub rejected: Vec<RejectedRow>,
 }
@@ -174,6 +206,7 @@ pub struct ImportReport {
 impl ImportReport {
     pub fn merge(&mut self, other: ImportReport) {
         self.added += other.added;
+        self.added_any_ssid += other.added_any_ssid;
         self.unchanged += other.unchanged;
         self.rejected.extend(other.rejected);
     }
@@ -199,16 +232,22 @@ mod tests {
                 uuid: "u".into(),
                 pass_tmp: "p".into(),
                 replace: false,
+                ssids: Vec::new(),
             },
         };
         let text = String::from_utf8(encode(&req)).unwrap();
         assert!(text.contains(r#""op":"enroll""#), "{text}");
+        assert!(
+            !text.contains("ssids"),
+            "any SSID is sent as before: {text}"
+        );
         assert_eq!(decode::<AdminRequest>(text.as_bytes()).unwrap(), req);
 
         let reply = AdminReply {
             request_id: "r1".into(),
             outcome: AdminOutcome::Ok(AdminOk::Imported(ImportReport {
                 added: 2,
+                added_any_ssid: 1,
                 unchanged: 0,
                 rejected: vec![RejectedRow {
                     line: 3,
@@ -223,6 +262,26 @@ mod tests {
             outcome: AdminOutcome::Error(ErrorBody::new(AdminErrorCode::NotFound, "no")),
         };
         assert_eq!(decode::<AdminReply>(&encode(&err)).unwrap(), err);
+    }
+
+    #[test]
+    fn ssids_are_optional_on_the_wire() {
+        let old: AdminRequest = decode(
+            br#"{"request_id":"r","op":"import","rows":[{"line":2,"uuid":"u","pass_tmp":"p"}]}"#,
+        )
+        .unwrap();
+        let AdminOp::Import { rows } = old.op else {
+            panic!("{old:?}")
+        };
+        assert!(rows[0].ssids.is_empty());
+        let new: AdminRequest = decode(
+            br#"{"request_id":"r","op":"enroll","uuid":"u","pass_tmp":"p","ssids":["a","b"]}"#,
+        )
+        .unwrap();
+        assert!(matches!(new.op, AdminOp::Enroll { ref ssids, .. } if ssids == &["a", "b"]));
+        let approve: AdminRequest =
+            decode(br#"{"request_id":"r","op":"approve_key","uuid":"u"}"#).unwrap();
+        assert_eq!(approve.op, AdminOp::ApproveKey { uuid: "u".into() });
     }
 
     #[test]

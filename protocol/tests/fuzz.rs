@@ -515,19 +515,26 @@ fn sync_request() -> impl Strategy<Value = SyncRequest> {
 }
 
 fn admin_request() -> impl Strategy<Value = AdminRequest> {
-    let row = (any::<u64>(), text(), text()).prop_map(|(line, uuid, pass_tmp)| ImportRow {
-        line,
-        uuid,
-        pass_tmp,
-    });
-    let op = prop_oneof![
-        (text(), text(), any::<bool>()).prop_map(|(uuid, pass_tmp, replace)| AdminOp::Enroll {
+    let row = (any::<u64>(), text(), text(), texts()).prop_map(|(line, uuid, pass_tmp, ssids)| {
+        ImportRow {
+            line,
             uuid,
             pass_tmp,
-            replace
+            ssids,
+        }
+    });
+    let op = prop_oneof![
+        (text(), text(), any::<bool>(), texts()).prop_map(|(uuid, pass_tmp, replace, ssids)| {
+            AdminOp::Enroll {
+                uuid,
+                pass_tmp,
+                replace,
+                ssids,
+            }
         }),
         prop::collection::vec(row, 0..6).prop_map(|rows| AdminOp::Import { rows }),
         text().prop_map(|uuid| AdminOp::Remove { uuid }),
+        text().prop_map(|uuid| AdminOp::ApproveKey { uuid }),
         text().prop_map(|uuid| AdminOp::Show { uuid }),
         (prop::option::of(text()), any::<usize>())
             .prop_map(|(after, limit)| AdminOp::List { after, limit }),
@@ -546,21 +553,28 @@ fn admin_reply() -> impl Strategy<Value = AdminReply> {
         (
             any::<u64>(),
             any::<u64>(),
+            any::<u64>(),
             prop::collection::vec(rejected, 0..4)
         )
-            .prop_map(
-                |(added, unchanged, rejected)| AdminOk::Imported(ImportReport {
+            .prop_map(|(added, added_any_ssid, unchanged, rejected)| {
+                AdminOk::Imported(ImportReport {
                     added,
+                    added_any_ssid,
                     unchanged,
-                    rejected
+                    rejected,
                 })
-            ),
+            }),
         text().prop_map(|uuid| AdminOk::Removed { uuid }),
-        (text(), any::<u64>()).prop_map(|(uuid, enrolled_at_ms)| AdminOk::Device {
-            uuid,
-            device_key: None,
-            enrolled_at_ms
-        }),
+        (text(), any::<u64>(), texts(), prop::option::of(text())).prop_map(
+            |(uuid, enrolled_at_ms, ssids, pending_key)| AdminOk::Device {
+                uuid,
+                device_key: None,
+                enrolled_at_ms,
+                ssids,
+                pending_key,
+            }
+        ),
+        (text(), text()).prop_map(|(uuid, device_key)| AdminOk::KeyApproved { uuid, device_key }),
         (texts(), prop::option::of(text())).prop_map(|(uuids, next)| AdminOk::List { uuids, next }),
     ];
     let outcome = prop_oneof![

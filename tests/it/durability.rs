@@ -520,6 +520,7 @@ async fn import(admin: &AdminClient, devices: &[Identity]) -> Vec<String> {
                 line: (b * 100 + i + 1) as u64,
                 uuid: d.uuid.clone(),
                 pass_tmp: d.pass_tmp.clone(),
+                ssids: d.ssids.clone(),
             })
             .collect();
         match admin.request(AdminOp::Import { rows }).await.unwrap() {
@@ -596,6 +597,7 @@ async fn enroller(login: Login, acks: SharedAcks, pause: Duration, stop: Cancell
             uuid: uuid.clone(),
             pass_tmp: format!("pt-{}", &uuid[..8]),
             replace: false,
+            ssids: Vec::new(),
         };
         match admin.request(op).await {
             Ok(AdminOk::Enrolled { .. }) => acks.lock().unwrap().enrollments.push(uuid),

@@ -90,6 +90,7 @@ async fn a_thousand_malformed_messages_per_topic_crash_nothing() {
             uuid: fresh.clone(),
             pass_tmp: "pt2".into(),
             replace: false,
+            ssids: Vec::new(),
         })
         .await
         .unwrap();

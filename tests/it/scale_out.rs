@@ -324,6 +324,7 @@ async fn import(admin: &AdminClient, devices: &[Identity]) {
             line: i as u64 + 1,
             uuid: d.uuid.clone(),
             pass_tmp: d.pass_tmp.clone(),
+            ssids: d.ssids.clone(),
         })
         .collect();
     let report = admin.import(rows, |_, _| {}).await.unwrap();
@@ -339,6 +340,7 @@ async fn enroller(admin: AdminClient, acks: Arc<Mutex<Acks>>, stop: Cancellation
             uuid: uuid.clone(),
             pass_tmp: format!("pt-{}", &uuid[..8]),
             replace: false,
+            ssids: Vec::new(),
         };
         match admin.request(op).await {
             Ok(_) => acks.lock().unwrap().enrollments.push(uuid.to_lowercase()),

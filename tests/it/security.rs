@@ -99,6 +99,7 @@ async fn import(p: &TestPlatform, devices: &[Identity]) {
             line: i as u64 + 1,
             uuid: d.uuid.clone(),
             pass_tmp: d.pass_tmp.clone(),
+            ssids: d.ssids.clone(),
         })
         .collect();
     let report = admin.import(rows, |_, _| {}).await.unwrap();

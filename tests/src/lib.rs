@@ -310,6 +310,7 @@ impl TestPlatform {
                 uuid: uuid.into(),
                 pass_tmp: pass_tmp.into(),
                 replace: false,
+                ssids: Vec::new(),
             })
             .await
             .unwrap();

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 /// Eight is more than a client needs (it handshakes once per connection)
 /// and a small share of the listener's turns; many clients behind one NAT
 /// are served eight at a time, and a handshake takes milliseconds.
-pub const HANDSHAKES_PER_SOURCE: usize = 8;
+pub const HANDSHAKES_PER_SOURCE: usize = 16;
 
 /// Source addresses a listener tracks at once, each while it has a
 /// connection waiting for a turn or handshaking (an entry is dropped with

@@ -21,5 +21,5 @@ pub mod worker;
 
 pub use client::{AdminClient, ClientError};
 pub use pacing::Pacing;
-pub use store::{ApRecord, EnrollmentStore, PgStore, Store, StoreError};
+pub use store::{ApRecord, EnrollmentStore, PgStore, Rekey, Store, StoreError};
 pub use worker::{run, start, SecureVerify, VerifierConfig, VerifierError, Worker};

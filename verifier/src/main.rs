@@ -21,9 +21,10 @@ mod exit {
     version,
     about = "Enroll devices' temporary passwords, and run the verifier worker.",
     long_about = "\
-The verifier keeps each device's factory UUID -> pass_tmp and answers access points \
-that verify a device. The admin commands (enroll, import, remove, show, list) talk to \
-the running worker over MQTT; they never open its database.
+The verifier keeps each device's factory UUID -> pass_tmp (and the SSIDs it may onboard \
+at) and answers access points that verify a device. The admin commands (enroll, import, \
+remove, show, list, revoke, approve-key, register-key, ap) talk to the running worker \
+over MQTT; they never open its database.
 
 Exit codes: 0 done; 1 refused by the verifier (or some import rows rejected); \
 2 bad command line or an unreadable input file (--cafile, --password-file); 3 platform unreachable, no answer, or a server that does not prove it is the platform; 4 other failure."

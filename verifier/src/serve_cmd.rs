@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// Secure mode: verification requests each AP may make per second.
     #[arg(long, default_value_t = 500)]
     ap_rate_per_sec: u32,
+    /// Secure mode: a device onboarding again with a new key (after a
+    /// factory reset) gets it by its proof of pass_tmp (`proof`), or once
+    /// an admin runs `verifier approve-key` (`admin`).
+    #[arg(long, value_name = "POLICY", default_value_t = verifier::Rekey::Proof)]
+    rekey: verifier::Rekey,
 }
 
 fn parse_admin(s: &str) -> Result<(String, String), String> {
@@ -138,6 +143,7 @@ pub async fn run(connect: &ConnectArgs, args: ServeArgs) -> anyhow::Result<()> {
             max_failures: args.max_failures,
             lockout: Duration::from_secs(args.lockout_secs),
             ap_rate_per_sec: args.ap_rate_per_sec,
+            rekey: args.rekey,
         });
     }
     let key_file = config.store_key_path();

@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod contract;
+
 use harness::Postgres;
 use protocol::DeviceUuid;
 use std::future::Future;
@@ -19,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use verifier::store::{
-    ApRecord, EnrollOutcome, EnrollmentStore, KeyOutcome, Page, PgStore, StoreError,
+    ApRecord, EnrollOutcome, EnrollRow, EnrollmentStore, KeyOutcome, Page, PgStore, StoreError,
+    PG_MIGRATIONS,
 };
 
 /// A PostgreSQL of our own, in a scratch dir.
@@ -101,6 +104,17 @@ impl Fixture {
 
 fn uuid(n: u32) -> DeviceUuid {
     DeviceUuid::parse(&format!("00000000-0000-4000-8000-{n:012x}")).unwrap()
+}
+
+/// Rows for any SSID, as an old two-column manifest's.
+fn any_ssid(rows: &[(DeviceUuid, String)]) -> Vec<EnrollRow> {
+    rows.iter()
+        .map(|(uuid, pass_tmp)| EnrollRow {
+            uuid: uuid.clone(),
+            pass_tmp: pass_tmp.clone(),
+            ssids: Vec::new(),
+        })
+        .collect()
 }
 
 fn ap_record(ssid: &str) -> ApRecord {
@@ -187,7 +201,7 @@ async fn import_decides_each_row_in_order(server: Arc<Server>) {
     ]
     .map(|(id, p)| (id, p.to_owned()));
     assert_eq!(
-        s.import(&rows).await.unwrap(),
+        s.import(&any_ssid(&rows)).await.unwrap(),
         [
             EnrollOutcome::Unchanged,
             EnrollOutcome::Conflict,
@@ -208,7 +222,7 @@ async fn a_thousand_row_import_is_one_quick_transaction(server: Arc<Server>) {
     s.enroll(&uuid(7), "other", false).await.unwrap();
     let rows: Vec<_> = (0..1000).map(|n| (uuid(n), format!("p{n}"))).collect();
     let started = Instant::now();
-    let outcomes = s.import(&rows).await.unwrap();
+    let outcomes = s.import(&any_ssid(&rows)).await.unwrap();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "1,000 rows took {took:?}");
     let created = outcomes
@@ -219,7 +233,7 @@ async fn a_thousand_row_import_is_one_quick_transaction(server: Arc<Server>) {
     assert_eq!(s.count().await.unwrap(), 1000);
     assert_eq!(s.get(&uuid(500)).await.unwrap().unwrap().pass_tmp, "p500");
     // The same batch again: every row is as it was.
-    let again = s.import(&rows).await.unwrap();
+    let again = s.import(&any_ssid(&rows)).await.unwrap();
     assert_eq!(
         again
             .iter()
@@ -343,7 +357,10 @@ async fn no_column_holds_a_pass_tmp_in_clear_and_only_its_key_opens_it(server: A
     let f = Fixture::new(&server, "sealed").await;
     const MARKER: &str = "correct-horse-battery-staple-42";
     f.store.enroll(&uuid(1), MARKER, false).await.unwrap();
-    f.store.import(&[(uuid(2), MARKER.into())]).await.unwrap();
+    f.store
+        .import(&any_ssid(&[(uuid(2), MARKER.into())]))
+        .await
+        .unwrap();
     f.store.enroll(&uuid(3), "x", false).await.unwrap();
     f.store.enroll(&uuid(3), MARKER, true).await.unwrap();
     let dump = f.psql("SELECT * FROM verifier_enrollments");
@@ -377,7 +394,7 @@ async fn no_column_holds_a_pass_tmp_in_clear_and_only_its_key_opens_it(server: A
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     let err = f
         .store
-        .import(&[(uuid(3), MARKER.into())])
+        .import(&any_ssid(&[(uuid(3), MARKER.into())]))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
@@ -460,7 +477,7 @@ async fn concurrent_imports_of_overlapping_batches_agree(server: Arc<Server>) {
         let barrier = barrier.clone();
         tokio::spawn(async move {
             barrier.wait().await;
-            store.import(&rows).await.unwrap()
+            store.import(&any_ssid(&rows)).await.unwrap()
         })
     };
     let (ta, tb) = (spawn(a, ra), spawn(b, rb));
@@ -483,7 +500,7 @@ async fn concurrent_device_keys_from_two_stores_register_exactly_one(server: Arc
     let f = Fixture::new(&server, "race_keys").await;
     const ROUNDS: u32 = 40;
     let rows: Vec<_> = (0..ROUNDS).map(|n| (uuid(n), "p".to_owned())).collect();
-    f.store.import(&rows).await.unwrap();
+    f.store.import(&any_ssid(&rows)).await.unwrap();
     let a = Arc::new(f.another().await);
     let b = Arc::new(f.another().await);
     for round in 0..ROUNDS {
@@ -520,10 +537,11 @@ async fn two_stores_migrating_a_fresh_database_at_once_both_start(server: Arc<Se
         server
             .psql(
                 "migrate",
-                "SELECT version FROM schema_migrations WHERE owner = 'verifier'"
+                "SELECT string_agg(version::text, ',' ORDER BY version) \
+                 FROM schema_migrations WHERE owner = 'verifier'"
             )
             .trim(),
-        "1"
+        "1,2"
     );
     // Each sees the other's writes.
     a.enroll(&uuid(1), "p", false).await.unwrap();
@@ -540,7 +558,7 @@ async fn two_stores_migrating_a_fresh_database_at_once_both_start(server: Arc<Se
                 "SELECT count(*) FROM schema_migrations WHERE owner = 'verifier'"
             )
             .trim(),
-        "1"
+        PG_MIGRATIONS.len().to_string()
     );
 }
 
@@ -571,6 +589,104 @@ async fn a_schema_newer_than_this_binary_is_refused(server: Arc<Server>) {
             .trim(),
         "0"
     );
+}
+
+async fn contract_ssids(server: Arc<Server>) {
+    let f = Fixture::new(&server, "contract_ssids").await;
+    contract::ssids_are_kept_and_a_change_is_a_conflict_or_a_replacement(&f.store).await;
+}
+
+async fn contract_import_ssids(server: Arc<Server>) {
+    let f = Fixture::new(&server, "contract_import").await;
+    contract::import_carries_ssids(&f.store).await;
+}
+
+async fn contract_replaced_key(server: Arc<Server>) {
+    let f = Fixture::new(&server, "contract_replace").await;
+    contract::a_replaced_key_is_gone(&f.store).await;
+}
+
+async fn contract_pending_key(server: Arc<Server>) {
+    let f = Fixture::new(&server, "contract_pending").await;
+    contract::a_pending_key_waits_for_approval(&f.store).await;
+}
+
+async fn contract_concurrent_keys_from_two_stores(server: Arc<Server>) {
+    let f = Fixture::new(&server, "contract_concurrent").await;
+    let (a, b) = (Arc::new(f.another().await), Arc::new(f.another().await));
+    contract::concurrent_key_changes_are_atomic(a, b).await;
+}
+
+/// A database as the previous release left it (schema 1, a device with
+/// its key) is upgraded by a store that starts on it: the row reads as
+/// enrolled for any SSID, with nothing pending, and takes SSIDs and
+/// pending keys from then on.
+async fn a_database_at_schema_1_upgrades_and_its_rows_read_as_any_ssid(server: Arc<Server>) {
+    // A pass_tmp sealed under the key file both databases use.
+    let (donor_url, key) = server.db("donor");
+    let donor = PgStore::connect(&donor_url, &key).await.unwrap();
+    donor.enroll(&uuid(1), "old-pass", false).await.unwrap();
+    let sealed = server.psql("donor", "SELECT pass_tmp_sealed FROM verifier_enrollments");
+    let sealed = sealed.trim();
+
+    let (url, _) = server.db("schema1");
+    let pool = storage::pg::PgPool::connect("verifier", &url)
+        .await
+        .unwrap();
+    assert_eq!(pool.migrate(&PG_MIGRATIONS[..1]).await.unwrap(), [1]);
+    server.psql(
+        "schema1",
+        &format!(
+            "INSERT INTO verifier_enrollments (uuid, pass_tmp_sealed, enrolled_at_ms, device_key) \
+             VALUES ('{}', '{sealed}', 5, 'k1')",
+            uuid(1).key()
+        ),
+    );
+    let columns = "SELECT string_agg(column_name, ',' ORDER BY column_name) \
+                   FROM information_schema.columns WHERE table_name = 'verifier_enrollments'";
+    assert_eq!(
+        server.psql("schema1", columns).trim(),
+        "device_key,enrolled_at_ms,pass_tmp_sealed,uuid"
+    );
+
+    let s = PgStore::connect(&url, &key).await.unwrap();
+    assert_eq!(
+        server
+            .psql(
+                "schema1",
+                "SELECT string_agg(version::text, ',' ORDER BY version) \
+                 FROM schema_migrations WHERE owner = 'verifier'"
+            )
+            .trim(),
+        "1,2"
+    );
+    let e = s.get(&uuid(1)).await.unwrap().unwrap();
+    assert_eq!((e.pass_tmp.as_str(), e.enrolled_at_ms), ("old-pass", 5));
+    assert_eq!(e.device_key.as_deref(), Some("k1"));
+    assert!(e.ssids.is_empty() && e.pending_key.is_none(), "{e:?}");
+    assert!(e.allows_ssid("home-wifi") && e.allows_ssid("anything"));
+    assert_eq!(
+        s.enroll(&uuid(1), "old-pass", false).await.unwrap(),
+        EnrollOutcome::Unchanged
+    );
+    // The upgraded row takes SSIDs, keeping its key, and a pending key.
+    assert_eq!(
+        s.enroll_at(&contract::row(1, "old-pass", &["home-wifi"]), true)
+            .await
+            .unwrap(),
+        EnrollOutcome::Replaced
+    );
+    assert_eq!(
+        s.set_pending_device_key(&uuid(1), "k2").await.unwrap(),
+        KeyOutcome::Pending
+    );
+    let e = s.get(&uuid(1)).await.unwrap().unwrap();
+    assert_eq!(e.ssids, ["home-wifi"]);
+    assert_eq!(
+        (e.device_key.as_deref(), e.pending_key.as_deref()),
+        (Some("k1"), Some("k2"))
+    );
+    assert!(s.approve_pending_key(&uuid(1)).await.unwrap());
 }
 
 type Case = fn(Arc<Server>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -604,6 +720,12 @@ async fn every_case_on_one_shared_server() {
         concurrent_device_keys_from_two_stores_register_exactly_one,
         two_stores_migrating_a_fresh_database_at_once_both_start,
         a_schema_newer_than_this_binary_is_refused,
+        contract_ssids,
+        contract_import_ssids,
+        contract_replaced_key,
+        contract_pending_key,
+        contract_concurrent_keys_from_two_stores,
+        a_database_at_schema_1_upgrades_and_its_rows_read_as_any_ssid,
     ]
     .into_iter()
     .map(|(name, case)| (name, tokio::spawn(case(server.clone()))))
@@ -647,7 +769,12 @@ async fn an_unreachable_database_is_unavailable_quickly_and_the_store_recovers()
     };
     unavailable("get", s.get(&uuid(1)).await.map(drop));
     unavailable("enroll", s.enroll(&uuid(2), "q", false).await.map(drop));
-    unavailable("import", s.import(&[(uuid(3), "r".into())]).await.map(drop));
+    unavailable(
+        "import",
+        s.import(&any_ssid(&[(uuid(3), "r".into())]))
+            .await
+            .map(drop),
+    );
     unavailable("remove", s.remove(&uuid(1)).await.map(drop));
     unavailable("list", s.list(None, 10).await.map(drop));
     unavailable(
@@ -658,13 +785,25 @@ async fn an_unreachable_database_is_unavailable_quickly_and_the_store_recovers()
         "revoke_device_key",
         s.revoke_device_key(&uuid(1)).await.map(drop),
     );
+    unavailable(
+        "replace_device_key",
+        s.replace_device_key(&uuid(1), "k").await.map(drop),
+    );
+    unavailable(
+        "set_pending_device_key",
+        s.set_pending_device_key(&uuid(1), "k").await.map(drop),
+    );
+    unavailable(
+        "approve_pending_key",
+        s.approve_pending_key(&uuid(1)).await.map(drop),
+    );
     unavailable("ap", s.ap("ap-1").await.map(drop));
     unavailable("put_ap", s.put_ap("ap-2", &ap_record("b")).await.map(drop));
     unavailable("remove_ap", s.remove_ap("ap-1").await.map(drop));
     unavailable("aps", s.aps().await.map(drop));
     unavailable("count", s.count().await.map(drop));
     let took = started.elapsed();
-    assert!(took < within * 12, "12 calls took {took:?}");
+    assert!(took < within * 15, "15 calls took {took:?}");
     let one = Instant::now();
     unavailable("get", s.get(&uuid(1)).await.map(drop));
     assert!(one.elapsed() < within, "one call took {:?}", one.elapsed());

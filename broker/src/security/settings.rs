@@ -72,6 +72,10 @@ pub struct SecuritySection {
     pub lockout_secs: u64,
     /// Verification requests each AP may make per second (burst: the same).
     pub ap_rate_per_sec: u32,
+    /// A device that onboards again with a new key (it lost its own, at a
+    /// factory reset): `proof`, its proof of pass_tmp replaces the old key;
+    /// `admin`, the new key waits for `verifier approve-key`.
+    pub rekey: verifier::Rekey,
     /// APs registered on first start (when their credential file does not
     /// exist yet); others are registered with `verifier ap add`.
     pub aps: Vec<BootstrapAp>,
@@ -86,6 +90,7 @@ impl Default for SecuritySection {
             max_failures: 5,
             lockout_secs: 8,
             ap_rate_per_sec: 500,
+            rekey: verifier::Rekey::Proof,
             aps: vec![BootstrapAp {
                 id: "ap-1".into(),
                 ssids: vec!["home-wifi".into()],
@@ -123,6 +128,12 @@ impl SecuritySection {
         }
         if self.max_failures == 0 || self.ap_rate_per_sec == 0 {
             return Err("max_failures and ap_rate_per_sec must be at least 1".into());
+        }
+        if self.mode == Mode::Walkthrough && self.rekey == verifier::Rekey::Admin {
+            return Err(
+                "rekey = \"admin\" needs mode = \"secure\": walkthrough mode registers no device keys"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The admin commands of the `verifier` binary (enroll, import, remove,
-//! show, list): each is sent to the running worker over MQTT, and its
-//! answer printed (`print.rs`).
+//! show, list, revoke, approve-key, register-key, ap): each is sent to the
+//! running worker over MQTT, and its answer printed (`print.rs`).
 
 mod print;
 
@@ -20,11 +20,19 @@ pub enum AdminCommand {
         uuid: String,
         #[arg(long)]
         pass_tmp: String,
-        /// Replace the pass_tmp of a device that is already enrolled.
+        /// An SSID the device may onboard at, as the factory gave it;
+        /// repeat for several. None: any SSID.
+        #[arg(long = "ssid", value_name = "SSID", value_parser = parse_ssid)]
+        ssids: Vec<String>,
+        /// Replace the pass_tmp or SSIDs of a device that is already
+        /// enrolled.
         #[arg(long)]
         replace: bool,
     },
-    /// Enroll every device of a CSV file with lines `uuid,pass_tmp`.
+    /// Enroll every device of a CSV manifest: a header `uuid,pass_tmp,ssids`,
+    /// then one line per device, its SSIDs separated by `|` (an old
+    /// two-column `uuid,pass_tmp` manifest's devices may onboard at any
+    /// SSID).
     Import { file: PathBuf },
     /// Remove one device.
     Remove {
@@ -41,6 +49,14 @@ pub enum AdminCommand {
     /// Forget an onboarded device's login key: it is refused until it is
     /// onboarded again.
     Revoke {
+        /// The device's UUID.
+        #[arg(long)]
+        uuid: String,
+    },
+    /// Approve the new key a device onboarded with after losing its own
+    /// (a factory reset), waiting under `rekey = "admin"`: it becomes the
+    /// device's login key, and the old one is refused from then on.
+    ApproveKey {
         /// The device's UUID.
         #[arg(long)]
         uuid: String,
@@ -87,12 +103,19 @@ pub enum ApCommand {
     List,
 }
 
+/// An SSID as `--ssid` takes it: what an AP can serve.
+fn parse_ssid(s: &str) -> Result<String, String> {
+    protocol::onboarding::check_ssid(s)?;
+    Ok(s.to_owned())
+}
+
 /// Runs one command and prints its answer; the exit code if it got one.
 pub async fn run(client: &AdminClient, command: AdminCommand, json: bool) -> anyhow::Result<u8> {
     let code = match command {
         AdminCommand::Enroll {
             uuid,
             pass_tmp,
+            ssids,
             replace,
         } => {
             let ok = client
@@ -100,6 +123,7 @@ pub async fn run(client: &AdminClient, command: AdminCommand, json: bool) -> any
                     uuid,
                     pass_tmp,
                     replace,
+                    ssids,
                 })
                 .await?;
             print(&ok, json);
@@ -163,6 +187,10 @@ pub async fn run(client: &AdminClient, command: AdminCommand, json: bool) -> any
         }
         AdminCommand::Revoke { uuid } => {
             print(&client.request(AdminOp::RevokeKey { uuid }).await?, json);
+            exit::OK
+        }
+        AdminCommand::ApproveKey { uuid } => {
+            print(&client.request(AdminOp::ApproveKey { uuid }).await?, json);
             exit::OK
         }
         AdminCommand::RegisterKey { uuid, device_key } => {

@@ -20,11 +20,16 @@ pub fn print(ok: &AdminOk, json: bool) {
         } => println!("{uuid} was already enrolled with this pass_tmp"),
         AdminOk::Imported(ImportReport {
             added,
+            added_any_ssid,
             unchanged,
             rejected,
         }) => {
+            let any = match added_any_ssid {
+                0 => String::new(),
+                n => format!(" ({n} without an SSID: they may onboard at any SSID)"),
+            };
             println!(
-                "added {added}, unchanged {unchanged}, rejected {}",
+                "added {added}{any}, unchanged {unchanged}, rejected {}",
                 rejected.len()
             );
             for r in rejected {
@@ -36,14 +41,24 @@ pub fn print(ok: &AdminOk, json: bool) {
             uuid,
             enrolled_at_ms,
             device_key,
+            ssids,
+            pending_key,
         } => {
             println!(
                 "{uuid} enrolled at {} (unix ms {enrolled_at_ms})",
                 format_ms(*enrolled_at_ms)
             );
+            if ssids.is_empty() {
+                println!("  may onboard at any SSID");
+            } else {
+                println!("  may onboard at {}", ssids.join(", "));
+            }
             match device_key {
                 Some(key) => println!("  logs in with key {key}"),
                 None => println!("  not onboarded: no login key yet"),
+            }
+            if let Some(key) = pending_key {
+                println!("  new key {key} waits for: verifier approve-key --uuid {uuid}");
             }
         }
         AdminOk::KeyRegistered { uuid, created } => println!(
@@ -61,6 +76,9 @@ pub fn print(ok: &AdminOk, json: bool) {
         }
         AdminOk::KeyRevoked { uuid } => {
             println!("revoked the login key of {uuid}; it must be onboarded again")
+        }
+        AdminOk::KeyApproved { uuid, device_key } => {
+            println!("{uuid} logs in with key {device_key} now; its old key is refused")
         }
         AdminOk::ApRegistered {
             ap_id,

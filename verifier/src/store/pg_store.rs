@@ -2,11 +2,13 @@
 //! verifier processes on one database. Table layout lives here and
 //! nowhere else.
 //!
-//! Tables (migration 1):
+//! Tables (migration 1, and 2 for the SSIDs and the pending key):
 //! - `verifier_enrollments`: the canonical (lower-case) UUID, as
 //!   [`DeviceUuid::key`] spells it, -> pass_tmp sealed under the store key
-//!   and bound to that UUID (`at_rest`), when it was enrolled, and the
-//!   device's login key once it has one;
+//!   and bound to that UUID (`at_rest`), when it was enrolled, the
+//!   device's login key once it has one, the SSIDs it may onboard at
+//!   (`TEXT[]`, sorted; empty, as every row migration 2 found, is any
+//!   SSID), and a new key waiting for an admin's approval;
 //! - `verifier_aps`: AP id -> its SSIDs, its credential's SHA-256 and when
 //!   it was registered.
 //!
@@ -21,15 +23,22 @@
 //!   abort, so of concurrent enrolls of a new UUID exactly one inserts),
 //!   and only if the row was there, `SELECT … FOR UPDATE` to compare the
 //!   stored pass_tmp (sealed with a random nonce, so compared opened) and
-//!   the `UPDATE` of a replacement under that row lock;
+//!   the `UPDATE` of a replacement under that row lock (new SSIDs with the
+//!   same pass_tmp change only the SSIDs, and keep the keys);
 //! - `import`: one transaction: the batch's existing rows locked in UUID
 //!   order (`SELECT … WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE`), the
 //!   outcomes decided row by row in memory, the new rows inserted in one
-//!   `INSERT … SELECT … FROM unnest(…) ON CONFLICT DO NOTHING`; if another
+//!   `INSERT … SELECT … FROM unnest(…) ON CONFLICT DO NOTHING` (each
+//!   row's SSIDs travel as one JSON array, since `unnest` of a
+//!   two-dimensional array would flatten it); if another
 //!   verifier enrolled one of them meanwhile, the transaction is rolled
 //!   back and decided again from what it wrote;
 //! - `set_device_key`: `UPDATE … WHERE device_key IS NULL`, first come,
 //!   then a read to tell which of the other outcomes it was;
+//! - `replace_device_key`, `set_pending_device_key`,
+//!   `approve_pending_key`: one transaction each, the row's keys read
+//!   `FOR UPDATE`, the outcome decided from them, and the `UPDATE` under
+//!   that lock;
 //! - the rest are one statement each (`put_ap` an upsert that says
 //!   whether it inserted).
 //!
@@ -44,7 +53,8 @@
 
 use super::at_rest::StoreKey;
 use super::{
-    ApRecord, BoxError, EnrollOutcome, Enrollment, EnrollmentStore, KeyOutcome, Page, StoreError,
+    normalize_ssids, ApRecord, BoxError, EnrollOutcome, EnrollRow, Enrollment, EnrollmentStore,
+    KeyOutcome, Page, StoreError,
 };
 use protocol::{now_ms, DeviceUuid};
 use std::collections::{BTreeMap, HashMap};
@@ -57,10 +67,12 @@ use tokio_postgres::types::FromSql;
 const OWNER: &str = "verifier";
 
 /// The verifier's schema, oldest first. A released migration is never
-/// edited: a change is a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: r#"
+/// edited: a change is a new one. Public so that a test can make a
+/// database as an older release left it (`MIGRATIONS[..1]`).
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: r#"
         CREATE TABLE verifier_enrollments (
             uuid TEXT COLLATE "C" PRIMARY KEY,
             pass_tmp_sealed TEXT NOT NULL,
@@ -74,7 +86,18 @@ const MIGRATIONS: &[Migration] = &[Migration {
             registered_ms BIGINT NOT NULL
         );
     "#,
-}];
+    },
+    // Where a device may onboard (empty: any SSID, what every enrollment
+    // made before meant), and a new key waiting for an admin's approval.
+    Migration {
+        version: 2,
+        sql: r#"
+        ALTER TABLE verifier_enrollments
+            ADD COLUMN ssids TEXT[] NOT NULL DEFAULT '{}',
+            ADD COLUMN pending_key TEXT NULL;
+    "#,
+    },
+];
 
 /// The longest one store call may take, waiting for a connection, a row
 /// lock or an answer, before it is answered [`StoreError::Unavailable`].
@@ -156,17 +179,33 @@ fn column<'a, T: FromSql<'a>>(row: &'a Row, key: &str, name: &str) -> Result<T, 
 }
 
 const INSERT_ONE: &str =
-    "INSERT INTO verifier_enrollments (uuid, pass_tmp_sealed, enrolled_at_ms) \
-     VALUES ($1, $2, $3) ON CONFLICT (uuid) DO NOTHING";
+    "INSERT INTO verifier_enrollments (uuid, pass_tmp_sealed, enrolled_at_ms, ssids) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (uuid) DO NOTHING";
 const LOCK_ONE: &str =
-    "SELECT pass_tmp_sealed FROM verifier_enrollments WHERE uuid = $1 FOR UPDATE";
+    "SELECT pass_tmp_sealed, ssids FROM verifier_enrollments WHERE uuid = $1 FOR UPDATE";
 const REPLACE_ONE: &str = "UPDATE verifier_enrollments \
-     SET pass_tmp_sealed = $2, enrolled_at_ms = $3, device_key = NULL WHERE uuid = $1";
-const LOCK_MANY: &str = "SELECT uuid, pass_tmp_sealed FROM verifier_enrollments \
+     SET pass_tmp_sealed = $2, enrolled_at_ms = $3, ssids = $4, \
+         device_key = NULL, pending_key = NULL \
+     WHERE uuid = $1";
+const RESSID_ONE: &str = "UPDATE verifier_enrollments SET ssids = $2 WHERE uuid = $1";
+const LOCK_MANY: &str = "SELECT uuid, pass_tmp_sealed, ssids FROM verifier_enrollments \
      WHERE uuid = ANY($1) ORDER BY uuid FOR UPDATE";
 const INSERT_MANY: &str =
-    "INSERT INTO verifier_enrollments (uuid, pass_tmp_sealed, enrolled_at_ms) \
-     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ON CONFLICT (uuid) DO NOTHING";
+    "INSERT INTO verifier_enrollments (uuid, pass_tmp_sealed, enrolled_at_ms, ssids) \
+     SELECT u, s, a, ARRAY(SELECT jsonb_array_elements_text(j::jsonb)) \
+     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS t(u, s, a, j) \
+     ON CONFLICT (uuid) DO NOTHING";
+const LOCK_KEYS: &str = "SELECT device_key, pending_key FROM verifier_enrollments \
+     WHERE uuid = $1 FOR UPDATE";
+const SET_KEYS: &str =
+    "UPDATE verifier_enrollments SET device_key = $2, pending_key = $3 WHERE uuid = $1";
+
+/// A device's keys, as the key operations decide from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Keys {
+    device_key: Option<String>,
+    pending_key: Option<String>,
+}
 
 impl PgStore {
     /// Connects to the database at `url`, brings its schema up to date
@@ -288,6 +327,8 @@ impl PgStore {
             pass_tmp: self.open(uuid, &sealed)?,
             enrolled_at_ms: from_sql(uuid, column(row, uuid, "enrolled_at_ms")?)?,
             device_key: column(row, uuid, "device_key")?,
+            ssids: column(row, uuid, "ssids")?,
+            pending_key: column(row, uuid, "pending_key")?,
         })
     }
 
@@ -324,8 +365,7 @@ impl PgStore {
     /// One attempt at `enroll`, in one transaction.
     async fn enroll_once(
         &self,
-        uuid: &str,
-        pass_tmp: &str,
+        (uuid, pass_tmp, ssids): (&str, &str, &[String]),
         sealed: &str,
         enrolled_at: i64,
         replace: bool,
@@ -337,7 +377,7 @@ impl PgStore {
         // Waits for a concurrent insert of this UUID to end: of two, one
         // inserts and the other sees its row below.
         if tx
-            .execute(&insert, &[&uuid, &sealed, &enrolled_at])
+            .execute(&insert, &[&uuid, &sealed, &enrolled_at, &ssids])
             .await
             .map_err(pg)?
             == 1
@@ -351,13 +391,20 @@ impl PgStore {
             return Ok(None);
         };
         let stored: String = column(&row, uuid, "pass_tmp_sealed")?;
-        let outcome = if self.open(uuid, &stored)? == pass_tmp {
+        let stored_ssids: Vec<String> = column(&row, uuid, "ssids")?;
+        let same_pass = self.open(uuid, &stored)? == pass_tmp;
+        let outcome = if same_pass && stored_ssids == ssids {
             EnrollOutcome::Unchanged
+        } else if replace && same_pass {
+            // New SSIDs alone: the same device, with its keys.
+            let update = tx.prepare_cached(RESSID_ONE).await.map_err(pg)?;
+            tx.execute(&update, &[&uuid, &ssids]).await.map_err(pg)?;
+            EnrollOutcome::Replaced
         } else if replace {
             // A new pass_tmp is a new device as far as logins go: its old
             // key, if any, goes with the old enrollment.
             let update = tx.prepare_cached(REPLACE_ONE).await.map_err(pg)?;
-            tx.execute(&update, &[&uuid, &sealed, &enrolled_at])
+            tx.execute(&update, &[&uuid, &sealed, &enrolled_at, &ssids])
                 .await
                 .map_err(pg)?;
             EnrollOutcome::Replaced
@@ -371,7 +418,7 @@ impl PgStore {
     /// One attempt at `import`, in one transaction.
     async fn import_once(
         &self,
-        rows: &[(DeviceUuid, String)],
+        rows: &[(&EnrollRow, Vec<String>)],
         keys: &[&str],
         enrolled_at: i64,
     ) -> Result<Option<Vec<EnrollOutcome>>, Retry> {
@@ -380,26 +427,31 @@ impl PgStore {
         let tx = client.transaction().await.map_err(pg)?;
         let lock = tx.prepare_cached(LOCK_MANY).await.map_err(pg)?;
         // Locked in UUID order, so that two imports never deadlock.
-        let mut current: HashMap<String, String> = HashMap::new();
+        let mut current: HashMap<String, (String, Vec<String>)> = HashMap::new();
         for row in tx.query(&lock, &[&keys]).await.map_err(pg)? {
             let uuid: String = column(&row, "", "uuid")?;
             let sealed: String = column(&row, &uuid, "pass_tmp_sealed")?;
+            let ssids: Vec<String> = column(&row, &uuid, "ssids")?;
             let pass_tmp = self.open(&uuid, &sealed)?;
-            current.insert(uuid, pass_tmp);
+            current.insert(uuid, (pass_tmp, ssids));
         }
-        // Each row as `enroll(uuid, pass_tmp, false)`, in order: a UUID
-        // repeated sees its earlier row.
-        let mut created: BTreeMap<&str, &str> = BTreeMap::new();
+        // Each row as `enroll_at(row, false)`, in order: a UUID repeated
+        // sees its earlier row.
+        let mut created: BTreeMap<&str, (&str, &[String])> = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(rows.len());
-        for (uuid, pass_tmp) in rows {
-            let key = uuid.key();
+        for (row, ssids) in rows {
+            let key = row.uuid.key();
             let outcome = match current.get(key) {
                 None => {
-                    current.insert(key.to_owned(), pass_tmp.clone());
-                    created.insert(key, pass_tmp);
+                    current.insert(key.to_owned(), (row.pass_tmp.clone(), ssids.clone()));
+                    created.insert(key, (&row.pass_tmp, ssids));
                     EnrollOutcome::Created
                 }
-                Some(stored) if stored == pass_tmp => EnrollOutcome::Unchanged,
+                Some((stored, stored_ssids))
+                    if *stored == row.pass_tmp && stored_ssids == ssids =>
+                {
+                    EnrollOutcome::Unchanged
+                }
                 Some(_) => EnrollOutcome::Conflict,
             };
             outcomes.push(outcome);
@@ -409,12 +461,17 @@ impl PgStore {
             let uuids: Vec<&str> = created.keys().copied().collect();
             let sealed: Vec<String> = created
                 .iter()
-                .map(|(uuid, pass_tmp)| self.key.seal(uuid, pass_tmp))
+                .map(|(uuid, (pass_tmp, _))| self.key.seal(uuid, pass_tmp))
                 .collect();
+            let ssids = created
+                .values()
+                .map(|(_, ssids)| serde_json::to_string(ssids))
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|e| Retry::Store(StoreError::Backend(Box::new(e))))?;
             let at = vec![enrolled_at; uuids.len()];
             let insert = tx.prepare_cached(INSERT_MANY).await.map_err(pg)?;
             let inserted = tx
-                .execute(&insert, &[&uuids, &sealed, &at])
+                .execute(&insert, &[&uuids, &sealed, &at, &ssids])
                 .await
                 .map_err(pg)?;
             if inserted != uuids.len() as u64 {
@@ -467,6 +524,42 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Locks the device's row, decides from its keys (None: not enrolled)
+    /// what to write and answer, and writes it under that lock, in one
+    /// transaction.
+    async fn update_keys<T>(
+        &self,
+        what: &str,
+        uuid: &str,
+        change: impl Fn(Option<Keys>) -> (Option<Keys>, T),
+    ) -> Result<T, StoreError> {
+        self.retrying(what, || async {
+            let pg = |e: tokio_postgres::Error| Retry::Pg(self.pool.error(e));
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg)?;
+            let lock = tx.prepare_cached(LOCK_KEYS).await.map_err(pg)?;
+            let keys = match tx.query_opt(&lock, &[&uuid]).await.map_err(pg)? {
+                Some(row) => Some(Keys {
+                    device_key: column(&row, uuid, "device_key")?,
+                    pending_key: column(&row, uuid, "pending_key")?,
+                }),
+                None => None,
+            };
+            let (new, answer) = change(keys);
+            if let Some(new) = new {
+                let set = tx.prepare_cached(SET_KEYS).await.map_err(pg)?;
+                tx.execute(&set, &[&uuid, &new.device_key, &new.pending_key])
+                    .await
+                    .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)?;
+            Ok(Some(answer))
+        })
+        .await
+    }
+}
+
 /// Why one attempt of a transaction failed: the database (which may be
 /// worth another attempt), or the store.
 enum Retry {
@@ -486,7 +579,7 @@ impl EnrollmentStore for PgStore {
             let key = uuid.key();
             let rows = self
                 .query(
-                    "SELECT pass_tmp_sealed, enrolled_at_ms, device_key \
+                    "SELECT pass_tmp_sealed, enrolled_at_ms, device_key, ssids, pending_key \
                      FROM verifier_enrollments WHERE uuid = $1",
                     &[&key],
                 )
@@ -499,18 +592,14 @@ impl EnrollmentStore for PgStore {
     }
 
     /// One transaction: see the module doc.
-    async fn enroll(
-        &self,
-        uuid: &DeviceUuid,
-        pass_tmp: &str,
-        replace: bool,
-    ) -> Result<EnrollOutcome, StoreError> {
-        let key = uuid.key();
-        let sealed = self.key.seal(key, pass_tmp);
+    async fn enroll_at(&self, row: &EnrollRow, replace: bool) -> Result<EnrollOutcome, StoreError> {
+        let key = row.uuid.key();
+        let sealed = self.key.seal(key, &row.pass_tmp);
+        let ssids = normalize_ssids(&row.ssids);
         self.bounded(async {
             let enrolled_at = to_sql(key, now_ms())?;
             self.retrying("enroll", || {
-                self.enroll_once(key, pass_tmp, &sealed, enrolled_at, replace)
+                self.enroll_once((key, &row.pass_tmp, &ssids), &sealed, enrolled_at, replace)
             })
             .await
         })
@@ -518,19 +607,20 @@ impl EnrollmentStore for PgStore {
     }
 
     /// All rows in one transaction: if it fails, none is enrolled.
-    async fn import(
-        &self,
-        rows: &[(DeviceUuid, String)],
-    ) -> Result<Vec<EnrollOutcome>, StoreError> {
+    async fn import(&self, rows: &[EnrollRow]) -> Result<Vec<EnrollOutcome>, StoreError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut keys: Vec<&str> = rows.iter().map(|(uuid, _)| uuid.key()).collect();
+        let rows: Vec<(&EnrollRow, Vec<String>)> = rows
+            .iter()
+            .map(|row| (row, normalize_ssids(&row.ssids)))
+            .collect();
+        let mut keys: Vec<&str> = rows.iter().map(|(row, _)| row.uuid.key()).collect();
         keys.sort_unstable();
         keys.dedup();
         self.bounded(async {
             let enrolled_at = to_sql("import", now_ms())?;
-            self.retrying("import", || self.import_once(rows, &keys, enrolled_at))
+            self.retrying("import", || self.import_once(&rows, &keys, enrolled_at))
                 .await
         })
         .await
@@ -596,11 +686,89 @@ impl EnrollmentStore for PgStore {
             .await
     }
 
+    /// One transaction: see the module doc.
+    async fn replace_device_key(
+        &self,
+        uuid: &DeviceUuid,
+        device_key: &str,
+    ) -> Result<KeyOutcome, StoreError> {
+        let change = |keys: Option<Keys>| {
+            let Some(keys) = keys else {
+                return (None, KeyOutcome::NotEnrolled);
+            };
+            let outcome = match keys.device_key.as_deref() {
+                Some(k) if k == device_key && keys.pending_key.is_none() => {
+                    return (None, KeyOutcome::Unchanged)
+                }
+                Some(k) if k == device_key => KeyOutcome::Unchanged,
+                Some(_) => KeyOutcome::Replaced,
+                None => KeyOutcome::Registered,
+            };
+            let new = Keys {
+                device_key: Some(device_key.to_owned()),
+                pending_key: None,
+            };
+            (Some(new), outcome)
+        };
+        self.bounded(self.update_keys("replace_device_key", uuid.key(), change))
+            .await
+    }
+
+    /// One transaction: see the module doc.
+    async fn set_pending_device_key(
+        &self,
+        uuid: &DeviceUuid,
+        device_key: &str,
+    ) -> Result<KeyOutcome, StoreError> {
+        let change = |keys: Option<Keys>| match keys {
+            None => (None, KeyOutcome::NotEnrolled),
+            Some(k) if k.device_key.as_deref() == Some(device_key) => (None, KeyOutcome::Unchanged),
+            Some(Keys {
+                device_key: None, ..
+            }) => (
+                Some(Keys {
+                    device_key: Some(device_key.to_owned()),
+                    pending_key: None,
+                }),
+                KeyOutcome::Registered,
+            ),
+            Some(k) if k.pending_key.as_deref() == Some(device_key) => (None, KeyOutcome::Pending),
+            Some(k) => (
+                Some(Keys {
+                    device_key: k.device_key,
+                    pending_key: Some(device_key.to_owned()),
+                }),
+                KeyOutcome::Pending,
+            ),
+        };
+        self.bounded(self.update_keys("set_pending_device_key", uuid.key(), change))
+            .await
+    }
+
+    /// One transaction: see the module doc.
+    async fn approve_pending_key(&self, uuid: &DeviceUuid) -> Result<bool, StoreError> {
+        let change = |keys: Option<Keys>| match keys {
+            Some(Keys {
+                pending_key: Some(pending),
+                ..
+            }) => (
+                Some(Keys {
+                    device_key: Some(pending),
+                    pending_key: None,
+                }),
+                true,
+            ),
+            _ => (None, false),
+        };
+        self.bounded(self.update_keys("approve_pending_key", uuid.key(), change))
+            .await
+    }
+
     async fn revoke_device_key(&self, uuid: &DeviceUuid) -> Result<bool, StoreError> {
         self.bounded(async {
             let revoked = self
                 .execute(
-                    "UPDATE verifier_enrollments SET device_key = NULL \
+                    "UPDATE verifier_enrollments SET device_key = NULL, pending_key = NULL \
                      WHERE uuid = $1 AND device_key IS NOT NULL",
                     &[&uuid.key()],
                 )

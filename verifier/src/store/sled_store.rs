@@ -9,7 +9,8 @@
 
 use super::at_rest::StoreKey;
 use super::{
-    ApRecord, BoxError, EnrollOutcome, Enrollment, EnrollmentStore, KeyOutcome, Page, StoreError,
+    normalize_ssids, ApRecord, BoxError, EnrollOutcome, EnrollRow, Enrollment, EnrollmentStore,
+    KeyOutcome, Page, StoreError,
 };
 use protocol::now_ms;
 use protocol::DeviceUuid;
@@ -42,7 +43,9 @@ fn key(uuid: &DeviceUuid) -> &[u8] {
 
 /// An enrollment as it is on disk: pass_tmp sealed under the store key.
 /// `pass_tmp` is what a store written before sealing holds; it is read,
-/// and sealed at the record's next write.
+/// and sealed at the record's next write. A record written before SSIDs
+/// and pending keys has neither field, and reads as any SSID, nothing
+/// pending.
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,6 +55,10 @@ struct OnDisk {
     enrolled_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     device_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ssids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_key: Option<String>,
 }
 
 impl Store {
@@ -69,6 +76,8 @@ impl Store {
             pass_tmp,
             enrolled_at_ms: disk.enrolled_at_ms,
             device_key: disk.device_key,
+            ssids: disk.ssids,
+            pending_key: disk.pending_key,
         })
     }
 
@@ -78,6 +87,8 @@ impl Store {
             pass_tmp_sealed: Some(self.key.seal(uuid.key(), &e.pass_tmp)),
             enrolled_at_ms: e.enrolled_at_ms,
             device_key: e.device_key.clone(),
+            ssids: e.ssids.clone(),
+            pending_key: e.pending_key.clone(),
         };
         serde_json::to_vec(&disk).map_err(|e| corrupt(uuid, e))
     }
@@ -159,25 +170,33 @@ impl Store {
     /// Decides the outcome from the current value, then writes only if
     /// that value is still there; if another writer got in between,
     /// decides again from what it wrote.
-    fn enroll_now(
-        &self,
-        uuid: &DeviceUuid,
-        pass_tmp: &str,
-        replace: bool,
-    ) -> Result<EnrollOutcome, StoreError> {
-        self.update(uuid, |old| {
+    fn enroll_now(&self, row: &EnrollRow, replace: bool) -> Result<EnrollOutcome, StoreError> {
+        let ssids = normalize_ssids(&row.ssids);
+        self.update(&row.uuid, |old| {
+            let same_pass = old.as_ref().map(|o| o.pass_tmp == row.pass_tmp);
             let outcome = match &old {
                 None => EnrollOutcome::Created,
-                Some(old) if old.pass_tmp == pass_tmp => return (None, EnrollOutcome::Unchanged),
+                Some(old) if old.pass_tmp == row.pass_tmp && old.ssids == ssids => {
+                    return (None, EnrollOutcome::Unchanged)
+                }
                 Some(_) if replace => EnrollOutcome::Replaced,
                 Some(_) => return (None, EnrollOutcome::Conflict),
             };
-            // A new pass_tmp is a new device as far as logins go: its old
-            // key, if any, goes with the old enrollment.
-            let record = Enrollment {
-                pass_tmp: pass_tmp.to_owned(),
-                enrolled_at_ms: now_ms(),
-                device_key: None,
+            let record = match old {
+                // New SSIDs alone: the same device, with its keys.
+                Some(old) if same_pass == Some(true) => Enrollment {
+                    ssids: ssids.clone(),
+                    ..old
+                },
+                // A new pass_tmp is a new device as far as logins go: its
+                // old key, if any, goes with the old enrollment.
+                _ => Enrollment {
+                    pass_tmp: row.pass_tmp.clone(),
+                    enrolled_at_ms: now_ms(),
+                    device_key: None,
+                    ssids: ssids.clone(),
+                    pending_key: None,
+                },
             };
             (Some(record), outcome)
         })
@@ -190,24 +209,14 @@ impl EnrollmentStore for Store {
     }
 
     /// Not durable until [`EnrollmentStore::flush`].
-    async fn enroll(
-        &self,
-        uuid: &DeviceUuid,
-        pass_tmp: &str,
-        replace: bool,
-    ) -> Result<EnrollOutcome, StoreError> {
-        self.enroll_now(uuid, pass_tmp, replace)
+    async fn enroll_at(&self, row: &EnrollRow, replace: bool) -> Result<EnrollOutcome, StoreError> {
+        self.enroll_now(row, replace)
     }
 
     /// Row by row, each row atomic: without a transaction (see the module
     /// doc), a failure part-way leaves the rows before it enrolled.
-    async fn import(
-        &self,
-        rows: &[(DeviceUuid, String)],
-    ) -> Result<Vec<EnrollOutcome>, StoreError> {
-        rows.iter()
-            .map(|(uuid, pass_tmp)| self.enroll_now(uuid, pass_tmp, false))
-            .collect()
+    async fn import(&self, rows: &[EnrollRow]) -> Result<Vec<EnrollOutcome>, StoreError> {
+        rows.iter().map(|row| self.enroll_now(row, false)).collect()
     }
 
     async fn remove(&self, uuid: &DeviceUuid) -> Result<bool, StoreError> {
@@ -257,11 +266,78 @@ impl EnrollmentStore for Store {
         })
     }
 
+    async fn replace_device_key(
+        &self,
+        uuid: &DeviceUuid,
+        device_key: &str,
+    ) -> Result<KeyOutcome, StoreError> {
+        self.update(uuid, |old| {
+            let Some(e) = old else {
+                return (None, KeyOutcome::NotEnrolled);
+            };
+            let outcome = match e.device_key.as_deref() {
+                Some(k) if k == device_key && e.pending_key.is_none() => {
+                    return (None, KeyOutcome::Unchanged)
+                }
+                Some(k) if k == device_key => KeyOutcome::Unchanged,
+                Some(_) => KeyOutcome::Replaced,
+                None => KeyOutcome::Registered,
+            };
+            let record = Enrollment {
+                device_key: Some(device_key.to_owned()),
+                pending_key: None,
+                ..e
+            };
+            (Some(record), outcome)
+        })
+    }
+
+    async fn set_pending_device_key(
+        &self,
+        uuid: &DeviceUuid,
+        device_key: &str,
+    ) -> Result<KeyOutcome, StoreError> {
+        self.update(uuid, |old| match old {
+            None => (None, KeyOutcome::NotEnrolled),
+            Some(e) if e.device_key.as_deref() == Some(device_key) => (None, KeyOutcome::Unchanged),
+            Some(e) if e.device_key.is_none() => (
+                Some(Enrollment {
+                    device_key: Some(device_key.to_owned()),
+                    pending_key: None,
+                    ..e
+                }),
+                KeyOutcome::Registered,
+            ),
+            Some(e) if e.pending_key.as_deref() == Some(device_key) => (None, KeyOutcome::Pending),
+            Some(e) => (
+                Some(Enrollment {
+                    pending_key: Some(device_key.to_owned()),
+                    ..e
+                }),
+                KeyOutcome::Pending,
+            ),
+        })
+    }
+
+    async fn approve_pending_key(&self, uuid: &DeviceUuid) -> Result<bool, StoreError> {
+        self.update(uuid, |old| match old {
+            Some(mut e) => match e.pending_key.take() {
+                Some(pending) => {
+                    e.device_key = Some(pending);
+                    (Some(e), true)
+                }
+                None => (None, false),
+            },
+            None => (None, false),
+        })
+    }
+
     async fn revoke_device_key(&self, uuid: &DeviceUuid) -> Result<bool, StoreError> {
         self.update(uuid, |old| match old {
             Some(e) if e.device_key.is_some() => (
                 Some(Enrollment {
                     device_key: None,
+                    pending_key: None,
                     ..e
                 }),
                 true,
@@ -323,6 +399,17 @@ mod tests {
 
     fn uuid(n: u8) -> DeviceUuid {
         DeviceUuid::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
+    }
+
+    /// Rows for any SSID.
+    fn rows<'a>(rows: impl IntoIterator<Item = (DeviceUuid, &'a str)>) -> Vec<EnrollRow> {
+        rows.into_iter()
+            .map(|(uuid, pass_tmp)| EnrollRow {
+                uuid,
+                pass_tmp: pass_tmp.to_owned(),
+                ssids: Vec::new(),
+            })
+            .collect()
     }
 
     #[tokio::test]
@@ -457,14 +544,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         s.enroll(&uuid(1), "old", false).await.unwrap();
-        let rows = [
+        let rows = rows([
             (uuid(1), "old"),
             (uuid(1), "new"),
             (uuid(2), "a"),
             (uuid(2), "a"),
             (uuid(2), "b"),
-        ]
-        .map(|(id, p)| (id, p.to_owned()));
+        ]);
         let outcomes = s.import(&rows).await.unwrap();
         assert_eq!(
             outcomes,
@@ -487,7 +573,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            let rows: Vec<_> = (0..10).map(|n| (uuid(n), format!("p{n}"))).collect();
+            let names: Vec<String> = (0..10).map(|n| format!("p{n}")).collect();
+            let rows = rows((0..10).map(|n| (uuid(n), names[usize::from(n)].as_str())));
             s.import(&rows).await.unwrap();
             s.enroll(&uuid(3), "replaced", true).await.unwrap();
             assert!(s.remove(&uuid(4)).await.unwrap());
@@ -692,5 +779,43 @@ mod tests {
             .unwrap();
         let e = s.get(&uuid(1)).unwrap().unwrap();
         assert_eq!((e.pass_tmp.as_str(), e.enrolled_at_ms), ("old", 5));
+    }
+
+    /// A record as the previous release wrote it (sealed, with a key, no
+    /// SSIDs, no pending key) reads as enrolled for any SSID, and keeps
+    /// its key when it is given SSIDs.
+    #[tokio::test]
+    async fn a_record_written_before_ssids_reads_as_any_ssid() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let sealed = s.key.seal(uuid(1).key(), "old");
+        let old =
+            format!(r#"{{"pass_tmp_sealed":"{sealed}","enrolled_at_ms":5,"device_key":"k1"}}"#);
+        s.enrollments
+            .insert(key(&uuid(1)), old.into_bytes())
+            .unwrap();
+        let e = s.get(&uuid(1)).unwrap().unwrap();
+        assert_eq!(e.pass_tmp, "old");
+        assert_eq!(e.device_key.as_deref(), Some("k1"));
+        assert!(e.ssids.is_empty() && e.pending_key.is_none(), "{e:?}");
+        assert!(e.allows_ssid("home-wifi") && e.allows_ssid("anything"));
+        // Unchanged as it is; given SSIDs (replace), the same device.
+        assert_eq!(
+            s.enroll(&uuid(1), "old", false).await.unwrap(),
+            EnrollOutcome::Unchanged
+        );
+        let row = EnrollRow {
+            uuid: uuid(1),
+            pass_tmp: "old".into(),
+            ssids: vec!["home-wifi".into()],
+        };
+        assert_eq!(
+            s.enroll_at(&row, true).await.unwrap(),
+            EnrollOutcome::Replaced
+        );
+        let e = s.get(&uuid(1)).unwrap().unwrap();
+        assert_eq!(e.ssids, ["home-wifi"]);
+        assert_eq!(e.device_key.as_deref(), Some("k1"));
+        assert!(!e.allows_ssid("anything"));
     }
 }

@@ -24,7 +24,7 @@ mod requests;
 mod serve;
 mod verify;
 
-use crate::store::{ApRecord, EnrollmentStore, PgStore, Store, StoreError};
+use crate::store::{ApRecord, EnrollmentStore, PgStore, Rekey, Store, StoreError};
 use bus::{Bus, BusError, BusOptions};
 use metrics::Metrics;
 use protocol::crypto::PlatformKey;
@@ -79,6 +79,10 @@ pub struct SecureVerify {
     pub lockout: Duration,
     /// Verification requests per AP id per second.
     pub ap_rate_per_sec: u32,
+    /// What a device that proves pass_tmp again with a new key (after a
+    /// factory reset) gets: that key at once, or only once an admin
+    /// approves it.
+    pub rekey: Rekey,
 }
 
 impl VerifierConfig {

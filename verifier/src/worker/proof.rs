@@ -22,7 +22,7 @@ use super::onboarding::Onboarding;
 use super::requests::{Handshake, RequestKey};
 use super::serve::Served;
 use super::verify::answer;
-use crate::store::{EnrollmentStore, KeyOutcome};
+use crate::store::{EnrollmentStore, KeyOutcome, Rekey};
 use protocol::crypto::{opens_commitment, parse_handshake_tag, PlatformKey};
 use protocol::onboarding::{
     seal_wifi_key, AccessDenied, AccessProof, VerifyOutcome, VerifyRequest,
@@ -96,6 +96,21 @@ pub(super) async fn on_proof<S: EnrollmentStore>(
             let outcome = VerifyOutcome::failed(AccessErrorCode::Unavailable, message);
             answer(worker, &req, outcome).await;
         }
+        Verdict::Awaiting => {
+            let platform: &PlatformKey = &onboarding.guard.settings.key;
+            let message = format!(
+                "this device proved its pass_tmp with a new key, which waits for an admin's approval (verifier approve-key --uuid {})",
+                uuid.key()
+            );
+            let error = ErrorBody::new(AccessErrorCode::AwaitingApproval, message)
+                .retry_after(std::time::Duration::from_secs(10));
+            let denial = AccessDenied::signed(platform, uuid.as_str(), request, error.clone());
+            let outcome = VerifyOutcome::Failed {
+                error,
+                denial: Some(denial),
+            };
+            answer(worker, &req, outcome).await;
+        }
         Verdict::Proved { registered } => {
             let platform: Arc<PlatformKey> = onboarding.guard.settings.key.clone();
             let outcome = match seal_wifi_key(
@@ -139,6 +154,9 @@ enum Verdict {
     Refused(AccessErrorCode, String),
     /// Not final: the device asks again with a new handshake.
     Retry(&'static str),
+    /// The device proved pass_tmp with a new key that waits for an admin
+    /// (`rekey = "admin"`): not final, signed, and it says why.
+    Awaiting,
     /// The device proved pass_tmp; `registered`: its key was written and
     /// must be flushed before the AP is told.
     Proved { registered: bool },
@@ -177,7 +195,7 @@ async fn judge<S: EnrollmentStore>(
         }
     };
     onboarding.guard.proved(uuid.key());
-    if !ssid_allowed(&enrollment, ssid) {
+    if !enrollment.allows_ssid(ssid) {
         warn!(target: "audit", uuid = %uuid, ssid = %ssid.escape_debug(), "access refused: the device's enrollment does not name this SSID");
         return Verdict::Refused(
             AccessErrorCode::SsidNotAllowed,
@@ -212,10 +230,26 @@ async fn judge<S: EnrollmentStore>(
         }
     };
     let device_key = claim.device_key_hex();
-    match register_key(worker, uuid, &device_key).await {
+    let rekey = onboarding.guard.settings.rekey;
+    let registered = match rekey {
+        Rekey::Proof => worker.store.replace_device_key(uuid, &device_key).await,
+        Rekey::Admin => worker.store.set_pending_device_key(uuid, &device_key).await,
+    };
+    match registered {
         Ok(KeyOutcome::Registered) => {
             info!(target: "audit", uuid = %uuid, %device_key, "device key registered");
             Verdict::Proved { registered: true }
+        }
+        Ok(KeyOutcome::Replaced) => {
+            // A reset device onboarding again: it proved pass_tmp, which
+            // only it and the verifier know.
+            warn!(target: "audit", uuid = %uuid, %device_key, "device key replaced: the device proved pass_tmp with a new key; the old one is refused from now on");
+            Verdict::Proved { registered: true }
+        }
+        Ok(KeyOutcome::Pending) => {
+            warn!(target: "audit", uuid = %uuid, %device_key, "new device key waits for an admin's approval (verifier approve-key)");
+            onboarding.keys.soon();
+            Verdict::Awaiting
         }
         Ok(KeyOutcome::Unchanged) => {
             debug!(uuid = %uuid, "device key already registered");
@@ -239,18 +273,4 @@ async fn judge<S: EnrollmentStore>(
             )
         }
     }
-}
-
-/// Whether the device's enrollment lets it onboard at `ssid`.
-fn ssid_allowed(_enrollment: &crate::store::Enrollment, _ssid: &str) -> bool {
-    true
-}
-
-/// Registers the device's key.
-async fn register_key<S: EnrollmentStore>(
-    worker: &Served<S>,
-    uuid: &DeviceUuid,
-    device_key: &str,
-) -> Result<KeyOutcome, crate::store::StoreError> {
-    worker.store.set_device_key(uuid, device_key).await
 }

@@ -3,8 +3,9 @@
 //! bad or conflicting row is reported with its line, and does not stop the
 //! others.
 
+use super::enroll::{check_ssids, conflict};
 use super::{internal, AdminResult};
-use crate::store::{EnrollOutcome, EnrollmentStore, StoreError};
+use crate::store::{normalize_ssids, EnrollOutcome, EnrollRow, EnrollmentStore, StoreError};
 use crate::worker::serve::Served;
 use protocol::admin::{AdminOk, ImportReport, ImportRow, RejectedRow};
 use protocol::onboarding::check_pass_tmp;
@@ -19,6 +20,7 @@ pub(super) async fn apply<S: EnrollmentStore>(
     worker.flush().await.map_err(internal)?;
     info!(
         added = report.added,
+        added_any_ssid = report.added_any_ssid,
         unchanged = report.unchanged,
         rejected = report.rejected.len(),
         "import batch applied"
@@ -40,29 +42,43 @@ async fn import<S: EnrollmentStore>(
             Err(e) => Some(format!("uuid {e}")),
             Ok(id) => match check_pass_tmp(&row.pass_tmp) {
                 Err(e) => Some(format!("pass_tmp {e}")),
-                Ok(()) => {
-                    batch.push((id, row.pass_tmp.clone()));
-                    None
-                }
+                Ok(()) => match check_ssids(&row.ssids) {
+                    Err(e) => Some(e),
+                    Ok(()) => {
+                        batch.push(EnrollRow {
+                            uuid: id,
+                            pass_tmp: row.pass_tmp.clone(),
+                            ssids: normalize_ssids(&row.ssids),
+                        });
+                        None
+                    }
+                },
             },
         })
         .collect();
-    let mut outcomes = store.import(&batch).await?.into_iter();
+    let outcomes = store.import(&batch).await?;
+    let mut outcomes = batch.iter().zip(outcomes);
 
     let mut report = ImportReport::default();
     for (row, rejected) in rows.into_iter().zip(checked) {
         let reason = match rejected {
             Some(reason) => reason,
             None => match outcomes.next().ok_or_else(too_few_outcomes)? {
-                EnrollOutcome::Created | EnrollOutcome::Replaced => {
+                (sent, EnrollOutcome::Created | EnrollOutcome::Replaced) => {
                     report.added += 1;
+                    if sent.ssids.is_empty() {
+                        report.added_any_ssid += 1;
+                    }
                     continue;
                 }
-                EnrollOutcome::Unchanged => {
+                (_, EnrollOutcome::Unchanged) => {
                     report.unchanged += 1;
                     continue;
                 }
-                EnrollOutcome::Conflict => "already enrolled with another pass_tmp".into(),
+                (sent, EnrollOutcome::Conflict) => {
+                    let stored = store.get(&sent.uuid).await?;
+                    conflict(stored.as_ref(), sent).into()
+                }
             },
         };
         report.rejected.push(RejectedRow {
@@ -90,6 +106,7 @@ mod tests {
             line,
             uuid: uuid.into(),
             pass_tmp: pass_tmp.into(),
+            ssids: Vec::new(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! A device's login key, as an admin manages it: `revoke` forgets it (the
 //! device is refused at its next login and must be onboarded again, which
 //! registers its new key); `register-key` sets it for a device whose key
-//! pair was made at the factory, so that it logs in without onboarding.
+//! pair was made at the factory, so that it logs in without onboarding;
+//! `approve-key` makes the key a device onboarded with after a factory
+//! reset, kept pending under `rekey = "admin"`, its login key.
 
 use super::{bad, internal, parse_uuid, AdminResult};
 use crate::store::{EnrollmentStore, KeyOutcome};
@@ -27,6 +29,39 @@ pub(super) async fn revoke<S: EnrollmentStore>(worker: &Served<S>, uuid: &str) -
     info!(target: "audit", uuid = %id.key(), "device key revoked");
     Ok(AdminOk::KeyRevoked {
         uuid: id.key().to_owned(),
+    })
+}
+
+/// Makes the device's pending key its login key: the old key is refused
+/// from its next login on.
+pub(super) async fn approve<S: EnrollmentStore>(worker: &Served<S>, uuid: &str) -> AdminResult {
+    let id = parse_uuid(uuid)?;
+    if !worker
+        .store
+        .approve_pending_key(&id)
+        .await
+        .map_err(internal)?
+    {
+        return Err(ErrorBody::new(
+            AdminErrorCode::NotFound,
+            format!(
+                "{} is not enrolled or has no key waiting for approval",
+                id.key()
+            ),
+        ));
+    }
+    worker.flush().await.map_err(internal)?;
+    let device_key = worker
+        .store
+        .get(&id)
+        .await
+        .map_err(internal)?
+        .and_then(|e| e.device_key)
+        .unwrap_or_default();
+    info!(target: "audit", uuid = %id.key(), %device_key, "pending device key approved by an admin");
+    Ok(AdminOk::KeyApproved {
+        uuid: id.key().to_owned(),
+        device_key,
     })
 }
 
@@ -62,6 +97,13 @@ pub(super) async fn register<S: EnrollmentStore>(
             return Err(ErrorBody::new(
                 AdminErrorCode::NotFound,
                 format!("{} is not enrolled", id.key()),
+            ))
+        }
+        // set_device_key is first come: it neither replaces nor defers.
+        KeyOutcome::Replaced | KeyOutcome::Pending => {
+            return Err(ErrorBody::new(
+                AdminErrorCode::Internal,
+                format!("the store answered {outcome:?} to a first-come key registration"),
             ))
         }
     };

@@ -70,12 +70,14 @@ async fn apply_admin<S: EnrollmentStore>(worker: &Served<S>, op: AdminOp) -> Adm
             uuid,
             pass_tmp,
             replace,
-        } => enroll::apply(worker, &uuid, &pass_tmp, replace).await,
+            ssids,
+        } => enroll::apply(worker, &uuid, &pass_tmp, &ssids, replace).await,
         AdminOp::Import { rows } => import::apply(worker, rows).await,
         AdminOp::Remove { uuid } => remove::apply(worker, &uuid).await,
         AdminOp::Show { uuid } => read::show(worker, &uuid).await,
         AdminOp::List { after, limit } => read::list(worker, after.as_deref(), limit).await,
         AdminOp::RevokeKey { uuid } => keys::revoke(worker, &uuid).await,
+        AdminOp::ApproveKey { uuid } => keys::approve(worker, &uuid).await,
         AdminOp::RegisterKey { uuid, device_key } => {
             keys::register(worker, &uuid, &device_key).await
         }

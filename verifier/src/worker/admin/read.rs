@@ -7,7 +7,8 @@ use crate::worker::serve::Served;
 use protocol::admin::{AdminOk, MAX_LIST_PAGE};
 use protocol::{AdminErrorCode, ErrorBody};
 
-/// Whether one device is enrolled, and since when.
+/// Whether one device is enrolled, since when, where it may onboard, and
+/// its keys.
 pub(super) async fn show<S: EnrollmentStore>(worker: &Served<S>, uuid: &str) -> AdminResult {
     let id = parse_uuid(uuid)?;
     match worker.store.get(&id).await.map_err(internal)? {
@@ -15,6 +16,8 @@ pub(super) async fn show<S: EnrollmentStore>(worker: &Served<S>, uuid: &str) -> 
             uuid: id.key().to_owned(),
             enrolled_at_ms: e.enrolled_at_ms,
             device_key: e.device_key,
+            ssids: e.ssids,
+            pending_key: e.pending_key,
         }),
         None => Err(ErrorBody::new(
             AdminErrorCode::NotFound,
