@@ -500,3 +500,135 @@ async fn a_proof_from_anyone_but_the_requester_is_ignored() {
     jammer.abort();
     stop.cancel();
 }
+
+async fn enroll_at(p: &TestPlatform, uuid: &str, pass_tmp: &str, ssids: &[&str]) {
+    let admin = p.admin().await;
+    admin
+        .request(protocol::admin::AdminOp::Enroll {
+            uuid: uuid.into(),
+            pass_tmp: pass_tmp.into(),
+            replace: false,
+            ssids: ssids.iter().map(|s| s.to_string()).collect(),
+        })
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
+/// Whether the platform admits `uuid` logging in with `key`.
+async fn logs_in(
+    p: &TestPlatform,
+    uuid: &str,
+    key: &protocol::crypto::DeviceKey,
+) -> Result<(), String> {
+    let session = Session::open(p, uuid, uuid, &device_token(key, uuid), &[]).await;
+    session.ready.clone()
+}
+
+/// Requirement 10: a factory reset loses the device's key, and used to
+/// keep it off the platform for good (its UUID kept its first key until
+/// `verifier revoke`). A device that proves pass_tmp in a fresh onboarding
+/// now replaces its key, and the old key is refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_device_onboards_again_and_its_old_key_is_refused() {
+    let p = secure().await;
+    let uuid = new_uuid();
+    p.enroll(&uuid, "pass-reset-1").await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let before = p.device_config(&uuid, "pass-reset-1", true);
+    let old_key = before.device_key.clone();
+    onboard(before).await.unwrap();
+    logs_in(&p, &uuid, &old_key).await.unwrap();
+    // Reset: a new key, the same pass_tmp.
+    let mut after = p.device_config(&uuid, "pass-reset-1", true);
+    after.device_key = protocol::crypto::DeviceKey::generate();
+    let new_key = after.device_key.clone();
+    let joined = onboard(after).await.unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    logs_in(&p, &uuid, &new_key)
+        .await
+        .expect("the reset device cannot log in with its new key");
+    let old = logs_in(&p, &uuid, &old_key).await;
+    assert!(
+        old.as_ref()
+            .is_err_and(|e| e.contains("BadUserNamePassword")),
+        "the old key still logs in: {old:?}"
+    );
+    stop.cancel();
+}
+
+/// With `rekey = "admin"`, a reset device's new key waits for an admin:
+/// the device is told why it waits, and joins once the key is approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_rekey_admin_a_new_key_waits_for_approval_and_the_device_is_told() {
+    let mut config = secure_test_config();
+    config.security.rekey = verifier::Rekey::Admin;
+    let p = TestPlatform::start_config(config, broker::StartOptions::default()).await;
+    let uuid = new_uuid();
+    p.enroll(&uuid, "pass-approve-1").await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    let first = p.device_config(&uuid, "pass-approve-1", true);
+    let old_key = first.device_key.clone();
+    onboard(first).await.unwrap();
+    let mut reset = p.device_config(&uuid, "pass-approve-1", true);
+    reset.device_key = protocol::crypto::DeviceKey::generate();
+    reset.answer_timeout = Duration::from_secs(6);
+    let new_key = reset.device_key.clone();
+    match onboard(reset.clone()).await {
+        Err(device_sim::DeviceError::Refused { code, message }) => {
+            assert_eq!(code, AccessErrorCode::AwaitingApproval);
+            assert!(message.contains("approve-key"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    logs_in(&p, &uuid, &old_key)
+        .await
+        .expect("the old key keeps working until approval");
+    let admin = p.admin().await;
+    admin
+        .request(protocol::admin::AdminOp::ApproveKey { uuid: uuid.clone() })
+        .await
+        .unwrap();
+    admin.close().await;
+    reset.answer_timeout = Duration::from_secs(20);
+    onboard(reset).await.unwrap();
+    logs_in(&p, &uuid, &new_key).await.unwrap();
+    assert!(logs_in(&p, &uuid, &old_key).await.is_err());
+    stop.cancel();
+}
+
+/// Requirement 2: an enrollment names where a device may onboard. A device
+/// enrolled for another SSID proves its pass_tmp and is then refused, with
+/// a clear code only a device that proved pass_tmp sees; one enrolled for
+/// this SSID joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_is_refused_at_an_ssid_its_enrollment_does_not_name() {
+    let p = secure().await;
+    let elsewhere = new_uuid();
+    let here = new_uuid();
+    enroll_at(&p, &elsewhere, "pass-ssid-1", &["office-wifi"]).await;
+    enroll_at(&p, &here, "pass-ssid-2", &["office-wifi", SSID]).await;
+    let stop = CancellationToken::new();
+    let _ap = p.start_ap(p.ap_config("ap-1", true), &stop).await;
+    match onboard(p.device_config(&elsewhere, "pass-ssid-1", true)).await {
+        Err(device_sim::DeviceError::Refused { code, message }) => {
+            assert_eq!(code, AccessErrorCode::SsidNotAllowed, "{message}");
+            assert!(message.contains(SSID), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A wrong pass_tmp there learns nothing about the SSIDs.
+    match onboard(p.device_config(&elsewhere, "a-guess", true)).await {
+        Err(device_sim::DeviceError::Refused { code, .. }) => {
+            assert_eq!(code, AccessErrorCode::PassTmpMismatch)
+        }
+        other => panic!("{other:?}"),
+    }
+    let joined = onboard(p.device_config(&here, "pass-ssid-2", true))
+        .await
+        .unwrap();
+    assert_eq!(joined.password, WIFI_PASSWORD);
+    stop.cancel();
+}
