@@ -591,7 +591,8 @@ async fn connect(
 enum Stay {
     Shutdown,
     /// With the MQTT 5 DISCONNECT that carried the notice, described.
-    Redirected(Redirect, Option<String>),
+    /// Boxed: a notice with its signed assignment is large.
+    Redirected(Box<Redirect>, Option<String>),
     Lost,
 }
 
@@ -626,7 +627,7 @@ async fn stay(
                             m.server_reference.as_ref().map(|s| format!(", server reference {s}")).unwrap_or_default()
                         );
                         return match notice {
-                            Some(Ok(r)) if heeded(config, &r, epoch) => Stay::Redirected(r, Some(by)),
+                            Some(Ok(r)) if heeded(config, &r, epoch) => Stay::Redirected(Box::new(r), Some(by)),
                             _ => Stay::Lost,
                         };
                     }
@@ -636,7 +637,7 @@ async fn stay(
             msg = inbox.recv() => {
                 let Some(msg) = msg else { return Stay::Lost };
                 match decode::<Redirect>(&msg.payload) {
-                    Ok(r) if heeded(config, &r, epoch) => return Stay::Redirected(r, None),
+                    Ok(r) if heeded(config, &r, epoch) => return Stay::Redirected(Box::new(r), None),
                     Ok(r) => debug!(epoch = r.epoch, current = epoch, "stale redirect ignored"),
                     Err(e) => warn!(error = %e, "malformed redirect ignored"),
                 }

@@ -233,7 +233,7 @@ async fn a_device_key_is_kept_with_the_assignment_and_through_a_move() {
     let mut first = store.begin().await.unwrap();
     first.set("dev-1", Some(2), "gw-1", "remap").await.unwrap();
     first.commit().await.unwrap();
-    late.set_device_key("dev-1", &key).await.unwrap();
+    assert!(late.set_device_key("dev-1", &key).await.unwrap());
     assert!(matches!(
         late.commit().await,
         Err(StoreError::Conflict { .. })

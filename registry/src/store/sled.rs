@@ -547,7 +547,7 @@ mod tests {
         let mut first = s.begin().await.unwrap();
         first.set("d1", Some(2), "gw-1", "remap").await.unwrap();
         first.commit().await.unwrap();
-        late.set_device_key("d1", &key).await.unwrap();
+        assert!(late.set_device_key("d1", &"ef".repeat(32)).await.unwrap());
         assert!(matches!(
             late.commit().await,
             Err(StoreError::Conflict { .. })
