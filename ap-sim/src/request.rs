@@ -4,14 +4,15 @@
 //! and its outcome is answered, remembered and reported.
 
 use crate::answer::{publish, report};
-use crate::handshake::compare_by_handshake;
+use crate::handshake::{relay_handshake, Relay};
 use crate::prompt::ask_user;
 use crate::shared::Shared;
-use crate::verify::verify;
+use crate::verify::{verify, Verified};
 use crate::ApEvent;
 use protocol::crypto::handshake_tag;
 use protocol::onboarding::{
-    wifi_seal_context, AccessChallenge, AccessGranted, AccessOutcome, AccessRequest, AccessResponse,
+    wifi_seal_context, AccessChallenge, AccessDenied, AccessGranted, AccessOutcome, AccessRequest,
+    AccessResponse,
 };
 use protocol::{decode, peek_str_field, topics, AccessErrorCode, DeviceUuid};
 use std::collections::hash_map::Entry;
@@ -62,7 +63,13 @@ pub(crate) async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) 
             return;
         }
     };
-    let key = uuid.key().to_owned();
+    // One request in progress per device in walkthrough mode; in secure
+    // mode per handshake, so that anyone's request for a UUID (a stranger
+    // can make one) holds up no other.
+    let key = match &req.spake2 {
+        Some(msg) => format!("{}/{}", uuid.key(), handshake_tag(msg)),
+        None => uuid.key().to_owned(),
+    };
     let in_progress = match shared
         .in_flight
         .lock()
@@ -104,7 +111,7 @@ pub(crate) async fn handle_request(shared: &Shared, ssid: &str, payload: &[u8]) 
         publish(shared, &uuid, &previous).await;
         return;
     }
-    let (response, outcome) = decide(shared, &req, &uuid).await;
+    let (response, outcome) = decide(shared, &req, &uuid, &key).await;
     publish(shared, &uuid, &response).await;
     // `unavailable` and `not_authorized` are not final: the device's retry
     // must be served afresh.
@@ -128,6 +135,7 @@ async fn decide(
     shared: &Shared,
     req: &AccessRequest,
     uuid: &DeviceUuid,
+    in_flight_key: &str,
 ) -> (AccessResponse, Result<(), AccessErrorCode>) {
     let config = &shared.config;
     let Some(password) = shared.passwords.get(&req.ssid) else {
@@ -151,14 +159,14 @@ async fn decide(
         );
     }
 
-    // Steps 3-4: ask the verifier, compare.
+    // Steps 3-4: ask the verifier; compare (walkthrough) or relay the
+    // verifier's handshake and wait for its verdict (secure).
     let verified = match verify(shared, uuid, req).await {
         Ok(verified) => verified,
         Err(denied) => return denied,
     };
-    let stored = verified.pass_tmp;
-    let keys = match &req.spake2 {
-        None => {
+    let session = match (verified, &req.spake2) {
+        (Verified::PassTmp(stored), None) => {
             if !bool::from(stored.as_bytes().ct_eq(req.pass_tmp.as_bytes())) {
                 return shared.deny(
                     uuid.as_str(),
@@ -168,24 +176,57 @@ async fn decide(
             }
             None
         }
-        Some(device_msg) => {
-            match compare_by_handshake(shared, req, uuid, &stored, verified.ticket, device_msg)
-                .await
-            {
-                Ok((keys, session)) => Some((keys, session)),
+        (
+            Verified::Challenge {
+                request_id,
+                session,
+                spake2,
+                ticket,
+            },
+            Some(device_msg),
+        ) => {
+            let relay = Relay {
+                in_flight_key,
+                request_id,
+                session,
+                spake2,
+                ticket,
+                device_msg,
+            };
+            match relay_handshake(shared, req, uuid, relay).await {
+                Ok(proved) => Some(proved),
                 Err(denied) => return denied,
             }
         }
+        _ => {
+            return shared.deny(
+                uuid.as_str(),
+                AccessErrorCode::Unavailable,
+                "the verifier answered in the other mode",
+            )
+        }
     };
 
-    // Step 4: prompt the AP's user and wait.
+    // Step 4: prompt the AP's user and wait. In secure mode a refusal from
+    // here on is bound to the device's session, so the device believes it.
     if let Err(denied) = ask_user(shared, req, uuid).await {
-        return denied;
+        return match (&session, denied) {
+            (Some((key, session)), (AccessResponse::Denied(d), outcome)) => (
+                AccessResponse::Denied(AccessDenied::for_session(
+                    key,
+                    uuid.as_str(),
+                    session,
+                    d.error,
+                )),
+                outcome,
+            ),
+            (_, denied) => denied,
+        };
     }
 
     // Step 5: the access response with the real password, sealed to the
     // device in secure mode.
-    let granted = match keys {
+    let granted = match session {
         None => AccessGranted {
             uuid: uuid.as_str().to_owned(),
             ssid: req.ssid.clone(),
@@ -193,11 +234,11 @@ async fn decide(
             session: None,
             sealed: None,
         },
-        Some((keys, session)) => AccessGranted {
+        Some((key, session)) => AccessGranted {
             uuid: uuid.as_str().to_owned(),
             ssid: req.ssid.clone(),
             password: String::new(),
-            sealed: Some(keys.seal_password(
+            sealed: Some(key.seal_password(
                 password,
                 &wifi_seal_context(uuid.as_str(), &req.ssid, &session),
             )),

@@ -9,7 +9,7 @@ use crate::shared::Shared;
 use crate::{ApConfig, ApError};
 use bus::{Bus, BusOptions, LinkState, Message, Pending};
 use protocol::crypto::ApKey;
-use protocol::onboarding::{AccessProof, ApConfirm, VerifyResponse};
+use protocol::onboarding::{ApConfirm, VerifyResponse};
 use protocol::topics::{self, Level, Topic};
 use protocol::{decode, AccessErrorCode};
 use std::sync::{Arc, Mutex};
@@ -53,19 +53,13 @@ impl Ap {
 /// Connects, subscribes, and serves until `shutdown`.
 pub async fn start(config: ApConfig, shutdown: CancellationToken) -> Result<Ap, ApError> {
     config.validate()?;
+    // Devices' proofs go to the verifier, which judges them; the AP only
+    // relays the handshake and hears the verdict.
     let mut filters: Vec<String> = config
         .networks
         .iter()
         .map(|n| topics::access_request(&n.ssid))
         .collect();
-    if config.platform_key.is_some() {
-        filters.extend(
-            config
-                .networks
-                .iter()
-                .map(|n| topics::access_proof(&n.ssid)),
-        );
-    }
     filters.push(topics::verify_response(&config.ap_id));
     filters.push(topics::ap_confirm(&config.ap_id));
     let opts = BusOptions::new(&config.broker, format!("ap.{}", config.ap_id))?
@@ -90,7 +84,6 @@ pub async fn start(config: ApConfig, shutdown: CancellationToken) -> Result<Ap, 
         config,
         bus,
         verifications: Pending::default(),
-        proofs: Pending::default(),
         ap_key: ApKey::generate(),
         confirmations: confirmations.clone(),
         in_flight: Mutex::default(),
@@ -125,8 +118,7 @@ async fn serve(
                     // devices ask again, instead of each waiting out its
                     // timeout.
                     let verifications = shared.verifications.cancel_all();
-                    let handshakes = shared.proofs.cancel_all();
-                    info!(verifications, handshakes, "link to the platform is back; open requests answered unavailable");
+                    info!(verifications, "link to the platform is back; open requests answered unavailable");
                 }
                 continue;
             }
@@ -140,15 +132,6 @@ async fn serve(
                 let shared = shared.clone();
                 tracker.spawn(async move { handle_request(&shared, &ssid, &msg.payload).await });
             }
-            Some(Topic::AccessProof { .. }) => match decode::<AccessProof>(&msg.payload) {
-                Ok(proof) => {
-                    let session = proof.session.clone();
-                    if !shared.proofs.complete(&session, proof) {
-                        debug!("proof for no open session");
-                    }
-                }
-                Err(e) => warn!(error = %e, "malformed access proof"),
-            },
             Some(Topic::VerifyResponse { .. }) => match decode::<VerifyResponse>(&msg.payload) {
                 Ok(resp) => {
                     let id = resp.request_id.clone();

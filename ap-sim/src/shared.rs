@@ -5,9 +5,7 @@
 use crate::{ApConfig, ApEvent, Confirmations};
 use bus::{Bus, Pending};
 use protocol::crypto::ApKey;
-use protocol::onboarding::{
-    AccessChallenge, AccessDenied, AccessProof, AccessResponse, VerifyResponse,
-};
+use protocol::onboarding::{AccessChallenge, AccessDenied, AccessResponse, VerifyResponse};
 use protocol::{AccessErrorCode, ErrorBody};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,14 +18,13 @@ pub(crate) struct Shared {
     pub(crate) passwords: HashMap<String, String>,
     pub(crate) bus: Bus,
     pub(crate) verifications: Pending<String, VerifyResponse>,
-    /// Secure mode: devices' proofs, by session id.
-    pub(crate) proofs: Pending<String, AccessProof>,
-    /// Secure mode: the key the verifier seals pass_tmp to.
+    /// Secure mode: the key the verifier seals each session's Wi-Fi key to.
     pub(crate) ap_key: ApKey,
     pub(crate) confirmations: Confirmations,
-    /// UUIDs with a request in progress: a device's retries while its
-    /// prompt is open must not raise a second prompt. Secure mode: with
-    /// the challenge sent for it, which a retry of the same handshake gets
+    /// Requests in progress, by UUID (walkthrough) or by UUID and
+    /// handshake (secure, `UUID/TAG`): a device's retries while its prompt
+    /// is open must not raise a second prompt. Secure mode: with the
+    /// challenge sent for it, which a retry of the same handshake gets
     /// again (the first may have been lost).
     pub(crate) in_flight: Mutex<HashMap<String, Option<AccessChallenge>>>,
     /// Answers given in the last [`REPEAT_WINDOW`]: a device's re-send
@@ -55,7 +52,8 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .keys()
         {
-            self.confirmations.waiters.remove(key);
+            let uuid = key.split('/').next().unwrap_or(key);
+            self.confirmations.waiters.remove(&uuid.to_owned());
         }
     }
 
@@ -97,6 +95,10 @@ impl Shared {
             AccessResponse::Denied(AccessDenied {
                 uuid: uuid.to_owned(),
                 error,
+                request: None,
+                session: None,
+                sig: None,
+                mac: None,
             }),
             Err(code),
         )

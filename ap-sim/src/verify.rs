@@ -1,28 +1,47 @@
-//! The AP never holds a device's pass_tmp: it asks the verifier for it per
-//! request, and in secure mode trusts only an answer sealed to this AP and
-//! signed by the platform. In secure mode it names the device request it
-//! answers (SSID and handshake): the verifier releases pass_tmp only for a
-//! request the device itself made, and gives the AP the ticket the device
-//! will want to see in the challenge.
+//! The AP never holds a device's pass_tmp. It asks the verifier per
+//! request: in walkthrough mode for the pass_tmp itself; in secure mode to
+//! answer the device's request, naming it (SSID and handshake). The
+//! verifier is the device's PAKE peer: its answer is its own half of the
+//! handshake, which the AP relays ([`crate::handshake`]), and a refusal of
+//! the device it signs, which the AP passes on as it is.
 
 use crate::shared::{Denied, Shared};
 use protocol::crypto::handshake_tag;
 use protocol::onboarding::{
-    open_verify_answer, AccessRequest, Ticket, VerifyOutcome, VerifyRequest,
+    AccessDenied, AccessRequest, AccessResponse, Ticket, VerifyOutcome, VerifyRequest,
 };
-use protocol::{topics, AccessErrorCode, DeviceUuid};
+use protocol::{topics, AccessErrorCode, DeviceUuid, ErrorBody};
 use tracing::warn;
 
-/// What the verifier gave: the device's pass_tmp and, in secure mode, the
-/// platform's ticket for this request.
-pub(crate) struct Verified {
-    pub(crate) pass_tmp: String,
-    pub(crate) ticket: Option<Ticket>,
+/// What the verifier gave.
+pub(crate) enum Verified {
+    /// Walkthrough mode: the device's pass_tmp, to compare.
+    PassTmp(String),
+    /// Secure mode: the verifier's half of the handshake, to relay, and
+    /// the question's id, which its verdict on the proof will answer.
+    Challenge {
+        request_id: String,
+        session: String,
+        spake2: String,
+        ticket: Ticket,
+    },
 }
 
-/// Asks the verifier for the UUID's pass_tmp for the device's request
-/// `req`; in secure mode it arrives sealed to this AP and signed by the
-/// platform.
+/// The refusal in a verifier's `Failed` answer: its signed denial for the
+/// device, passed on as it is, or the error alone.
+pub(crate) fn refusal(
+    shared: &Shared,
+    uuid: &DeviceUuid,
+    error: ErrorBody<AccessErrorCode>,
+    denial: Option<AccessDenied>,
+) -> Denied {
+    match denial {
+        Some(denial) => (AccessResponse::Denied(denial), Err(error.code)),
+        None => shared.deny_with(uuid.as_str(), error),
+    }
+}
+
+/// Asks the verifier about the device's request `req`.
 pub(crate) async fn verify(
     shared: &Shared,
     uuid: &DeviceUuid,
@@ -69,45 +88,27 @@ pub(crate) async fn verify(
             ));
         }
     };
-    match (verified.outcome, &config.platform_key) {
-        (VerifyOutcome::Found { pass_tmp }, None) => Ok(Verified {
-            pass_tmp,
-            ticket: None,
-        }),
+    match (verified.outcome, secure) {
+        (VerifyOutcome::Found { pass_tmp }, false) => Ok(Verified::PassTmp(pass_tmp)),
         (
-            VerifyOutcome::Sealed {
-                sealed_pass_tmp,
-                sig,
+            VerifyOutcome::Challenge {
+                session,
+                spake2,
                 ticket,
             },
-            Some(platform),
-        ) => open_verify_answer(
-            platform,
-            &shared.ap_key,
-            &request_id,
-            uuid.key(),
-            &config.ap_id,
-            &sealed_pass_tmp,
-            &sig,
-        )
-        .map(|pass_tmp| Verified {
-            pass_tmp,
-            ticket: Some(ticket),
-        })
-        .map_err(|e| {
-            warn!(target: "audit", uuid = %uuid, error = %e, "verifier answer refused: not signed by the platform or not sealed to this AP");
-            shared.deny(
-                uuid.as_str(),
-                AccessErrorCode::Timeout,
-                "no valid answer from the verifier",
-            )
+            true,
+        ) => Ok(Verified::Challenge {
+            request_id,
+            session,
+            spake2,
+            ticket,
         }),
-        (VerifyOutcome::Failed { error }, _) => Err(shared.deny_with(uuid.as_str(), error)),
+        (VerifyOutcome::Failed { error, denial }, _) => Err(refusal(shared, uuid, error, denial)),
         (_, _) => {
-            warn!(target: "audit", uuid = %uuid, "verifier answer refused: wrong mode (plaintext in secure mode or sealed in walkthrough)");
+            warn!(target: "audit", uuid = %uuid, "verifier answer refused: not what this mode expects");
             Err(shared.deny(
                 uuid.as_str(),
-                AccessErrorCode::Timeout,
+                AccessErrorCode::Unavailable,
                 "no valid answer from the verifier",
             ))
         }

@@ -2,6 +2,11 @@
 //! in the data dir (`ca.pem`, which clients trust, and `ca.key`), and a
 //! server certificate for each listener, issued from it on every start;
 //! or an operator's own certificate and key, from `[tls]`.
+//!
+//! The platform broker's certificate names its hosts and `tls.names`; a
+//! gateway's (an in-process one's, or one issued from a registering
+//! gateway's request) names its id alone (`tls::gateway_name`), so that
+//! neither ever proves the other.
 
 use crate::config::TlsSection;
 use crate::embedded::ListenerTls;
@@ -9,7 +14,7 @@ use crate::security::SecurityError;
 use protocol::layout;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -84,34 +89,68 @@ impl PlatformTls {
     }
 
     /// Issues a registering gateway's certificate from its request, for
-    /// its address's host and `tls.names`; None when the operator serves
-    /// their own certificate (the platform then has no CA to sign with).
+    /// its id alone (no address, none of `tls.names`); None when the
+    /// operator serves their own certificate (the platform then has no CA
+    /// to sign with).
     pub fn gateway_signer(&self) -> Option<registry::CertificateSigner> {
         let ca = self.ca()?.clone();
-        let names = self.names.clone();
         Some(registry::CertificateSigner(Arc::new(
-            move |request, host| {
-                let names = certificate_names(&[host.to_owned()], &names);
-                ca.sign_request(request, &names).map_err(|e| e.to_string())
+            move |request, gateway_id| {
+                ca.sign_gateway_request(request, gateway_id)
+                    .map_err(|e| e.to_string())
             },
         )))
     }
 
-    /// What a listener serves: a certificate for `hosts` (its own
-    /// address, a gateway's advertised host) and `tls.names`, counted in
-    /// `counters`.
+    /// What the platform broker's listener serves: a certificate for
+    /// `hosts` (its own address) and `tls.names`, counted in `counters`.
     pub fn listener(
         &self,
         hosts: &[String],
         counters: metrics::BrokerTls,
     ) -> Result<ListenerTls, CertError> {
+        let names = certificate_names(hosts, &self.names);
+        self.serve(
+            |ca| ca.issue_server(&names),
+            &format!("a certificate for {names:?}"),
+            counters,
+        )
+    }
+
+    /// What the listener of in-process gateway `gateway_id` serves: a
+    /// certificate for its id alone, counted in `counters`. An operator's
+    /// own certificate is served as it is: devices verify the gateway as
+    /// `tls::gateway_name`, which that certificate must then hold.
+    pub fn gateway(
+        &self,
+        gateway_id: &str,
+        counters: metrics::BrokerTls,
+    ) -> Result<ListenerTls, CertError> {
+        if let Source::Own { origin, .. } = &self.source {
+            let name = tls::gateway_name(gateway_id).map_err(|source| CertError::Tls {
+                origin: format!("gateway {gateway_id}"),
+                source,
+            })?;
+            warn!(gateway_id, cert = %origin, name, "TLS: this gateway serves the configured certificate; devices verify it by the gateway's name, which the certificate must hold");
+        }
+        self.serve(
+            |ca| ca.issue_gateway(gateway_id),
+            &format!("the certificate of gateway {gateway_id}"),
+            counters,
+        )
+    }
+
+    /// A listener's TLS: `issue`d by the CA, or the operator's own.
+    fn serve(
+        &self,
+        issue: impl FnOnce(&tls::Ca) -> Result<tls::Issued, tls::TlsError>,
+        what: &str,
+        counters: metrics::BrokerTls,
+    ) -> Result<ListenerTls, CertError> {
         let tls_err = |origin: String| move |source| CertError::Tls { origin, source };
         let server = match &self.source {
             Source::Ca(ca) => {
-                let names = certificate_names(hosts, &self.names);
-                let issued = ca
-                    .issue_server(&names)
-                    .map_err(tls_err(format!("a certificate for {names:?}")))?;
+                let issued = issue(ca).map_err(tls_err(what.to_owned()))?;
                 tls::ServerTls::new(
                     &issued.chain_pem,
                     &issued.key_pem,

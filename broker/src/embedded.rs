@@ -542,7 +542,11 @@ mod tests {
         let device = std::thread::spawn(move || {
             open(
                 addr,
-                &connect(&id, Some((protocol::logins::ONBOARDING_USER, "")), 30),
+                &connect(
+                    &protocol::logins::onboarding_client_id(&id),
+                    Some((protocol::logins::ONBOARDING_USER, "")),
+                    30,
+                ),
             )
             .1
         });
@@ -695,6 +699,20 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(&series))
             .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn every_handshake_failure_has_its_counter() {
+        for failure in tls::HandshakeFailure::ALL {
+            assert!(
+                metrics::HANDSHAKE_FAILURE_REASONS.contains(&failure.label()),
+                "{failure:?} is counted nowhere"
+            );
+        }
+        assert_eq!(
+            tls::HandshakeFailure::ALL.len(),
+            metrics::HANDSHAKE_FAILURE_REASONS.len()
+        );
     }
 
     #[test]

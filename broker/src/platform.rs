@@ -250,10 +250,6 @@ impl Platform {
                     platform_tls: broker.internal_tls().cloned(),
                 };
                 let name = format!("gateway-{}", section.id);
-                let hosts = [
-                    section.listen.ip().to_string(),
-                    protocol::host_of(&section.advertised(section.listen)).to_owned(),
-                ];
                 let gw = gateway::start(
                     section,
                     &config.platform,
@@ -261,7 +257,10 @@ impl Platform {
                     &gw_security,
                     gateway::Served {
                         lag: metrics.broker_lag(&name),
-                        tls: listener_tls(&hosts, &name)?,
+                        tls: platform_tls
+                            .as_ref()
+                            .map(|t| t.gateway(&section.id, metrics.broker_tls(&name)))
+                            .transpose()?,
                     },
                     shutdown.child_token(),
                 )

@@ -24,7 +24,7 @@ pub use args::{client_tls, AdminArgs, ConnectArgs, DEFAULT_CREDENTIALS_DIR, DEFA
 pub use instance::instance_name;
 pub use logging::{init_logging, LogOutput};
 pub use mqtt::FleetMqttArgs;
-pub use private::private_files;
+pub use private::{private_data_dir, private_files};
 pub use runtime::runtime;
 pub use signal::cancel_on_signal;
 pub use signing_key::read_signing_key;

@@ -1,17 +1,22 @@
 //! What the device puts on the wire to an AP and what it believes back,
 //! in either mode: the access request (in secure mode SPAKE2's first
-//! message, never pass_tmp), the challenge it answers (in secure mode only
-//! one with the platform's ticket for this device, SSID and handshake),
-//! the proof that answers it (with the device's key, sealed to the
-//! platform), and the password of a grant (in secure mode only if it opens
-//! with the handshake's key). The onboarding flow decides when; this
-//! decides what.
+//! message and a commitment, never pass_tmp), the challenge it answers (in
+//! secure mode only the verifier's, with the platform's ticket for this
+//! device, SSID, handshake and message), the proof that answers it (with
+//! the device's key, sealed to the platform, and the commitment's
+//! opening), the password of a grant (in secure mode only if it opens with
+//! the handshake's key), and which refusals end the onboarding (in secure
+//! mode only the platform's, or one bound to the device's session). The
+//! onboarding flow decides when; this decides what.
 
 use crate::{DeviceConfig, DeviceError};
 use bus::Message;
-use protocol::crypto::{handshake_tag, seal_enrollment, DeviceHandshake, SessionKeys};
+use protocol::crypto::{
+    handshake_commitment, handshake_tag, seal_enrollment, DeviceHandshake, SessionKeys,
+};
 use protocol::onboarding::{
-    wifi_seal_context, AccessChallenge, AccessGranted, AccessProof, AccessRequest, AccessResponse,
+    wifi_seal_context, AccessChallenge, AccessDenied, AccessGranted, AccessProof, AccessRequest,
+    AccessResponse, TicketFor,
 };
 use protocol::{decode, now_ms, topics, DeviceUuid};
 use tracing::warn;
@@ -21,29 +26,48 @@ use tracing::warn;
 pub(crate) struct Answered {
     pub(crate) keys: SessionKeys,
     pub(crate) session: String,
+    /// The request (handshake tag) it answered.
+    pub(crate) request: String,
     proof: AccessProof,
 }
 
-/// The access request, and in secure mode the handshake it starts with
-/// that handshake's tag ([`handshake_tag`]).
+/// A handshake started and not answered yet: its state, its tag
+/// ([`handshake_tag`]), and the opening of its request's commitment.
+pub(crate) struct Started {
+    state: DeviceHandshake,
+    pub(crate) tag: String,
+    opening: String,
+}
+
+/// The access request, and in secure mode the handshake it starts.
 pub(crate) fn access_request(
     config: &DeviceConfig,
     uuid: &DeviceUuid,
-) -> (AccessRequest, Option<(DeviceHandshake, String)>) {
+) -> (AccessRequest, Option<Started>) {
     let mut request = AccessRequest {
         uuid: uuid.as_str().to_owned(),
         ssid: config.ssid.clone(),
         pass_tmp: String::new(),
         spake2: None,
+        commit: None,
     };
     if config.platform_key.is_none() {
         request.pass_tmp = config.pass_tmp.clone();
         return (request, None);
     }
-    let (state, msg) = DeviceHandshake::start(uuid.as_str(), &config.ssid, &config.pass_tmp);
+    let (state, msg) = DeviceHandshake::start(uuid.key(), &config.ssid, &config.pass_tmp);
     let tag = handshake_tag(&msg);
+    let (opening, commit) = handshake_commitment();
     request.spake2 = Some(msg);
-    (request, Some((state, tag)))
+    request.commit = Some(commit);
+    (
+        request,
+        Some(Started {
+            state,
+            tag,
+            opening,
+        }),
+    )
 }
 
 /// Secure mode: once a challenge has answered the current handshake
@@ -52,7 +76,7 @@ pub(crate) fn renew_if_spent(
     config: &DeviceConfig,
     uuid: &DeviceUuid,
     request: &mut AccessRequest,
-    handshake: &mut Option<(DeviceHandshake, String)>,
+    handshake: &mut Option<Started>,
 ) {
     if config.platform_key.is_some() && handshake.is_none() {
         (*request, *handshake) = access_request(config, uuid);
@@ -67,10 +91,10 @@ fn invalid_challenge(reason: String) -> DeviceError {
 }
 
 /// Whether the challenge carries the platform's ticket for this device,
-/// SSID and handshake (`tag`): proof that the verifier released pass_tmp
-/// to the AP for this very request. Without it, answering would hand
-/// whoever sent the challenge one guess of pass_tmp to test against the
-/// proof, outside the verifier's lockout.
+/// SSID, handshake (`tag`), session and handshake message: proof that the
+/// verifier itself answered this very request. Without it, answering would
+/// hand whoever sent the challenge one guess of pass_tmp to test against
+/// the proof, outside the verifier's pacing.
 pub(crate) fn ticket_ok(
     config: &DeviceConfig,
     uuid: &DeviceUuid,
@@ -79,8 +103,15 @@ pub(crate) fn ticket_ok(
 ) -> Result<(), String> {
     let platform = config.platform_key.as_ref().ok_or("no platform key")?;
     let ticket = challenge.ticket.as_ref().ok_or("no ticket")?;
+    let what = TicketFor {
+        uuid: uuid.key(),
+        ssid: &config.ssid,
+        request: tag,
+        session: &challenge.session,
+        spake2: &challenge.spake2,
+    };
     ticket
-        .check(platform, uuid.key(), &config.ssid, tag, now_ms())
+        .check(platform, what, now_ms())
         .map_err(|e| e.to_string())
 }
 
@@ -113,17 +144,19 @@ pub(crate) async fn send_proof(
     Ok(())
 }
 
-/// Secure mode: finishes the handshake with the AP's challenge (whose
-/// ticket has been checked) and sends the proof, with the device's key
-/// for its later logins sealed to the platform.
+/// Secure mode: finishes the handshake with the verifier's challenge
+/// (whose ticket has been checked) and sends the proof, with the device's
+/// key for its later logins sealed to the platform, and the opening of the
+/// request's commitment.
 pub(crate) async fn answer_challenge(
     bus: &bus::Bus,
     config: &DeviceConfig,
     uuid: &DeviceUuid,
-    state: DeviceHandshake,
+    started: Started,
     challenge: &AccessChallenge,
 ) -> Result<Answered, DeviceError> {
-    let keys = state
+    let keys = started
+        .state
         .finish(&challenge.spake2, &challenge.session)
         .map_err(|e| invalid_challenge(e.to_string()))?;
     let enroll = config.platform_key.as_ref().map(|platform| {
@@ -131,7 +164,7 @@ pub(crate) async fn answer_challenge(
             platform,
             &config.device_key,
             uuid.key(),
-            &config.pass_tmp,
+            &keys,
             &challenge.request,
         )
     });
@@ -142,9 +175,11 @@ pub(crate) async fn answer_challenge(
             proof: keys.device_proof(),
             request: Some(challenge.request.clone()),
             enroll,
+            opening: Some(started.opening),
         },
         keys,
         session: challenge.session.clone(),
+        request: challenge.request.clone(),
     };
     send_proof(bus, config, &answered).await?;
     Ok(answered)
@@ -176,6 +211,29 @@ pub(crate) fn open_grant(
         )
         .map_err(|e| e.to_string())?;
     Ok(granted)
+}
+
+/// Whether a final refusal ends this device's onboarding: in walkthrough
+/// mode any does; in secure mode only the platform's, signed for the
+/// device's current or answered request, or one bound to the session it
+/// answered (by the AP the verifier handed the session's key). Anyone can
+/// publish a refusal on a device's response topic; any other is at most a
+/// reason to ask again.
+pub(crate) fn refusal_is_binding(
+    config: &DeviceConfig,
+    uuid: &DeviceUuid,
+    started: Option<&Started>,
+    answered: Option<&Answered>,
+    denied: &AccessDenied,
+) -> bool {
+    let Some(platform) = config.platform_key.as_ref() else {
+        return true;
+    };
+    let signed = |tag: &str| denied.signed_for(platform, uuid.key(), tag);
+    started.is_some_and(|s| signed(&s.tag))
+        || answered.is_some_and(|a| {
+            signed(&a.request) || denied.bound_to(a.keys.wifi_key(), uuid.key(), &a.session)
+        })
 }
 
 pub(crate) fn read_response(msg: &Message, uuid: &DeviceUuid) -> Option<AccessResponse> {

@@ -118,12 +118,13 @@ pub async fn run(
                 device.platform_key = config.platform_key;
                 // One configuration per device, for its platform and its
                 // gateway connections alike: its own session cache.
-                device.tls = config.tls.as_ref().map(|t| t.config());
+                let tls = config.tls.as_ref().map(tls::ClientTls::device);
+                device.tls = tls.as_ref().map(tls::DeviceTls::platform);
                 if !config.mqtt.is_empty() {
                     device.mqtt = config.mqtt[i % config.mqtt.len()];
                 }
                 let mut home = HomeConfig::new(&config.broker, &identity.uuid);
-                home.tls = device.tls.clone();
+                home.tls = tls;
                 home.mqtt = device.mqtt;
                 home.username = config.username.clone();
                 home.password = config.password.clone();

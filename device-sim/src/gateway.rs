@@ -30,9 +30,11 @@ pub struct HomeConfig {
     /// The registry's address: the platform broker, "host:port".
     pub registry: String,
     /// MQTT over TLS, to the registry and the gateways, with this
-    /// configuration (the device's own, so that it resumes its sessions);
-    /// None: plaintext.
-    pub tls: Option<bus::TlsConfig>,
+    /// configuration (the device's own, so that it resumes its sessions):
+    /// the platform broker is verified by the host connected to, a gateway
+    /// by the id its assignment names, never by its address. None:
+    /// plaintext.
+    pub tls: Option<tls::DeviceTls>,
     /// The MQTT version the device speaks, to the registry and gateways.
     pub mqtt: bus::MqttVersion,
     pub device_id: String,
@@ -121,7 +123,7 @@ impl HomeConfig {
     pub fn link(&self) -> LinkConfig {
         LinkConfig {
             broker: self.registry.clone(),
-            tls: self.tls.clone(),
+            tls: self.tls.as_ref().map(tls::DeviceTls::platform),
             mqtt: self.mqtt,
             device_id: self.device_id.clone(),
             login: match &self.login {
@@ -255,7 +257,7 @@ pub async fn stay_homed_with(
             }
         };
         let connecting = Instant::now();
-        match connect(config, &target.address, target.token.as_deref()).await {
+        match connect(config, &target, target.token.as_deref()).await {
             Err(failed) => {
                 let _ = events.send(HomeEvent::Refused {
                     gateway_id: target.gateway_id.clone(),
@@ -538,18 +540,54 @@ impl ConnectFailed {
 
 /// One attempt to connect to a gateway; in secure mode the login is the
 /// device's id and a gateway login made from its signed assignment
-/// ([`crate::login::at_gateway`]).
+/// ([`crate::login::at_gateway`]). Over TLS, the gateway must prove it is
+/// the gateway the assignment names (its certificate names that id), not
+/// merely that it holds a certificate for its address.
 async fn connect(
     config: &HomeConfig,
-    address: &str,
+    gateway: &KnownGateway,
     token: Option<&str>,
 ) -> Result<Connection, ConnectFailed> {
-    let opts = BusOptions::new(address, &config.device_id).map_err(ConnectFailed::from_bus)?;
+    // Secure mode: a gateway is trusted only on an assignment to it that
+    // still holds. A remembered one that expired (the gateway may have been
+    // removed since) sends the device back to the registry, whatever
+    // certificate the gateway still has.
+    if let (Some(key), Some(token)) = (&config.platform_key, token) {
+        let still = decode::<GatewayAssigned>(token.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                a.verify_for_gateway(
+                    key,
+                    &config.device_id,
+                    &gateway.gateway_id,
+                    protocol::now_ms(),
+                )
+                .map_err(|e| e.to_string())
+            });
+        if let Err(why) = still {
+            return Err(ConnectFailed {
+                refused: true,
+                reason: format!("not connecting to gateway {}: {why}", gateway.gateway_id),
+            });
+        }
+    }
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            tls.gateway(&gateway.gateway_id)
+                .map_err(|e| ConnectFailed {
+                    refused: true,
+                    reason: format!("gateway {}: {e}", gateway.gateway_id),
+                })?,
+        ),
+        None => None,
+    };
+    let opts =
+        BusOptions::new(&gateway.address, &config.device_id).map_err(ConnectFailed::from_bus)?;
     let opts = match token {
         Some(t) => login::at_gateway(opts, &config.device_id, t, config.login.as_ref()),
         None => opts.with_credentials(&config.username, &config.password),
     };
-    let mut opts = opts.with_tls(config.tls.clone());
+    let mut opts = opts.with_tls(tls);
     opts.mqtt = config.mqtt;
     opts.connect_timeout = config.connect_timeout;
     opts.last_will = Some((
@@ -652,4 +690,68 @@ async fn stay(
 /// second (the re-query is rate-limited).
 fn heeded(config: &HomeConfig, r: &Redirect, epoch: u64) -> bool {
     r.device_id == config.device_id && (r.epoch > epoch || r.reason == RedirectReason::Revoked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::crypto::PlatformKey;
+
+    /// A signed assignment of `device` to gw-9 (at a port nothing listens
+    /// on), expiring at `expires_ms`, as the device remembers it.
+    fn remembered(key: &PlatformKey, device: &str, expires_ms: u64) -> KnownGateway {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let mut a = GatewayAssigned {
+            device_id: device.into(),
+            gateway_id: "gw-9".into(),
+            address: address.clone(),
+            epoch: 1,
+            device_key: None,
+            expires_ms: None,
+            sig: None,
+        };
+        a.sign(key, expires_ms);
+        KnownGateway {
+            gateway_id: "gw-9".into(),
+            address,
+            epoch: 1,
+            token: Some(String::from_utf8(protocol::encode(&a)).unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remembered_assignment_that_expired_is_not_used_to_connect() {
+        let key = PlatformKey::generate();
+        let mut config = HomeConfig::new("127.0.0.1:1", "dev-1");
+        config.platform_key = Some(key.public());
+        config.connect_timeout = Duration::from_secs(2);
+        let expired = remembered(&key, "dev-1", protocol::now_ms() - 1);
+        let Err(failed) = connect(&config, &expired, expired.token.as_deref()).await else {
+            panic!("connected on an expired assignment");
+        };
+        assert!(
+            failed.refused && failed.reason.contains("expired"),
+            "{}",
+            failed.reason
+        );
+        // One that holds is tried (and here finds nobody listening).
+        let valid = remembered(&key, "dev-1", protocol::now_ms() + 60_000);
+        let Err(failed) = connect(&config, &valid, valid.token.as_deref()).await else {
+            panic!("something listens at {}", valid.address);
+        };
+        assert!(!failed.reason.contains("expired"), "{}", failed.reason);
+        // Another gateway's assignment is not this one's.
+        let mut other = valid.clone();
+        other.gateway_id = "gw-1".into();
+        let Err(failed) = connect(&config, &other, other.token.as_deref()).await else {
+            panic!("connected to gw-1 on gw-9's assignment");
+        };
+        assert!(
+            failed.refused && failed.reason.contains("gw-9"),
+            "{}",
+            failed.reason
+        );
+    }
 }

@@ -48,9 +48,15 @@ impl PlatformLink {
         config: &LinkConfig,
         shutdown: &CancellationToken,
     ) -> Result<PlatformLink, DeviceError> {
+        // An onboarding session has a client id of its own, so that no
+        // other session for the same UUID (a stranger's) can take it.
+        let client_id = match config.login {
+            LinkLogin::Onboarding => protocol::logins::onboarding_client_id(&config.device_id),
+            _ => config.device_id.clone(),
+        };
         let mut opts = config
             .login
-            .apply(BusOptions::new(&config.broker, &config.device_id)?)
+            .apply(BusOptions::new(&config.broker, &client_id)?)
             .with_tls(config.tls.clone());
         opts.mqtt = config.mqtt;
         // One attempt may take the whole wait: a broker taking a crowd of

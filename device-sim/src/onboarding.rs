@@ -3,8 +3,8 @@
 //! the device's own user confirm, then join.
 
 use crate::access::{
-    access_request, answer_challenge, open_grant, read_challenge, read_response, renew_if_spent,
-    send_proof, ticket_ok, Answered,
+    access_request, answer_challenge, open_grant, read_challenge, read_response,
+    refusal_is_binding, renew_if_spent, send_proof, ticket_ok, Answered,
 };
 use crate::{DeviceConfig, DeviceError, PlatformLink};
 use bus::Backoff;
@@ -139,7 +139,7 @@ pub async fn onboard_on(
                     }
                 };
                 let current = match &handshake {
-                    Some((_, tag)) if *tag == challenge.request => Some(tag.as_str()),
+                    Some(started) if started.tag == challenge.request => Some(started.tag.as_str()),
                     _ => None,
                 };
                 if let Some(tag) = current {
@@ -150,8 +150,8 @@ pub async fn onboard_on(
                         warn!(target: "audit", %reason, "challenge without a valid platform ticket ignored");
                         continue;
                     }
-                    if let Some((state, _)) = handshake.take() {
-                        match answer_challenge(bus, config, &uuid, state, &challenge).await {
+                    if let Some(started) = handshake.take() {
+                        match answer_challenge(bus, config, &uuid, started, &challenge).await {
                             Ok(a) => answered = Some(a),
                             Err(e) => warn!(error = %e, "challenge refused"),
                         }
@@ -213,11 +213,30 @@ pub async fn onboard_on(
                     }
                     unavailable = Some((d.error.code, d.error.message));
                 }
-                Some(AccessResponse::Denied(d)) => {
+                Some(AccessResponse::Denied(d))
+                    if refusal_is_binding(
+                        config,
+                        &uuid,
+                        handshake.as_ref(),
+                        answered.as_ref(),
+                        &d,
+                    ) =>
+                {
                     return Err(DeviceError::Refused {
                         code: d.error.code,
                         message: d.error.message,
                     })
+                }
+                Some(AccessResponse::Denied(d)) => {
+                    // Final on its face, but neither the platform's nor
+                    // bound to this device's session: anyone may publish
+                    // on a device's response topic. At most a reason to
+                    // ask again; kept to give up with at the deadline.
+                    warn!(target: "audit", code = %d.error.code, "a refusal neither signed by the platform nor bound to this session ignored; asking again");
+                    unavailable = Some((
+                        d.error.code,
+                        format!("{} (not signed by the platform; ignored)", d.error.message),
+                    ));
                 }
                 None => {}
             }

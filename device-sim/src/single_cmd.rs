@@ -120,7 +120,7 @@ async fn home(
     let mut config = HomeConfig::new(cli.connect.broker(), uuid);
     config.mqtt = cli.mqtt;
     config.tls = match cli.connect.tls() {
-        Ok(tls) => tls.map(|t| t.config()),
+        Ok(tls) => tls.map(|t| t.device()),
         Err(e) => {
             eprintln!("error: {e}");
             return 2;

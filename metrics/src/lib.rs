@@ -42,6 +42,9 @@ pub use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 
 /// Reasons an assignment changes, as the registry records them.
 pub const ASSIGNMENT_REASONS: [&str; 5] = ["policy", "failover", "assign", "remap", "drain"];
+/// Why the registry dropped a gateway's presence report unread: over the
+/// gateway's rate, a list longer than the protocol allows, or not a report.
+pub const PRESENCE_DROP_REASONS: [&str; 3] = ["rate_limited", "too_many_ids", "malformed"];
 /// How the verifier answered a verification message.
 pub const VERIFICATION_OUTCOMES: [&str; 4] = ["found", "unknown_device", "bad_request", "error"];
 
@@ -79,7 +82,14 @@ struct HandshakeFailureLabel {
 
 /// Why a TLS handshake failed, as `platform_tls_handshake_failures_total`
 /// labels it (`tls::HandshakeFailure::label`).
-pub const HANDSHAKE_FAILURE_REASONS: [&str; 5] = ["timeout", "not_tls", "alert", "closed", "error"];
+pub const HANDSHAKE_FAILURE_REASONS: [&str; 6] = [
+    "timeout",
+    "not_tls",
+    "alert",
+    "closed",
+    "source_busy",
+    "error",
+];
 
 /// The TLS counters of one embedded broker's listener
 /// ([`Metrics::broker_tls`]). A default one counts into nothing anybody
@@ -90,7 +100,7 @@ pub struct BrokerTls {
     pub full: Counter,
     /// Handshakes that resumed an earlier session (a ticket).
     pub resumed: Counter,
-    failures: [Counter; 5],
+    failures: [Counter; HANDSHAKE_FAILURE_REASONS.len()],
 }
 
 impl BrokerTls {
@@ -149,6 +159,8 @@ struct Inner {
     remaps: Counter,
     redirects: Family<GatewayLabel, Counter>,
     connected: Family<GatewayLabel, Gauge>,
+    presence_dropped: Family<ReasonLabel, Counter>,
+    presence_ignored: Counter,
     store_flush: HistogramFamily<StoreLabel>,
     lagged_disconnects: Family<BrokerLabel, Counter>,
     lagged_messages: Family<BrokerLabel, Counter>,
@@ -226,6 +238,18 @@ impl Metrics {
             "Devices connected to each gateway, from the gateways' presence reports",
             connected.clone(),
         );
+        let presence_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "presence_reports_dropped",
+            "Gateway presence reports the registry dropped unread, by reason (rate_limited, too_many_ids, malformed)",
+            presence_dropped.clone(),
+        );
+        let presence_ignored = Counter::default();
+        registry.register(
+            "presence_ids_ignored",
+            "Device ids in gateway presence reports that the registry did not believe: not valid ids, or not assigned to the reporting gateway",
+            presence_ignored.clone(),
+        );
         let store_flush: HistogramFamily<StoreLabel> =
             Family::new_with_constructor(latency_histogram);
         registry.register_with_unit(
@@ -257,7 +281,7 @@ impl Metrics {
         let handshake_failures = Family::<HandshakeFailureLabel, Counter>::default();
         registry.register(
             "tls_handshake_failures",
-            "TLS handshakes an embedded broker's listener failed, by broker and reason (timeout, not_tls, alert, closed, error)",
+            "TLS handshakes an embedded broker's listener failed, by broker and reason (timeout, not_tls, alert, closed, source_busy, error)",
             handshake_failures.clone(),
         );
 
@@ -274,6 +298,9 @@ impl Metrics {
         }
         for reason in ASSIGNMENT_REASONS {
             drop(assignments.get_or_create(&ReasonLabel { reason }));
+        }
+        for reason in PRESENCE_DROP_REASONS {
+            drop(presence_dropped.get_or_create(&ReasonLabel { reason }));
         }
         for store in ["registry", "verifier"] {
             drop(store_flush.get_or_create(&StoreLabel { store }));
@@ -296,6 +323,8 @@ impl Metrics {
                 remaps,
                 redirects,
                 connected,
+                presence_dropped,
+                presence_ignored,
                 store_flush,
                 lagged_disconnects,
                 lagged_messages,
@@ -407,6 +436,20 @@ impl Metrics {
         self.inner.connected.get_or_create_owned(&GatewayLabel {
             gateway: gateway_id.to_owned(),
         })
+    }
+
+    /// The registry dropped a presence report unread; `reason` is one of
+    /// [`PRESENCE_DROP_REASONS`].
+    pub fn presence_dropped(&self, reason: &'static str) {
+        self.inner
+            .presence_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// The registry did not believe `n` device ids of a presence report.
+    pub fn presence_ids_ignored(&self, n: u64) {
+        self.inner.presence_ignored.inc_by(n);
     }
 
     /// A store (`"registry"` or `"verifier"`) flushed in `elapsed`.

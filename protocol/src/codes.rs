@@ -17,8 +17,9 @@ pub enum AccessErrorCode {
     Timeout,
     /// The request did not parse or its fields were wrong.
     BadRequest,
-    /// Too many failed attempts for this UUID: it is locked out for a
-    /// while.
+    /// Too many failed attempts for this UUID. Kept for older peers: the
+    /// secure verifier paces guesses instead (`unavailable` with a
+    /// `retry_after_ms`), and locks no UUID out.
     TooManyAttempts,
     /// The AP could not reach the verifier, or (secure mode) is over its
     /// verification rate, or its challenge or the device's proof was lost
@@ -31,11 +32,19 @@ pub enum AccessErrorCode {
     /// answered to an AP. Not final for the device: another AP may serve
     /// it, and its next request is a new one.
     NotAuthorized,
+    /// Secure mode: the device proved its pass_tmp, but its enrollment
+    /// does not name this SSID. Final, and only ever told to a device that
+    /// proved its pass_tmp.
+    SsidNotAllowed,
+    /// Secure mode: the device proved its pass_tmp with a new key while it
+    /// has another, and the platform wants an admin to approve the new one
+    /// (`verifier approve-key`). Not final: the device asks again.
+    AwaitingApproval,
 }
 
 impl AccessErrorCode {
     /// Every code, for whoever needs to enumerate them (metrics).
-    pub const ALL: [AccessErrorCode; 8] = [
+    pub const ALL: [AccessErrorCode; 10] = [
         AccessErrorCode::UnknownDevice,
         AccessErrorCode::PassTmpMismatch,
         AccessErrorCode::Rejected,
@@ -44,6 +53,8 @@ impl AccessErrorCode {
         AccessErrorCode::TooManyAttempts,
         AccessErrorCode::Unavailable,
         AccessErrorCode::NotAuthorized,
+        AccessErrorCode::SsidNotAllowed,
+        AccessErrorCode::AwaitingApproval,
     ];
 
     /// The code with this wire spelling.
@@ -61,17 +72,22 @@ impl AccessErrorCode {
             AccessErrorCode::TooManyAttempts => "too_many_attempts",
             AccessErrorCode::Unavailable => "unavailable",
             AccessErrorCode::NotAuthorized => "not_authorized",
+            AccessErrorCode::SsidNotAllowed => "ssid_not_allowed",
+            AccessErrorCode::AwaitingApproval => "awaiting_approval",
         }
     }
 }
 
 impl AccessErrorCode {
-    /// Whether a device gives up on this answer. `unavailable` and
-    /// `not_authorized` say nothing about the device: it asks again.
+    /// Whether a device gives up on this answer. `unavailable`,
+    /// `not_authorized` and `awaiting_approval` say nothing final about the
+    /// device: it asks again.
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            AccessErrorCode::Unavailable | AccessErrorCode::NotAuthorized
+            AccessErrorCode::Unavailable
+                | AccessErrorCode::NotAuthorized
+                | AccessErrorCode::AwaitingApproval
         )
     }
 }

@@ -1,20 +1,23 @@
 //! Every cryptographic operation whose output crosses the wire, in one
 //! place, so the envelope formats have one owner (see docs/SECURITY.md).
 //!
-//! - **Onboarding**: SPAKE2 (Ed25519 group) between the device and the AP,
-//!   keyed by pass_tmp. Neither side sends pass_tmp or anything an
-//!   eavesdropper could test a guess of pass_tmp against; an active
-//!   attacker gets one guess per handshake. The shared key, bound to a
-//!   fresh session id, gives the device's proof (the AP's comparison) and
-//!   the key that seals the Wi-Fi password.
-//! - **pass_tmp to the AP**: sealed to a key only that AP holds (X25519,
-//!   HKDF-SHA256, ChaCha20-Poly1305).
+//! - **Onboarding**: SPAKE2 (Ed25519 group) between the device and the
+//!   verifier, keyed by pass_tmp, relayed by the AP. Nobody sends pass_tmp
+//!   or anything an eavesdropper (the AP included) could test a guess of
+//!   pass_tmp against; an active attacker gets one guess per handshake.
+//!   The shared key, bound to a fresh session id, gives the device's proof
+//!   (the verifier checks it), the key that vouches for the device's own
+//!   key, and the session's Wi-Fi key ([`WifiKey`]).
+//! - **The session's Wi-Fi key to the AP**: once the device's proof
+//!   checks, sealed to a key only that AP holds (X25519, HKDF-SHA256,
+//!   ChaCha20-Poly1305). It opens this session's Wi-Fi password and
+//!   nothing else: it tests no guess of pass_tmp.
 //! - **Platform signatures**: Ed25519 over a domain-separated, length-
 //!   prefixed list of fields (registry answers, verifier answers, the
 //!   tickets a device checks an AP's challenge with).
 //! - **The device's key** ([`DeviceKey`]): Ed25519, made on the device.
 //!   At onboarding the device registers its public half, vouched for by
-//!   a MAC keyed by pass_tmp and sealed to the platform
+//!   a MAC keyed by the handshake's key and sealed to the platform
 //!   ([`seal_enrollment`]), so that nobody on the way learns anything to
 //!   test a guess of pass_tmp against; afterwards it logs in with
 //!   short-lived signed tokens ([`device_login_token`]).
@@ -164,9 +167,17 @@ impl PlatformKey {
         b64(&self.key.sign(&canonical(domain, fields)).to_bytes())
     }
 
+    /// The pass_tmp the verifier runs the handshake with for a UUID that
+    /// is not enrolled: secret (keyed by this key) and the same on every
+    /// ask, so that nobody can tell an unknown UUID from a wrong pass_tmp.
+    pub fn decoy_pass_tmp(&self, uuid: &str) -> String {
+        let key = hkdf32(self.key.as_bytes(), b"", b"iot-platform/v1/decoy-pass-tmp");
+        hex(&hmac32(&key, &[uuid.to_ascii_lowercase().as_bytes()]))
+    }
+
     /// Opens a device's enrollment ([`seal_enrollment`]) for the device
     /// `uuid` and its request `request`. What it says is believed only
-    /// once [`EnrollClaim::vouched_by`] the enrolled pass_tmp.
+    /// once [`EnrollClaim::vouched_by`] the handshake's keys.
     pub fn open_enrollment(
         &self,
         sealed_b64: &str,
@@ -285,9 +296,10 @@ impl DeviceHandshake {
         (DeviceHandshake { state }, b64(&msg))
     }
 
-    /// Finishes with the AP's message and session id from its challenge.
-    pub fn finish(self, ap_msg_b64: &str, session_b64: &str) -> Result<SessionKeys, CryptoError> {
-        let msg = unb64(ap_msg_b64, "the AP's handshake message")?;
+    /// Finishes with the verifier's message and session id from the
+    /// challenge the AP relayed.
+    pub fn finish(self, peer_msg_b64: &str, session_b64: &str) -> Result<SessionKeys, CryptoError> {
+        let msg = unb64(peer_msg_b64, "the verifier's handshake message")?;
         let session = unb64(session_b64, "the session id")?;
         let key = self
             .state
@@ -320,9 +332,10 @@ pub fn parse_handshake_tag(tag: &str) -> Option<[u8; 12]> {
     unb64(tag, "the handshake tag").ok()?.try_into().ok()
 }
 
-/// The AP's half: with pass_tmp from the verifier and the device's
-/// message, the keys and the AP's message for the challenge.
-pub fn ap_handshake(
+/// The verifier's half: with the enrolled pass_tmp and the device's
+/// message, the keys and the verifier's message for the challenge. The
+/// AP only relays the messages: it never holds pass_tmp.
+pub fn verifier_handshake(
     uuid: &str,
     ssid: &str,
     pass_tmp: &str,
@@ -343,50 +356,144 @@ pub fn ap_handshake(
 /// both used the same pass_tmp.
 pub struct SessionKeys {
     proof: [u8; 32],
-    seal: [u8; 32],
+    enroll: [u8; 32],
+    wifi: WifiKey,
 }
 
 impl SessionKeys {
     fn derive(shared: &[u8], session: &[u8]) -> Self {
         SessionKeys {
             proof: hkdf32(shared, session, b"iot-platform/v1/device-proof"),
-            seal: hkdf32(shared, session, b"iot-platform/v1/wifi-seal"),
+            enroll: hkdf32(shared, session, b"iot-platform/v1/enroll-mac"),
+            wifi: WifiKey(hkdf32(shared, session, b"iot-platform/v1/wifi-seal")),
         }
     }
 
     /// The device's proof that it holds pass_tmp (base64).
     pub fn device_proof(&self) -> String {
-        match <Hmac<Sha256> as Mac>::new_from_slice(&self.proof) {
-            Ok(mut mac) => {
-                mac.update(b"device");
-                b64(&mac.finalize().into_bytes())
-            }
-            // HMAC takes keys of any length; were it ever to fail, a random
-            // proof matches nothing.
-            Err(_) => random_b64(32),
-        }
+        b64(&hmac32(&self.proof, &[b"device"]))
     }
 
-    /// The AP's comparison: does the device's proof match ours?
+    /// The verifier's check: does the device's proof match ours?
     pub fn check_device_proof(&self, proof_b64: &str) -> bool {
         let Ok(theirs) = unb64(proof_b64, "the proof") else {
             return false;
         };
-        let ours = unb64(&self.device_proof(), "the proof").unwrap_or_default();
-        ours.len() == theirs.len() && bool::from(ours.ct_eq(&theirs))
+        let ours = hmac32(&self.proof, &[b"device"]);
+        ours.len() == theirs.len() && bool::from(ours.ct_eq(&theirs[..]))
+    }
+
+    /// The session's Wi-Fi key: what the verifier hands the AP, sealed to
+    /// it, once the device's proof checks.
+    pub fn wifi_key(&self) -> &WifiKey {
+        &self.wifi
     }
 
     /// Seals the Wi-Fi password for the device; `aad` binds the context.
     pub fn seal_password(&self, password: &str, aad: &[u8]) -> String {
+        self.wifi.seal_password(password, aad)
+    }
+
+    pub fn open_password(&self, sealed_b64: &str, aad: &[u8]) -> Result<String, CryptoError> {
+        self.wifi.open_password(sealed_b64, aad)
+    }
+}
+
+/// One onboarding session's Wi-Fi key, derived from the handshake's key
+/// by HKDF: the AP seals the Wi-Fi password with it, and binds its own
+/// refusals to the session with it ([`WifiKey::refusal_mac`]). Knowing it
+/// tests no guess of pass_tmp (HKDF is one-way, and the handshake's key
+/// needs a secret of one of its two ends).
+#[derive(Clone)]
+pub struct WifiKey([u8; 32]);
+
+impl std::fmt::Debug for WifiKey {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WifiKey(..)")
+    }
+}
+
+const WIFI_REFUSAL: &str = "wifi-refusal";
+
+impl WifiKey {
+    /// The key as the verifier seals it to the AP.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// The key the AP opened.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::Open)?;
+        Ok(WifiKey(key))
+    }
+
+    pub fn seal_password(&self, password: &str, aad: &[u8]) -> String {
         let mut nonce = [0u8; 12];
         OsRng.fill_bytes(&mut nonce);
-        b64(&seal_with(&self.seal, &nonce, password.as_bytes(), aad))
+        b64(&seal_with(&self.0, &nonce, password.as_bytes(), aad))
     }
 
     pub fn open_password(&self, sealed_b64: &str, aad: &[u8]) -> Result<String, CryptoError> {
         let sealed = unb64(sealed_b64, "the sealed password")?;
-        String::from_utf8(open_with(&self.seal, &sealed, aad)?).map_err(|_| CryptoError::Open)
+        String::from_utf8(open_with(&self.0, &sealed, aad)?).map_err(|_| CryptoError::Open)
     }
+
+    /// The AP's refusal of this session (its user declined, say), bound to
+    /// it: only the AP the verifier handed this key to, and the device,
+    /// can make it. Base64.
+    pub fn refusal_mac(&self, fields: &[&[u8]]) -> String {
+        b64(&hmac32(&self.0, &[&canonical(WIFI_REFUSAL, fields)]))
+    }
+
+    pub fn check_refusal_mac(&self, fields: &[&[u8]], mac_b64: &str) -> bool {
+        let Ok(theirs) = unb64(mac_b64, "the refusal's MAC") else {
+            return false;
+        };
+        let ours = hmac32(&self.0, &[&canonical(WIFI_REFUSAL, fields)]);
+        ours.len() == theirs.len() && bool::from(ours.ct_eq(&theirs[..]))
+    }
+}
+
+/// HMAC-SHA256 over the concatenated parts.
+fn hmac32(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    // HMAC takes keys of any length: this cannot fail.
+    if let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        for part in parts {
+            mac.update(part);
+        }
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
+/// A commitment to the device's access request: the request carries
+/// `commit`, and only the device's proof carries `opening`, so the
+/// verifier judges only proofs from whoever made the request (anyone who
+/// reads the challenge could send a proof for it). Returns `(opening,
+/// commit)`, both base64.
+pub fn handshake_commitment() -> (String, String) {
+    use sha2::Digest;
+    let mut opening = [0u8; 16];
+    OsRng.fill_bytes(&mut opening);
+    let commit = Sha256::digest(opening);
+    (b64(&opening), b64(&commit[..16]))
+}
+
+/// Whether `opening` opens `commit` ([`handshake_commitment`]).
+pub fn opens_commitment(opening_b64: &str, commit_b64: &str) -> bool {
+    use sha2::Digest;
+    let (Ok(opening), Ok(commit)) = (
+        unb64(opening_b64, "the opening"),
+        unb64(commit_b64, "the commitment"),
+    ) else {
+        return false;
+    };
+    if opening.len() != 16 || commit.len() != 16 {
+        return false;
+    }
+    bool::from(Sha256::digest(&opening)[..16].ct_eq(&commit[..]))
 }
 
 /// HKDF info of a value sealed to an AP, and to the platform: one
@@ -545,24 +652,20 @@ fn enroll_seal_context(uuid: &str, request: &str) -> Vec<u8> {
     )
 }
 
-/// The MAC that vouches for a device key: HMAC-SHA256 over the request and
-/// the key, keyed by HKDF of pass_tmp and the UUID. Only the device and
-/// the verifier know pass_tmp, so only they can make or check it; it
-/// travels only inside [`seal_enrollment`]'s envelope.
-fn enroll_mac(pass_tmp: &str, uuid: &str, request: &str, device_key: &[u8; 32]) -> [u8; 32] {
+/// The MAC that vouches for a device key: HMAC-SHA256 over the UUID, the
+/// request and the key, keyed by the handshake's enroll key. Only the
+/// device and the verifier, the handshake's two ends, hold that key, and
+/// only for this session; it travels only inside [`seal_enrollment`]'s
+/// envelope.
+fn enroll_mac(keys: &SessionKeys, uuid: &str, request: &str, device_key: &[u8; 32]) -> [u8; 32] {
     let uuid = uuid.to_ascii_lowercase();
-    let key = hkdf32(
-        pass_tmp.as_bytes(),
-        uuid.as_bytes(),
-        b"iot-platform/v1/enroll-mac",
-    );
-    let mut out = [0u8; 32];
-    // HMAC takes keys of any length: this cannot fail.
-    if let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&key) {
-        mac.update(&canonical("enroll", &[request.as_bytes(), device_key]));
-        out.copy_from_slice(&mac.finalize().into_bytes());
-    }
-    out
+    hmac32(
+        &keys.enroll,
+        &[&canonical(
+            "enroll",
+            &[uuid.as_bytes(), request.as_bytes(), device_key],
+        )],
+    )
 }
 
 /// The device's half of registering its key: its public key and the MAC
@@ -573,13 +676,13 @@ pub fn seal_enrollment(
     platform: &PlatformPublicKey,
     device: &DeviceKey,
     uuid: &str,
-    pass_tmp: &str,
+    keys: &SessionKeys,
     request: &str,
 ) -> String {
     let public = device.0.verifying_key().to_bytes();
     let mut plain = [0u8; 64];
     plain[..32].copy_from_slice(&public);
-    plain[32..].copy_from_slice(&enroll_mac(pass_tmp, uuid, request, &public));
+    plain[32..].copy_from_slice(&enroll_mac(keys, uuid, request, &public));
     b64(&seal_to(
         &XPublic::from(platform.x25519),
         &plain,
@@ -602,15 +705,16 @@ impl EnrollClaim {
         hex(&self.device_key)
     }
 
-    /// Whether the MAC is the one pass_tmp gives for this key, UUID and
-    /// request. Constant time.
-    pub fn vouched_by(&self, pass_tmp: &str, uuid: &str, request: &str) -> bool {
-        let expected = enroll_mac(pass_tmp, uuid, request, &self.device_key);
+    /// Whether the MAC is the one the handshake's keys give for this key,
+    /// UUID and request. Constant time.
+    pub fn vouched_by(&self, keys: &SessionKeys, uuid: &str, request: &str) -> bool {
+        let expected = enroll_mac(keys, uuid, request, &self.device_key);
         bool::from(expected.ct_eq(&self.mac))
     }
 
-    /// The MAC itself: a value derived from pass_tmp, which must never be
-    /// seen outside the sealed enrollment (the sniffer test looks for it).
+    /// The MAC itself: a value derived from the handshake's key, which
+    /// must never be seen outside the sealed enrollment (the sniffer test
+    /// looks for it).
     pub fn mac(&self) -> [u8; 32] {
         self.mac
     }
@@ -703,7 +807,8 @@ mod tests {
     fn the_handshake_agrees_only_on_the_same_pass_tmp() {
         let session = random_b64(16);
         let (dev, msg_a) = DeviceHandshake::start("u1", "home", "pass-1234");
-        let (ap_keys, msg_b) = ap_handshake("u1", "home", "pass-1234", &msg_a, &session).unwrap();
+        let (ap_keys, msg_b) =
+            verifier_handshake("u1", "home", "pass-1234", &msg_a, &session).unwrap();
         let dev_keys = dev.finish(&msg_b, &session).unwrap();
         assert!(ap_keys.check_device_proof(&dev_keys.device_proof()));
         let sealed = ap_keys.seal_password("wifi secret", b"u1|home");
@@ -715,7 +820,8 @@ mod tests {
 
         // A wrong pass_tmp: the proof fails and nothing opens.
         let (dev, msg_a) = DeviceHandshake::start("u1", "home", "guess");
-        let (ap_keys, msg_b) = ap_handshake("u1", "home", "pass-1234", &msg_a, &session).unwrap();
+        let (ap_keys, msg_b) =
+            verifier_handshake("u1", "home", "pass-1234", &msg_a, &session).unwrap();
         let dev_keys = dev.finish(&msg_b, &session).unwrap();
         assert!(!ap_keys.check_device_proof(&dev_keys.device_proof()));
         let sealed = ap_keys.seal_password("wifi secret", b"u1|home");
@@ -729,12 +835,12 @@ mod tests {
     fn a_replayed_response_does_not_open_in_a_new_session() {
         let s1 = random_b64(16);
         let (dev, msg_a) = DeviceHandshake::start("u1", "home", "p");
-        let (ap1, msg_b) = ap_handshake("u1", "home", "p", &msg_a, &s1).unwrap();
+        let (ap1, msg_b) = verifier_handshake("u1", "home", "p", &msg_a, &s1).unwrap();
         let old = ap1.seal_password("wifi", b"ctx");
         assert!(dev.finish(&msg_b, &s1).is_ok());
         let s2 = random_b64(16);
         let (dev2, msg_a2) = DeviceHandshake::start("u1", "home", "p");
-        let (_, msg_b2) = ap_handshake("u1", "home", "p", &msg_a2, &s2).unwrap();
+        let (_, msg_b2) = verifier_handshake("u1", "home", "p", &msg_a2, &s2).unwrap();
         let keys2 = dev2.finish(&msg_b2, &s2).unwrap();
         assert!(keys2.open_password(&old, b"ctx").is_err());
     }
@@ -776,21 +882,35 @@ mod tests {
         assert_eq!(again.x25519.to_bytes(), key.x25519.to_bytes());
     }
 
+    fn keys_for(pass_tmp: &str, session: &str) -> SessionKeys {
+        let (dev, msg_a) = DeviceHandshake::start("u1", "home", pass_tmp);
+        let (_, msg_b) = verifier_handshake("u1", "home", pass_tmp, &msg_a, session).unwrap();
+        dev.finish(&msg_b, session).unwrap()
+    }
+
     #[test]
     fn an_enrollment_opens_only_for_the_platform_and_its_device_and_request() {
         let platform = PlatformKey::generate();
         let device = DeviceKey::generate();
         let u = "6F1C2B8E-0B5D-4A8F-9E8C-2B7D8E9F0A1B";
-        let sealed = seal_enrollment(&platform.public(), &device, u, "pass-1234", "req-1");
+        let session = random_b64(16);
+        let (dev, msg_a) = DeviceHandshake::start(u, "home", "pass-1234");
+        let (verifier_keys, msg_b) =
+            verifier_handshake(u, "home", "pass-1234", &msg_a, &session).unwrap();
+        let keys = dev.finish(&msg_b, &session).unwrap();
+        let sealed = seal_enrollment(&platform.public(), &device, u, &keys, "req-1");
         // Case of the UUID does not matter; the request and the key do.
         let claim = platform
             .open_enrollment(&sealed, &u.to_ascii_lowercase(), "req-1")
             .unwrap();
         assert_eq!(claim.device_key_hex(), device.public_hex());
-        assert!(claim.vouched_by("pass-1234", u, "req-1"));
-        assert!(!claim.vouched_by("pass-1235", u, "req-1"), "wrong pass_tmp");
+        assert!(claim.vouched_by(&verifier_keys, u, "req-1"));
         assert!(
-            !claim.vouched_by("pass-1234", u, "req-2"),
+            !claim.vouched_by(&keys_for("pass-1234", &session), u, "req-1"),
+            "another handshake, even with the same pass_tmp"
+        );
+        assert!(
+            !claim.vouched_by(&verifier_keys, u, "req-2"),
             "another request"
         );
         assert!(platform.open_enrollment(&sealed, u, "req-2").is_err());
@@ -812,9 +932,66 @@ mod tests {
         )
         .is_err());
         // A wrong pass_tmp seals fine and opens, and is caught by the MAC.
-        let guess = seal_enrollment(&platform.public(), &device, u, "guess", "req-1");
+        let (dev, msg_a) = DeviceHandshake::start(u, "home", "guess");
+        let (verifier_keys, msg_b) =
+            verifier_handshake(u, "home", "pass-1234", &msg_a, &session).unwrap();
+        let guess_keys = dev.finish(&msg_b, &session).unwrap();
+        let guess = seal_enrollment(&platform.public(), &device, u, &guess_keys, "req-1");
         let claim = platform.open_enrollment(&guess, u, "req-1").unwrap();
-        assert!(!claim.vouched_by("pass-1234", u, "req-1"));
+        assert!(!claim.vouched_by(&verifier_keys, u, "req-1"));
+    }
+
+    #[test]
+    fn a_commitment_opens_only_with_its_opening() {
+        let (opening, commit) = handshake_commitment();
+        assert!(opens_commitment(&opening, &commit));
+        let (other, _) = handshake_commitment();
+        assert!(!opens_commitment(&other, &commit));
+        assert!(!opens_commitment(&commit, &commit));
+        assert!(!opens_commitment("!!", &commit));
+        assert!(!opens_commitment(&opening, "c2hvcnQ"));
+    }
+
+    #[test]
+    fn the_wifi_key_seals_for_its_session_and_binds_refusals() {
+        let session = random_b64(16);
+        let (dev, msg_a) = DeviceHandshake::start("u1", "home", "p");
+        let (verifier, msg_b) = verifier_handshake("u1", "home", "p", &msg_a, &session).unwrap();
+        let device = dev.finish(&msg_b, &session).unwrap();
+        // What the AP gets: the key's bytes, and nothing of pass_tmp.
+        let ap = WifiKey::from_bytes(&verifier.wifi_key().to_bytes()).unwrap();
+        let sealed = ap.seal_password("wifi secret", b"ctx");
+        assert_eq!(
+            device.open_password(&sealed, b"ctx").unwrap(),
+            "wifi secret"
+        );
+        let mac = ap.refusal_mac(&[b"u1", b"rejected"]);
+        assert!(device
+            .wifi_key()
+            .check_refusal_mac(&[b"u1", b"rejected"], &mac));
+        assert!(!device
+            .wifi_key()
+            .check_refusal_mac(&[b"u1", b"timeout"], &mac));
+        let other = keys_for("p", &session);
+        assert!(!other
+            .wifi_key()
+            .check_refusal_mac(&[b"u1", b"rejected"], &mac));
+        assert!(WifiKey::from_bytes(b"short").is_err());
+    }
+
+    #[test]
+    fn a_decoy_pass_tmp_is_stable_secret_and_per_uuid() {
+        let key = PlatformKey::generate();
+        let u = "6F1C2B8E-0B5D-4A8F-9E8C-2B7D8E9F0A1B";
+        assert_eq!(
+            key.decoy_pass_tmp(u),
+            key.decoy_pass_tmp(&u.to_ascii_lowercase())
+        );
+        assert_ne!(key.decoy_pass_tmp(u), key.decoy_pass_tmp("another"));
+        assert_ne!(
+            key.decoy_pass_tmp(u),
+            PlatformKey::generate().decoy_pass_tmp(u)
+        );
     }
 
     #[test]

@@ -347,8 +347,14 @@ impl AssignUpdate {
     }
 }
 
+/// Device ids per list of a [`PresenceReport`] at most: the gateway agent
+/// reports in chunks of [`ASSIGN_CHUNK`], and the registry drops, unread,
+/// a report with a longer list.
+pub const MAX_PRESENCE_IDS: usize = ASSIGN_CHUNK;
+
 /// Gateway agent -> registry on `gateway/{gateway_id}/presence`: devices
-/// that connected to or left the gateway.
+/// that connected to or left the gateway, each list at most
+/// [`MAX_PRESENCE_IDS`] long.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceReport {
     #[serde(default)]

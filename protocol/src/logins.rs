@@ -11,7 +11,10 @@
 //! - a device: username = client id = its UUID, with its login token once
 //!   onboarded;
 //! - a device not onboarded yet: username [`ONBOARDING_USER`], client id
-//!   its UUID, no password: it may only onboard.
+//!   `UUID.SESSION` ([`onboarding_client_id`]), no password: it may only
+//!   onboard. The session part is the device's own random choice, so no
+//!   stranger's connection for the same UUID takes the device's client id
+//!   (nor kicks it off), and the bare UUID stays the onboarded device's.
 
 use crate::DeviceUuid;
 
@@ -78,6 +81,27 @@ pub fn client_id_belongs(username: &str, client_id: &str) -> bool {
             .is_some_and(|name| !name.is_empty())
 }
 
+/// The most characters of an onboarding client id's session part.
+pub const MAX_ONBOARDING_SESSION: usize = 32;
+
+/// A client id for one onboarding session of device `uuid`:
+/// `UUID.SESSION`, SESSION fresh and random.
+pub fn onboarding_client_id(uuid: &str) -> String {
+    format!("{uuid}.{}", crate::crypto::random_b64(6))
+}
+
+/// The device an onboarding client id (`UUID.SESSION`, SESSION 1 to
+/// [`MAX_ONBOARDING_SESSION`] characters of `A-Za-z0-9_-`) onboards, as
+/// spelled in it. None for anything else, the bare UUID included.
+pub fn onboarding_device(client_id: &str) -> Option<&str> {
+    let (uuid, session) = client_id.split_once('.')?;
+    let session_ok = (1..=MAX_ONBOARDING_SESSION).contains(&session.len())
+        && session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (session_ok && DeviceUuid::parse(uuid).is_ok()).then_some(uuid)
+}
+
 /// Whether `client_id` is an identity's own, so that nobody else, an admin
 /// included, may take it (rumqttd would kick its holder off and fire its
 /// last will): a device's UUID, an AP's or a gateway's, or the platform's.
@@ -93,6 +117,24 @@ mod tests {
     use super::*;
 
     const UUID: &str = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b";
+
+    #[test]
+    fn an_onboarding_client_id_names_its_device_and_a_session() {
+        let id = onboarding_client_id(UUID);
+        assert_eq!(onboarding_device(&id), Some(UUID));
+        assert_ne!(id, onboarding_client_id(UUID), "a fresh session each time");
+        let upper = format!("{}.s1", UUID.to_ascii_uppercase());
+        assert_eq!(onboarding_device(&upper), Some(&upper[..36]));
+        for bad in [
+            UUID.to_owned(),
+            format!("{UUID}."),
+            format!("{UUID}.a/b"),
+            format!("{UUID}.{}", "x".repeat(33)),
+            "not-a-uuid.s1".to_owned(),
+        ] {
+            assert_eq!(onboarding_device(&bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn usernames_name_their_identity() {

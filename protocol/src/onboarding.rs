@@ -14,9 +14,10 @@ pub const MAX_PASS_TMP_LEN: usize = 128;
 /// Longest SSID: 32 bytes, as in IEEE 802.11.
 pub const MAX_SSID_LEN: usize = 32;
 
-/// Device -> AP on `wlan/{ssid}/access/request`. Walkthrough mode sends
-/// `pass_tmp`; secure mode sends `spake2`, the device's handshake message
-/// ([`crate::crypto::DeviceHandshake`]), and no pass_tmp.
+/// Device -> AP and verifier on `wlan/{ssid}/access/request`. Walkthrough
+/// mode sends `pass_tmp`; secure mode sends `spake2`, the device's
+/// handshake message ([`crate::crypto::DeviceHandshake`]), and `commit`
+/// ([`crate::crypto::handshake_commitment`]), and no pass_tmp.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessRequest {
     pub uuid: String,
@@ -25,6 +26,10 @@ pub struct AccessRequest {
     pub pass_tmp: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spake2: Option<String>,
+    /// Secure mode: the device's commitment to this request, which only
+    /// its own proof opens: the verifier judges no proof of anyone else's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// Longest base64 handshake message, session id, proof or sealed value.
@@ -41,8 +46,8 @@ fn check_b64_field(name: &'static str, value: &str) -> Result<(), DecodeError> {
 }
 
 /// AP -> device on `device/{uuid}/access/challenge` (secure mode): the
-/// AP's handshake message and the session id, once the verifier has given
-/// the AP the device's pass_tmp, and the platform's ticket saying it did.
+/// verifier's handshake message and the session id, relayed by the AP,
+/// with the platform's ticket for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessChallenge {
     pub uuid: String,
@@ -52,10 +57,10 @@ pub struct AccessChallenge {
     pub request: String,
     pub session: String,
     pub spake2: String,
-    /// The verifier's [`Ticket`] for this request. A device answers no
-    /// challenge without a valid one: anyone else's challenge would be a
-    /// guess of pass_tmp tested against the device's proof, outside the
-    /// verifier's lockout.
+    /// The verifier's [`Ticket`] for this request, session and handshake
+    /// message. A device answers no challenge without a valid one: anyone
+    /// else's challenge would be a guess of pass_tmp tested against the
+    /// device's proof, outside the verifier's throttle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<Ticket>,
 }
@@ -72,12 +77,13 @@ impl AccessChallenge {
     }
 }
 
-/// The platform's word that the verifier released one device's pass_tmp
-/// to one AP for one of the device's requests, until `expires_ms`: an
-/// Ed25519 signature over the UUID (lower case), SSID, AP id, request
-/// (the handshake's tag) and the expiry. The verifier sends it with the
-/// sealed pass_tmp; the AP passes it on in its challenge; the device
-/// checks it against its own UUID, SSID and current handshake.
+/// The platform's word that the verifier itself answered one of a
+/// device's requests, for one AP to relay, until `expires_ms`: an Ed25519
+/// signature over the UUID (lower case), SSID, AP id, request (the
+/// handshake's tag), session, the verifier's handshake message and the
+/// expiry. The AP passes it on in its challenge; the device checks it
+/// against its own UUID, SSID and current handshake, so a handshake
+/// message from anyone but the verifier is never answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub ap_id: String,
@@ -87,55 +93,65 @@ pub struct Ticket {
 
 const TICKET_DOMAIN: &str = "access-ticket";
 
+/// What a [`Ticket`] vouches for, besides its AP and expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct TicketFor<'a> {
+    pub uuid: &'a str,
+    pub ssid: &'a str,
+    pub request: &'a str,
+    pub session: &'a str,
+    pub spake2: &'a str,
+}
+
+impl TicketFor<'_> {
+    fn fields(&self, uuid: &str, ap_id: &str, expires: &[u8; 8]) -> Vec<Vec<u8>> {
+        vec![
+            uuid.as_bytes().to_vec(),
+            self.ssid.as_bytes().to_vec(),
+            ap_id.as_bytes().to_vec(),
+            self.request.as_bytes().to_vec(),
+            self.session.as_bytes().to_vec(),
+            self.spake2.as_bytes().to_vec(),
+            expires.to_vec(),
+        ]
+    }
+}
+
 impl Ticket {
-    /// The verifier's side: a ticket for `ap_id`, valid until `expires_ms`.
+    /// The verifier's side: a ticket for `ap_id` to relay `what`, valid
+    /// until `expires_ms`.
     pub fn issue(
         key: &crate::crypto::PlatformKey,
-        uuid: &str,
-        ssid: &str,
+        what: TicketFor<'_>,
         ap_id: &str,
-        request: &str,
         expires_ms: u64,
     ) -> Self {
-        let uuid = uuid.to_ascii_lowercase();
-        let expires = expires_ms.to_be_bytes();
-        let fields = [
-            uuid.as_bytes(),
-            ssid.as_bytes(),
-            ap_id.as_bytes(),
-            request.as_bytes(),
-            &expires,
-        ];
+        let uuid = what.uuid.to_ascii_lowercase();
+        let fields = what.fields(&uuid, ap_id, &expires_ms.to_be_bytes());
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
         Ticket {
             ap_id: ap_id.to_owned(),
             expires_ms,
-            sig: key.sign(TICKET_DOMAIN, &fields),
+            sig: key.sign(TICKET_DOMAIN, &refs),
         }
     }
 
     /// The device's side: is this the platform's ticket for this device,
-    /// SSID and request, and still valid at `now_ms`?
+    /// SSID, request, session and handshake message, and still valid at
+    /// `now_ms`?
     pub fn check(
         &self,
         platform: &crate::crypto::PlatformPublicKey,
-        uuid: &str,
-        ssid: &str,
-        request: &str,
+        what: TicketFor<'_>,
         now_ms: u64,
     ) -> Result<(), crate::crypto::CryptoError> {
         if now_ms >= self.expires_ms {
             return Err(crate::crypto::CryptoError::Stale("the ticket"));
         }
-        let uuid = uuid.to_ascii_lowercase();
-        let expires = self.expires_ms.to_be_bytes();
-        let fields = [
-            uuid.as_bytes(),
-            ssid.as_bytes(),
-            self.ap_id.as_bytes(),
-            request.as_bytes(),
-            &expires,
-        ];
-        platform.verify(TICKET_DOMAIN, &fields, &self.sig)
+        let uuid = what.uuid.to_ascii_lowercase();
+        let fields = what.fields(&uuid, &self.ap_id, &self.expires_ms.to_be_bytes());
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        platform.verify(TICKET_DOMAIN, &refs, &self.sig)
     }
 
     pub fn validate(&self) -> Result<(), DecodeError> {
@@ -144,9 +160,9 @@ impl Ticket {
     }
 }
 
-/// Device -> AP on `wlan/{ssid}/access/proof` (secure mode): proof that
-/// the device derived the same key, i.e. holds the same pass_tmp. The
-/// verifier reads it too, for `enroll`.
+/// Device -> verifier on `wlan/{ssid}/access/proof` (secure mode): proof
+/// that the device derived the same key as the verifier, i.e. holds the
+/// enrolled pass_tmp, with its own key to register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessProof {
     pub uuid: String,
@@ -155,11 +171,14 @@ pub struct AccessProof {
     /// The request (handshake tag) whose challenge this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
-    /// The device's key for its later logins, vouched for by pass_tmp and
-    /// sealed to the platform ([`crate::crypto::seal_enrollment`]): only
-    /// the verifier opens it.
+    /// The device's key for its later logins, vouched for by the
+    /// handshake's key and sealed to the platform
+    /// ([`crate::crypto::seal_enrollment`]): only the verifier opens it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enroll: Option<String>,
+    /// Opens the request's `commit`: this proof is the requester's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opening: Option<String>,
 }
 
 impl AccessProof {
@@ -172,6 +191,9 @@ impl AccessProof {
         if let Some(enroll) = &self.enroll {
             check_b64_field("enroll", enroll)?;
         }
+        if let Some(opening) = &self.opening {
+            check_b64_field("opening", opening)?;
+        }
         DeviceUuid::parse(&self.uuid).map_err(|e| DecodeError::field("uuid", e))
     }
 }
@@ -181,9 +203,9 @@ pub fn wifi_seal_context(uuid: &str, ssid: &str, session: &str) -> Vec<u8> {
     format!("wifi-password\0{uuid}\0{ssid}\0{session}").into_bytes()
 }
 
-/// What the sealed pass_tmp is bound to.
-pub fn pass_tmp_seal_context(uuid: &str, ap_id: &str, request_id: &str) -> Vec<u8> {
-    format!("pass_tmp\0{uuid}\0{ap_id}\0{request_id}").into_bytes()
+/// What the session's Wi-Fi key, sealed to an AP, is bound to.
+pub fn wifi_key_seal_context(uuid: &str, ap_id: &str, request_id: &str, session: &str) -> Vec<u8> {
+    format!("wifi-key\0{uuid}\0{ap_id}\0{request_id}\0{session}").into_bytes()
 }
 
 impl AccessRequest {
@@ -210,6 +232,9 @@ impl AccessRequest {
                     ));
                 }
                 check_b64_field("spake2", msg)?;
+                if let Some(commit) = &self.commit {
+                    check_b64_field("commit", commit)?;
+                }
             }
             None => {
                 check_pass_tmp(&self.pass_tmp).map_err(|e| DecodeError::field("pass_tmp", e))?
@@ -236,11 +261,123 @@ pub struct AccessGranted {
 }
 
 /// AP -> device on `device/{uuid}/access/response`, failure. Carries no
-/// password, by construction.
+/// password, by construction. In secure mode a device ends its onboarding
+/// on a final code only if the refusal is the platform's (`sig`, for the
+/// device's request) or bound to its session (`mac`, by the AP the
+/// verifier handed the session's Wi-Fi key); any other is at most a
+/// reason to ask again, so no AP, and nobody else, ends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessDenied {
     pub uuid: String,
     pub error: ErrorBody<AccessErrorCode>,
+    /// The request (handshake tag) refused, for `sig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The session refused, for `mac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The platform's signature over UUID, request and code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+    /// The session's refusal MAC ([`crate::crypto::WifiKey::refusal_mac`])
+    /// over UUID, session and code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+const REFUSAL_DOMAIN: &str = "access-refusal";
+
+impl AccessDenied {
+    /// The verifier's final refusal of a device's request, signed.
+    pub fn signed(
+        key: &crate::crypto::PlatformKey,
+        uuid: &str,
+        request: &str,
+        error: ErrorBody<AccessErrorCode>,
+    ) -> Self {
+        let lower = uuid.to_ascii_lowercase();
+        let sig = key.sign(
+            REFUSAL_DOMAIN,
+            &[
+                lower.as_bytes(),
+                request.as_bytes(),
+                error.code.as_str().as_bytes(),
+            ],
+        );
+        AccessDenied {
+            uuid: uuid.to_owned(),
+            error,
+            request: Some(request.to_owned()),
+            session: None,
+            sig: Some(sig),
+            mac: None,
+        }
+    }
+
+    /// The AP's final refusal of a session it was handed the key of.
+    pub fn for_session(
+        key: &crate::crypto::WifiKey,
+        uuid: &str,
+        session: &str,
+        error: ErrorBody<AccessErrorCode>,
+    ) -> Self {
+        let lower = uuid.to_ascii_lowercase();
+        let mac = key.refusal_mac(&[
+            lower.as_bytes(),
+            session.as_bytes(),
+            error.code.as_str().as_bytes(),
+        ]);
+        AccessDenied {
+            uuid: uuid.to_owned(),
+            error,
+            request: None,
+            session: Some(session.to_owned()),
+            sig: None,
+            mac: Some(mac),
+        }
+    }
+
+    /// Whether the platform signed this refusal for the device's request.
+    pub fn signed_for(
+        &self,
+        platform: &crate::crypto::PlatformPublicKey,
+        uuid: &str,
+        request: &str,
+    ) -> bool {
+        let (Some(sig), Some(theirs)) = (&self.sig, &self.request) else {
+            return false;
+        };
+        let lower = uuid.to_ascii_lowercase();
+        theirs == request
+            && platform
+                .verify(
+                    REFUSAL_DOMAIN,
+                    &[
+                        lower.as_bytes(),
+                        request.as_bytes(),
+                        self.error.code.as_str().as_bytes(),
+                    ],
+                    sig,
+                )
+                .is_ok()
+    }
+
+    /// Whether this refusal is bound to the device's session.
+    pub fn bound_to(&self, key: &crate::crypto::WifiKey, uuid: &str, session: &str) -> bool {
+        let (Some(mac), Some(theirs)) = (&self.mac, &self.session) else {
+            return false;
+        };
+        let lower = uuid.to_ascii_lowercase();
+        theirs == session
+            && key.check_refusal_mac(
+                &[
+                    lower.as_bytes(),
+                    session.as_bytes(),
+                    self.error.code.as_str().as_bytes(),
+                ],
+                mac,
+            )
+    }
 }
 
 /// Either answer on `device/{uuid}/access/response`.
@@ -256,6 +393,10 @@ impl AccessResponse {
         AccessResponse::Denied(AccessDenied {
             uuid: uuid.to_owned(),
             error: ErrorBody::new(code, message),
+            request: None,
+            session: None,
+            sig: None,
+            mac: None,
         })
     }
 
@@ -273,7 +414,9 @@ pub struct Confirm {
     pub accept: bool,
 }
 
-/// AP -> verifier on `verifier/verify/request`: "what is this UUID's pass_tmp?"
+/// AP -> verifier on `verifier/verify/request`. Walkthrough mode: "what
+/// is this UUID's pass_tmp?"; secure mode: "answer this device request,
+/// which I will relay"
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyRequest {
     /// Pairs the answer with the question when one AP has many in flight.
@@ -281,15 +424,16 @@ pub struct VerifyRequest {
     /// Where to answer: `ap/{ap_id}/verify/response`.
     pub ap_id: String,
     pub uuid: String,
-    /// Secure mode: the AP's public key (base64 X25519) to seal pass_tmp to.
+    /// Secure mode: the AP's public key (base64 X25519) to seal the
+    /// session's Wi-Fi key to, once the device has proved pass_tmp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ap_key: Option<String>,
     /// Secure mode: the SSID the device asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssid: Option<String>,
     /// Secure mode: the device request this answers, its handshake's tag
-    /// ([`crate::crypto::handshake_tag`]). The verifier releases pass_tmp
-    /// only for a request it saw the device make.
+    /// ([`crate::crypto::handshake_tag`]). The verifier answers only a
+    /// request it saw the device make.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
 }
@@ -311,7 +455,9 @@ impl VerifyRequest {
     }
 }
 
-/// Verifier -> AP on `ap/{ap_id}/verify/response`.
+/// Verifier -> AP on `ap/{ap_id}/verify/response`. In secure mode a
+/// request gets two: its challenge (or a refusal), then, once the device
+/// has answered it, the verdict on its proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyResponse {
     pub request_id: String,
@@ -324,82 +470,112 @@ pub struct VerifyResponse {
 #[serde(untagged)]
 pub enum VerifyOutcome {
     /// Walkthrough mode.
-    Found {
-        pass_tmp: String,
-    },
-    /// Secure mode: pass_tmp sealed to the AP's key over
-    /// [`pass_tmp_seal_context`], the platform's signature over the
-    /// request id, UUID, AP id and the sealed value, and the ticket the AP
-    /// passes on to the device in its challenge.
-    Sealed {
-        sealed_pass_tmp: String,
-        sig: String,
+    Found { pass_tmp: String },
+    /// Secure mode, first answer: the verifier's half of the handshake
+    /// for the AP to relay to the device, with the platform's ticket.
+    Challenge {
+        session: String,
+        spake2: String,
         ticket: Ticket,
     },
+    /// Secure mode, second answer: the device proved pass_tmp. The
+    /// session's Wi-Fi key sealed to the AP's key over
+    /// [`wifi_key_seal_context`], and the platform's signature over the
+    /// request id, UUID, AP id, session and the sealed value.
+    Proved {
+        session: String,
+        sealed_key: String,
+        sig: String,
+    },
+    /// Refused. In secure mode a final refusal of the device carries
+    /// `denial`, the platform's signed refusal for the AP to pass on.
     Failed {
         error: ErrorBody<AccessErrorCode>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        denial: Option<AccessDenied>,
     },
+}
+
+impl VerifyOutcome {
+    /// A refusal without a signed denial.
+    pub fn failed(code: AccessErrorCode, message: impl Into<String>) -> Self {
+        VerifyOutcome::Failed {
+            error: ErrorBody::new(code, message),
+            denial: None,
+        }
+    }
 }
 
 const VERIFY_DOMAIN: &str = "verify-response";
 
-/// The fields a sealed verification answer's signature covers.
-pub fn verify_signed_fields<'a>(
+/// The fields a sealed Wi-Fi key's signature covers.
+fn wifi_key_signed_fields<'a>(
     request_id: &'a str,
     uuid: &'a str,
     ap_id: &'a str,
+    session: &'a str,
     sealed: &'a str,
-) -> [&'a [u8]; 4] {
+) -> [&'a [u8]; 5] {
     [
         request_id.as_bytes(),
         uuid.as_bytes(),
         ap_id.as_bytes(),
+        session.as_bytes(),
         sealed.as_bytes(),
     ]
 }
 
-/// Seals and signs pass_tmp for the AP that asked, with the device's
-/// ticket for it.
-pub fn seal_verify_answer(
+/// Seals and signs the session's Wi-Fi key for the AP that relays it.
+pub fn seal_wifi_key(
     key: &crate::crypto::PlatformKey,
     req: &VerifyRequest,
     ap_key: &str,
-    pass_tmp: &str,
-    ticket: Ticket,
+    session: &str,
+    wifi: &crate::crypto::WifiKey,
 ) -> Result<VerifyOutcome, crate::crypto::CryptoError> {
     let sealed = crate::crypto::seal_to_ap(
         ap_key,
-        pass_tmp.as_bytes(),
-        &pass_tmp_seal_context(&req.uuid, &req.ap_id, &req.request_id),
+        &wifi.to_bytes(),
+        &wifi_key_seal_context(&req.uuid, &req.ap_id, &req.request_id, session),
     )?;
     let sig = key.sign(
         VERIFY_DOMAIN,
-        &verify_signed_fields(&req.request_id, &req.uuid, &req.ap_id, &sealed),
+        &wifi_key_signed_fields(&req.request_id, &req.uuid, &req.ap_id, session, &sealed),
     );
-    Ok(VerifyOutcome::Sealed {
-        sealed_pass_tmp: sealed,
+    Ok(VerifyOutcome::Proved {
+        session: session.to_owned(),
+        sealed_key: sealed,
         sig,
-        ticket,
     })
 }
 
-/// The AP's side: checks the platform's signature, then opens pass_tmp.
-pub fn open_verify_answer(
+/// Who a sealed Wi-Fi key is for: the AP's question and the session.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedFor<'a> {
+    pub request_id: &'a str,
+    pub uuid: &'a str,
+    pub ap_id: &'a str,
+    pub session: &'a str,
+}
+
+/// The AP's side: checks the platform's signature, then opens the key.
+pub fn open_wifi_key(
     platform: &crate::crypto::PlatformPublicKey,
     ap_key: &crate::crypto::ApKey,
-    request_id: &str,
-    uuid: &str,
-    ap_id: &str,
+    for_: SealedFor<'_>,
     sealed: &str,
     sig: &str,
-) -> Result<String, crate::crypto::CryptoError> {
+) -> Result<crate::crypto::WifiKey, crate::crypto::CryptoError> {
     platform.verify(
         VERIFY_DOMAIN,
-        &verify_signed_fields(request_id, uuid, ap_id, sealed),
+        &wifi_key_signed_fields(for_.request_id, for_.uuid, for_.ap_id, for_.session, sealed),
         sig,
     )?;
-    let bytes = ap_key.open(sealed, &pass_tmp_seal_context(uuid, ap_id, request_id))?;
-    String::from_utf8(bytes).map_err(|_| crate::crypto::CryptoError::Open)
+    let bytes = ap_key.open(
+        sealed,
+        &wifi_key_seal_context(for_.uuid, for_.ap_id, for_.request_id, for_.session),
+    )?;
+    crate::crypto::WifiKey::from_bytes(&bytes)
 }
 
 /// AP -> its user on `ap/{ap_id}/prompt`: "device UUID wants to join SSID".
@@ -471,6 +647,8 @@ impl<'de> Deserialize<'de> for AccessOutcome {
                         "too_many_attempts",
                         "unavailable",
                         "not_authorized",
+                        "ssid_not_allowed",
+                        "awaiting_approval",
                     ],
                 )
             })
@@ -579,6 +757,7 @@ mod tests {
             ssid: "home".into(),
             pass_tmp: "p".into(),
             spake2: None,
+            commit: None,
         };
         assert!(req.validate("home").is_ok());
         let secure = AccessRequest {
@@ -614,8 +793,20 @@ mod tests {
             VerifyOutcome::Found {
                 pass_tmp: "p".into(),
             },
-            VerifyOutcome::Failed {
-                error: ErrorBody::new(AccessErrorCode::UnknownDevice, "no"),
+            VerifyOutcome::failed(AccessErrorCode::Unavailable, "no"),
+            VerifyOutcome::Challenge {
+                session: "c2Vzcw".into(),
+                spake2: "bXNn".into(),
+                ticket: Ticket {
+                    ap_id: "ap-1".into(),
+                    expires_ms: 9,
+                    sig: "c2ln".into(),
+                },
+            },
+            VerifyOutcome::Proved {
+                session: "c2Vzcw".into(),
+                sealed_key: "a2V5".into(),
+                sig: "c2ln".into(),
             },
         ] {
             let msg = VerifyResponse {
@@ -666,33 +857,59 @@ mod tests {
         assert!(bad_uuid.validate().is_err());
     }
 
+    fn what<'a>(uuid: &'a str, ssid: &'a str, request: &'a str) -> TicketFor<'a> {
+        TicketFor {
+            uuid,
+            ssid,
+            request,
+            session: "c2Vzcw",
+            spake2: "bXNn",
+        }
+    }
+
     #[test]
-    fn a_ticket_checks_only_for_its_device_ssid_request_and_time() {
+    fn a_ticket_checks_only_for_its_device_ssid_request_session_message_and_time() {
         let key = crate::crypto::PlatformKey::generate();
         let public = key.public();
-        let t = Ticket::issue(&key, &U.to_ascii_uppercase(), "home", "ap-1", "req", 2_000);
+        let upper = U.to_ascii_uppercase();
+        let t = Ticket::issue(&key, what(&upper, "home", "req"), "ap-1", 2_000);
         assert!(t.validate().is_ok());
-        assert_eq!(t.check(&public, U, "home", "req", 1_999), Ok(()));
+        assert_eq!(t.check(&public, what(U, "home", "req"), 1_999), Ok(()));
         assert!(
-            t.check(&public, U, "home", "req", 2_000).is_err(),
+            t.check(&public, what(U, "home", "req"), 2_000).is_err(),
             "expired"
         );
-        assert!(t.check(&public, U, "other", "req", 0).is_err());
-        assert!(t.check(&public, U, "home", "req2", 0).is_err());
+        assert!(t.check(&public, what(U, "other", "req"), 0).is_err());
+        assert!(t.check(&public, what(U, "home", "req2"), 0).is_err());
+        let other_session = TicketFor {
+            session: "b3RoZXI",
+            ..what(U, "home", "req")
+        };
+        assert!(t.check(&public, other_session, 0).is_err());
+        let other_message = TicketFor {
+            spake2: "b3RoZXI",
+            ..what(U, "home", "req")
+        };
+        assert!(
+            t.check(&public, other_message, 0).is_err(),
+            "an AP's own handshake message"
+        );
         let other_uuid = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1c";
-        assert!(t.check(&public, other_uuid, "home", "req", 0).is_err());
+        assert!(t
+            .check(&public, what(other_uuid, "home", "req"), 0)
+            .is_err());
         let moved = Ticket {
             ap_id: "ap-2".into(),
             ..t.clone()
         };
-        assert!(moved.check(&public, U, "home", "req", 0).is_err());
+        assert!(moved.check(&public, what(U, "home", "req"), 0).is_err());
         let longer = Ticket {
             expires_ms: 3_000,
             ..t.clone()
         };
-        assert!(longer.check(&public, U, "home", "req", 0).is_err());
+        assert!(longer.check(&public, what(U, "home", "req"), 0).is_err());
         let stranger = crate::crypto::PlatformKey::generate().public();
-        assert!(t.check(&stranger, U, "home", "req", 0).is_err());
+        assert!(t.check(&stranger, what(U, "home", "req"), 0).is_err());
         // It travels inside a challenge and back unchanged.
         let challenge = AccessChallenge {
             uuid: U.into(),
@@ -713,6 +930,40 @@ mod tests {
             ..challenge
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_final_only_signed_for_the_request_or_bound_to_the_session() {
+        let key = crate::crypto::PlatformKey::generate();
+        let public = key.public();
+        let error = ErrorBody::new(AccessErrorCode::PassTmpMismatch, "no");
+        let signed = AccessDenied::signed(&key, U, "req", error.clone());
+        assert!(signed.signed_for(&public, &U.to_ascii_uppercase(), "req"));
+        assert!(!signed.signed_for(&public, U, "req2"), "another request");
+        let stranger = crate::crypto::PlatformKey::generate().public();
+        assert!(!signed.signed_for(&stranger, U, "req"));
+        let recoded = AccessDenied {
+            error: ErrorBody::new(AccessErrorCode::Rejected, "no"),
+            ..signed.clone()
+        };
+        assert!(!recoded.signed_for(&public, U, "req"), "another code");
+        let back: AccessResponse =
+            decode(&encode(&AccessResponse::Denied(signed.clone()))).unwrap();
+        assert_eq!(back, AccessResponse::Denied(signed));
+        // An AP's, for a session whose Wi-Fi key it was handed.
+        let wifi = crate::crypto::WifiKey::from_bytes(&[7u8; 32]).unwrap();
+        let other = crate::crypto::WifiKey::from_bytes(&[8u8; 32]).unwrap();
+        let bound = AccessDenied::for_session(&wifi, U, "sess", error);
+        assert!(bound.bound_to(&wifi, U, "sess"));
+        assert!(!bound.bound_to(&wifi, U, "sess2"));
+        assert!(!bound.bound_to(&other, U, "sess"));
+        assert!(!bound.signed_for(&public, U, "req"));
+        let plain = AccessResponse::denied(U, AccessErrorCode::Rejected, "x");
+        let AccessResponse::Denied(plain) = plain else {
+            unreachable!()
+        };
+        assert!(!plain.bound_to(&wifi, U, "sess"));
+        assert!(!plain.signed_for(&public, U, "req"));
     }
 
     #[test]

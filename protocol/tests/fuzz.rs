@@ -19,8 +19,8 @@ use protocol::admin::{
 };
 use protocol::codes::{AccessErrorCode, AdminErrorCode, ErrorBody};
 use protocol::crypto::{
-    ap_handshake, b64, device_login_token, seal_enrollment, seal_to_ap, unb64, verify_device_login,
-    ApKey, DeviceHandshake, DeviceKey, PlatformKey, PlatformPublicKey,
+    b64, device_login_token, seal_enrollment, seal_to_ap, unb64, verifier_handshake,
+    verify_device_login, ApKey, DeviceHandshake, DeviceKey, PlatformKey, PlatformPublicKey,
 };
 use protocol::decode::{decode, decode_limited, encode, peek_str_field, DecodeError, MAX_PAYLOAD};
 use protocol::gateway::{
@@ -31,9 +31,9 @@ use protocol::gateway::{
 use protocol::gateway_login::GatewayLogin;
 use protocol::ids::{check_segment, MAX_SEGMENT_LEN};
 use protocol::onboarding::{
-    check_pass_tmp, check_ssid, check_wifi_password, open_verify_answer, AccessChallenge,
-    AccessDenied, AccessGranted, AccessOutcome, AccessProof, AccessRequest, AccessResponse,
-    ApConfirm, ApPrompt, Confirm, OutcomeReport, Ticket, VerifyOutcome, VerifyRequest,
+    check_pass_tmp, check_ssid, check_wifi_password, open_wifi_key, AccessChallenge, AccessDenied,
+    AccessGranted, AccessOutcome, AccessProof, AccessRequest, AccessResponse, ApConfirm, ApPrompt,
+    Confirm, OutcomeReport, SealedFor, Ticket, TicketFor, VerifyOutcome, VerifyRequest,
     VerifyResponse, MAX_SSID_LEN,
 };
 use protocol::registry_admin::{
@@ -253,14 +253,17 @@ fn error_body<C: Debug + Clone>(
 }
 
 fn access_request() -> impl Strategy<Value = AccessRequest> {
-    (text(), text(), text(), prop::option::of(text())).prop_map(|(uuid, ssid, pass_tmp, spake2)| {
-        AccessRequest {
+    (
+        (text(), text(), text()),
+        (prop::option::of(text()), prop::option::of(text())),
+    )
+        .prop_map(|((uuid, ssid, pass_tmp), (spake2, commit))| AccessRequest {
             uuid,
             ssid,
             pass_tmp,
             spake2,
-        }
-    })
+            commit,
+        })
 }
 
 fn ticket() -> impl Strategy<Value = Ticket> {
@@ -291,15 +294,22 @@ fn access_challenge() -> impl Strategy<Value = AccessChallenge> {
 fn access_proof() -> impl Strategy<Value = AccessProof> {
     (
         (text(), text(), text()),
-        (prop::option::of(text()), prop::option::of(text())),
+        (
+            prop::option::of(text()),
+            prop::option::of(text()),
+            prop::option::of(text()),
+        ),
     )
-        .prop_map(|((uuid, session, proof), (request, enroll))| AccessProof {
-            uuid,
-            session,
-            proof,
-            request,
-            enroll,
-        })
+        .prop_map(
+            |((uuid, session, proof), (request, enroll, opening))| AccessProof {
+                uuid,
+                session,
+                proof,
+                request,
+                enroll,
+                opening,
+            },
+        )
 }
 
 fn access_response() -> impl Strategy<Value = AccessResponse> {
@@ -317,8 +327,25 @@ fn access_response() -> impl Strategy<Value = AccessResponse> {
                     sealed,
                 })
             }),
-        (text(), error_body(access_code()))
-            .prop_map(|(uuid, error)| AccessResponse::Denied(AccessDenied { uuid, error })),
+        (
+            (text(), error_body(access_code())),
+            (
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(text())
+            )
+        )
+            .prop_map(|((uuid, error), (request, session, sig, mac))| {
+                AccessResponse::Denied(AccessDenied {
+                    uuid,
+                    error,
+                    request,
+                    session,
+                    sig,
+                    mac,
+                })
+            }),
     ]
 }
 
@@ -350,14 +377,24 @@ fn verify_request() -> impl Strategy<Value = VerifyRequest> {
 fn verify_response() -> impl Strategy<Value = VerifyResponse> {
     let outcome = prop_oneof![
         text().prop_map(|pass_tmp| VerifyOutcome::Found { pass_tmp }),
-        (text(), text(), ticket()).prop_map(|(sealed_pass_tmp, sig, ticket)| {
-            VerifyOutcome::Sealed {
-                sealed_pass_tmp,
-                sig,
+        (text(), text(), ticket()).prop_map(|(session, spake2, ticket)| {
+            VerifyOutcome::Challenge {
+                session,
+                spake2,
                 ticket,
             }
         }),
-        error_body(access_code()).prop_map(|error| VerifyOutcome::Failed { error }),
+        (text(), text(), text()).prop_map(|(session, sealed_key, sig)| {
+            VerifyOutcome::Proved {
+                session,
+                sealed_key,
+                sig,
+            }
+        }),
+        error_body(access_code()).prop_map(|error| VerifyOutcome::Failed {
+            error,
+            denial: None
+        }),
     ];
     (text(), text(), outcome).prop_map(|(request_id, uuid, outcome)| VerifyResponse {
         request_id,
@@ -1338,6 +1375,7 @@ proptest! {
             ssid: b.clone(),
             pass_tmp: c.clone(),
             spake2: d.clone(),
+            commit: d.clone(),
         };
         if let Ok(u) = req.validate(&topic_ssid) {
             prop_assert_eq!(u.as_str(), a.as_str());
@@ -1384,6 +1422,7 @@ proptest! {
             proof: c.clone(),
             request: d.clone(),
             enroll: d.clone(),
+            opening: d.clone(),
         };
         if proof.validate().is_ok() {
             prop_assert!(DeviceUuid::parse(&a).is_ok());
@@ -1558,11 +1597,12 @@ proptest! {
         ap_public in b64_like(),
         aad in prop::collection::vec(any::<u8>(), 0..32),
     ) {
-        // What an AP opens: the verifier's sealed pass_tmp.
+        // What an AP opens: the verifier's sealed Wi-Fi key.
         let ap = ApKey::generate();
         prop_assert!(ap.open(&sealed, &aad).is_err());
         let (_, public) = platform();
-        prop_assert!(open_verify_answer(public, &ap, "r", "u", "ap", &sealed, &sig).is_err());
+        let for_ = SealedFor { request_id: "r", uuid: "u", ap_id: "ap", session: "s" };
+        prop_assert!(open_wifi_key(public, &ap, for_, &sealed, &sig).is_err());
         // What the verifier seals to: an AP key from the request.
         let _ = seal_to_ap(&ap_public, b"pass", &aad);
         // Both halves of the handshake, fed the other side's message.
@@ -1571,7 +1611,7 @@ proptest! {
             prop_assert!(!keys.check_device_proof(&sealed));
             prop_assert!(keys.open_password(&sealed, &aad).is_err());
         }
-        if let Ok((keys, _)) = ap_handshake("u", "home", "pass_tmp", &peer_msg, &session) {
+        if let Ok((keys, _)) = verifier_handshake("u", "home", "pass_tmp", &peer_msg, &session) {
             prop_assert!(!keys.check_device_proof(&sealed));
             prop_assert!(keys.open_password(&sealed, &aad).is_err());
         }
@@ -1591,9 +1631,10 @@ proptest! {
         request in text(),
     ) {
         let (_, public) = platform();
+        let what = TicketFor { uuid: &uuid, ssid: &ssid, request: &request, session: &request, spake2: &ssid };
         let forged = Ticket { sig, expires_ms: u64::MAX, ..ticket.clone() };
-        prop_assert!(forged.check(public, &uuid, &ssid, &request, 0).is_err());
-        prop_assert!(ticket.check(public, &uuid, &ssid, &request, 0).is_err());
+        prop_assert!(forged.check(public, what, 0).is_err());
+        prop_assert!(ticket.check(public, what, 0).is_err());
     }
 
     #[test]
@@ -1606,23 +1647,24 @@ proptest! {
         expires_ms in 1u64..,
     ) {
         let (key, public) = platform();
-        let t = Ticket::issue(key, &uuid, &ssid, &ap_id, &request, expires_ms);
-        prop_assert!(t.check(public, &uuid, &ssid, &request, expires_ms - 1).is_ok());
-        prop_assert!(t.check(public, &uuid, &ssid, &request, expires_ms).is_err());
+        let what = |uuid, ssid, request| TicketFor { uuid, ssid, request, session: "s", spake2: "m" };
+        let t = Ticket::issue(key, what(&uuid, &ssid, &request), &ap_id, expires_ms);
+        prop_assert!(t.check(public, what(&uuid, &ssid, &request), expires_ms - 1).is_ok());
+        prop_assert!(t.check(public, what(&uuid, &ssid, &request), expires_ms).is_err());
         let back: Ticket = serde_json::from_slice(&encode(&t)).unwrap();
         prop_assert_eq!(&back, &t);
         if !other.eq_ignore_ascii_case(&uuid) {
-            prop_assert!(t.check(public, &other, &ssid, &request, 0).is_err());
+            prop_assert!(t.check(public, what(&other, &ssid, &request), 0).is_err());
         }
         if other != ssid {
-            prop_assert!(t.check(public, &uuid, &other, &request, 0).is_err());
+            prop_assert!(t.check(public, what(&uuid, &other, &request), 0).is_err());
         }
         if other != request {
-            prop_assert!(t.check(public, &uuid, &ssid, &other, 0).is_err());
+            prop_assert!(t.check(public, what(&uuid, &ssid, &other), 0).is_err());
         }
         if other != ap_id {
-            let moved = Ticket { ap_id: other, ..t };
-            prop_assert!(moved.check(public, &uuid, &ssid, &request, 0).is_err());
+            let moved = Ticket { ap_id: other.clone(), ..t };
+            prop_assert!(moved.check(public, what(&uuid, &ssid, &request), 0).is_err());
         }
     }
 
@@ -1678,7 +1720,7 @@ proptest! {
     }
 
     #[test]
-    fn an_enrollment_is_vouched_for_only_by_its_pass_tmp(
+    fn an_enrollment_is_vouched_for_only_by_its_handshake(
         pass_tmp in text(),
         guess in text(),
         uuid in text(),
@@ -1686,12 +1728,20 @@ proptest! {
     ) {
         let (key, public) = platform();
         let device = DeviceKey::generate();
-        let sealed = seal_enrollment(public, &device, &uuid, &pass_tmp, &request);
+        let (dev, msg_a) = DeviceHandshake::start(&uuid, "home", &pass_tmp);
+        let (verifier, msg_b) = verifier_handshake(&uuid, "home", &pass_tmp, &msg_a, "c2Vzcw").unwrap();
+        let keys = dev.finish(&msg_b, "c2Vzcw").unwrap();
+        let sealed = seal_enrollment(public, &device, &uuid, &keys, &request);
         let claim = key.open_enrollment(&sealed, &uuid, &request).unwrap();
         prop_assert_eq!(claim.device_key_hex(), device.public_hex());
-        prop_assert!(claim.vouched_by(&pass_tmp, &uuid, &request));
+        prop_assert!(claim.vouched_by(&verifier, &uuid, &request));
         if guess != pass_tmp {
-            prop_assert!(!claim.vouched_by(&guess, &uuid, &request));
+            let (dev, msg_a) = DeviceHandshake::start(&uuid, "home", &guess);
+            let (verifier, msg_b) = verifier_handshake(&uuid, "home", &pass_tmp, &msg_a, "c2Vzcw").unwrap();
+            let keys = dev.finish(&msg_b, "c2Vzcw").unwrap();
+            let sealed = seal_enrollment(public, &device, &uuid, &keys, &request);
+            let claim = key.open_enrollment(&sealed, &uuid, &request).unwrap();
+            prop_assert!(!claim.vouched_by(&verifier, &uuid, &request));
         }
         // Nothing derived from pass_tmp is in the clear.
         prop_assert!(!sealed.contains(&b64(&claim.mac())));

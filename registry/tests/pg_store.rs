@@ -309,3 +309,30 @@ async fn a_store_that_goes_away_is_unavailable_and_then_works_again() {
         }
     }
 }
+
+/// The batch read a presence report is checked with: among thousands of
+/// ids, exactly the assigned ones, with their gateways and epochs.
+#[tokio::test]
+async fn assignments_of_many_ids_are_read_in_one_go() {
+    let Some((_server, url)) = fresh_db() else {
+        return;
+    };
+    let store = PgStore::connect(&url).await.unwrap();
+    let mut batch = store.begin().await.unwrap();
+    batch.set("dev-1", None, "gw-1", "policy").await.unwrap();
+    batch.set("dev-2", None, "gw-2", "policy").await.unwrap();
+    batch.set("dev-2", Some(1), "gw-1", "remap").await.unwrap();
+    batch.commit().await.unwrap();
+    assert!(store.assignments_of(&[]).await.unwrap().is_empty());
+    let ids: Vec<String> = (0..5000)
+        .map(|i| format!("made-up-{i}"))
+        .chain(["dev-1".into(), "dev-2".into(), "dev-1".into()])
+        .collect();
+    let found = store.assignments_of(&ids).await.unwrap();
+    let mut got: Vec<_> = found
+        .iter()
+        .map(|(d, a)| (d.as_str(), a.gateway_id.as_str(), a.epoch))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("dev-1", "gw-1", 1), ("dev-2", "gw-1", 2)]);
+}

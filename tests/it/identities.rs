@@ -209,17 +209,17 @@ async fn t19_made_up_presence_changes_nothing() {
     let user = gateway_login("gw-chatty");
     let s = Session::open(&p, &user, &user, &credential, &[]).await;
     s.ready.clone().unwrap();
-    let report = PresenceReport {
-        online: (0..1000)
-            .map(|i| format!("made-up-{i}"))
+    // Reports at the cap (each id is checked), and one over it (dropped).
+    let cap = protocol::gateway::MAX_PRESENCE_IDS;
+    for chunk in 0..2 {
+        let online = (0..cap - 2)
+            .map(|i| format!("made-up-{chunk}-{i}"))
             .chain(["bad/id".to_owned(), "#".to_owned()])
-            .collect(),
-        offline: Vec::new(),
-    };
-    s.bus
-        .publish_json(topics::gateway_presence("gw-chatty"), &report)
-        .await
-        .unwrap();
+            .collect();
+        report(&s, "gw-chatty", online, Vec::new()).await;
+    }
+    let over_cap = (0..=cap).map(|i| format!("made-up-{i}")).collect();
+    report(&s, "gw-chatty", over_cap, Vec::new()).await;
     assert!(!s.cut_off(1).await);
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < deadline {
@@ -230,6 +230,225 @@ async fn t19_made_up_presence_changes_nothing() {
             .unwrap();
         assert_eq!(chatty.connected, 0, "made-up devices counted as connected");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Logs in as registered gateway `gateway_id` and says it is alive.
+async fn gateway_session(p: &TestPlatform, gateway_id: &str, credential: &str) -> Session {
+    let user = gateway_login(gateway_id);
+    let s = Session::open(p, &user, &user, credential, &[]).await;
+    s.ready.clone().unwrap();
+    let status = GatewayStatus {
+        gateway_id: gateway_id.into(),
+        alive: true,
+        address: None,
+        weight: None,
+    };
+    s.bus
+        .publish_json(topics::gateway_status(gateway_id), &status)
+        .await
+        .unwrap();
+    s
+}
+
+async fn report(s: &Session, gateway_id: &str, online: Vec<String>, offline: Vec<String>) {
+    s.bus
+        .publish_json(
+            topics::gateway_presence(gateway_id),
+            &PresenceReport { online, offline },
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until the registry counts `n` devices connected to each gateway.
+async fn wait_connected(p: &TestPlatform, want: &[(&str, u64)]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = gateways(p).await;
+        let got: Vec<(&str, u64)> = want
+            .iter()
+            .map(|(gw, _)| {
+                let g = now.iter().find(|g| g.gateway_id == *gw);
+                (*gw, g.map_or(0, |g| g.connected))
+            })
+            .collect();
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connected {got:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn show(p: &TestPlatform, device_id: &str) -> protocol::registry_admin::AssignmentView {
+    let registry = p.registry().await;
+    let op = RegistryOp::Show {
+        device_id: device_id.into(),
+    };
+    let RegistryOk::Assignment(view) = registry.request(op).await.unwrap() else {
+        panic!("not an assignment")
+    };
+    registry.close().await;
+    view
+}
+
+/// The record counts of the stopped platform's registry store.
+fn registry_counts(p: &TestPlatform) -> registry::store::RecordCounts {
+    registry::Store::open(&p.dir.path().join("registry"))
+        .unwrap()
+        .counts()
+}
+
+/// T19, offline: a gateway's offline reports, with thousands of made-up
+/// ids, add nothing to the registry's store and change no real device's
+/// record, its own or another gateway's; a report longer than the cap is
+/// dropped whole. Each report is audited once and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t19_made_up_offline_presence_grows_nothing() {
+    let mut p = secure().await;
+    let honest_credential = p.register_gateway("gw-honest", "127.0.0.1:9").await;
+    let chatty_credential = p.register_gateway("gw-chatty", "127.0.0.1:10").await;
+    // Two real devices, each assigned to one of the gateways and reported
+    // online by it.
+    let (victim, own) = (new_uuid(), new_uuid());
+    {
+        let honest = gateway_session(&p, "gw-honest", &honest_credential).await;
+        let chatty = gateway_session(&p, "gw-chatty", &chatty_credential).await;
+        p.wait_gateways_alive(4).await;
+        let registry = p.registry().await;
+        for (device, gw) in [(&victim, "gw-honest"), (&own, "gw-chatty")] {
+            let op = RegistryOp::Assign {
+                device_id: device.clone(),
+                gateway_id: gw.into(),
+            };
+            registry.request(op).await.unwrap();
+        }
+        registry.close().await;
+        report(&honest, "gw-honest", vec![victim.clone()], Vec::new()).await;
+        report(&chatty, "gw-chatty", vec![own.clone()], Vec::new()).await;
+        wait_connected(&p, &[("gw-honest", 1), ("gw-chatty", 1)]).await;
+    }
+    p.stop().await;
+    let before = registry_counts(&p);
+    assert_eq!(before.last_seen, 2, "{before:?}");
+    p.restart().await;
+
+    // The registry forgot who is connected: the gateways say it again.
+    let honest = gateway_session(&p, "gw-honest", &honest_credential).await;
+    let chatty = gateway_session(&p, "gw-chatty", &chatty_credential).await;
+    report(&honest, "gw-honest", vec![victim.clone()], Vec::new()).await;
+    report(&chatty, "gw-chatty", vec![own.clone()], Vec::new()).await;
+    wait_connected(&p, &[("gw-honest", 1), ("gw-chatty", 1)]).await;
+    let victim_before = show(&p, &victim).await;
+
+    // Made-up ids, another gateway's device and garbage, in reports at
+    // the cap; then one report over it.
+    const REPORTS: usize = 8;
+    let cap = protocol::gateway::MAX_PRESENCE_IDS;
+    for _ in 0..REPORTS {
+        let offline = (0..cap - 3)
+            .map(|_| new_uuid())
+            .chain([victim.clone(), "bad/id".into(), "#".into()])
+            .collect();
+        report(&chatty, "gw-chatty", Vec::new(), offline).await;
+    }
+    let over_cap = (0..=cap).map(|_| new_uuid()).collect();
+    report(&chatty, "gw-chatty", Vec::new(), over_cap).await;
+    // Its own device leaving is believed; the registry takes one
+    // gateway's reports in order, so every report before it was handled.
+    report(&chatty, "gw-chatty", Vec::new(), vec![own.clone()]).await;
+    wait_connected(&p, &[("gw-honest", 1), ("gw-chatty", 0)]).await;
+    assert!(!chatty.cut_off(1).await);
+    let metrics = crate::metrics::scrape(p.metrics_addr().unwrap()).await;
+    drop(honest);
+    drop(chatty);
+
+    p.stop().await;
+    let after = registry_counts(&p);
+    assert_eq!(after, before, "the registry's store grew");
+    p.restart().await;
+    assert_eq!(show(&p, &victim).await, victim_before);
+    let own_seen = show(&p, &own).await.last_seen.unwrap();
+    assert_eq!(
+        (own_seen.gateway_id.as_str(), own_seen.online),
+        ("gw-chatty", false)
+    );
+    let value = |series: &str| crate::metrics::value(&metrics, series);
+    assert_eq!(
+        value("platform_presence_ids_ignored_total"),
+        Some((REPORTS * cap) as f64)
+    );
+    for (reason, n) in [
+        ("too_many_ids", 1.0),
+        ("rate_limited", 0.0),
+        ("malformed", 0.0),
+    ] {
+        assert_eq!(
+            value(&format!(
+                r#"platform_presence_reports_dropped_total{{reason="{reason}"}}"#
+            )),
+            Some(n),
+            "{reason}"
+        );
+    }
+}
+
+/// T19, floods: a gateway's presence reports beyond its rate (a burst,
+/// then so many a second) are dropped unread and counted; the flood costs
+/// no other gateway its reports, and the gateway is heard again once its
+/// rate allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t19_a_presence_flood_is_rate_limited_per_gateway() {
+    let p = secure().await;
+    let honest_credential = p.register_gateway("gw-honest", "127.0.0.1:9").await;
+    let chatty_credential = p.register_gateway("gw-chatty", "127.0.0.1:10").await;
+    let honest = gateway_session(&p, "gw-honest", &honest_credential).await;
+    let chatty = gateway_session(&p, "gw-chatty", &chatty_credential).await;
+    p.wait_gateways_alive(4).await;
+    let (victim, own) = (new_uuid(), new_uuid());
+    let registry = p.registry().await;
+    for (device, gw) in [(&victim, "gw-honest"), (&own, "gw-chatty")] {
+        let op = RegistryOp::Assign {
+            device_id: device.clone(),
+            gateway_id: gw.into(),
+        };
+        registry.request(op).await.unwrap();
+    }
+    registry.close().await;
+    // Five bursts' worth, sent far faster than the rate refills them.
+    for _ in 0..5000 {
+        report(&chatty, "gw-chatty", Vec::new(), Vec::new()).await;
+    }
+    let addr = p.metrics_addr().unwrap();
+    crate::metrics::wait_for_at_least(
+        addr,
+        &[(
+            r#"platform_presence_reports_dropped_total{reason="rate_limited"}"#,
+            1.0,
+        )],
+    )
+    .await;
+    report(&honest, "gw-honest", vec![victim.clone()], Vec::new()).await;
+    wait_connected(&p, &[("gw-honest", 1)]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        report(&chatty, "gw-chatty", vec![own.clone()], Vec::new()).await;
+        if gateways(&p)
+            .await
+            .iter()
+            .any(|g| g.gateway_id == "gw-chatty" && g.connected == 1)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway was never heard again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -315,18 +534,27 @@ async fn t15_a_captured_device_login_cannot_be_replayed() {
     );
 }
 
-/// T16: before it is onboarded a device connects with no credential, and
-/// may only onboard; a second connection for it does not kick off the
-/// first while it onboards.
+/// T16: before it is onboarded a device connects with no credential, on a
+/// session of its own (`UUID.SESSION`), and may only onboard; a second
+/// connection with the same client id does not kick off the first, and a
+/// stranger's session for the same UUID holds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t16_an_onboarding_device_is_confined_and_not_kicked_off() {
     let p = secure().await;
     let uuid = new_uuid();
     p.enroll(&uuid, "pass-tmp-1").await;
     let onboarding = protocol::logins::ONBOARDING_USER;
-    let first = Session::open(&p, &uuid, onboarding, "", &[topics::access_response(&uuid)]).await;
+    let session = protocol::logins::onboarding_client_id(&uuid);
+    let first = Session::open(
+        &p,
+        &session,
+        onboarding,
+        "",
+        &[topics::access_response(&uuid)],
+    )
+    .await;
     first.ready.clone().unwrap();
-    let second = Session::open(&p, &uuid, onboarding, "", &[]).await;
+    let second = Session::open(&p, &session, onboarding, "", &[]).await;
     assert!(
         second.ready.as_ref().unwrap_err().contains("NotAuthorized"),
         "{:?}",
@@ -336,6 +564,10 @@ async fn t16_an_onboarding_device_is_confined_and_not_kicked_off() {
         !first.cut_off(1).await,
         "the onboarding device was kicked off"
     );
+    // Another session for the same UUID, in another case: its own.
+    let other = protocol::logins::onboarding_client_id(&uuid.to_ascii_uppercase());
+    let beside = Session::open(&p, &other, onboarding, "", &[]).await;
+    beside.ready.clone().unwrap();
     // It may not ask the registry, nor read its gateway answers.
     first
         .bus
@@ -350,19 +582,31 @@ async fn t16_an_onboarding_device_is_confined_and_not_kicked_off() {
         "an onboarding device queried the registry"
     );
     drop(first);
-    let reads = Session::open(&p, &uuid, onboarding, "", &[topics::device_gateway(&uuid)]).await;
+    let reads = Session::open(
+        &p,
+        &protocol::logins::onboarding_client_id(&uuid),
+        onboarding,
+        "",
+        &[topics::device_gateway(&uuid)],
+    )
+    .await;
     assert!(
         reads.ready.is_err(),
         "an onboarding device read its gateway answers"
     );
-    // Not enrolled: refused. Onboarded: it logs in with its key instead.
-    let stranger = new_uuid();
-    let s = Session::open(&p, &stranger, onboarding, "", &[]).await;
-    assert!(s
+    // The bare UUID is the onboarded device's own client id: refused.
+    let bare = Session::open(&p, &uuid, onboarding, "", &[]).await;
+    assert!(bare
         .ready
         .as_ref()
         .unwrap_err()
         .contains("BadUserNamePassword"));
+    // Not enrolled: admitted all the same, so that nobody learns which
+    // UUIDs are enrolled (its proof fails as a wrong pass_tmp does:
+    // trust::an_unknown_uuid_looks_like_a_wrong_pass_tmp).
+    let stranger = protocol::logins::onboarding_client_id(&new_uuid());
+    let s = Session::open(&p, &stranger, onboarding, "", &[]).await;
+    s.ready.clone().unwrap();
 }
 
 /// T10: each identity has its own credential, and removing the identity

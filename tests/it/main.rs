@@ -20,3 +20,4 @@ mod robustness;
 mod scale_out;
 mod security;
 mod transport;
+mod trust;

@@ -321,3 +321,34 @@ async fn mosquitto_clients_without_the_platforms_ca_get_nothing_over_tls() {
     let (code, printed) = publish(&["--cafile", &cafile(&p)]);
     assert_eq!(code, Some(0), "with the platform's CA: {printed}");
 }
+
+/// T26, by hand: a server holding gateway gw-9's certificate and key (as
+/// its operator does) where the platform is looked for. `mosquitto_pub`
+/// given the platform's CA refuses it, by `localhost` or by `127.0.0.1`,
+/// and sends it no login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t26_mosquitto_clients_do_not_take_a_gateways_certificate_for_the_platform() {
+    mosquitto_available();
+    let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
+    let gw9 = crate::transport::issued_gateway_certificate(&p).await;
+    let impostor = crate::transport::Impostor::serve(&gw9.chain_pem, &gw9.key_pem).await;
+    let (ca, admin) = (cafile(&p), p.token("admin"));
+    let port = impostor.addr.port().to_string();
+    for host in ["localhost", "127.0.0.1"] {
+        let args = [
+            "-h", host, "-p", &port, "--cafile", &ca, "-u", "admin", "-P", &admin, "-t", "x/y",
+            "-m", "m",
+        ];
+        let (code, printed) = tokio::task::block_in_place(|| run("mosquitto_pub", &args));
+        assert_ne!(
+            code,
+            Some(0),
+            "mosquitto_pub -h {host} took gw-9's certificate for the platform's: {printed}"
+        );
+        assert!(
+            printed.contains("TLS error") || printed.contains("certificate verify failed"),
+            "{printed}"
+        );
+    }
+    assert!(!impostor.heard(&admin), "the admin's token went to gw-9");
+}

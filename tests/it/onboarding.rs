@@ -289,6 +289,7 @@ async fn a_repeated_request_gets_the_same_answer_without_a_second_prompt() {
         ssid: SSID.into(),
         pass_tmp: "pt".into(),
         spake2: None,
+        commit: None,
     };
 
     bus.publish_json(topics::access_request(SSID), &request)

@@ -45,6 +45,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 const DB: &str = "platform";
 /// The admin (name, password) the HTTP auth endpoint is started with.
 const HTTP_ADMIN: (&str, &str) = ("ops", "ops password");
+/// The secret the HTTP auth endpoint's callers send (`--auth-secret-file`).
+const HTTP_SECRET: &str = "scale-out-http-auth-secret-0123456789abcdef";
 
 /// POSTs `body` to `path` on `addr` as EMQX's HTTP authenticator does,
 /// and answers the reply's JSON body.
@@ -54,6 +56,7 @@ fn post(addr: &str, path: &str, body: &str) -> serde_json::Value {
     write!(
         s,
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {HTTP_SECRET}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -159,22 +162,29 @@ impl ScaleOut {
     }
 
     /// A verifier instance; with `auth`, also serving HTTP auth there, with
-    /// the admin [`HTTP_ADMIN`].
+    /// the admin [`HTTP_ADMIN`] and the secret [`HTTP_SECRET`].
     fn spawn_verifier(&mut self, instance: &str, auth: Option<&str>) {
         self.starts += 1;
         let mut args = self.common();
         let key = self.dir.path().join("verifier-store.key");
+        let data = self.dir.path().join(format!("verifier-{instance}"));
         args.extend([
             "--store-key".into(),
             key.display().to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
             "--instance".into(),
             instance.into(),
         ]);
         if let Some(addr) = auth {
             let hash = protocol::crypto::sha256_hex(HTTP_ADMIN.1);
+            let secret = self.dir.path().join("http-auth.secret");
+            std::fs::write(&secret, format!("{HTTP_SECRET}\n")).unwrap();
             args.extend([
                 "--auth-listen".into(),
                 addr.into(),
+                "--auth-secret-file".into(),
+                secret.display().to_string(),
                 "--admin".into(),
                 format!("{}={hash}", HTTP_ADMIN.0),
             ]);

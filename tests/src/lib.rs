@@ -39,7 +39,7 @@ pub struct TestPlatform {
     /// data dir. None: the listeners are plaintext.
     tls: Option<tls::ClientTls>,
     /// Each device's own TLS configuration ([`TestPlatform::device_tls`]).
-    device_tls: Mutex<HashMap<String, TlsConfig>>,
+    device_tls: Mutex<HashMap<String, tls::DeviceTls>>,
 }
 
 /// The default config on free ports: the platform, the metrics endpoint
@@ -166,14 +166,14 @@ impl TestPlatform {
     /// config a test makes for it (onboarding, its gateway), as a real
     /// device keeps one: its reconnects resume their sessions. None when
     /// the platform is plaintext.
-    pub fn device_tls(&self, device_id: &str) -> Option<TlsConfig> {
+    pub fn device_tls(&self, device_id: &str) -> Option<tls::DeviceTls> {
         let tls = self.tls.as_ref()?;
         Some(
             self.device_tls
                 .lock()
                 .unwrap()
                 .entry(device_id.to_owned())
-                .or_insert_with(|| tls.config())
+                .or_insert_with(|| tls.device())
                 .clone(),
         )
     }
@@ -185,19 +185,32 @@ impl TestPlatform {
     }
 
     /// [`TestPlatform::bus_options`] for the broker at `addr` (one of the
-    /// platform's gateways, say).
+    /// platform's gateways, say). A gateway's certificate is verified as a
+    /// device verifies it: for that gateway's id, not the address.
     pub fn options_at(&self, addr: &str, client_id: impl Into<String>) -> BusOptions {
-        BusOptions::new(addr, client_id)
-            .unwrap()
-            .with_tls(self.tls_config())
+        let tls = match self.gateway_at(addr) {
+            Some(id) => self.tls.as_ref().map(|t| t.device().gateway(&id).unwrap()),
+            None => self.tls_config(),
+        };
+        BusOptions::new(addr, client_id).unwrap().with_tls(tls)
+    }
+
+    /// The id of the in-process gateway listening at `addr`, if one does.
+    fn gateway_at(&self, addr: &str) -> Option<String> {
+        self.gateways()
+            .into_iter()
+            .find(|(_, a)| a == addr)
+            .map(|(id, _)| id)
     }
 
     /// A way to open raw connections to the broker at `addr`, as this
-    /// platform's clients do (over TLS when it serves it).
+    /// platform's clients do (over TLS when it serves it; a gateway
+    /// verified for its id).
     pub fn dialer_at(&self, addr: SocketAddr) -> Dialer {
         Dialer {
             addr,
             tls: self.tls(),
+            gateway: self.gateway_at(&addr.to_string()),
         }
     }
 
@@ -257,6 +270,15 @@ impl TestPlatform {
     /// Where the running platform serves `/metrics`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.platform.as_ref().and_then(Platform::metrics_addr)
+    }
+
+    /// Stops the workers (drain + flush) and leaves the data dir, so that
+    /// a test can open the stores; [`TestPlatform::restart`] starts the
+    /// platform again.
+    pub async fn stop(&mut self) {
+        if let Some(p) = self.platform.take() {
+            p.stop().await.unwrap();
+        }
     }
 
     /// Stops the workers (drain + flush) and starts a new platform, on a
@@ -349,7 +371,7 @@ impl TestPlatform {
 
     pub fn device_config(&self, uuid: &str, pass_tmp: &str, auto_confirm: bool) -> DeviceConfig {
         let mut config = DeviceConfig::new(self.broker(), uuid, pass_tmp, SSID);
-        config.tls = self.device_tls(uuid);
+        config.tls = self.device_tls(uuid).map(|t| t.platform());
         config.device_key = self.device_own_key(uuid);
         config.auto_confirm = auto_confirm;
         config.answer_timeout = Duration::from_secs(20);
@@ -726,6 +748,9 @@ fn client_tls(config: &Config, data_dir: &std::path::Path) -> Option<tls::Client
 pub struct Dialer {
     pub addr: SocketAddr,
     pub tls: Option<tls::ClientTls>,
+    /// The gateway listening at `addr`, verified for its id; None: the
+    /// platform broker, verified for the address.
+    pub gateway: Option<String>,
 }
 
 impl Dialer {
@@ -737,8 +762,14 @@ impl Dialer {
         let Some(tls) = &self.tls else {
             return Ok(RawStream::Plain(tcp));
         };
-        let mut session =
-            tls::blocking_session(tls, self.addr.ip()).map_err(std::io::Error::other)?;
+        let mut session = match &self.gateway {
+            None => tls::blocking_session(tls, self.addr.ip()).map_err(std::io::Error::other)?,
+            Some(id) => rustls::ClientConnection::new(
+                tls.device().gateway(id).map_err(std::io::Error::other)?,
+                rustls::pki_types::ServerName::IpAddress(self.addr.ip().into()),
+            )
+            .map_err(std::io::Error::other)?,
+        };
         while session.is_handshaking() {
             session.complete_io(&mut tcp)?;
         }

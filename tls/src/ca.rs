@@ -1,6 +1,8 @@
 //! The platform's certificate authority: made once, on first start, and
-//! the server certificates it issues on every start (and to a gateway
-//! that asks with a certificate request).
+//! the server certificates it issues on every start: the platform's, for
+//! its hosts and `tls.names`, and each gateway's, for its id alone
+//! ([`crate::gateway_name`]); and a gateway's that asks with a
+//! certificate request.
 
 use crate::TlsError;
 use rcgen::{
@@ -15,6 +17,9 @@ pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long a server certificate is valid. They are issued again on every
 /// start, so a restart renews them.
 pub const SERVER_VALIDITY: Duration = Duration::from_secs(397 * 24 * 3600);
+/// How long a gateway's certificate, issued from its request, is valid.
+/// Renewing it means registering the gateway again with a new request.
+pub const GATEWAY_VALIDITY: Duration = SERVER_VALIDITY;
 /// A certificate is valid from this long before it was made, for clocks
 /// that are a little behind.
 const BACKDATE: Duration = Duration::from_secs(3600);
@@ -97,24 +102,44 @@ impl Ca {
         self.key.serialize_pem()
     }
 
-    /// A server certificate for `names` (DNS names or IP addresses), with
-    /// a new key.
+    /// The platform's server certificate for `names` (DNS names or IP
+    /// addresses), with a new key. A gateway's name is refused: the
+    /// platform's certificates never prove a gateway.
     pub fn issue_server(&self, names: &[String]) -> Result<Issued, TlsError> {
+        if let Some(name) = names.iter().find(|n| crate::is_gateway_name(n)) {
+            return Err(TlsError::GatewayName(name.clone()));
+        }
+        self.issue(server_params(names, SERVER_VALIDITY)?)
+    }
+
+    /// The certificate of gateway `gateway_id` (one the platform runs
+    /// itself), with a new key: its name alone ([`crate::gateway_name`]),
+    /// no address and no name of the platform's.
+    pub fn issue_gateway(&self, gateway_id: &str) -> Result<Issued, TlsError> {
+        self.issue(gateway_params(gateway_id)?)
+    }
+
+    /// The certificate of gateway `gateway_id` for the key of the
+    /// certificate request `csr_pem`, as [`Ca::issue_gateway`] names it.
+    /// Nothing else the request asks for is taken. Returns the chain, PEM.
+    pub fn sign_gateway_request(
+        &self,
+        csr_pem: &str,
+        gateway_id: &str,
+    ) -> Result<String, TlsError> {
+        let request = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let cert =
+            gateway_params(gateway_id)?.signed_by(&request.public_key, &self.issuer, &self.key)?;
+        Ok(format!("{}{}", cert.pem(), self.pem))
+    }
+
+    fn issue(&self, params: CertificateParams) -> Result<Issued, TlsError> {
         let key = KeyPair::generate()?;
-        let cert = server_params(names)?.signed_by(&key, &self.issuer, &self.key)?;
+        let cert = params.signed_by(&key, &self.issuer, &self.key)?;
         Ok(Issued {
             chain_pem: format!("{}{}", cert.pem(), self.pem),
             key_pem: key.serialize_pem(),
         })
-    }
-
-    /// A server certificate for `names`, for the key of the certificate
-    /// request `csr_pem`. Nothing else the request asks for is taken: the
-    /// names are the platform's. Returns the chain, PEM.
-    pub fn sign_request(&self, csr_pem: &str, names: &[String]) -> Result<String, TlsError> {
-        let request = CertificateSigningRequestParams::from_pem(csr_pem)?;
-        let cert = server_params(names)?.signed_by(&request.public_key, &self.issuer, &self.key)?;
-        Ok(format!("{}{}", cert.pem(), self.pem))
     }
 }
 
@@ -129,7 +154,11 @@ pub fn request(names: &[String]) -> Result<(String, String), TlsError> {
     Ok((csr.pem()?, key.serialize_pem()))
 }
 
-fn server_params(names: &[String]) -> Result<CertificateParams, TlsError> {
+fn gateway_params(gateway_id: &str) -> Result<CertificateParams, TlsError> {
+    server_params(&[crate::gateway_name(gateway_id)?], GATEWAY_VALIDITY)
+}
+
+fn server_params(names: &[String], life: Duration) -> Result<CertificateParams, TlsError> {
     if let Some(bad) = names.iter().find(|n| !nameable(n)) {
         return Err(TlsError::BadName(bad.clone()));
     }
@@ -139,7 +168,7 @@ fn server_params(names: &[String]) -> Result<CertificateParams, TlsError> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    validity(&mut params, SERVER_VALIDITY);
+    validity(&mut params, life);
     Ok(params)
 }
 
@@ -216,12 +245,39 @@ mod tests {
     }
 
     #[test]
-    fn a_request_gets_the_names_the_ca_gives_not_the_ones_it_asks_for() {
+    fn a_request_gets_the_gateways_name_not_the_ones_it_asks_for() {
         let ca = Ca::generate("test CA").unwrap();
-        let (csr, _key) = request(&["evil.example".into()]).unwrap();
-        let chain = ca.sign_request(&csr, &["127.0.0.1".into()]).unwrap();
-        crate::client::verify_chain(ca.cert_pem(), &chain, "127.0.0.1").unwrap();
-        assert!(crate::client::verify_chain(ca.cert_pem(), &chain, "evil.example").is_err());
-        assert!(ca.sign_request("junk", &["127.0.0.1".into()]).is_err());
+        let (csr, _key) = request(&["evil.example".into(), "localhost".into()]).unwrap();
+        let chain = ca.sign_gateway_request(&csr, "gw-9").unwrap();
+        crate::client::verify_chain(ca.cert_pem(), &chain, "gw-9.gateway.invalid").unwrap();
+        for not_it in [
+            "evil.example",
+            "localhost",
+            "127.0.0.1",
+            "gw-1.gateway.invalid",
+        ] {
+            assert!(
+                crate::client::verify_chain(ca.cert_pem(), &chain, not_it).is_err(),
+                "{not_it}"
+            );
+        }
+        assert!(ca.sign_gateway_request("junk", "gw-9").is_err());
+    }
+
+    #[test]
+    fn a_gateways_certificate_proves_that_gateway_alone_and_the_platforms_no_gateway() {
+        let ca = Ca::generate("test CA").unwrap();
+        let gw = ca.issue_gateway("gw-1").unwrap();
+        crate::client::verify_chain(ca.cert_pem(), &gw.chain_pem, "gw-1.gateway.invalid").unwrap();
+        for not_it in ["localhost", "127.0.0.1", "gw-2.gateway.invalid"] {
+            assert!(
+                crate::client::verify_chain(ca.cert_pem(), &gw.chain_pem, not_it).is_err(),
+                "{not_it}"
+            );
+        }
+        assert!(matches!(
+            ca.issue_server(&["localhost".into(), "gw-1.gateway.invalid".into()]),
+            Err(TlsError::GatewayName(_))
+        ));
     }
 }

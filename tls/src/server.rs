@@ -2,7 +2,8 @@
 //! connection goes through before MQTT is read from it.
 
 use crate::client::certs;
-use crate::{provider, TlsError};
+use crate::sources::Sources;
+use crate::{provider, TlsError, HANDSHAKES_PER_SOURCE};
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache};
 use rustls::ServerConfig;
 use std::sync::Arc;
@@ -85,12 +86,15 @@ impl ServerTls {
 
     /// Handshakes that must finish within `timeout`, at most
     /// [`HANDSHAKES_AT_ONCE`] at a time through the returned acceptor and
-    /// its clones (one listener's).
+    /// its clones (one listener's), and at most [`HANDSHAKES_PER_SOURCE`]
+    /// of them from one source address.
     pub fn acceptor(&self, timeout: Duration) -> Acceptor {
         Acceptor {
             acceptor: TlsAcceptor::from(self.config.clone()),
             timeout,
+            turn_wait: TURN_WAIT,
             gate: Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE)),
+            sources: Sources::default(),
         }
     }
 }
@@ -107,11 +111,24 @@ pub enum HandshakeFailure {
     Alert,
     /// The client closed the connection before the handshake ended.
     Closed,
+    /// The client's address already had [`HANDSHAKES_PER_SOURCE`]
+    /// handshakes under way, and this one's turn did not come in time.
+    SourceBusy,
     /// Anything else rustls refused.
     Error,
 }
 
 impl HandshakeFailure {
+    /// Every reason, for whoever counts them by label.
+    pub const ALL: [HandshakeFailure; 6] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::Alert,
+        HandshakeFailure::Closed,
+        HandshakeFailure::SourceBusy,
+        HandshakeFailure::Error,
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
@@ -119,6 +136,7 @@ impl HandshakeFailure {
             HandshakeFailure::NotTls => "not_tls",
             HandshakeFailure::Alert => "alert",
             HandshakeFailure::Closed => "closed",
+            HandshakeFailure::SourceBusy => "source_busy",
             HandshakeFailure::Error => "error",
         }
     }
@@ -133,10 +151,15 @@ impl HandshakeFailure {
 /// and the connections already up (an admin's request, say) wait behind
 /// the whole crowd. Taken in turn, the first finish in milliseconds, none
 /// is wasted, and the thread's queue stays short.
+///
+/// Turns are shared per source address ([`HANDSHAKES_PER_SOURCE`]), so
+/// that clients which start a handshake and stall, all from one address,
+/// hold a few turns and not every one.
 pub const HANDSHAKES_AT_ONCE: usize = 64;
 
-/// How long a connection waits for its turn. The client gives up sooner;
-/// this bounds what a crowd of abandoned connections can hold.
+/// How long a connection waits for its turn: first its address's
+/// ([`HANDSHAKES_PER_SOURCE`]), then the listener's. The client gives up
+/// sooner; this bounds what a crowd of abandoned connections can hold.
 const TURN_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs the server's handshake on accepted connections.
@@ -144,10 +167,21 @@ const TURN_WAIT: Duration = Duration::from_secs(30);
 pub struct Acceptor {
     acceptor: TlsAcceptor,
     timeout: Duration,
+    /// [`TURN_WAIT`]; shorter in tests.
+    turn_wait: Duration,
     gate: Arc<Semaphore>,
+    sources: Sources,
 }
 
 impl Acceptor {
+    /// This acceptor with a shorter wait for a turn, for tests that see
+    /// it run out.
+    #[cfg(test)]
+    fn with_turn_wait(mut self, turn_wait: Duration) -> Self {
+        self.turn_wait = turn_wait;
+        self
+    }
+
     /// The handshake on an accepted connection, and whether it resumed an
     /// earlier session; on failure, why, with a reason for the log.
     pub async fn accept(
@@ -191,13 +225,36 @@ impl Acceptor {
                 ))
             }
         }
-        let _turn = match tokio::time::timeout(TURN_WAIT, self.gate.acquire()).await {
+        let peer = tcp
+            .peer_addr()
+            .map_err(|e| (HandshakeFailure::Closed, e.to_string()))?;
+        // Its address's turn first, then the listener's, both within one
+        // wait: an address with HANDSHAKES_PER_SOURCE handshakes under way
+        // queues behind them and holds none of the listener's turns.
+        let share = self.sources.share(peer);
+        let deadline = tokio::time::Instant::now() + self.turn_wait;
+        let closing = || (HandshakeFailure::Error, "listener closing".to_owned());
+        let _own_turn = match tokio::time::timeout_at(deadline, share.gate.acquire()).await {
             Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err((HandshakeFailure::Error, "listener closing".into())),
+            Ok(Err(_)) => return Err(closing()),
+            Err(_) => {
+                return Err((
+                    HandshakeFailure::SourceBusy,
+                    format!(
+                        "its address had {HANDSHAKES_PER_SOURCE} handshakes under way \
+                         and no turn came within {:?}",
+                        self.turn_wait
+                    ),
+                ))
+            }
+        };
+        let _turn = match tokio::time::timeout_at(deadline, self.gate.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(closing()),
             Err(_) => {
                 return Err((
                     HandshakeFailure::Timeout,
-                    format!("no turn to handshake within {TURN_WAIT:?}"),
+                    format!("no turn to handshake within {:?}", self.turn_wait),
                 ))
             }
         };
@@ -246,16 +303,16 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    type Outcomes = tokio::sync::mpsc::UnboundedReceiver<Result<(), HandshakeFailure>>;
+
     /// A listener that answers every handshake's outcome on a channel.
-    async fn listener(
-        tls: &ServerTls,
-    ) -> (
-        SocketAddr,
-        tokio::sync::mpsc::UnboundedReceiver<Result<(), HandshakeFailure>>,
-    ) {
+    async fn listener(tls: &ServerTls) -> (SocketAddr, Outcomes) {
+        listener_with(tls.acceptor(Duration::from_millis(300))).await
+    }
+
+    async fn listener_with(acceptor: Acceptor) -> (SocketAddr, Outcomes) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let acceptor = tls.acceptor(Duration::from_millis(300));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
@@ -291,6 +348,26 @@ mod tests {
             ServerTls::tickets().unwrap(),
         )
         .unwrap()
+    }
+
+    /// A TCP connection to `addr` from `source` (any of 127.0.0.0/8 on
+    /// Linux's loopback).
+    async fn dial_from(source: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((source, 0)))?;
+        socket.connect(addr).await
+    }
+
+    /// Clients from `source` that each send a handshake record's first
+    /// byte and then nothing.
+    async fn stallers(source: [u8; 4], addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+        let mut stallers = Vec::new();
+        for _ in 0..n {
+            let mut tcp = dial_from(source, addr).await.unwrap();
+            tcp.write_all(&[0x16]).await.unwrap();
+            stallers.push(tcp);
+        }
+        stallers
     }
 
     async fn connect(
@@ -414,12 +491,12 @@ mod tests {
         let ca = Ca::generate("test CA").unwrap();
         let (addr, mut outcomes) = listener(&served(&ca)).await;
         let client = ClientTls::from_pem(ca.cert_pem().as_bytes(), "ca.pem").unwrap();
-        // Every turn taken by a client that starts a handshake and stalls.
-        let mut stallers = Vec::new();
-        for _ in 0..HANDSHAKES_AT_ONCE {
-            let mut tcp = TcpStream::connect(addr).await.unwrap();
-            tcp.write_all(&[0x16]).await.unwrap();
-            stallers.push(tcp);
+        // Every turn taken by a client that starts a handshake and stalls,
+        // each address holding its share.
+        let mut held = Vec::new();
+        for source in 0..HANDSHAKES_AT_ONCE / HANDSHAKES_PER_SOURCE {
+            let ip = [127, 0, 1, source as u8];
+            held.extend(stallers(ip, addr, HANDSHAKES_PER_SOURCE).await);
         }
         // Three times as many real clients as turns, all at once: each
         // waits for a turn (the stallers' end at their deadline) and
@@ -444,5 +521,56 @@ mod tests {
             (ok, timed_out),
             (3 * HANDSHAKES_AT_ONCE, HANDSHAKES_AT_ONCE)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_handshakes_from_one_address_do_not_delay_a_client_from_another() {
+        let ca = Ca::generate("test CA").unwrap();
+        // A deadline far longer than the client below may take: its
+        // handshake must not wait for any staller to be cut.
+        let acceptor = served(&ca).acceptor(Duration::from_secs(20));
+        let (addr, mut outcomes) = listener_with(acceptor).await;
+        let _stallers = stallers([127, 0, 0, 2], addr, 200).await;
+        let client = ClientTls::from_pem(ca.cert_pem().as_bytes(), "ca.pem").unwrap();
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(3), connect(addr, client.config()))
+            .await
+            .expect("a client from 127.0.0.1 waited behind 127.0.0.2's stallers")
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // Its outcome is the first: no staller had been cut to make room.
+        assert_eq!(outcomes.recv().await, Some(Ok(())));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_address_over_its_share_waits_for_its_own_turns_and_is_counted_when_none_comes() {
+        let ca = Ca::generate("test CA").unwrap();
+        let client = ClientTls::from_pem(ca.cert_pem().as_bytes(), "ca.pem").unwrap();
+        // Handshakes cut after 2 s; a turn not come within 200 ms is
+        // given up: the stallers over the share give up long before the
+        // ones that hold it are cut.
+        let acceptor = served(&ca)
+            .acceptor(Duration::from_secs(2))
+            .with_turn_wait(Duration::from_millis(200));
+        let (addr, mut outcomes) = listener_with(acceptor).await;
+        let over = 12;
+        let _stallers = stallers([127, 0, 0, 3], addr, HANDSHAKES_PER_SOURCE + over).await;
+        let mut seen = Vec::new();
+        for _ in 0..over {
+            seen.push(outcomes.recv().await.unwrap());
+        }
+        assert_eq!(seen, vec![Err(HandshakeFailure::SourceBusy); over]);
+        // The listener's other turns are free: another address connects.
+        connect(addr, client.config()).await.unwrap();
+        // And the share's holders are cut at the handshake's deadline
+        // (on a slow machine, possibly before the client's outcome comes).
+        let mut rest = Vec::new();
+        for _ in 0..=HANDSHAKES_PER_SOURCE {
+            rest.push(outcomes.recv().await.unwrap());
+        }
+        rest.sort_by_key(|outcome| outcome.is_err());
+        let mut want = vec![Err(HandshakeFailure::Timeout); HANDSHAKES_PER_SOURCE];
+        want.insert(0, Ok(()));
+        assert_eq!(rest, want);
     }
 }

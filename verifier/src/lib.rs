@@ -14,12 +14,12 @@
 
 pub mod auth;
 pub mod client;
-pub mod lockout;
 pub mod manifest;
+pub mod pacing;
 pub mod store;
 pub mod worker;
 
 pub use client::{AdminClient, ClientError};
-pub use lockout::Lockout;
+pub use pacing::Pacing;
 pub use store::{ApRecord, EnrollmentStore, PgStore, Store, StoreError};
 pub use worker::{run, start, SecureVerify, VerifierConfig, VerifierError, Worker};

@@ -18,6 +18,12 @@
 //! "topic", "payload" (base64), "retain"}`; the replies are
 //! `{"result": "ok"}`, `{"result": "next"}` or `{"result": {"error":
 //! "not_allowed"}}`.
+//!
+//! Every request carries the endpoint's secret, as each broker sends it:
+//! EMQX as a configured header, `Authorization: Bearer SECRET`; VerneMQ,
+//! whose webhooks take no custom header, from the endpoint URL's userinfo
+//! (`http://vernemq:SECRET@host/…`), which its HTTP client (hackney) sends
+//! as `Authorization: Basic base64(vernemq:SECRET)`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,6 +39,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use verifier::auth::http::CallerSecret;
 use verifier::auth::HttpAuth;
 use verifier::{ApRecord, EnrollmentStore, Store};
 
@@ -40,6 +47,8 @@ const DEVICE: &str = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b";
 const NEW_DEVICE: &str = "00000000-0000-4000-8000-000000000002";
 const OTHER: &str = "00000000-0000-4000-8000-000000000001";
 const TIMEOUT: Duration = Duration::from_millis(500);
+/// The endpoint's secret, shared with the broker.
+const SECRET: &str = "3f6c0e1a9b7d45e2a8c4f0d6b2e9a7c15d3b8f4e6a2c0d9b";
 
 struct Endpoint {
     addr: SocketAddr,
@@ -83,7 +92,9 @@ async fn endpoint() -> Endpoint {
     let gateways = Arc::new(registry::GatewayLogins::default());
     gateways.set("gw-1", Some(&sha256_hex("gw-secret")));
     let admins = HashMap::from([("admin".to_owned(), sha256_hex("admin-token"))]);
-    let auth = HttpAuth::new(Arc::new(store), admins, gateways).with_request_timeout(TIMEOUT);
+    let secret = CallerSecret::new(SECRET).unwrap();
+    let auth =
+        HttpAuth::new(Arc::new(store), admins, gateways, secret).with_request_timeout(TIMEOUT);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -123,10 +134,40 @@ async fn exchange(addr: SocketAddr, raw: &[u8]) -> (u16, String) {
     (status, body.to_owned())
 }
 
-/// A POST as EMQX's HTTP authenticator (or VerneMQ's webhooks) sends it.
+/// The `Authorization` header line EMQX sends (`headers` in its
+/// authenticator's config).
+fn bearer() -> String {
+    format!("Authorization: Bearer {SECRET}\r\n")
+}
+
+/// The `Authorization` header line VerneMQ's HTTP client makes of an
+/// endpoint URL's `vernemq:SECRET@`.
+fn basic() -> String {
+    format!(
+        "Authorization: Basic {}\r\n",
+        STANDARD.encode(format!("vernemq:{SECRET}"))
+    )
+}
+
+/// The header line the broker that calls `path` sends.
+fn caller_of(path: &str) -> String {
+    if path.starts_with("/vernemq/") {
+        basic()
+    } else {
+        bearer()
+    }
+}
+
+/// A POST as EMQX's HTTP authenticator (or VerneMQ's webhooks) sends it,
+/// with the secret.
 async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    post_with(addr, path, &caller_of(path), body).await
+}
+
+/// A POST with `auth`: header lines, each ending in CRLF, or none.
+async fn post_with(addr: SocketAddr, path: &str, auth: &str, body: &[u8]) -> (u16, String) {
     let mut raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Request-Source: EMQX\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Request-Source: EMQX\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -388,7 +429,7 @@ async fn hostile_requests_get_a_4xx_and_the_endpoint_keeps_serving() {
     let (status, _) = post(e.addr, "/vernemq/auth_on_register", huge.as_bytes()).await;
     assert_eq!(status, 413);
     // Sent without a length (chunked): cut off at the bound all the same.
-    let mut chunked = b"POST /emqx/auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    let mut chunked = format!("POST /emqx/auth HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", bearer()).into_bytes();
     chunked.extend_from_slice(format!("{:x}\r\n{huge}\r\n0\r\n\r\n", huge.len()).as_bytes());
     let (status, _) = exchange(e.addr, &chunked).await;
     assert_eq!(status, 413, "chunked, over the bound");
@@ -396,7 +437,8 @@ async fn hostile_requests_get_a_4xx_and_the_endpoint_keeps_serving() {
     let (status, _) = exchange(
         e.addr,
         format!(
-            "POST /vernemq/auth_on_publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST /vernemq/auth_on_publish HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            basic(),
             600 * 1024
         )
         .as_bytes(),
@@ -406,7 +448,11 @@ async fn hostile_requests_get_a_4xx_and_the_endpoint_keeps_serving() {
 
     let (status, _) = exchange(
         e.addr,
-        b"GET /emqx/auth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        format!(
+            "GET /emqx/auth HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n",
+            bearer()
+        )
+        .as_bytes(),
     )
     .await;
     assert_eq!(status, 405);
@@ -417,7 +463,7 @@ async fn hostile_requests_get_a_4xx_and_the_endpoint_keeps_serving() {
     let started = std::time::Instant::now();
     let (status, _) = exchange(
         e.addr,
-        b"POST /emqx/auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"clientid\":",
+        format!("POST /emqx/auth HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"clientid\":", bearer()).as_bytes(),
     )
     .await;
     assert_eq!(status, 503);
@@ -749,4 +795,173 @@ async fn vernemq_subscribe_and_publish_are_the_in_process_acl() {
         .await,
         ok()
     );
+}
+
+// --- The caller ---
+
+/// What a caller that does not have the secret may send instead.
+fn impostors() -> Vec<String> {
+    let basic = |pair: &str| format!("Authorization: Basic {}\r\n", STANDARD.encode(pair));
+    vec![
+        String::new(),
+        "Authorization: Bearer 0000000000000000000000000000000000000000\r\n".into(),
+        format!("Authorization: Bearer {}\r\n", &SECRET[..SECRET.len() - 1]),
+        format!("Authorization: Bearer {SECRET}x\r\n"),
+        format!("Authorization: {SECRET}\r\n"),
+        format!("X-Secret: {SECRET}\r\n"),
+        basic("vernemq:guess"),
+        basic(SECRET),
+        basic(&format!("{SECRET}:")),
+    ]
+}
+
+const ROUTES: [&str; 11] = [
+    "/emqx/auth",
+    "/emqx/disconnected",
+    "/vernemq/auth_on_register",
+    "/vernemq/auth_on_register_m5",
+    "/vernemq/auth_on_subscribe",
+    "/vernemq/auth_on_subscribe_m5",
+    "/vernemq/auth_on_publish",
+    "/vernemq/auth_on_publish_m5",
+    "/vernemq/on_client_offline",
+    "/vernemq/on_client_gone",
+    "/elsewhere",
+];
+
+/// `body` to `path` with each impostor's header: every one 401.
+async fn refused_to_all(addr: SocketAddr, path: &str, body: &Value) {
+    for auth in impostors() {
+        let (status, reply) = post_with(addr, path, &auth, body.to_string().as_bytes()).await;
+        assert_eq!(status, 401, "{path} with {auth:?}: {reply}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&reply).unwrap(),
+            json!({"error": "unauthorized"})
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_caller_without_the_secret_gets_401_on_every_path_before_its_body_is_read() {
+    let e = endpoint().await;
+    let admin = json!({"clientid": "c", "username": "admin", "password": "admin-token"});
+    for path in ROUTES {
+        refused_to_all(e.addr, path, &admin).await;
+    }
+    // The body is not read: one announced over the bound, or one that
+    // never comes, is 401 at once, not 413 or 503 after the timeout.
+    let started = std::time::Instant::now();
+    for head in [
+        "POST /emqx/auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"clientid\":",
+        "POST /vernemq/auth_on_publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n",
+    ] {
+        let (status, _) = exchange(e.addr, head.as_bytes()).await;
+        assert_eq!(status, 401, "{head}");
+    }
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    // The right secret, in the other broker's form, is the secret.
+    let (status, _) = post_with(e.addr, "/emqx/auth", &basic(), admin.to_string().as_bytes()).await;
+    assert_eq!(status, 200);
+    let (status, _) = post_with(
+        e.addr,
+        "/vernemq/on_client_gone",
+        &bearer(),
+        br#"{"client_id":"c","mountpoint":""}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_caller_without_the_secret_spends_no_token_hold_or_rate_and_releases_no_hold() {
+    let e = endpoint().await;
+    // A device's one-time login token, offered by impostors to both
+    // brokers' routes: still good for the broker's own request after.
+    let token = token(&e.device_key);
+    refused_to_all(
+        e.addr,
+        "/emqx/auth",
+        &json!({"clientid": DEVICE, "username": DEVICE, "password": token}),
+    )
+    .await;
+    refused_to_all(
+        e.addr,
+        "/vernemq/auth_on_register",
+        &json!({"client_id": DEVICE, "username": DEVICE, "password": token, "peer_addr": "192.0.2.7"}),
+    )
+    .await;
+    assert_eq!(
+        emqx(e.addr, DEVICE, DEVICE, &token).await["result"],
+        "allow",
+        "the token was not spent"
+    );
+    assert_eq!(
+        emqx(e.addr, DEVICE, DEVICE, &token).await,
+        json!({"result": "deny"}),
+        "the broker's own request spent it"
+    );
+
+    // An onboarding UUID: impostors take no hold on it...
+    refused_to_all(
+        e.addr,
+        "/emqx/auth",
+        &json!({"clientid": NEW_DEVICE, "username": "onboarding", "password": ""}),
+    )
+    .await;
+    refused_to_all(
+        e.addr,
+        "/vernemq/auth_on_register",
+        &json!({"client_id": NEW_DEVICE, "username": "onboarding", "password": null}),
+    )
+    .await;
+    assert_eq!(
+        emqx(e.addr, NEW_DEVICE, "onboarding", "").await["result"],
+        "allow",
+        "no hold was taken"
+    );
+    // ...and release none: the device's hold stands.
+    refused_to_all(
+        e.addr,
+        "/emqx/disconnected",
+        &json!({"clientid": NEW_DEVICE}),
+    )
+    .await;
+    refused_to_all(
+        e.addr,
+        "/vernemq/on_client_gone",
+        &json!({"client_id": NEW_DEVICE, "mountpoint": ""}),
+    )
+    .await;
+    assert_eq!(
+        emqx(e.addr, NEW_DEVICE, "onboarding", "").await,
+        json!({"result": "deny"}),
+        "the hold was not released"
+    );
+
+    // An onboarding client's publish allowance (a burst of 10): spent by
+    // none of the impostors' publishes.
+    let request = format!(r#"{{"uuid":"{OTHER}","ssid":"home"}}"#);
+    let body = json!({
+        "username": "onboarding", "client_id": OTHER, "mountpoint": "", "qos": 1,
+        "topic": "wlan/home/access/request", "payload": STANDARD.encode(&request),
+        "retain": false,
+    });
+    for _ in 0..2 {
+        refused_to_all(e.addr, "/vernemq/auth_on_publish", &body).await;
+    }
+    for n in 0..10 {
+        assert_eq!(
+            publish(
+                e.addr,
+                OTHER,
+                "onboarding",
+                "wlan/home/access/request",
+                request.as_bytes(),
+                false
+            )
+            .await,
+            ok(),
+            "publish {n} of the burst"
+        );
+    }
 }

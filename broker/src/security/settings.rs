@@ -64,9 +64,11 @@ pub struct SecuritySection {
     /// created on first start. Its public half goes next to it, `.pub`.
     pub signing_key_file: PathBuf,
     pub users: Vec<User>,
-    /// Failed access attempts before a UUID is locked out.
+    /// Wrong proofs of a UUID's pass_tmp before its attempts are paced
+    /// (nobody is locked out: docs/SECURITY.md, Guessing limits).
     pub max_failures: u32,
-    /// How long a locked-out UUID stays locked, in seconds.
+    /// The longest a paced UUID's next attempt waits, in seconds: the pace
+    /// doubles from 1 s up to this.
     pub lockout_secs: u64,
     /// Verification requests each AP may make per second (burst: the same).
     pub ap_rate_per_sec: u32,
@@ -82,7 +84,7 @@ impl Default for SecuritySection {
             signing_key_file: PathBuf::from(protocol::layout::SIGNING_KEY_FILE),
             users: Vec::new(),
             max_failures: 5,
-            lockout_secs: 300,
+            lockout_secs: 8,
             ap_rate_per_sec: 500,
             aps: vec![BootstrapAp {
                 id: "ap-1".into(),

@@ -28,11 +28,11 @@ mod pg;
 mod sled;
 
 pub use self::pg::{PgBatch, PgStore};
-pub use self::sled::{SledBatch, SledStore};
+pub use self::sled::{RecordCounts, SledBatch, SledStore};
 
 use protocol::registry_admin::{AuditEntry, LastSeen};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 /// A device's gateway. `epoch` goes up by one at every change.
@@ -115,6 +115,14 @@ pub trait RegistryStore: Send + Sync + 'static {
         &self,
         device_id: &str,
     ) -> impl Future<Output = Result<Option<Assignment>, StoreError>> + Send;
+
+    /// The committed assignments of those of `device_ids` that have one,
+    /// in one read (one statement on PostgreSQL): what a presence report's
+    /// ids are checked against, without a round trip per id.
+    fn assignments_of(
+        &self,
+        device_ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Assignment>, StoreError>> + Send;
 
     /// The devices assigned to `gateway_id`, in device id order.
     fn assignments_on(

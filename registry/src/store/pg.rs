@@ -157,24 +157,6 @@ impl PgStore {
             .await
             .map_err(|e| db(self.pool.error(e)))
     }
-
-    /// The committed assignments of `device_ids`, in one statement.
-    async fn assignments_of(
-        &self,
-        device_ids: &[String],
-    ) -> Result<HashMap<String, Assignment>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT device_id, gateway_id, epoch, updated_ms, device_key \
-                 FROM registry_assignments WHERE device_id = ANY($1)",
-                &[&device_ids],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<_, String>("device_id"), assignment(r)))
-            .collect())
-    }
 }
 
 impl RegistryStore for PgStore {
@@ -197,6 +179,26 @@ impl RegistryStore for PgStore {
             )
             .await?;
         Ok(rows.first().map(assignment))
+    }
+
+    async fn assignments_of(
+        &self,
+        device_ids: &[String],
+    ) -> Result<HashMap<String, Assignment>, StoreError> {
+        if device_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = self
+            .query(
+                "SELECT device_id, gateway_id, epoch, updated_ms, device_key \
+                 FROM registry_assignments WHERE device_id = ANY($1)",
+                &[&device_ids],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>("device_id"), assignment(r)))
+            .collect())
     }
 
     async fn assignments_on(

@@ -20,9 +20,18 @@ use protocol::registry_admin::{AuditEntry, LastSeen};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// How many records a [`SledStore`] holds, by tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub assignments: usize,
+    pub gateways: usize,
+    pub audit: usize,
+    pub last_seen: usize,
+}
 
 /// The registry's sled database.
 pub struct SledStore {
@@ -145,6 +154,17 @@ impl SledStore {
         Ok(assignment)
     }
 
+    /// How many records each tree holds: for tests that check what a
+    /// stopped registry's store grew by.
+    pub fn counts(&self) -> RecordCounts {
+        RecordCounts {
+            assignments: self.inner.assignments.len(),
+            gateways: self.inner.gateways.len(),
+            audit: self.inner.audit.len(),
+            last_seen: self.inner.last_seen.len(),
+        }
+    }
+
     /// Makes every change so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush_async().await.map_err(backend)?;
@@ -161,6 +181,19 @@ impl RegistryStore for SledStore {
 
     async fn assignment(&self, device_id: &str) -> Result<Option<Assignment>, StoreError> {
         self.inner.assignment(device_id)
+    }
+
+    async fn assignments_of(
+        &self,
+        device_ids: &[String],
+    ) -> Result<HashMap<String, Assignment>, StoreError> {
+        let mut found = HashMap::with_capacity(device_ids.len());
+        for device_id in device_ids {
+            if let Some(a) = self.inner.assignment(device_id)? {
+                found.insert(device_id.clone(), a);
+            }
+        }
+        Ok(found)
     }
 
     async fn assignments_on(
@@ -552,6 +585,29 @@ mod tests {
             late.commit().await,
             Err(StoreError::Conflict { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn assignments_of_many_ids_are_exactly_the_assigned_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.set_assignment("d1", "gw-1", 1, None, "policy").unwrap();
+        s.set_assignment("d2", "gw-2", 1, None, "policy").unwrap();
+        assert!(s.assignments_of(&[]).await.unwrap().is_empty());
+        let ids: Vec<String> = (0..5000)
+            .map(|i| format!("made-up-{i}"))
+            .chain(["d1".into(), "d2".into(), "d1".into()])
+            .collect();
+        let found = s.assignments_of(&ids).await.unwrap();
+        let mut got: Vec<_> = found
+            .iter()
+            .map(|(d, a)| (d.as_str(), a.gateway_id.as_str()))
+            .collect();
+        got.sort();
+        assert_eq!(got, [("d1", "gw-1"), ("d2", "gw-2")]);
+        // Reading made nothing up.
+        assert_eq!(s.counts().assignments, 2);
+        assert_eq!(s.counts().last_seen, 0);
     }
 
     #[test]

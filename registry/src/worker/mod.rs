@@ -9,11 +9,13 @@
 //! - `serve`: the loop that takes messages one at a time, batches queries
 //!   into group commits, and dispatches by topic;
 //! - `announce`: committing moves, and only then telling the gateways;
+//! - `rate`: how many presence reports each gateway may send;
 //! - `cmd`: one file per handler (queries, status, presence, sync, and the
 //!   admin operations).
 
 mod announce;
 mod cmd;
+mod rate;
 mod serve;
 mod state;
 
@@ -75,8 +77,9 @@ pub struct RegistryConfig {
     pub certificates: Option<CertificateSigner>,
 }
 
-/// Signs a PEM certificate request (the first argument) for a host (the
-/// second): the PEM chain, or why not.
+/// Signs a PEM certificate request (the first argument) for a gateway id
+/// (the second): the PEM chain, or why not. The certificate names that
+/// gateway alone, never its address or a name of the platform's.
 #[derive(Clone)]
 pub struct CertificateSigner(pub Arc<SignFn>);
 
@@ -231,6 +234,7 @@ async fn spawn<S: RegistryStore>(
         certificates: config.certificates,
         shared_store,
         refreshes: 0,
+        presence_limits: rate::RateLimits::default(),
     };
     let task = tokio::spawn(registry.serve(inbox, link, shutdown));
     Ok(Worker { task })

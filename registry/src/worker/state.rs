@@ -111,6 +111,8 @@ pub(super) struct Registry<S> {
     pub(super) shared_store: bool,
     /// Refreshes done, for the recount every so many.
     pub(super) refreshes: u32,
+    /// Each gateway's rate of presence reports.
+    pub(super) presence_limits: super::rate::RateLimits,
 }
 
 impl<S: RegistryStore> Registry<S> {

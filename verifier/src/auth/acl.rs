@@ -150,6 +150,9 @@ fn device_may(client_id: &str, topic: &Topic, request: &Request) -> bool {
 /// its user's confirmations, and sends access requests and proofs, as
 /// itself; nothing else (no gateway query: it has no credential yet).
 fn onboarding_may(client_id: &str, topic: &Topic, request: &Request) -> bool {
+    let Some(client_id) = protocol::logins::onboarding_device(client_id) else {
+        return false;
+    };
     match request.action {
         Action::Subscribe => {
             topic.owner() == Owner::Device(Level::Id(client_id))
@@ -274,7 +277,10 @@ pub fn grants<'a>(who: &Who<'a>, client_id: &'a str, ssids: &'a [String]) -> Vec
             ]
         }
         Who::Onboarding => {
-            let me = id(client_id);
+            let Some(uuid) = protocol::logins::onboarding_device(client_id) else {
+                return Vec::new();
+            };
+            let me = id(uuid);
             vec![
                 Grant::new(Subscribe, Topic::AccessResponse { uuid: me }),
                 Grant::new(Subscribe, Topic::AccessChallenge { uuid: me }),
@@ -602,10 +608,14 @@ mod tests {
     #[test]
     fn an_onboarding_device_may_only_onboard() {
         use Action::*;
+        let session = format!("{UUID}.s1");
         let may_ = |topic: &str, action, payload: &[u8]| {
-            may(&Who::Onboarding, UUID, &req(action, topic, payload), |_| {
-                Vec::new()
-            })
+            may(
+                &Who::Onboarding,
+                &session,
+                &req(action, topic, payload),
+                |_| Vec::new(),
+            )
         };
         assert!(may_(
             &format!("device/{UUID}/access/response"),
@@ -631,6 +641,9 @@ mod tests {
         assert!(!may_("wlan/home/access/request", Publish, other.as_bytes()));
         let query = format!(r#"{{"device_id":"{UUID}"}}"#);
         assert!(!may_("registry/query", Publish, query.as_bytes()));
+        // The bare UUID is no onboarding session's client id.
+        let bare = req(Publish, "wlan/home/access/request", own.as_bytes());
+        assert!(!may(&Who::Onboarding, UUID, &bare, |_| Vec::new()));
     }
 
     #[test]
@@ -649,6 +662,8 @@ mod tests {
 
     // --- the EMQX rules against the in-process ACL ---
 
+    const ONBOARDING_SESSION: &str = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b.s1";
+
     /// Every identity the ACL knows, as it connects, with its SSIDs.
     fn identities() -> Vec<(Who<'static>, &'static str, Vec<String>)> {
         vec![
@@ -656,7 +671,7 @@ mod tests {
             (Who::Ap("ap-1"), "ap.ap-1.phone", vec!["home".to_owned()]),
             (Who::Gateway("gw-1"), "gateway.gw-1", Vec::new()),
             (Who::Device(UUID), UUID, Vec::new()),
-            (Who::Onboarding, UUID, Vec::new()),
+            (Who::Onboarding, ONBOARDING_SESSION, Vec::new()),
             (Who::Nobody, "x", Vec::new()),
         ]
     }

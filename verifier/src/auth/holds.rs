@@ -1,7 +1,9 @@
-//! What the platform keeps per device onboarding: the connection that
-//! holds its UUID (a second one is refused while the first is young,
-//! instead of kicking it off mid-onboarding), and what it may still
-//! publish (a token bucket).
+//! What the platform keeps per onboarding session: the connection that
+//! holds its client id (`UUID.SESSION`; a second one with the same id is
+//! refused while the first is young, instead of kicking it off
+//! mid-onboarding), and what it may still publish (a token bucket). A
+//! device's UUID is held by nobody: any number of sessions may onboard for
+//! it, so nobody keeps the real device out.
 
 use super::ONBOARDING_HOLD;
 use std::collections::HashMap;
@@ -20,15 +22,15 @@ const MAX_ONBOARDING: usize = 100_000;
 
 #[derive(Default)]
 pub(super) struct Holds {
-    /// Devices connected to onboard (by canonical UUID), since when.
+    /// Onboarding client ids connected (lower case), since when.
     held: Mutex<HashMap<String, Instant>>,
     /// What each onboarding client id may still publish.
     rate: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl Holds {
-    /// Takes the hold on `uuid` (canonical), or says another connection
-    /// has it.
+    /// Takes the hold on `client_id` (lower case), or says another
+    /// connection has it.
     pub(super) fn take(&self, uuid: &str) -> bool {
         let now = Instant::now();
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -45,7 +47,7 @@ impl Holds {
         true
     }
 
-    /// The connection that held `uuid` (canonical) has ended.
+    /// The connection that held `client_id` (lower case) has ended.
     pub(super) fn release(&self, uuid: &str) {
         self.held
             .lock()

@@ -15,24 +15,35 @@
 //! - `POST /vernemq/on_client_offline`, `/vernemq/on_client_gone`: end an
 //!   onboarding device's hold.
 //!
+//! Every request must prove it comes from the broker: it carries the
+//! endpoint's shared secret ([`CallerSecret`]) in its `Authorization`
+//! header, as `Bearer SECRET` (EMQX's `headers`) or as the password of
+//! `Basic` (VerneMQ, whose webhooks send no custom header but pass an
+//! endpoint URL's `user:SECRET@` on as `Basic`). A request without it, or
+//! with a wrong one, is answered 401 from its head alone: its body is not
+//! read, no store is asked, and no login token, onboarding hold or rate
+//! is spent.
+//!
 //! Bodies are bounded ([`BODY_LIMIT`]; [`PUBLISH_BODY_LIMIT`] for a
 //! publish, which carries the message), a request is answered within
 //! [`REQUEST_TIMEOUT`] or not at all (503), and no password is logged.
-//! Serve it on a network only the broker reaches: it answers anyone.
+//! Requests cross the network in clear: serve it on loopback, or a network
+//! only the broker reaches.
 
 use super::acl::{self, EmqxRule, Request, Who};
 use super::login::{Admitted, Auth, Credentials, Refusal, RefusalKind};
 use super::ONBOARDING_HOLD;
 use crate::store::EnrollmentStore;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use protocol::crypto::{ct_eq, sha256_hex};
 use protocol::DecodeError;
 use registry::GatewayLogins;
 use serde::de::DeserializeOwned;
@@ -40,6 +51,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
 use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -74,27 +87,178 @@ pub const SESSION_TTL: Duration = Duration::from_secs(3600);
 /// How long requests in progress at shutdown get to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The HTTP endpoint's state: the store it reads identities from, and the
-/// decisions ([`Auth`]) with what they remember (seen login tokens,
-/// onboarding holds), in this process only.
+/// The fewest characters a [`CallerSecret`] may have: a secret an operator
+/// chose must be as hard to guess as 128 random bits written in hex.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The random bytes of a secret [`CallerSecret::generate`] makes.
+const GENERATED_SECRET_BYTES: usize = 32;
+
+/// The shared secret an external broker's hook proves itself with, so that
+/// nobody else who reaches the endpoint can ask it about logins (an oracle
+/// for credentials) or spend what its checks spend: a device's one-time
+/// login token, an onboarding UUID's hold, an onboarding client's rate.
+///
+/// Only its SHA-256 is kept, compared in constant time with that of the
+/// secret presented. No `Debug`, no `Display`.
+pub struct CallerSecret {
+    sha256: String,
+}
+
+/// A [`CallerSecret`] that cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the HTTP auth secret {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the HTTP auth secret {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the HTTP auth secret {} is not usable: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: &'static str },
+}
+
+/// Where [`CallerSecret::load`] found its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    /// In the file, as it was.
+    Read,
+    /// Made by this call, and written to the file.
+    Created,
+}
+
+impl CallerSecret {
+    /// `text` as the secret: at least [`MIN_SECRET_LEN`] characters, each
+    /// of `A-Z a-z 0-9 - . _ ~`, which an HTTP header and a URL's
+    /// userinfo both take as they are (`openssl rand -hex 32` makes one).
+    pub fn new(text: &str) -> Result<Self, &'static str> {
+        if text.len() < MIN_SECRET_LEN {
+            return Err("shorter than 32 characters");
+        }
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        {
+            return Err("a character other than A-Z a-z 0-9 - . _ ~");
+        }
+        Ok(CallerSecret {
+            sha256: sha256_hex(text),
+        })
+    }
+
+    /// A new secret of 32 bytes from the OS's random number generator, in
+    /// hex, and that text, for the broker's configuration.
+    pub fn generate() -> (Self, String) {
+        use rand_core::{OsRng, RngCore};
+        let mut bytes = [0u8; GENERATED_SECRET_BYTES];
+        OsRng.fill_bytes(&mut bytes);
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        (
+            CallerSecret {
+                sha256: sha256_hex(&text),
+            },
+            text,
+        )
+    }
+
+    /// The secret in the file at `path` (one line; surrounding whitespace
+    /// is not part of it). With `create`, a missing file is made, with a
+    /// [`generate`](Self::generate)d secret, mode 0600, written whole or
+    /// not at all; of several processes making it at once, the first
+    /// wins and the others read its secret.
+    pub fn load(path: &Path, create: bool) -> Result<(Self, SecretSource), SecretError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::new(text.trim())
+                .map(|secret| (secret, SecretSource::Read))
+                .map_err(|reason| SecretError::Invalid {
+                    path: path.to_owned(),
+                    reason,
+                }),
+            Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
+                let (secret, text) = Self::generate();
+                let written =
+                    storage::create_secret(path, &format!("{text}\n")).map_err(|source| {
+                        SecretError::Write {
+                            path: path.to_owned(),
+                            source,
+                        }
+                    })?;
+                if written {
+                    Ok((secret, SecretSource::Created))
+                } else {
+                    Self::load(path, false)
+                }
+            }
+            Err(source) => Err(SecretError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Whether `headers` carry this secret: `Authorization: Bearer
+    /// SECRET`, or `Basic` with SECRET as the password (any user).
+    fn admits(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or("no Authorization header")?;
+        let value = value.to_str().map_err(|_| "an unreadable Authorization")?;
+        let (scheme, rest) = value
+            .trim()
+            .split_once(' ')
+            .ok_or("an Authorization without a scheme")?;
+        let rest = rest.trim();
+        let presented = if scheme.eq_ignore_ascii_case("bearer") {
+            rest.to_owned()
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = STANDARD
+                .decode(rest.as_bytes())
+                .map_err(|_| "a Basic Authorization that is not base64")?;
+            let pair = String::from_utf8(decoded).map_err(|_| "a Basic Authorization not UTF-8")?;
+            let (_user, password) = pair
+                .split_once(':')
+                .ok_or("a Basic Authorization without a password")?;
+            password.to_owned()
+        } else {
+            return Err("an Authorization scheme other than Bearer or Basic");
+        };
+        if ct_eq(&sha256_hex(&presented), &self.sha256) {
+            Ok(())
+        } else {
+            Err("a wrong secret")
+        }
+    }
+}
+
+/// The HTTP endpoint's state: the store it reads identities from, the
+/// secret its callers prove themselves with, and the decisions ([`Auth`])
+/// with what they remember (seen login tokens, onboarding holds), in this
+/// process only.
 pub struct HttpAuth<S> {
     store: Arc<S>,
     auth: Auth,
+    secret: Arc<CallerSecret>,
     request_timeout: Duration,
 }
 
 impl<S: EnrollmentStore> HttpAuth<S> {
     /// `admins`: admin name -> SHA-256 (hex) of its password; `gateways`:
     /// the registered gateways' credentials, kept current by whoever
-    /// loads them.
+    /// loads them; `secret`: what every request must carry.
     pub fn new(
         store: Arc<S>,
         admins: HashMap<String, String>,
         gateways: Arc<GatewayLogins>,
+        secret: CallerSecret,
     ) -> Self {
         HttpAuth {
             store,
             auth: Auth::new(admins, gateways),
+            secret: Arc::new(secret),
             request_timeout: REQUEST_TIMEOUT,
         }
     }
@@ -112,9 +276,11 @@ impl<S: EnrollmentStore> HttpAuth<S> {
     }
 }
 
-/// The routes above; anything else is 404.
+/// The routes above; anything else is 404. A request without the secret
+/// is 401, whatever its path.
 pub fn router<S: EnrollmentStore>(auth: Arc<HttpAuth<S>>) -> Router {
     let timeout = auth.request_timeout;
+    let secret = auth.secret.clone();
     Router::new()
         .route(EMQX_AUTH_PATH, post(emqx_auth::<S>))
         .route(EMQX_DISCONNECTED_PATH, post(emqx_disconnected::<S>))
@@ -137,6 +303,13 @@ pub fn router<S: EnrollmentStore>(auth: Arc<HttpAuth<S>>) -> Router {
         .layer(middleware::from_fn(
             move |request: axum::extract::Request, next: Next| guard(timeout, request, next),
         ))
+        // Outermost, so first: nothing of a request that does not carry
+        // the secret is read or acted on past its head.
+        .layer(middleware::from_fn(
+            move |request: axum::extract::Request, next: Next| {
+                caller(secret.clone(), request, next)
+            },
+        ))
         .with_state(auth)
 }
 
@@ -148,7 +321,8 @@ pub async fn serve<S: EnrollmentStore>(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let stopping = shutdown.clone();
-    let server = axum::serve(listener, router(auth))
+    let app = router(auth).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopping.cancelled().await })
         .into_future();
     tokio::pin!(server);
@@ -170,6 +344,32 @@ fn body_limit(path: &str) -> usize {
         PUBLISH_BODY_LIMIT
     } else {
         BODY_LIMIT
+    }
+}
+
+/// Answers 401 to a request that does not carry the secret, from its
+/// head: the handler, and so any body read, store access or state change,
+/// is never reached.
+async fn caller(
+    secret: Arc<CallerSecret>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match secret.admits(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(reason) => {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string());
+            warn!(target: "audit", path = request.uri().path(), peer, reason, "HTTP auth request refused: the caller did not prove itself with the endpoint's secret");
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer, Basic")],
+                Json(json!({"error": "unauthorized"})),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -550,6 +750,87 @@ async fn vernemq_gone<S: EnrollmentStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_secret_is_long_and_plain_enough_for_a_header_and_a_url() {
+        assert!(CallerSecret::new(SECRET).is_ok());
+        assert!(CallerSecret::new(&SECRET[1..]).is_err(), "31 characters");
+        assert!(CallerSecret::new(&format!("{SECRET}:")).is_err());
+        assert!(CallerSecret::new(&format!("{SECRET} x")).is_err());
+        assert!(CallerSecret::new(&format!("{SECRET}@")).is_err());
+        let (secret, text) = CallerSecret::generate();
+        assert_eq!(text.len(), 64);
+        assert!(CallerSecret::new(&text).is_ok());
+        assert!(secret.admits(&with(&format!("Bearer {text}"))).is_ok());
+        let (_, other) = CallerSecret::generate();
+        assert_ne!(text, other);
+    }
+
+    #[test]
+    fn the_secret_is_taken_as_bearer_or_as_basics_password_and_nothing_else() {
+        let secret = CallerSecret::new(SECRET).unwrap();
+        let basic = |pair: &str| format!("Basic {}", STANDARD.encode(pair));
+        for ok in [
+            format!("Bearer {SECRET}"),
+            format!("bearer  {SECRET} "),
+            basic(&format!("vernemq:{SECRET}")),
+            basic(&format!(":{SECRET}")),
+        ] {
+            assert!(secret.admits(&with(&ok)).is_ok(), "{ok}");
+        }
+        for wrong in [
+            format!("Bearer {}", &SECRET[..31]),
+            format!("Bearer {SECRET}0"),
+            format!("Bearer{SECRET}"),
+            SECRET.to_owned(),
+            format!("Token {SECRET}"),
+            basic(SECRET),
+            basic(&format!("{SECRET}:x")),
+            format!("Basic {SECRET}"),
+            "Bearer ".to_owned(),
+        ] {
+            assert!(secret.admits(&with(&wrong)).is_err(), "{wrong}");
+        }
+        assert!(secret.admits(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn a_missing_secret_file_is_made_private_once_and_read_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("http-auth.secret");
+        assert!(matches!(
+            CallerSecret::load(&path, false),
+            Err(SecretError::Read { .. })
+        ));
+        let (first, source) = CallerSecret::load(&path, true).unwrap();
+        assert_eq!(source, SecretSource::Created);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(first
+            .admits(&with(&format!("Bearer {}", text.trim())))
+            .is_ok());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, source) = CallerSecret::load(&path, true).unwrap();
+        assert_eq!(source, SecretSource::Read);
+        assert_eq!(again.sha256, first.sha256, "not made again");
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(matches!(
+            CallerSecret::load(&path, true),
+            Err(SecretError::Invalid { .. })
+        ));
+    }
 
     #[test]
     fn an_admin_is_a_superuser_and_an_onboarding_login_lasts_its_hold() {

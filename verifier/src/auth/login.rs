@@ -90,7 +90,8 @@ pub enum Claim<'a> {
     Ap(&'a str),
     /// An onboarded device, its client id checked: needs its enrollment.
     Device(DeviceUuid),
-    /// A device onboarding, by its client id: needs its enrollment.
+    /// A device onboarding, by its client id (`UUID.SESSION`). Needs no
+    /// record: whether a UUID is enrolled is not for a stranger to learn.
     Onboarding(DeviceUuid),
 }
 
@@ -113,9 +114,9 @@ pub enum Record {
 impl Claim<'_> {
     pub fn lookup(&self) -> Lookup<'_> {
         match self {
-            Claim::Admin | Claim::Gateway(_) => Lookup::Nothing,
+            Claim::Admin | Claim::Gateway(_) | Claim::Onboarding(_) => Lookup::Nothing,
             Claim::Ap(ap_id) => Lookup::Ap(ap_id),
-            Claim::Device(uuid) | Claim::Onboarding(uuid) => Lookup::Device(uuid),
+            Claim::Device(uuid) => Lookup::Device(uuid),
         }
     }
 }
@@ -132,7 +133,7 @@ pub enum Admitted {
     Gateway(String),
     /// An onboarded device, by its UUID as it logged in.
     Device(String),
-    /// A device onboarding, by its client id (its UUID).
+    /// A device onboarding, by its client id (`UUID.SESSION`).
     Onboarding(String),
 }
 
@@ -231,9 +232,11 @@ impl Auth {
                 Ok(Claim::Device(uuid))
             }
             Login::Onboarding => {
-                let uuid = DeviceUuid::parse(client_id).map_err(|_| {
-                    Refusal::bad("an onboarding device connects with its UUID as client id")
-                })?;
+                let uuid = logins::onboarding_device(client_id)
+                    .and_then(|uuid| DeviceUuid::parse(uuid).ok())
+                    .ok_or(Refusal::bad(
+                        "an onboarding device connects with client id UUID.SESSION (SESSION: its own random name)",
+                    ))?;
                 Ok(Claim::Onboarding(uuid))
             }
         }
@@ -266,26 +269,23 @@ impl Auth {
                 self.verify_device(login, enrolled)?;
                 Ok(Admitted::Device(login.username.to_owned()))
             }
-            (Claim::Onboarding(uuid), Record::Device(enrolled)) => {
-                // An onboarded device may onboard again (a new network, or
-                // an onboarding a platform crash cut short after its key
-                // was registered): the session is confined all the same,
-                // and a proof can only ever register the key the device
-                // already has.
-                if enrolled.is_none() {
-                    return Err(Refusal::bad("not enrolled"));
-                }
-                // While it onboards, another connection for it is refused
-                // rather than allowed to take it over (a broker would kick
-                // the first off).
-                if !self.holds.take(uuid.key()) {
+            (Claim::Onboarding(_), _) => {
+                // Any UUID may onboard, enrolled or not (an unknown one
+                // fails its proof as a wrong pass_tmp does), as often as it
+                // likes (a reset device onboards again), on as many
+                // sessions as it likes: each is confined and rate-limited,
+                // and none is another's, so a stranger's connection for a
+                // device's UUID keeps nobody out. Only one connection at a
+                // time may use one client id, rather than take it over (a
+                // broker would kick the first off).
+                if !self.holds.take(&login.client_id.to_ascii_lowercase()) {
                     return Err(Refusal::policy(
-                        "another connection of this device is onboarding",
+                        "another connection is onboarding with this client id",
                     ));
                 }
                 Ok(Admitted::Onboarding(login.client_id.to_owned()))
             }
-            (Claim::Ap(_) | Claim::Device(_) | Claim::Onboarding(_), _) => {
+            (Claim::Ap(_) | Claim::Device(_), _) => {
                 error!("a login was checked against the wrong record");
                 Err(Refusal::policy("the login could not be checked"))
             }
@@ -409,11 +409,11 @@ impl Auth {
         ok
     }
 
-    /// A connection of `client_id` has ended: if it was onboarding, the
-    /// device may connect again.
+    /// A connection of `client_id` has ended: if it was onboarding, its
+    /// client id is free again.
     pub fn disconnected(&self, client_id: &str) {
-        if let Ok(uuid) = DeviceUuid::parse(client_id) {
-            self.holds.release(uuid.key());
+        if logins::onboarding_device(client_id).is_some() {
+            self.holds.release(&client_id.to_ascii_lowercase());
         }
     }
 }
@@ -518,29 +518,42 @@ mod tests {
     }
 
     #[test]
-    fn an_onboarding_device_holds_its_uuid_until_it_disconnects() {
+    fn onboarding_sessions_hold_their_client_id_and_nobody_holds_the_uuid() {
         let directory = Fixed {
             key: DeviceKey::generate(),
         };
         let auth = auth();
-        let creds = login(UUID, logins::ONBOARDING_USER, "");
+        let session = format!("{UUID}.s1");
+        let creds = login(&session, logins::ONBOARDING_USER, "");
         assert_eq!(
             auth.admit_sync(&creds, Some(&directory)),
-            Ok(Admitted::Onboarding(UUID.to_owned()))
+            Ok(Admitted::Onboarding(session.clone()))
         );
         assert_eq!(
             auth.admit_sync(&creds, Some(&directory))
                 .map_err(|r| r.kind),
-            Err(RefusalKind::NotAuthorized)
+            Err(RefusalKind::NotAuthorized),
+            "the same client id, while the first is connected"
         );
-        auth.disconnected(&UUID.to_uppercase());
+        // Another session for the same UUID, in any case: not held.
+        let upper = format!("{}.s2", UUID.to_uppercase());
+        assert!(auth
+            .admit_sync(
+                &login(&upper, logins::ONBOARDING_USER, ""),
+                Some(&directory)
+            )
+            .is_ok());
+        auth.disconnected(&session.to_uppercase());
         assert!(auth.admit_sync(&creds, Some(&directory)).is_ok());
-        let stranger = login("00000000-0000-4000-8000-000000000001", "onboarding", "");
+        // Not enrolled: admitted all the same (nobody learns which UUIDs
+        // are), and confined to onboarding.
+        let stranger = login("00000000-0000-4000-8000-000000000001.s1", "onboarding", "");
+        assert!(auth.admit_sync(&stranger, Some(&directory)).is_ok());
+        // The bare UUID is the onboarded device's own client id.
         assert_eq!(
-            auth.admit_sync(&stranger, Some(&directory))
+            auth.admit_sync(&login(UUID, "onboarding", ""), Some(&directory))
                 .map_err(|r| r.kind),
-            Err(RefusalKind::BadLogin),
-            "not enrolled"
+            Err(RefusalKind::BadLogin)
         );
     }
 

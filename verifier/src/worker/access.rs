@@ -30,11 +30,13 @@ pub(super) async fn on_access_request<S: EnrollmentStore>(
         // The AP answers the device; nothing to remember.
         Err(e) => return debug!(error = %e, "malformed access request not remembered"),
     };
-    let Some(handshake) = req.spake2.as_deref() else {
-        return debug!(uuid = %uuid, "plaintext access request in secure mode not remembered");
+    let (Some(handshake), Some(commit)) = (req.spake2.as_deref(), req.commit.as_deref()) else {
+        return debug!(uuid = %uuid, "access request without a handshake and a commitment in secure mode not remembered");
     };
     let key = RequestKey::new(&uuid, handshake_id(handshake));
-    onboarding.requests.record(key, ssid, Instant::now());
+    onboarding
+        .requests
+        .record(key, ssid, handshake, commit, Instant::now());
     for question in onboarding.parked.take(&key) {
         release::resume(worker, onboarding, question).await;
     }

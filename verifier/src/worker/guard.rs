@@ -1,19 +1,18 @@
 //! Secure mode's limits on guessing: a token bucket per registered AP, and
-//! the per-UUID [`Lockout`], which the verifier feeds itself: a release
-//! of pass_tmp is an attempt until the device's own proof clears it, and
-//! a proof that does not check is a failure. No AP's report moves it.
-//! In memory only: a restart forgets them (docs/SECURITY.md).
+//! the per-UUID [`Pacing`], which the verifier feeds itself: a proof it
+//! judged wrong is a failure, and one that checks forgets them. No AP's
+//! report moves it. In memory only: a restart forgets them
+//! (docs/SECURITY.md).
 
 use super::SecureVerify;
-use crate::lockout::Lockout;
+use crate::pacing::{Handshake, Pacing};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub(super) struct Guard {
     pub(super) settings: SecureVerify,
-    /// Releases of each UUID's pass_tmp not yet followed by a proof that
-    /// checks, and proofs that did not.
-    attempts: Lockout,
+    /// Proofs that did not check, per UUID, and the pace they set.
+    attempts: Pacing,
     /// Registered AP id -> its bucket.
     buckets: HashMap<String, Bucket>,
 }
@@ -37,7 +36,7 @@ const MAX_TRACKED: usize = 1_000_000;
 impl Guard {
     pub(super) fn new(settings: SecureVerify) -> Self {
         Guard {
-            attempts: Lockout::new(settings.max_failures, settings.lockout),
+            attempts: Pacing::new(settings.max_failures, settings.lockout),
             settings,
             buckets: Default::default(),
         }
@@ -72,19 +71,19 @@ impl Guard {
         Err(slot - now)
     }
 
-    /// Whether the UUID may have its pass_tmp released now; counts the
-    /// release as an attempt, locking the UUID at the limit.
-    pub(super) fn release(&self, uuid: &str) -> Result<(), Duration> {
-        self.attempts.attempt(uuid)
+    /// Whether the device request with `handshake` may be challenged now,
+    /// or when to ask again.
+    pub(super) fn admit(&mut self, uuid: &str, handshake: Handshake) -> Result<(), Duration> {
+        self.attempts.admit(uuid, handshake, Instant::now())
     }
 
-    /// The device proved pass_tmp itself: its attempts are forgotten.
-    pub(super) fn proved(&self, uuid: &str) {
-        self.attempts.clear(uuid);
+    /// The device proved pass_tmp itself: its failures are forgotten.
+    pub(super) fn proved(&mut self, uuid: &str) {
+        self.attempts.proved(uuid);
     }
 
     /// A proof that did not check: one more failure.
-    pub(super) fn failed(&self, uuid: &str) {
-        self.attempts.fail(uuid);
+    pub(super) fn failed(&mut self, uuid: &str) {
+        self.attempts.failed(uuid, Instant::now());
     }
 }

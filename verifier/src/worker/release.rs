@@ -1,5 +1,8 @@
-//! Secure mode's release rules: when the verifier seals a device's
-//! pass_tmp to an AP. Only if
+//! Secure mode's rules for answering an AP's question about a device
+//! request: the verifier, not the AP, is the device's PAKE peer, so an
+//! answer is the verifier's half of the handshake (keyed by the enrolled
+//! pass_tmp, which never leaves the verifier), for the AP to relay. Only
+//! if
 //!
 //! 1. the AP is registered and serves the SSID the question names;
 //! 2. the AP is within its rate (per registered AP id);
@@ -7,33 +10,36 @@
 //!    [`REQUEST_WINDOW`](super::requests::REQUEST_WINDOW), as the broker
 //!    delivered it ([`super::access`]); a question that arrives before
 //!    its request waits for it ([`super::parked`]);
-//! 4. that request has not been released already (but to this same AP,
-//!    whose session a restart may have lost: the same answer again, no new
-//!    guess, counted once): one release per
-//!    device request, to one AP;
-//! 5. the device is enrolled and not locked out; the release counts as an
-//!    attempt until the device's own proof clears it ([`super::proof`]).
+//! 4. that request has not been answered already (but to this same AP,
+//!    whose session a restart may have lost: the same challenge again, no
+//!    new guess): one handshake per device request, relayed by one AP;
+//! 5. the UUID's pace allows a new attempt ([`crate::pacing`]): after a few
+//!    failed proofs each attempt waits its slot, and the AP is told when
+//!    to ask again (`unavailable`, not final).
 //!
-//! A release carries the platform's [`Ticket`] for the request, which the
-//! device requires in the AP's challenge. Refusals of rules 1, 3 and 4 are
-//! `not_authorized`, in that order, before the store is read, so an AP
-//! learns nothing (not even whether a UUID is enrolled) about a device
-//! that did not ask it. A question under an AP id nobody registered gets
-//! no answer at all (see [`decide`]).
+//! A UUID that is not enrolled is answered the same way, with a decoy
+//! pass_tmp only the platform can derive
+//! ([`protocol::crypto::PlatformKey::decoy_pass_tmp`]): its proof fails
+//! as a wrong pass_tmp does, so nobody learns whether a UUID is enrolled.
+//! The challenge carries the platform's [`Ticket`] over the handshake
+//! message and the session, which the device requires. Refusals of rules
+//! 1, 3 and 4 are `not_authorized`, in that order, before the store is
+//! read. A question under an AP id nobody registered gets no answer at all
+//! (see [`decide`]).
 
 use super::onboarding::Onboarding;
-use super::requests::{Refusal, Release, RequestKey};
+use super::requests::{Handshake, Refusal, Release, RequestKey};
 use super::serve::Served;
 use super::verify::{answer, answer_store_failure};
 use crate::store::EnrollmentStore;
-use protocol::crypto::parse_handshake_tag;
-use protocol::onboarding::{seal_verify_answer, Ticket, VerifyOutcome, VerifyRequest};
+use protocol::crypto::{parse_handshake_tag, random_b64, verifier_handshake};
+use protocol::onboarding::{Ticket, TicketFor, VerifyOutcome, VerifyRequest};
 use protocol::{now_ms, AccessErrorCode, DeviceUuid, ErrorBody};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, warn};
 
 /// How long a ticket is good for: the device checks it when the AP's
-/// challenge arrives, moments after the release; the AP may repeat that
+/// challenge arrives, moments after the answer; the AP may repeat that
 /// challenge while it waits for the proof.
 const TICKET_TTL: Duration = Duration::from_secs(60);
 
@@ -42,15 +48,14 @@ pub(super) struct Question {
     req: VerifyRequest,
     uuid: DeviceUuid,
     key: RequestKey,
+    handshake: [u8; 12],
     ssid: String,
     request: String,
     ap_key: String,
 }
 
 fn refused(code: AccessErrorCode, message: impl Into<String>) -> VerifyOutcome {
-    VerifyOutcome::Failed {
-        error: ErrorBody::new(code, message),
-    }
+    VerifyOutcome::failed(code, message)
 }
 
 /// Rules 1 and 2, then the rest. Answers now, or parks the question
@@ -107,19 +112,21 @@ pub(super) async fn decide<S: EnrollmentStore>(
     if let Err(after) = onboarding.guard.ap_admit(&req.ap_id) {
         warn!(target: "audit", ap_id = %req.ap_id, uuid = %uuid, retry_after_ms = after.as_millis() as u64, "verification refused: AP over its rate");
         // Not the device's fault, and not final: the AP passes this on,
-        // with the slot to ask again at, which the device keeps. Nothing
-        // is released and nothing counts toward the UUID's lockout.
-        let outcome = VerifyOutcome::Failed {
-            error: ErrorBody::new(
-                AccessErrorCode::Unavailable,
+        // with the slot to ask again at, which the device keeps. No
+        // handshake is run and nothing counts toward the UUID's pace.
+        return answer(
+            worker,
+            &req,
+            unavailable(
+                after,
                 "this AP is over its verification rate; try again shortly",
-            )
-            .retry_after(after),
-        };
-        return answer(worker, &req, outcome).await;
+            ),
+        )
+        .await;
     }
     let question = Question {
         key: RequestKey::new(&uuid, handshake),
+        handshake,
         req,
         uuid,
         ssid,
@@ -127,6 +134,13 @@ pub(super) async fn decide<S: EnrollmentStore>(
         ap_key,
     };
     release(worker, onboarding, question, true).await;
+}
+
+fn unavailable(after: Duration, message: &str) -> VerifyOutcome {
+    VerifyOutcome::Failed {
+        error: ErrorBody::new(AccessErrorCode::Unavailable, message).retry_after(after),
+        denial: None,
+    }
 }
 
 /// A parked question whose device request has just arrived.
@@ -153,7 +167,7 @@ fn not_asked() -> VerifyOutcome {
     )
 }
 
-/// Rules 3 to 5, and the release.
+/// Rules 3 to 5, and the challenge.
 async fn release<S: EnrollmentStore>(
     worker: &Served<S>,
     onboarding: &mut Onboarding,
@@ -161,11 +175,19 @@ async fn release<S: EnrollmentStore>(
     may_park: bool,
 ) {
     let now = Instant::now();
-    let again = match onboarding
+    let spake2 = match onboarding
         .requests
         .check(&q.key, &q.ssid, &q.req.ap_id, now)
     {
-        Ok(release) => release == Release::Again,
+        Ok(Release::New { spake2 }) => spake2.to_owned(),
+        Ok(Release::Again(open)) => {
+            // The same AP again: the same challenge, no new guess; its
+            // verdict goes to this question.
+            open.request_id = q.req.request_id.as_str().into();
+            let outcome = open.challenge.clone();
+            debug!(ap_id = %q.req.ap_id, uuid = %q.uuid, "challenge sent again");
+            return answer(worker, &q.req, outcome).await;
+        }
         Err(Refusal::NotSeen) if may_park => {
             let key = q.key;
             if let Err(q) = onboarding.parked.park(key, q, now) {
@@ -181,7 +203,7 @@ async fn release<S: EnrollmentStore>(
             return answer(worker, &q.req, not_asked()).await;
         }
         Err(Refusal::AlreadyReleased) => {
-            warn!(target: "audit", ap_id = %q.req.ap_id, uuid = %q.uuid, "verification refused: this request was released already");
+            warn!(target: "audit", ap_id = %q.req.ap_id, uuid = %q.uuid, "verification refused: this request was answered already");
             let outcome = refused(
                 AccessErrorCode::NotAuthorized,
                 "this device request was already answered to an AP",
@@ -189,54 +211,58 @@ async fn release<S: EnrollmentStore>(
             return answer(worker, &q.req, outcome).await;
         }
     };
-    let enrollment = match worker.store.get(&q.uuid).await {
-        Ok(Some(enrollment)) => enrollment,
-        Ok(None) => {
-            let outcome = refused(
-                AccessErrorCode::UnknownDevice,
-                "no device is enrolled with this UUID",
-            );
-            return answer(worker, &q.req, outcome).await;
-        }
+    if let Err(after) = onboarding.guard.admit(q.uuid.key(), q.handshake) {
+        debug!(target: "audit", ap_id = %q.req.ap_id, uuid = %q.uuid, wait_ms = after.as_millis() as u64, "verification paced: failed proofs for this UUID");
+        worker.metrics.verification("paced");
+        let outcome = unavailable(
+            after,
+            "attempts for this device are paced after failed proofs; ask again at the slot given",
+        );
+        return answer(worker, &q.req, outcome).await;
+    }
+    let platform = &onboarding.guard.settings.key;
+    let pass_tmp = match worker.store.get(&q.uuid).await {
+        Ok(Some(enrollment)) => enrollment.pass_tmp,
+        // Not enrolled: the same handshake with a decoy, which fails as a
+        // wrong pass_tmp does.
+        Ok(None) => platform.decoy_pass_tmp(q.uuid.key()),
         Err(e) => {
             error!(uuid = %q.uuid, error = %e, "store lookup failed");
             return answer_store_failure(worker, &q.req);
         }
     };
-    // A release again to the same AP is no new guess: it counted once.
-    let counted = if again {
-        Ok(())
-    } else {
-        onboarding.guard.release(q.uuid.key())
-    };
-    if let Err(left) = counted {
-        warn!(target: "audit", ap_id = %q.req.ap_id, uuid = %q.uuid, locked_for_s = left.as_secs(), "verification refused: UUID locked out");
-        let outcome = refused(
-            AccessErrorCode::TooManyAttempts,
-            format!(
-                "too many failed attempts for this UUID; try again in {} s",
-                left.as_secs() + 1
-            ),
-        );
-        return answer(worker, &q.req, outcome).await;
-    }
-    let key = &onboarding.guard.settings.key;
+    let session = random_b64(16);
+    let (keys, message) =
+        match verifier_handshake(q.uuid.key(), &q.ssid, &pass_tmp, &spake2, &session) {
+            Ok(ok) => ok,
+            Err(e) => {
+                let outcome = refused(AccessErrorCode::BadRequest, format!("spake2: {e}"));
+                return answer(worker, &q.req, outcome).await;
+            }
+        };
     let expires_ms = now_ms().saturating_add(TICKET_TTL.as_millis() as u64);
-    let ticket = Ticket::issue(
-        key,
-        q.uuid.key(),
-        &q.ssid,
-        &q.req.ap_id,
-        &q.request,
-        expires_ms,
-    );
-    let outcome = match seal_verify_answer(key, &q.req, &q.ap_key, &enrollment.pass_tmp, ticket) {
-        Ok(outcome) => {
-            onboarding.requests.mark_released(&q.key, &q.req.ap_id, now);
-            debug!(ap_id = %q.req.ap_id, uuid = %q.uuid, "pass_tmp released for a device request");
-            outcome
-        }
-        Err(e) => refused(AccessErrorCode::BadRequest, format!("ap_key: {e}")),
+    let what = TicketFor {
+        uuid: q.uuid.key(),
+        ssid: &q.ssid,
+        request: &q.request,
+        session: &session,
+        spake2: &message,
     };
-    answer(worker, &q.req, outcome).await;
+    let ticket = Ticket::issue(platform, what, &q.req.ap_id, expires_ms);
+    let challenge = VerifyOutcome::Challenge {
+        session: session.clone(),
+        spake2: message,
+        ticket,
+    };
+    let handshake = Handshake {
+        ap_id: q.req.ap_id.as_str().into(),
+        ap_key: q.ap_key.as_str().into(),
+        request_id: q.req.request_id.as_str().into(),
+        session: session.into(),
+        challenge: challenge.clone(),
+        keys,
+    };
+    onboarding.requests.mark_challenged(&q.key, handshake, now);
+    debug!(ap_id = %q.req.ap_id, uuid = %q.uuid, "device request challenged");
+    answer(worker, &q.req, challenge).await;
 }

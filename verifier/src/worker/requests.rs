@@ -1,12 +1,13 @@
 //! The verifier's memory of the access requests devices make, as the
 //! broker delivered them on `wlan/{ssid}/access/request`: which device
-//! asked which SSID with which handshake, and when, and what the verifier
-//! has done about it since (released its pass_tmp to an AP once, then
-//! seen the device's proof).
+//! asked which SSID with which handshake message and commitment, and when,
+//! and what the verifier has done about it since (answered it with its own
+//! half of the handshake for one AP to relay, then judged the device's
+//! proof).
 //!
-//! pass_tmp is released only for a request remembered here, and once per
-//! request, so an AP gets nothing for a device that did not ask it, and at
-//! most one online guess per request a device really made.
+//! The verifier answers only a request remembered here, and runs one
+//! handshake per request, so an AP gets nothing for a device that did not
+//! ask, and each request is at most one online guess.
 //!
 //! Bounded in time and memory without a sweep: two generations of a map,
 //! each [`REQUEST_WINDOW`] long. Every entry younger than the window is in
@@ -14,11 +15,13 @@
 //! and early if the current one fills up (a flood forgets the oldest
 //! requests first; their devices ask again).
 
+use protocol::crypto::SessionKeys;
+use protocol::onboarding::VerifyOutcome;
 use protocol::DeviceUuid;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// How long a device's request stays good for a release.
+/// How long a device's request stays good for an answer and a proof.
 pub(super) const REQUEST_WINDOW: Duration = Duration::from_secs(30);
 
 /// Requests per generation before it rotates early: far above a window's
@@ -45,35 +48,48 @@ impl RequestKey {
 /// Where a remembered request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// The device asked; nothing released yet.
+    /// The device asked; not answered yet.
     Asked,
-    /// pass_tmp went to one AP; the device's proof is awaited.
-    Released,
+    /// Answered with a challenge, for one AP to relay; the device's proof
+    /// is awaited.
+    Challenged,
     /// The device's proof was judged; nothing more happens for it.
     Settled,
 }
 
-#[derive(Debug)]
+/// The verifier's side of a handshake it answered.
+pub(super) struct Handshake {
+    /// The AP that relays it, and where its answers go.
+    pub(super) ap_id: Box<str>,
+    pub(super) ap_key: Box<str>,
+    /// The AP's latest question for it: the verdict answers that one.
+    pub(super) request_id: Box<str>,
+    pub(super) session: Box<str>,
+    /// The challenge as sent, to send again to the same AP.
+    pub(super) challenge: VerifyOutcome,
+    pub(super) keys: SessionKeys,
+}
+
 struct Seen {
     ssid: Box<str>,
     at: Instant,
     stage: Stage,
-    /// The AP pass_tmp was released to, once it was.
-    released_to: Option<Box<str>>,
+    /// The device's handshake message, and its commitment.
+    spake2: Box<str>,
+    commit: Box<str>,
+    handshake: Option<Box<Handshake>>,
 }
 
-/// What a release would be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Release {
-    /// The first for this request.
-    New,
-    /// The same AP asking again for a request released to it (its session
-    /// lost to a restart, say): it is given what it has already, and no
-    /// new guess; it counts for nothing more.
-    Again,
+/// What a request is, for an AP's question about it.
+pub(super) enum Release<'a> {
+    /// Not answered yet: the device's message to answer.
+    New { spake2: &'a str },
+    /// Answered already, to this same AP (its session lost to a restart,
+    /// say): the same challenge again, no new guess.
+    Again(&'a mut Handshake),
 }
 
-/// Why a request cannot have pass_tmp released.
+/// Why a request cannot be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refusal {
     /// No such request from the device within the window (yet: the
@@ -81,7 +97,7 @@ pub(super) enum Refusal {
     NotSeen,
     /// The device asked another SSID with this handshake.
     OtherSsid,
-    /// Already released, to this AP or another.
+    /// Already answered, to another AP, or judged.
     AlreadyReleased,
 }
 
@@ -121,9 +137,17 @@ impl Requests {
         }
     }
 
-    /// A device asked `ssid` with the handshake of `key`: remembered, or,
-    /// for a re-send of the same request, remembered as asked again now.
-    pub(super) fn record(&mut self, key: RequestKey, ssid: &str, now: Instant) {
+    /// A device asked `ssid` with the handshake message `spake2` (whose
+    /// id is in `key`) and commitment `commit`: remembered, or, for a
+    /// re-send of the same request, remembered as asked again now.
+    pub(super) fn record(
+        &mut self,
+        key: RequestKey,
+        ssid: &str,
+        spake2: &str,
+        commit: &str,
+        now: Instant,
+    ) {
         self.tick(now);
         if let Some(seen) = self.current.get_mut(&key) {
             if *seen.ssid == *ssid {
@@ -142,7 +166,9 @@ impl Requests {
                 ssid: ssid.into(),
                 at: now,
                 stage: Stage::Asked,
-                released_to: None,
+                spake2: spake2.into(),
+                commit: commit.into(),
+                handshake: None,
             },
         };
         if self.current.len() >= self.capacity {
@@ -162,46 +188,59 @@ impl Requests {
         (now.saturating_duration_since(seen.at) <= window).then_some(seen)
     }
 
-    /// Whether pass_tmp may be released for this request to AP `ap_id`,
-    /// serving `ssid`. Marks nothing: [`Requests::mark_released`] does,
-    /// once the release is made.
+    /// Whether this request may be answered for AP `ap_id`, serving
+    /// `ssid`. Marks nothing: [`Requests::mark_challenged`] does, once the
+    /// challenge is made.
     pub(super) fn check(
         &mut self,
         key: &RequestKey,
         ssid: &str,
         ap_id: &str,
         now: Instant,
-    ) -> Result<Release, Refusal> {
+    ) -> Result<Release<'_>, Refusal> {
         let seen = self.find(key, now).ok_or(Refusal::NotSeen)?;
         if *seen.ssid != *ssid {
             return Err(Refusal::OtherSsid);
         }
-        match seen.stage {
-            Stage::Asked => Ok(Release::New),
-            Stage::Released if seen.released_to.as_deref() == Some(ap_id) => Ok(Release::Again),
-            Stage::Released | Stage::Settled => Err(Refusal::AlreadyReleased),
+        match (seen.stage, seen.handshake.as_deref_mut()) {
+            (Stage::Asked, _) => Ok(Release::New {
+                spake2: &seen.spake2,
+            }),
+            (Stage::Challenged, Some(h)) if *h.ap_id == *ap_id => Ok(Release::Again(h)),
+            _ => Err(Refusal::AlreadyReleased),
         }
     }
 
-    /// pass_tmp was released for this request to `ap_id`: to no other AP
-    /// after it.
-    pub(super) fn mark_released(&mut self, key: &RequestKey, ap_id: &str, now: Instant) {
+    /// The request was answered with `handshake`: to no other AP after.
+    pub(super) fn mark_challenged(&mut self, key: &RequestKey, handshake: Handshake, now: Instant) {
         if let Some(seen) = self.find(key, now) {
-            seen.stage = Stage::Released;
-            seen.released_to = Some(ap_id.into());
+            seen.stage = Stage::Challenged;
+            seen.handshake = Some(Box::new(handshake));
         }
     }
 
-    /// The device's proof for this request, on `ssid`: true, once, if the
-    /// request was released and the proof is the first to be judged.
-    pub(super) fn settle(&mut self, key: &RequestKey, ssid: &str, now: Instant) -> bool {
+    /// A proof for this request, on `ssid`: the request's commitment, if
+    /// it was challenged and not judged yet. Marks nothing:
+    /// [`Requests::settle`] does.
+    pub(super) fn open(&mut self, key: &RequestKey, ssid: &str, now: Instant) -> Option<&str> {
         match self.find(key, now) {
-            Some(seen) if seen.stage == Stage::Released && *seen.ssid == *ssid => {
-                seen.stage = Stage::Settled;
-                true
-            }
-            _ => false,
+            Some(Seen {
+                stage: Stage::Challenged,
+                ssid: seen_ssid,
+                commit,
+                handshake: Some(_),
+                ..
+            }) if **seen_ssid == *ssid => Some(commit),
+            _ => None,
         }
+    }
+
+    /// The request's proof was judged: nothing more for it. Gives back the
+    /// verifier's side of the handshake, for the verdict.
+    pub(super) fn settle(&mut self, key: &RequestKey, now: Instant) -> Option<Box<Handshake>> {
+        let seen = self.find(key, now)?;
+        seen.stage = Stage::Settled;
+        seen.handshake.take()
     }
 
     #[cfg(test)]
@@ -221,39 +260,75 @@ mod tests {
         }
     }
 
+    fn handshake(ap_id: &str) -> Handshake {
+        let (device, msg) = protocol::crypto::DeviceHandshake::start("u", "home", "p");
+        drop(device);
+        let (keys, _) =
+            protocol::crypto::verifier_handshake("u", "home", "p", &msg, "c2Vzcw").unwrap();
+        Handshake {
+            ap_id: ap_id.into(),
+            ap_key: "k".into(),
+            request_id: "r".into(),
+            session: "c2Vzcw".into(),
+            challenge: VerifyOutcome::failed(protocol::AccessErrorCode::Unavailable, "x"),
+            keys,
+        }
+    }
+
     const S: Duration = Duration::from_secs(1);
 
+    fn is_new(r: Result<Release<'_>, Refusal>) -> bool {
+        matches!(r, Ok(Release::New { .. }))
+    }
+
+    fn is_again(r: Result<Release<'_>, Refusal>) -> bool {
+        matches!(r, Ok(Release::Again(_)))
+    }
+
+    fn refusal(r: Result<Release<'_>, Refusal>) -> Option<Refusal> {
+        r.err()
+    }
+
     #[test]
-    fn a_request_is_released_once_and_settled_once() {
+    fn a_request_is_challenged_once_and_settled_once() {
         let t0 = Instant::now();
         let mut r = Requests::new(t0);
-        assert_eq!(r.check(&key(1), "home", "ap", t0), Err(Refusal::NotSeen));
-        r.record(key(1), "home", t0);
-        assert_eq!(r.check(&key(1), "other", "ap", t0), Err(Refusal::OtherSsid));
-        assert!(!r.settle(&key(1), "home", t0), "nothing released yet");
-        assert_eq!(r.check(&key(1), "home", "ap", t0), Ok(Release::New));
-        r.mark_released(&key(1), "ap", t0);
         assert_eq!(
-            r.check(&key(1), "home", "ap", t0),
-            Ok(Release::Again),
+            refusal(r.check(&key(1), "home", "ap", t0)),
+            Some(Refusal::NotSeen)
+        );
+        r.record(key(1), "home", "msg", "commit", t0);
+        assert_eq!(
+            refusal(r.check(&key(1), "other", "ap", t0)),
+            Some(Refusal::OtherSsid)
+        );
+        assert!(r.open(&key(1), "home", t0).is_none(), "not challenged yet");
+        assert!(is_new(r.check(&key(1), "home", "ap", t0)));
+        r.mark_challenged(&key(1), handshake("ap"), t0);
+        assert!(
+            is_again(r.check(&key(1), "home", "ap", t0)),
             "the same AP again"
         );
         assert_eq!(
-            r.check(&key(1), "home", "other-ap", t0),
-            Err(Refusal::AlreadyReleased)
+            refusal(r.check(&key(1), "home", "other-ap", t0)),
+            Some(Refusal::AlreadyReleased)
         );
-        // A re-send of the same request releases nothing more.
-        r.record(key(1), "home", t0 + S);
+        // A re-send of the same request answers nothing more.
+        r.record(key(1), "home", "msg", "commit", t0 + S);
         assert_eq!(
-            r.check(&key(1), "home", "other-ap", t0 + S),
-            Err(Refusal::AlreadyReleased)
+            refusal(r.check(&key(1), "home", "other-ap", t0 + S)),
+            Some(Refusal::AlreadyReleased)
         );
-        assert!(!r.settle(&key(1), "other", t0 + S), "proof on another SSID");
-        assert!(r.settle(&key(1), "home", t0 + S));
-        assert!(!r.settle(&key(1), "home", t0 + S), "judged once");
+        assert!(
+            r.open(&key(1), "other", t0 + S).is_none(),
+            "proof on another SSID"
+        );
+        assert_eq!(r.open(&key(1), "home", t0 + S), Some("commit"));
+        assert!(r.settle(&key(1), t0 + S).is_some());
+        assert!(r.open(&key(1), "home", t0 + S).is_none(), "judged once");
         assert_eq!(
-            r.check(&key(1), "home", "other-ap", t0 + S),
-            Err(Refusal::AlreadyReleased)
+            refusal(r.check(&key(1), "home", "ap", t0 + S)),
+            Some(Refusal::AlreadyReleased)
         );
     }
 
@@ -261,22 +336,22 @@ mod tests {
     fn a_request_is_good_for_the_window_after_it_was_last_made() {
         let t0 = Instant::now();
         let mut r = Requests::new(t0);
-        r.record(key(1), "home", t0);
-        r.record(key(2), "home", t0);
-        assert_eq!(
-            r.check(&key(1), "home", "ap", t0 + REQUEST_WINDOW),
-            Ok(Release::New)
-        );
+        r.record(key(1), "home", "m", "c", t0);
+        r.record(key(2), "home", "m", "c", t0);
+        assert!(is_new(r.check(&key(1), "home", "ap", t0 + REQUEST_WINDOW)));
         // Re-sent 25 s in: good until 25 s + the window, across rotations.
-        r.record(key(2), "home", t0 + 25 * S);
+        r.record(key(2), "home", "m", "c", t0 + 25 * S);
         let late = t0 + REQUEST_WINDOW + 2 * S;
-        assert_eq!(r.check(&key(1), "home", "ap", late), Err(Refusal::NotSeen));
-        assert_eq!(r.check(&key(2), "home", "ap", late), Ok(Release::New));
-        let later = t0 + 25 * S + REQUEST_WINDOW;
-        assert_eq!(r.check(&key(2), "home", "ap", later), Ok(Release::New));
         assert_eq!(
-            r.check(&key(2), "home", "ap", later + S),
-            Err(Refusal::NotSeen)
+            refusal(r.check(&key(1), "home", "ap", late)),
+            Some(Refusal::NotSeen)
+        );
+        assert!(is_new(r.check(&key(2), "home", "ap", late)));
+        let later = t0 + 25 * S + REQUEST_WINDOW;
+        assert!(is_new(r.check(&key(2), "home", "ap", later)));
+        assert_eq!(
+            refusal(r.check(&key(2), "home", "ap", later + S)),
+            Some(Refusal::NotSeen)
         );
         // Two quiet windows later, nothing is kept.
         r.tick(later + 3 * REQUEST_WINDOW);
@@ -287,14 +362,17 @@ mod tests {
     fn a_flood_rotates_early_and_memory_stays_bounded() {
         let t0 = Instant::now();
         let mut r = Requests::with_limits(t0, REQUEST_WINDOW, 4);
-        r.record(key(0), "home", t0);
-        r.mark_released(&key(0), "ap", t0);
+        r.record(key(0), "home", "m", "c", t0);
+        r.mark_challenged(&key(0), handshake("ap"), t0);
         for n in 1..=20 {
-            r.record(key(n), "home", t0);
+            r.record(key(n), "home", "m", "c", t0);
             assert!(r.len() <= 8, "{}", r.len());
         }
         // The oldest were forgotten first; the newest are kept.
-        assert_eq!(r.check(&key(0), "home", "ap", t0), Err(Refusal::NotSeen));
-        assert_eq!(r.check(&key(20), "home", "ap", t0), Ok(Release::New));
+        assert_eq!(
+            refusal(r.check(&key(0), "home", "ap", t0)),
+            Some(Refusal::NotSeen)
+        );
+        assert!(is_new(r.check(&key(20), "home", "ap", t0)));
     }
 }

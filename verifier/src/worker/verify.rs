@@ -1,15 +1,15 @@
 //! The APs' verification requests on `verifier/verify/request`. In
 //! walkthrough mode: look the UUID up and answer with its pass_tmp. In
-//! secure mode the release rules decide ([`super::release`]), and a
-//! release is pass_tmp sealed to the AP's key, signed, with the device's
-//! ticket.
+//! secure mode the release rules decide ([`super::release`]), and the
+//! answer is the verifier's half of the handshake, with the device's
+//! ticket; pass_tmp never leaves the verifier.
 
 use super::onboarding::Onboarding;
 use super::release;
 use super::serve::{publish, Served};
 use crate::store::EnrollmentStore;
 use protocol::onboarding::{VerifyOutcome, VerifyRequest, VerifyResponse};
-use protocol::{decode, peek_str_field, topics, AccessErrorCode, DecodeError, ErrorBody};
+use protocol::{decode, peek_str_field, topics, AccessErrorCode, DecodeError};
 use tracing::{debug, error, warn};
 
 pub(super) async fn handle_verify<S: EnrollmentStore>(
@@ -38,12 +38,10 @@ pub(super) async fn handle_verify<S: EnrollmentStore>(
             error!(uuid = %uuid, error = %e, "store lookup failed");
             return answer_store_failure(worker, &req);
         }
-        Ok(None) => VerifyOutcome::Failed {
-            error: ErrorBody::new(
-                AccessErrorCode::UnknownDevice,
-                "no device is enrolled with this UUID",
-            ),
-        },
+        Ok(None) => VerifyOutcome::failed(
+            AccessErrorCode::UnknownDevice,
+            "no device is enrolled with this UUID",
+        ),
         Ok(Some(enrollment)) => VerifyOutcome::Found {
             pass_tmp: enrollment.pass_tmp,
         },
@@ -54,8 +52,9 @@ pub(super) async fn handle_verify<S: EnrollmentStore>(
 /// Counts and sends the answer to `req` on the AP's topic.
 pub(super) async fn answer<S>(worker: &Served<S>, req: &VerifyRequest, outcome: VerifyOutcome) {
     worker.metrics.verification(match &outcome {
-        VerifyOutcome::Found { .. } | VerifyOutcome::Sealed { .. } => "found",
-        VerifyOutcome::Failed { error } => error.code.as_str(),
+        VerifyOutcome::Found { .. } | VerifyOutcome::Challenge { .. } => "found",
+        VerifyOutcome::Proved { .. } => "proved",
+        VerifyOutcome::Failed { error, .. } => error.code.as_str(),
     });
     debug!(uuid = %req.uuid, ap_id = %req.ap_id, request_id = %req.request_id, found = !matches!(outcome, VerifyOutcome::Failed { .. }), "verification answered");
     let response = VerifyResponse {
@@ -79,12 +78,10 @@ pub(super) fn answer_store_failure<S>(worker: &Served<S>, req: &VerifyRequest) {
     let response = VerifyResponse {
         request_id: req.request_id.clone(),
         uuid: req.uuid.clone(),
-        outcome: VerifyOutcome::Failed {
-            error: ErrorBody::new(
-                AccessErrorCode::Unavailable,
-                "the verifier cannot read its store just now; try again shortly",
-            ),
-        },
+        outcome: VerifyOutcome::failed(
+            AccessErrorCode::Unavailable,
+            "the verifier cannot read its store just now; try again shortly",
+        ),
     };
     publish(
         &worker.outbox,
@@ -118,9 +115,7 @@ async fn answer_bad_verify<S: EnrollmentStore>(
     let response = VerifyResponse {
         request_id,
         uuid: peek_str_field(payload, "uuid").unwrap_or_default(),
-        outcome: VerifyOutcome::Failed {
-            error: ErrorBody::new(AccessErrorCode::BadRequest, error.to_string()),
-        },
+        outcome: VerifyOutcome::failed(AccessErrorCode::BadRequest, error.to_string()),
     };
     publish(&worker.outbox, topics::verify_response(&ap_id), &response);
 }

@@ -61,12 +61,14 @@ pub async fn run(
         } => {
             let credential = protocol::crypto::random_b64(24);
             // A TLS key only where it can be kept: next to --out. A
-            // platform reached in plaintext serves no TLS to need one.
+            // platform reached in plaintext serves no TLS to need one. The
+            // request names the gateway's id, as the platform's CA issues
+            // it (it takes nothing from the request but the key).
             let tls_key = match (&out, plaintext) {
-                (Some(_), false) => match tls::request(&[protocol::host_of(&address).to_owned()]) {
+                (Some(_), false) => match tls::gateway_name(&id).and_then(|n| tls::request(&[n])) {
                     Ok(pair) => Some(pair),
                     Err(e) => {
-                        eprintln!("error: --address {address:?}: {e}");
+                        eprintln!("error: --id {id:?}: {e}");
                         return Ok(cli::exit::USAGE);
                     }
                 },

@@ -43,10 +43,12 @@ pub fn print(ok: &RegistryOk, json: bool) {
         } => println!(
             "{} gateway {gateway_id} at {address}, weight {weight}{}",
             if *created { "registered" } else { "updated" },
-            if certificate.is_some() {
-                ", with a TLS certificate"
-            } else {
-                ""
+            match (certificate, tls::gateway_name(gateway_id)) {
+                (Some(_), Ok(name)) => format!(
+                    ", with a TLS certificate for {name} (a client verifies the gateway by that name, not by its address)"
+                ),
+                (Some(_), Err(_)) => ", with a TLS certificate".into(),
+                (None, _) => String::new(),
             }
         ),
         RegistryOk::GatewayRemoved { gateway_id } => println!("removed gateway {gateway_id}"),

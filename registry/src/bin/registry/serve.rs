@@ -1,4 +1,7 @@
-//! `registry serve`: one registry worker as its own process.
+//! `registry serve`: one registry worker as its own process. Its sled
+//! store is private, as `broker`'s data dir is: the process's
+//! file-creation mask is 077, and the store's dir is made 0700 (files
+//! 0600) at start.
 
 use clap::Args;
 use cli::ConnectArgs;
@@ -53,9 +56,19 @@ pub async fn run(connect: &ConnectArgs, args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cli::cancel_on_signal(shutdown.clone()));
     let (store_url, db_dir) = if storage::pg::is_postgres_url(&args.store) {
+        // Nothing of the store on disk, but whatever the process writes
+        // is still its owner's only.
+        cli::private_files();
         (Some(args.store.clone()), PathBuf::new())
     } else {
-        (None, PathBuf::from(&args.store))
+        let dir = PathBuf::from(&args.store);
+        cli::private_data_dir(&dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot make the store {} private (--store): {e}",
+                dir.display()
+            )
+        })?;
+        (None, dir)
     };
     let mut config = RegistryConfig::new(connect.broker(), db_dir);
     config.store_url = store_url;

@@ -22,7 +22,8 @@ pub(super) struct Registration<'a> {
 impl<S: RegistryStore> Registry<S> {
     /// Registers `gateway_id`, or changes its address, weight and
     /// credential; with a certificate request, issues its TLS certificate
-    /// for the host of its address. Its liveness and draining are kept.
+    /// for its id (not its address: devices verify it by the id their
+    /// signed assignment names). Its liveness and draining are kept.
     pub(super) async fn register_gateway(
         &mut self,
         gateway_id: &str,
@@ -57,7 +58,7 @@ impl<S: RegistryStore> Registry<S> {
                     ));
                 };
                 Some(
-                    (signer.0)(request, protocol::host_of(address))
+                    (signer.0)(request, gateway_id)
                         .map_err(|e| bad(format!("certificate request: {e}")))?,
                 )
             }
