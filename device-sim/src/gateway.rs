@@ -11,7 +11,7 @@
 //! believes sends it straight to its new gateway.
 
 use crate::link::{LinkConfig, PlatformLink};
-use crate::login::{DeviceLogin, LinkLogin};
+use crate::login::{self, DeviceLogin, LinkLogin};
 use crate::DeviceError;
 use bus::{Backoff, Bus, BusError, BusOptions, LinkState};
 use protocol::crypto::{DeviceKey, PlatformPublicKey};
@@ -54,7 +54,8 @@ pub struct HomeConfig {
     pub last_known: Option<KnownGateway>,
     /// Secure mode: the platform's public key. Only registry answers it
     /// signed are believed, and the device logs in to its gateway with the
-    /// signed answer. None: walkthrough mode.
+    /// signed answer and a token of its own key ([`crate::login`]). None:
+    /// walkthrough mode.
     pub platform_key: Option<PlatformPublicKey>,
     /// Secure mode: how the device logs in to the platform broker; each
     /// new session asks it for a password ([`crate::login`]). None: it
@@ -76,7 +77,8 @@ pub struct KnownGateway {
     pub gateway_id: String,
     pub address: String,
     pub epoch: u64,
-    /// Secure mode: the signed answer, the device's login to the gateway.
+    /// Secure mode: the signed answer (JSON), from which the device's
+    /// login to the gateway is made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
@@ -320,7 +322,10 @@ pub async fn stay_homed_with(
                         // A notice carrying the new assignment, signed,
                         // cannot be forged: go there now (after a jitter
                         // that spreads a drain's connects), no query.
-                        let carried = notice.carried().map(|a| believe(config, a));
+                        let carried = notice
+                            .carried()
+                            .filter(|a| keyed(config, a))
+                            .map(|a| believe(config, a));
                         let _ = events.send(HomeEvent::Redirected {
                             gateway_id,
                             reason: notice.reason,
@@ -370,6 +375,21 @@ pub async fn stay_homed_with(
     }
 }
 
+/// Whether assignment `a` names the device's own key, as its gateway
+/// login needs (always, in walkthrough mode). One that does not (made
+/// from a registry record that has no key yet) is not followed: the
+/// device asks the registry, and its query brings the key.
+fn keyed(config: &HomeConfig, a: &GatewayAssigned) -> bool {
+    let ok = match (&config.platform_key, &config.login) {
+        (Some(_), Some(login)) => login.keyed(a),
+        _ => true,
+    };
+    if !ok {
+        debug!(device_id = %config.device_id, "the redirect's assignment names no key of this device; asking the registry");
+    }
+    ok
+}
+
 /// Waits out the next backoff delay; false if shut down meanwhile.
 async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> bool {
     tokio::select! {
@@ -390,6 +410,7 @@ async fn query(
 ) -> Result<Option<(KnownGateway, Duration)>, DeviceError> {
     let question = GatewayQuery {
         device_id: config.device_id.clone(),
+        device_key: config.login.as_ref().map(DeviceLogin::public_hex),
     };
     let answer_topic = topics::device_gateway(&config.device_id);
     let mut unanswered = 0u32;
@@ -481,7 +502,7 @@ async fn query(
 
 /// `a` as the gateway to go to, if the device believes it: in secure mode
 /// it must carry the platform's valid signature for this device, and
-/// becomes the device's login to that gateway.
+/// is what the device's login to that gateway is made from.
 fn believe(config: &HomeConfig, a: &GatewayAssigned) -> Result<KnownGateway, AssignmentError> {
     let token = match &config.platform_key {
         None => None,
@@ -518,18 +539,15 @@ impl ConnectFailed {
 }
 
 /// One attempt to connect to a gateway; in secure mode the login is the
-/// device's id and its signed assignment. Over TLS, the gateway must
-/// prove it is the gateway the assignment names (its certificate names
-/// that id), not merely that it holds a certificate for its address.
+/// device's id and a gateway login made from its signed assignment
+/// ([`crate::login::at_gateway`]). Over TLS, the gateway must prove it is
+/// the gateway the assignment names (its certificate names that id), not
+/// merely that it holds a certificate for its address.
 async fn connect(
     config: &HomeConfig,
     gateway: &KnownGateway,
     token: Option<&str>,
 ) -> Result<Connection, ConnectFailed> {
-    let (username, password) = match token {
-        Some(t) => (config.device_id.as_str(), t),
-        None => (config.username.as_str(), config.password.as_str()),
-    };
     // Secure mode: a gateway is trusted only on an assignment to it that
     // still holds. A remembered one that expired (the gateway may have been
     // removed since) sends the device back to the registry, whatever
@@ -563,10 +581,13 @@ async fn connect(
         ),
         None => None,
     };
-    let mut opts = BusOptions::new(&gateway.address, &config.device_id)
-        .map_err(ConnectFailed::from_bus)?
-        .with_credentials(username, password)
-        .with_tls(tls);
+    let opts =
+        BusOptions::new(&gateway.address, &config.device_id).map_err(ConnectFailed::from_bus)?;
+    let opts = match token {
+        Some(t) => login::at_gateway(opts, &config.device_id, t, config.login.as_ref()),
+        None => opts.with_credentials(&config.username, &config.password),
+    };
+    let mut opts = opts.with_tls(tls);
     opts.mqtt = config.mqtt;
     opts.connect_timeout = config.connect_timeout;
     opts.last_will = Some((
@@ -608,7 +629,8 @@ async fn connect(
 enum Stay {
     Shutdown,
     /// With the MQTT 5 DISCONNECT that carried the notice, described.
-    Redirected(Redirect, Option<String>),
+    /// Boxed: a notice with its signed assignment is large.
+    Redirected(Box<Redirect>, Option<String>),
     Lost,
 }
 
@@ -643,7 +665,7 @@ async fn stay(
                             m.server_reference.as_ref().map(|s| format!(", server reference {s}")).unwrap_or_default()
                         );
                         return match notice {
-                            Some(Ok(r)) if heeded(config, &r, epoch) => Stay::Redirected(r, Some(by)),
+                            Some(Ok(r)) if heeded(config, &r, epoch) => Stay::Redirected(Box::new(r), Some(by)),
                             _ => Stay::Lost,
                         };
                     }
@@ -653,7 +675,7 @@ async fn stay(
             msg = inbox.recv() => {
                 let Some(msg) = msg else { return Stay::Lost };
                 match decode::<Redirect>(&msg.payload) {
-                    Ok(r) if heeded(config, &r, epoch) => return Stay::Redirected(r, None),
+                    Ok(r) if heeded(config, &r, epoch) => return Stay::Redirected(Box::new(r), None),
                     Ok(r) => debug!(epoch = r.epoch, current = epoch, "stale redirect ignored"),
                     Err(e) => warn!(error = %e, "malformed redirect ignored"),
                 }
@@ -686,6 +708,7 @@ mod tests {
             gateway_id: "gw-9".into(),
             address: address.clone(),
             epoch: 1,
+            device_key: None,
             expires_ms: None,
             sig: None,
         };

@@ -11,12 +11,37 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayQuery {
     pub device_id: String,
+    /// Secure mode: the device's own Ed25519 public key (64 lowercase hex
+    /// digits), the one it logs in to the platform with. The registry
+    /// keeps it with the device's assignment and signs it into every
+    /// assignment it gives the device ([`GatewayAssigned::device_key`]):
+    /// a gateway admits the device only with a login signed by this key
+    /// ([`crate::gateway_login`]). Absent: walkthrough mode, or a device
+    /// of an older release (its assignments name no key, and a secure
+    /// gateway refuses them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<String>,
 }
 
 impl GatewayQuery {
     pub fn validate(&self) -> Result<(), DecodeError> {
-        check_device_id(&self.device_id).map_err(|e| DecodeError::field("device_id", e))
+        check_device_id(&self.device_id).map_err(|e| DecodeError::field("device_id", e))?;
+        if let Some(key) = &self.device_key {
+            check_device_key(key).map_err(|e| DecodeError::field("device_key", e))?;
+        }
+        Ok(())
     }
+}
+
+/// A device key as a query carries it: a usable Ed25519 public key in its
+/// one spelling, 64 lowercase hex digits ([`crate::crypto::DeviceKey::public_hex`]),
+/// so that the registry can tell a new key from the one it holds by
+/// comparing strings.
+pub fn check_device_key(key: &str) -> Result<(), String> {
+    if key.len() != 64 || !key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err("must be 64 lowercase hex digits".into());
+    }
+    crate::crypto::check_device_public_hex(key).map_err(|e| e.to_string())
 }
 
 /// A device id must work as an MQTT client id and a topic level, and must
@@ -64,6 +89,13 @@ pub struct GatewayAssigned {
     pub address: String,
     /// Increases at each change of this device's assignment.
     pub epoch: u64,
+    /// Secure mode: the device's own public key (hex), from its last
+    /// query, signed with the rest: the key the device's gateway login
+    /// must be signed with ([`crate::gateway_login`]). None for a device
+    /// that has not sent its key yet; a secure gateway refuses such an
+    /// assignment, and the device asks the registry again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<String>,
     /// Secure mode: when this answer stops being valid, in ms since the
     /// Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,14 +124,21 @@ pub enum AssignmentError {
 const ASSIGNMENT_DOMAIN: &str = "assignment";
 
 impl GatewayAssigned {
-    fn signed_fields(&self, expires_ms: u64) -> [Vec<u8>; 5] {
-        [
+    /// The signed fields; the device key, when there is one, last. The
+    /// fields are length-prefixed ([`crate::crypto::PlatformKey::sign`]),
+    /// so an assignment signed with a key never verifies without it.
+    fn signed_fields(&self, expires_ms: u64) -> Vec<Vec<u8>> {
+        let mut fields = vec![
             self.device_id.as_bytes().to_vec(),
             self.gateway_id.as_bytes().to_vec(),
             self.address.as_bytes().to_vec(),
             self.epoch.to_be_bytes().to_vec(),
             expires_ms.to_be_bytes().to_vec(),
-        ]
+        ];
+        if let Some(key) = &self.device_key {
+            fields.push(key.as_bytes().to_vec());
+        }
+        fields
     }
 
     /// Signs the answer, valid until `expires_ms`.
@@ -342,6 +381,7 @@ mod tests {
             gateway_id: "gw-1".into(),
             address: "127.0.0.1:1884".into(),
             epoch: 3,
+            device_key: None,
             expires_ms: None,
             sig: None,
         });
@@ -377,10 +417,12 @@ mod tests {
             gateway_id: "gw-1".into(),
             address: "127.0.0.1:1884".into(),
             epoch: 3,
+            device_key: None,
             expires_ms: None,
             sig: None,
         };
         assert_eq!(a.verify(&public, "d1", 0), Err(AssignmentError::Unsigned));
+        a.device_key = Some(crate::crypto::DeviceKey::generate().public_hex());
         a.sign(&key, 1_000);
         let a: GatewayAssigned = decode(&encode(&a)).unwrap();
         assert_eq!(a.verify(&public, "d1", 999), Ok(()));
@@ -402,6 +444,8 @@ mod tests {
             |a: &mut GatewayAssigned| a.address = "10.0.0.66:1883".into(),
             |a: &mut GatewayAssigned| a.epoch += 1,
             |a: &mut GatewayAssigned| a.expires_ms = Some(u64::MAX),
+            |a: &mut GatewayAssigned| a.device_key = None,
+            |a: &mut GatewayAssigned| a.device_key = Some("ab".repeat(32)),
         ] {
             let mut forged = a.clone();
             tamper(&mut forged);
@@ -442,6 +486,7 @@ mod tests {
             gateway_id: "g".repeat(crate::ids::MAX_SEGMENT_LEN),
             address: format!("{}:65535", "h".repeat(249)),
             epoch: u64::MAX,
+            device_key: Some(crate::crypto::DeviceKey::generate().public_hex()),
             expires_ms: None,
             sig: None,
         };
@@ -467,18 +512,27 @@ mod tests {
 
     #[test]
     fn query_validation() {
-        assert!(GatewayQuery {
-            device_id: "dev-1".into()
-        }
-        .validate()
-        .is_ok());
+        let query = |device_id: &str, device_key: Option<String>| GatewayQuery {
+            device_id: device_id.into(),
+            device_key,
+        };
+        assert!(query("dev-1", None).validate().is_ok());
         for bad in ["", "a/b", "+", "x$y", GATEWAY_AGENT_CLIENT_ID] {
+            assert!(query(bad, None).validate().is_err(), "{bad}");
+        }
+        let key = crate::crypto::DeviceKey::generate().public_hex();
+        assert!(query("dev-1", Some(key.clone())).validate().is_ok());
+        // One spelling, a full-order point: not upper case, not the
+        // identity (a weak key), not short.
+        let identity = format!("01{}", "00".repeat(31));
+        for bad in [
+            key.to_uppercase(),
+            identity,
+            key[..62].to_owned(),
+            "".into(),
+        ] {
             assert!(
-                GatewayQuery {
-                    device_id: bad.into()
-                }
-                .validate()
-                .is_err(),
+                query("dev-1", Some(bad.clone())).validate().is_err(),
                 "{bad}"
             );
         }

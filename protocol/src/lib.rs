@@ -15,6 +15,7 @@ pub mod codes;
 pub mod crypto;
 pub mod decode;
 pub mod gateway;
+pub mod gateway_login;
 pub mod ids;
 pub mod layout;
 pub mod logins;

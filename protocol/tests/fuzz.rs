@@ -28,6 +28,7 @@ use protocol::gateway::{
     GatewayRefused, GatewayStatus, Presence, PresenceReport, Redirect, RedirectBatch,
     RedirectReason, SyncRequest, GATEWAY_AGENT_CLIENT_ID, MAX_ASSIGN_PAYLOAD,
 };
+use protocol::gateway_login::GatewayLogin;
 use protocol::ids::{check_segment, MAX_SEGMENT_LEN};
 use protocol::onboarding::{
     check_pass_tmp, check_ssid, check_wifi_password, open_wifi_key, AccessChallenge, AccessDenied,
@@ -163,8 +164,10 @@ const WIRE: &[Wire] = &[
     )),
     wire("Presence", MAX_PAYLOAD, plain::<Presence>),
     // gateway broker's auth handler: a device's MQTT password is its
-    // signed assignment (broker/src/gateway.rs).
+    // signed assignment and a token of its key
+    // (broker/src/gateway/admitted.rs).
     wire("GatewayAssigned", MAX_PAYLOAD, plain::<GatewayAssigned>),
+    wire("GatewayLogin", MAX_PAYLOAD, plain::<GatewayLogin>),
     // Published for the AP's user; no worker decodes it, but it is a
     // wire type like the others.
     wire("ApPrompt", MAX_PAYLOAD, plain::<ApPrompt>),
@@ -425,24 +428,38 @@ fn outcome_report() -> impl Strategy<Value = OutcomeReport> {
 }
 
 fn gateway_query() -> impl Strategy<Value = GatewayQuery> {
-    text().prop_map(|device_id| GatewayQuery { device_id })
+    (text(), prop::option::of(text())).prop_map(|(device_id, device_key)| GatewayQuery {
+        device_id,
+        device_key,
+    })
 }
 
 fn gateway_assigned() -> impl Strategy<Value = GatewayAssigned> {
     (
         (text(), text(), text(), any::<u64>()),
-        (prop::option::of(any::<u64>()), prop::option::of(text())),
+        (
+            prop::option::of(text()),
+            prop::option::of(any::<u64>()),
+            prop::option::of(text()),
+        ),
     )
         .prop_map(
-            |((device_id, gateway_id, address, epoch), (expires_ms, sig))| GatewayAssigned {
-                device_id,
-                gateway_id,
-                address,
-                epoch,
-                expires_ms,
-                sig,
+            |((device_id, gateway_id, address, epoch), (device_key, expires_ms, sig))| {
+                GatewayAssigned {
+                    device_id,
+                    gateway_id,
+                    address,
+                    epoch,
+                    device_key,
+                    expires_ms,
+                    sig,
+                }
             },
         )
+}
+
+fn gateway_login() -> impl Strategy<Value = GatewayLogin> {
+    (gateway_assigned(), text()).prop_map(|(assignment, token)| GatewayLogin { assignment, token })
 }
 
 fn gateway_answer() -> impl Strategy<Value = GatewayAnswer> {
@@ -1169,6 +1186,7 @@ wire_type!(
     MAX_PAYLOAD
 );
 wire_type!(gateway_answer, GatewayAnswer, gateway_answer(), MAX_PAYLOAD);
+wire_type!(gateway_login, GatewayLogin, gateway_login(), MAX_PAYLOAD);
 wire_type!(redirect, Redirect, redirect(), MAX_PAYLOAD);
 wire_type!(presence, Presence, presence(), MAX_PAYLOAD);
 wire_type!(gateway_status, GatewayStatus, gateway_status(), MAX_PAYLOAD);
@@ -1399,7 +1417,7 @@ proptest! {
         }
         let report = OutcomeReport { uuid: a.clone(), outcome: AccessOutcome::Granted, latency_ms: 0 };
         prop_assert_eq!(report.validate().is_ok(), DeviceUuid::parse(&a).is_ok());
-        let query = GatewayQuery { device_id: b.clone() };
+        let query = GatewayQuery { device_id: b.clone(), device_key: None };
         prop_assert_eq!(query.validate().is_ok(), check_device_id(&b).is_ok());
         let challenge = AccessChallenge {
             uuid: a.clone(),

@@ -196,6 +196,51 @@ async fn two_instances_never_commit_two_assignments_at_one_epoch() {
 }
 
 #[tokio::test]
+async fn a_device_key_is_kept_with_the_assignment_and_through_a_move() {
+    let Some((_server, url)) = fresh_db() else {
+        return;
+    };
+    let store = PgStore::connect(&url).await.unwrap();
+    let key = "ab".repeat(32);
+    let mut batch = store.begin().await.unwrap();
+    batch.set("dev-1", None, "gw-1", "policy").await.unwrap();
+    assert!(batch.set_device_key("dev-1", &key).await.unwrap());
+    assert!(!batch.set_device_key("dev-1", &key).await.unwrap());
+    assert!(!batch.set_device_key("nobody", &key).await.unwrap());
+    batch.commit().await.unwrap();
+    let a = store.assignment("dev-1").await.unwrap().unwrap();
+    assert_eq!((a.epoch, a.device_key.as_deref()), (1, Some(key.as_str())));
+    // A move keeps the key; a new key changes no epoch and writes no audit.
+    let mut batch = store.begin().await.unwrap();
+    let moved = batch.set("dev-1", Some(1), "gw-2", "remap").await.unwrap();
+    assert_eq!(moved.device_key.as_deref(), Some(key.as_str()));
+    batch.commit().await.unwrap();
+    let on = store.assignments_on("gw-2").await.unwrap();
+    assert_eq!(on[0].1.device_key.as_deref(), Some(key.as_str()));
+    let newer = "cd".repeat(32);
+    let mut batch = store.begin().await.unwrap();
+    assert!(batch.set_device_key("dev-1", &newer).await.unwrap());
+    batch.commit().await.unwrap();
+    let a = store.assignment("dev-1").await.unwrap().unwrap();
+    assert_eq!(
+        (a.epoch, a.device_key.as_deref()),
+        (2, Some(newer.as_str()))
+    );
+    assert_eq!(store.history("dev-1").await.unwrap().len(), 2);
+    // A key change that lost a race to a move is a conflict.
+    let mut late = store.begin().await.unwrap();
+    late.assignment("dev-1").await.unwrap();
+    let mut first = store.begin().await.unwrap();
+    first.set("dev-1", Some(2), "gw-1", "remap").await.unwrap();
+    first.commit().await.unwrap();
+    assert!(late.set_device_key("dev-1", &key).await.unwrap());
+    assert!(matches!(
+        late.commit().await,
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+#[tokio::test]
 async fn instances_starting_together_migrate_once_and_a_newer_schema_is_refused() {
     let Some((server, url)) = fresh_db() else {
         return;
@@ -217,7 +262,8 @@ async fn instances_starting_together_migrate_once_and_a_newer_schema_is_refused(
                 "SELECT count(*) FROM schema_migrations WHERE owner = 'registry'",
             )
             .unwrap();
-        assert_eq!(versions.trim(), "1");
+        // Each migration once, whoever ran it.
+        assert_eq!(versions.trim(), "2");
         pg.psql(
             db,
             "INSERT INTO schema_migrations (owner, version) VALUES ('registry', 99)",

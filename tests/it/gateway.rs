@@ -115,6 +115,7 @@ async fn unknown_devices_are_refused_when_configured() {
         topics::REGISTRY_QUERY,
         &GatewayQuery {
             device_id: "stranger".into(),
+            device_key: None,
         },
     )
     .await

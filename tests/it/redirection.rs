@@ -5,6 +5,7 @@
 //! device that stays.
 
 use bus::MqttVersion;
+use device_sim::gateway::{HomeEvent, KnownGateway};
 use platform_tests::raw::{read_packet, subscribe, v5_connect, v5_props, Connect};
 use platform_tests::*;
 use protocol::gateway::{Redirect, RedirectReason, REDIRECT_PROPERTY};
@@ -228,4 +229,191 @@ async fn a_311_device_that_ignores_its_notice_is_disconnected_by_its_old_gateway
         closed >= Duration::from_millis(1400),
         "closed after only {closed:?}"
     );
+}
+
+/// How gateway `address` answers a CONNECT as device `device_id` with
+/// `password`: Ok once admitted, else the CONNACK code as rumqttc names
+/// it (a close without one fails the test).
+async fn gateway_login(
+    p: &TestPlatform,
+    address: &str,
+    device_id: &str,
+    password: &str,
+) -> Result<(), String> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let opts = p
+        .options_at(address, device_id)
+        .with_credentials(device_id, password);
+    let (bus, _inbox) = bus::Bus::connect(opts, Vec::new(), stop.clone());
+    let result = bus.ready_once(Duration::from_secs(5)).await;
+    let state = bus.state();
+    stop.cancel();
+    match (result, state) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), bus::LinkState::Refused(code)) => Err(code),
+        (Err(e), other) => panic!("not refused with a CONNACK: {e} ({other:?})"),
+    }
+}
+
+/// Issue 24 (6): what a gateway receives is a credential nowhere else.
+/// The registry hands a moved device's old gateway its signed assignment
+/// to the new one, in the redirect notice. Holding it, the old gateway
+/// tries to log in at the new gateway as the device: the assignment alone,
+/// the assignment with a login token of the attacker's own key, the
+/// assignment rekeyed to that key. Each is a bad login (CONNACK 4), and
+/// the device, whose key the assignment names, logs in there on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_gateway_cannot_log_in_as_a_moved_device() {
+    use device_sim::login::DeviceLogin;
+    use protocol::gateway::RedirectBatch;
+
+    let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
+    let uuid = new_uuid();
+    p.enroll(&uuid, "pass-tmp-6").await;
+    assign(&p, &uuid, "gw-1").await;
+    let mut dev = HomedDevice::spawn(p.home_secure_config(&uuid).await);
+    assert_eq!(dev.connected(10).await.0, "gw-1");
+
+    // Exactly what gw-1's agent receives from the registry.
+    let (_bus, mut notify, _stop) = p.client(&[protocol::topics::gateway_notify("gw-1")]).await;
+    remap(&p, &uuid, "gw-2").await;
+    let batch: RedirectBatch =
+        protocol::decode(&next_message(&mut notify, 10).await.payload).unwrap();
+    let assignment = batch
+        .redirects
+        .into_iter()
+        .find(|r| r.device_id == uuid)
+        .and_then(|r| r.assignment)
+        .expect("the redirect notice carries the signed assignment");
+    assert_eq!(assignment.gateway_id, "gw-2");
+    dev.moves_without_asking("gw-1", "gw-2", 2).await;
+
+    let gw2 = p.gateway_address("gw-2");
+    let alone = String::from_utf8(protocol::encode(&assignment)).unwrap();
+    let thief = DeviceLogin::new(&uuid, protocol::crypto::DeviceKey::generate());
+    let own_token = thief.gateway_password(&alone);
+    let mut rekeyed = assignment.clone();
+    rekeyed.device_key = Some(thief.public_hex());
+    let rekeyed = thief.gateway_password(&String::from_utf8(protocol::encode(&rekeyed)).unwrap());
+    for (password, what) in [
+        (alone.as_str(), "the assignment alone"),
+        (
+            own_token.as_str(),
+            "the assignment and a token of another key",
+        ),
+        (rekeyed.as_str(), "the assignment rekeyed to another key"),
+    ] {
+        assert_eq!(
+            gateway_login(&p, &gw2, &uuid, password).await,
+            Err("BadUserNamePassword".to_owned()),
+            "{what}"
+        );
+    }
+    dev.stop.cancel();
+    dev.task.await.unwrap().unwrap();
+
+    // The device itself logs in at gw-2 on that same assignment, without
+    // asking the registry: its own key signs the login.
+    let mut config = p.home_secure_config(&uuid).await;
+    config.last_known = Some(KnownGateway {
+        gateway_id: "gw-2".into(),
+        address: gw2.clone(),
+        epoch: 2,
+        token: Some(alone),
+    });
+    let mut dev = HomedDevice::spawn(config);
+    let first = dev
+        .until(10, |e| {
+            matches!(
+                e,
+                HomeEvent::Connected { .. }
+                    | HomeEvent::Assigned { .. }
+                    | HomeEvent::Refused { .. }
+            )
+        })
+        .await;
+    assert!(
+        matches!(first, HomeEvent::Connected { ref gateway_id, epoch: 2, .. } if gateway_id == "gw-2"),
+        "{first:?}"
+    );
+    // A drain moves it back on an assignment that names its key too.
+    drain(&p, "gw-2", "gw-1").await;
+    dev.moves_without_asking("gw-2", "gw-1", 3).await;
+    dev.stop.cancel();
+}
+
+/// A device whose registry record has no key yet (assigned by an admin,
+/// or from before the key was recorded) holds an assignment that names
+/// none: its gateway refuses it as a bad login, the device asks the
+/// registry again, its query brings its key, and it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyless_assignment_is_refused_and_the_device_asks_again() {
+    use protocol::gateway::{GatewayAnswer, GatewayQuery};
+
+    let p = TestPlatform::start_config(secure_test_config(), broker::StartOptions::default()).await;
+    let uuid = new_uuid();
+    p.enroll(&uuid, "pass-tmp-7").await;
+    let key = p.device_key(&uuid).await;
+    assign(&p, &uuid, "gw-1").await;
+    // The answer to a query without a key, as a device of an older
+    // release asks: signed, and naming no key.
+    let mut s = Session::open(
+        &p,
+        &uuid,
+        &uuid,
+        &device_token(&key, &uuid),
+        &[protocol::topics::device_gateway(&uuid)],
+    )
+    .await;
+    s.ready.clone().unwrap();
+    s.bus
+        .publish_json(
+            protocol::topics::REGISTRY_QUERY,
+            &GatewayQuery {
+                device_id: uuid.clone(),
+                device_key: None,
+            },
+        )
+        .await
+        .unwrap();
+    let answer = next_message(&mut s.inbox, 10).await.payload;
+    let keyless = match protocol::decode::<GatewayAnswer>(&answer).unwrap() {
+        GatewayAnswer::Assigned(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (keyless.gateway_id.as_str(), &keyless.device_key),
+        ("gw-1", &None)
+    );
+
+    let mut config = p.home_secure_config(&uuid).await;
+    config.last_known = Some(KnownGateway {
+        gateway_id: "gw-1".into(),
+        address: p.gateway_address("gw-1"),
+        epoch: keyless.epoch,
+        token: Some(String::from_utf8(answer.to_vec()).unwrap()),
+    });
+    let mut dev = HomedDevice::spawn(config);
+    let first = dev
+        .until(10, |e| {
+            matches!(e, HomeEvent::Connected { .. } | HomeEvent::Refused { .. })
+        })
+        .await;
+    assert!(
+        matches!(first, HomeEvent::Refused { ref gateway_id, ref reason }
+            if gateway_id == "gw-1" && reason.contains("BadUserNamePassword")),
+        "{first:?}"
+    );
+    let asked = dev
+        .until(10, |e| {
+            matches!(e, HomeEvent::Assigned { .. } | HomeEvent::Connected { .. })
+        })
+        .await;
+    assert!(
+        matches!(asked, HomeEvent::Assigned { ref gateway_id, .. } if gateway_id == "gw-1"),
+        "{asked:?}"
+    );
+    let (gw, _) = dev.connected(10).await;
+    assert_eq!(gw, "gw-1");
+    dev.stop.cancel();
 }

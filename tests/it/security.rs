@@ -160,16 +160,20 @@ async fn t1_no_or_wrong_credentials_are_refused_by_platform_and_gateway() {
     dev.stop.cancel();
     let _ = dev.task.await;
     let key = protocol::crypto::PlatformKey::generate();
+    let device_key = p.device_own_key(UUID_A);
     let mut forged = GatewayAssigned {
         device_id: UUID_A.into(),
         gateway_id: gw.clone(),
         address: addr.clone(),
         epoch: 99,
+        device_key: Some(device_key.public_hex()),
         expires_ms: None,
         sig: None,
     };
     forged.sign(&key, u64::MAX);
     let forged = String::from_utf8(protocol::encode(&forged)).unwrap();
+    // Even with the device's own key to sign the login.
+    let forged = device_sim::login::DeviceLogin::new(UUID_A, device_key).gateway_password(&forged);
     for (user, pass, why) in [
         (UUID_A, "", "no assignment"),
         (UUID_A, "{}", "junk"),
@@ -388,6 +392,7 @@ async fn t3_forged_answers_are_not_believed() {
         gateway_id: "gw-evil".into(),
         address: trap_addr.clone(),
         epoch: 1000,
+        device_key: None,
         expires_ms: Some(u64::MAX),
         sig: Some("AAAA".into()),
     });
@@ -898,7 +903,8 @@ async fn t7_nobody_connects_as_another_device() {
     let p = secure().await;
     p.enroll(UUID_A, "pass-a-123").await;
     p.enroll(UUID_B, "pass-b-123").await;
-    let login_b = device_token(&p.device_key(UUID_B).await, UUID_B);
+    let key_b = p.device_key(UUID_B).await;
+    let login_b = device_token(&key_b, UUID_B);
     let (r, _b, _i) = try_connect(opts(&p, UUID_A, UUID_B, &login_b), &[]).await;
     assert!(r.is_err(), "B's login opened A's client id");
     let (r, _b, _i) = try_connect(opts(&p, UUID_A, "admin", &p.token("admin")), &[]).await;
@@ -924,6 +930,7 @@ async fn t7_nobody_connects_as_another_device() {
             topics::REGISTRY_QUERY,
             &protocol::gateway::GatewayQuery {
                 device_id: UUID_B.into(),
+                device_key: Some(key_b.public_hex()),
             },
         )
         .await
@@ -934,8 +941,11 @@ async fn t7_nobody_connects_as_another_device() {
         .unwrap()
         .payload;
     let token_b = String::from_utf8(token_b.to_vec()).unwrap();
+    let login_b = device_sim::login::DeviceLogin::new(UUID_B, key_b);
     for (id, user) in [(UUID_A, UUID_B), (UUID_A, UUID_A)] {
-        let o = p.options_at(&addr, id).with_credentials(user, &token_b);
+        let o = p
+            .options_at(&addr, id)
+            .with_credentials(user, login_b.gateway_password(&token_b));
         let (r, _b, _i) = try_connect(o, &[]).await;
         assert!(
             r.is_err(),
@@ -991,7 +1001,8 @@ async fn t3_a_device_cannot_forge_a_redirect_on_its_gateway() {
         .await
         .unwrap();
     registry.close().await;
-    let login_b = device_token(&p.device_key(UUID_B).await, UUID_B);
+    let key_b = p.device_key(UUID_B).await;
+    let login_b = device_token(&key_b, UUID_B);
     let (_, reg_bus, mut answers) = try_connect(
         opts(&p, UUID_B, UUID_B, &login_b),
         &[&topics::device_gateway(UUID_B)],
@@ -1002,6 +1013,7 @@ async fn t3_a_device_cannot_forge_a_redirect_on_its_gateway() {
             topics::REGISTRY_QUERY,
             &protocol::gateway::GatewayQuery {
                 device_id: UUID_B.into(),
+                device_key: Some(key_b.public_hex()),
             },
         )
         .await
@@ -1011,9 +1023,11 @@ async fn t3_a_device_cannot_forge_a_redirect_on_its_gateway() {
         .unwrap()
         .unwrap()
         .payload;
+    let token_b = String::from_utf8(token_b.to_vec()).unwrap();
+    let password = device_sim::login::DeviceLogin::new(UUID_B, key_b).gateway_password(&token_b);
     let o = p
         .options_at(&addr, UUID_B)
-        .with_credentials(UUID_B, String::from_utf8(token_b.to_vec()).unwrap());
+        .with_credentials(UUID_B, password);
     let (ok, attacker, _i) = try_connect(o, &[]).await;
     ok.expect("the attacker is admitted to its own gateway");
     let notice = protocol::gateway::Redirect {
@@ -1392,6 +1406,7 @@ async fn t1_a_gateway_refuses_a_device_moved_away_with_not_authorized() {
             topics::REGISTRY_QUERY,
             &protocol::gateway::GatewayQuery {
                 device_id: UUID_A.into(),
+                device_key: Some(device_key.public_hex()),
             },
         )
         .await

@@ -1,30 +1,39 @@
 //! Whom a gateway broker admits: the devices the registry assigned to it,
-//! each (in secure mode) with its signed assignment to this gateway, and
-//! confined to its own topics. A device not (or no longer) assigned here
-//! is refused with CONNACK 5 (not authorized: "moved away", ask the
-//! registry again), an MQTT 5 device the gateway redirected with CONNACK
-//! 0x9C or 0x9D and its new gateway as Server Reference; a bad signed
-//! assignment with CONNACK 4.
+//! each (in secure mode) with its gateway login ([`GatewayLogin`]: its
+//! signed assignment to this gateway, naming the device's key, and a
+//! fresh token signed by that key), and confined to its own topics. A
+//! device not (or no longer) assigned here is refused with CONNACK 5 (not
+//! authorized: "moved away", ask the registry again), an MQTT 5 device the
+//! gateway redirected with CONNACK 0x9C or 0x9D and its new gateway as
+//! Server Reference; a bad login with CONNACK 4: a bad or keyless
+//! assignment, an assignment alone (what a device's old gateway got in its
+//! redirect notice), a token not signed by the assignment's key, too far
+//! from this gateway's clock, or seen before.
 
 use crate::admission::{AclRequest, Admission, Moved, Verdict};
-use protocol::crypto::PlatformPublicKey;
+use protocol::crypto::{LoginNonce, PlatformPublicKey};
 use protocol::decode;
-use protocol::gateway::{AssignUpdate, GatewayAssigned, GATEWAY_AGENT_CLIENT_ID};
+use protocol::gateway::{AssignUpdate, GATEWAY_AGENT_CLIENT_ID};
+use protocol::gateway_login::GatewayLogin;
 use protocol::topics::{Level, Owner, Topic};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
+use verifier::auth::{SeenTokens, LOGIN_SKEW};
 
 /// The devices this gateway admits, as the registry last told it.
 #[derive(Default)]
 pub(super) struct Assigned {
     id: String,
-    /// Secure mode: a device must log in with its signed assignment to
-    /// this gateway (username = client id = device id, password = the
-    /// registry's answer as JSON), and may use only its own topics.
+    /// Secure mode: a device must log in with its gateway login to this
+    /// gateway (username = client id = device id, password =
+    /// [`GatewayLogin`] as JSON), and may use only its own topics.
     key: Option<PlatformPublicKey>,
+    /// The nonces of the gateway logins admitted within the skew: each
+    /// token opens one connection.
+    seen: SeenTokens,
     /// False until the first snapshot: admit nobody before knowing.
     synced: AtomicBool,
     pub(super) devices: RwLock<HashSet<String>>,
@@ -180,33 +189,41 @@ impl Assigned {
 }
 
 impl Assigned {
-    /// The signed-assignment check of secure mode.
-    fn token_ok(&self, client_id: &str, login: Option<(&str, &str)>) -> bool {
-        match self.verify_token(client_id, login) {
-            Ok(()) => true,
-            Err(reason) => {
-                warn!(target: "audit", client_id, gateway_id = %self.id, %reason, "gateway connect refused: no valid signed assignment");
-                false
-            }
-        }
+    /// The login check of secure mode, spending the token's nonce: a
+    /// valid gateway login whose token this gateway has not seen.
+    fn login_ok(&self, client_id: &str, login: Option<(&str, &str)>) -> bool {
+        let reason = match self.verify_login(client_id, login) {
+            Ok(None) => return true,
+            Ok(Some(nonce)) if self.seen.first_use(nonce) => return true,
+            Ok(Some(_)) => "the login token was used before".to_owned(),
+            Err(reason) => reason,
+        };
+        warn!(target: "audit", client_id, gateway_id = %self.id, %reason, "gateway connect refused: no valid gateway login");
+        false
     }
 
-    /// Whether the login is a valid signed assignment of `client_id` to
-    /// this gateway (always, in walkthrough mode).
-    fn verify_token(&self, client_id: &str, login: Option<(&str, &str)>) -> Result<(), String> {
+    /// Whether the login is a valid gateway login of `client_id` here
+    /// (always, in walkthrough mode: None); its token's nonce, not yet
+    /// spent.
+    fn verify_login(
+        &self,
+        client_id: &str,
+        login: Option<(&str, &str)>,
+    ) -> Result<Option<LoginNonce>, String> {
         let Some(key) = &self.key else {
-            return Ok(());
+            return Ok(None);
         };
         let (username, password) = login.unwrap_or_default();
         if username != client_id {
             return Err(format!("username {username:?} is not the client id"));
         }
-        decode::<GatewayAssigned>(password.as_bytes())
+        let skew = u64::try_from(LOGIN_SKEW.as_millis()).unwrap_or(u64::MAX);
+        let login = decode::<GatewayLogin>(password.as_bytes())
+            .map_err(|e| format!("not a gateway login: {e}"))?;
+        login
+            .verify(key, client_id, &self.id, protocol::now_ms(), skew)
+            .map(Some)
             .map_err(|e| e.to_string())
-            .and_then(|a| {
-                a.verify_for_gateway(key, client_id, &self.id, protocol::now_ms())
-                    .map_err(|e| e.to_string())
-            })
     }
 }
 
@@ -223,7 +240,7 @@ impl Admission for Assigned {
             debug!(client_id, "device not assigned here: refused at connect");
             return Verdict::NotAuthorized;
         }
-        if self.token_ok(client_id, login) {
+        if self.login_ok(client_id, login) {
             Verdict::Accept
         } else {
             Verdict::BadLogin
@@ -260,9 +277,9 @@ impl Admission for Assigned {
     }
 
     /// A device the registry removed from here is refused at once. One
-    /// that shows a valid signed assignment to this gateway may wait
-    /// [`SIGNED_GRACE`] for the registry's note; any other, as in
-    /// walkthrough mode, [`ADMISSION_GRACE`].
+    /// that shows a valid gateway login here may wait [`SIGNED_GRACE`]
+    /// for the registry's note (its nonce is spent only when it is
+    /// admitted); any other, as in walkthrough mode, [`ADMISSION_GRACE`].
     fn grace(
         &self,
         client_id: &str,
@@ -271,7 +288,7 @@ impl Admission for Assigned {
         if self.recently_removed(client_id) {
             return None;
         }
-        let wait = if self.key.is_some() && self.verify_token(client_id, login).is_ok() {
+        let wait = if self.key.is_some() && self.verify_login(client_id, login).is_ok() {
             SIGNED_GRACE
         } else {
             ADMISSION_GRACE
@@ -283,19 +300,33 @@ impl Admission for Assigned {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::crypto::PlatformKey;
+    use protocol::crypto::{login_nonce, DeviceKey, PlatformKey};
+    use protocol::gateway::GatewayAssigned;
 
-    fn signed(key: &PlatformKey, device: &str, gateway: &str) -> String {
+    fn assignment(
+        key: &PlatformKey,
+        device: &str,
+        gateway: &str,
+        device_key: Option<&DeviceKey>,
+    ) -> GatewayAssigned {
         let mut a = GatewayAssigned {
             device_id: device.into(),
             gateway_id: gateway.into(),
             address: "127.0.0.1:1885".into(),
             epoch: 2,
+            device_key: device_key.map(DeviceKey::public_hex),
             expires_ms: None,
             sig: None,
         };
         a.sign(key, protocol::now_ms() + 60_000);
-        String::from_utf8(protocol::encode(&a)).unwrap()
+        a
+    }
+
+    /// A fresh gateway login of the device holding `device_key`.
+    fn login(key: &PlatformKey, device_key: &DeviceKey, device: &str, gateway: &str) -> String {
+        let a = assignment(key, device, gateway, Some(device_key));
+        let login = GatewayLogin::new(device_key, a, protocol::now_ms(), &login_nonce()).unwrap();
+        String::from_utf8(protocol::encode(&login)).unwrap()
     }
 
     fn wait(gw: &Assigned, device: &str, password: &str) -> Option<Duration> {
@@ -340,23 +371,24 @@ mod tests {
     #[test]
     fn a_signed_device_waits_for_its_note_and_a_removed_one_is_refused_at_once() {
         let key = PlatformKey::generate();
+        let device_key = DeviceKey::generate();
         let gw = Assigned::new("gw-2", Some(key.public()));
         gw.apply(AssignUpdate {
             reset: true,
             ..AssignUpdate::default()
         });
-        let token = signed(&key, "dev-1", "gw-2");
+        let token = login(&key, &device_key, "dev-1", "gw-2");
         // Not told of it yet: refused for now, with time for the note.
         assert_eq!(
             gw.admit("dev-1", Some(("dev-1", &token))),
             Verdict::NotAuthorized
         );
         assert_eq!(wait(&gw, "dev-1", &token), Some(SIGNED_GRACE));
-        // A token for another gateway, or none: the short grace.
-        let elsewhere = signed(&key, "dev-1", "gw-1");
+        // A login for another gateway, or none: the short grace.
+        let elsewhere = login(&key, &device_key, "dev-1", "gw-1");
         assert_eq!(wait(&gw, "dev-1", &elsewhere), Some(ADMISSION_GRACE));
         assert_eq!(wait(&gw, "dev-1", "junk"), Some(ADMISSION_GRACE));
-        // The note comes: admitted.
+        // The note comes: admitted, the login waited for included.
         gw.apply(AssignUpdate {
             add: vec!["dev-1".into()],
             ..AssignUpdate::default()
@@ -367,16 +399,58 @@ mod tests {
             remove: vec!["dev-1".into()],
             ..AssignUpdate::default()
         });
+        let fresh = login(&key, &device_key, "dev-1", "gw-2");
         assert_eq!(
-            gw.admit("dev-1", Some(("dev-1", &token))),
+            gw.admit("dev-1", Some(("dev-1", &fresh))),
             Verdict::NotAuthorized
         );
-        assert_eq!(wait(&gw, "dev-1", &token), None);
+        assert_eq!(wait(&gw, "dev-1", &fresh), None);
         // Added back: admitted again.
         gw.apply(AssignUpdate {
             add: vec!["dev-1".into()],
             ..AssignUpdate::default()
         });
-        assert_eq!(gw.admit("dev-1", Some(("dev-1", &token))), Verdict::Accept);
+        assert_eq!(gw.admit("dev-1", Some(("dev-1", &fresh))), Verdict::Accept);
+    }
+
+    #[test]
+    fn only_a_fresh_login_signed_by_the_assigned_key_is_admitted_once() {
+        let key = PlatformKey::generate();
+        let device_key = DeviceKey::generate();
+        let gw = Assigned::new("gw-2", Some(key.public()));
+        gw.apply(AssignUpdate {
+            reset: true,
+            add: vec!["dev-1".into()],
+            ..AssignUpdate::default()
+        });
+        let admit = |password: &str| gw.admit("dev-1", Some(("dev-1", password)));
+        // The assignment alone, as the old gateway got it in the redirect
+        // notice: a bad login.
+        let alone = assignment(&key, "dev-1", "gw-2", Some(&device_key));
+        let alone = String::from_utf8(protocol::encode(&alone)).unwrap();
+        assert_eq!(admit(&alone), Verdict::BadLogin);
+        // Signed by any other key, or with an assignment naming no key.
+        let thief = DeviceKey::generate();
+        let a = assignment(&key, "dev-1", "gw-2", Some(&device_key));
+        let stolen = GatewayLogin::new(&thief, a, protocol::now_ms(), &login_nonce()).unwrap();
+        assert_eq!(
+            admit(&String::from_utf8(protocol::encode(&stolen)).unwrap()),
+            Verdict::BadLogin
+        );
+        let keyless = assignment(&key, "dev-1", "gw-2", None);
+        let keyless =
+            GatewayLogin::new(&device_key, keyless, protocol::now_ms(), &login_nonce()).unwrap();
+        assert_eq!(
+            admit(&String::from_utf8(protocol::encode(&keyless)).unwrap()),
+            Verdict::BadLogin
+        );
+        // The device's own: once.
+        let own = login(&key, &device_key, "dev-1", "gw-2");
+        assert_eq!(admit(&own), Verdict::Accept);
+        assert_eq!(admit(&own), Verdict::BadLogin, "a replayed login");
+        assert_eq!(
+            admit(&login(&key, &device_key, "dev-1", "gw-2")),
+            Verdict::Accept
+        );
     }
 }

@@ -41,6 +41,13 @@ pub struct Assignment {
     pub gateway_id: String,
     pub epoch: u64,
     pub updated_ms: u64,
+    /// The device's own public key (hex), as its last query gave it:
+    /// signed into each assignment the registry gives it, the one for a
+    /// move included, so that its new gateway admits only a login signed
+    /// by it. None: no query has given one yet (a record older than the
+    /// field, or walkthrough mode). A move keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<String>,
 }
 
 /// What is kept of a gateway. Liveness is not: after a restart every
@@ -208,6 +215,16 @@ pub trait StoreBatch: Send {
         reason: &str,
     ) -> impl Future<Output = Result<Assignment, StoreError>> + Send;
 
+    /// Stages `device_key` as the key of the device's assignment as this
+    /// batch sees it, at the same epoch and with no audit entry; true if
+    /// that changed anything (false too for a device with no assignment).
+    /// Its commit checks the epoch as for [`StoreBatch::set`].
+    fn set_device_key(
+        &mut self,
+        device_id: &str,
+        device_key: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Makes every staged change durable, with every gateway record put
     /// before it, and returns only then. Fails with
     /// [`StoreError::Conflict`], changing nothing, if another batch
@@ -256,6 +273,7 @@ impl Seen {
             gateway_id: gateway_id.to_owned(),
             epoch: expected.map_or(1, |e| e + 1),
             updated_ms: now,
+            device_key: self.current.as_ref().and_then(|a| a.device_key.clone()),
         };
         let from = self
             .current
@@ -270,5 +288,17 @@ impl Seen {
             reason: reason.to_owned(),
         };
         Ok((assignment, entry))
+    }
+
+    /// Stages the device's key ([`StoreBatch::set_device_key`]'s rule).
+    fn stage_key(&mut self, device_key: &str) -> bool {
+        match &mut self.current {
+            Some(a) if a.device_key.as_deref() != Some(device_key) => {
+                a.device_key = Some(device_key.to_owned());
+                self.changed = true;
+                true
+            }
+            _ => false,
+        }
     }
 }

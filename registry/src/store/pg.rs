@@ -1,8 +1,10 @@
 //! The registry's store on PostgreSQL, shared by several registry
 //! instances. Table layout lives here and nowhere else.
 //!
-//! Tables (migration 1):
-//! - `registry_assignments`: device id -> gateway id, epoch, updated_ms;
+//! Tables (migration 1, and 2 for `device_key`):
+//! - `registry_assignments`: device id -> gateway id, epoch, updated_ms,
+//!   device_key (the device's public key from its last query; NULL until
+//!   one came);
 //! - `registry_audit`: one row per change, `UNIQUE (device_id, epoch)`,
 //!   so that the database itself refuses two assignments of one device at
 //!   one epoch, whatever a registry does;
@@ -34,9 +36,10 @@ const OWNER: &str = "registry";
 
 /// The registry's schema, oldest first. A released migration is never
 /// edited: a change is a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: "
         CREATE TABLE registry_assignments (
             device_id TEXT PRIMARY KEY,
             gateway_id TEXT NOT NULL,
@@ -69,7 +72,12 @@ const MIGRATIONS: &[Migration] = &[Migration {
             online BOOLEAN NOT NULL
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        sql: "ALTER TABLE registry_assignments ADD COLUMN device_key TEXT NULL;",
+    },
+];
 
 /// The registry's PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -99,6 +107,7 @@ fn assignment(row: &Row) -> Assignment {
         gateway_id: row.get("gateway_id"),
         epoch: from_sql(row.get("epoch")),
         updated_ms: from_sql(row.get("updated_ms")),
+        device_key: row.get("device_key"),
     }
 }
 
@@ -164,7 +173,8 @@ impl RegistryStore for PgStore {
     async fn assignment(&self, device_id: &str) -> Result<Option<Assignment>, StoreError> {
         let rows = self
             .query(
-                "SELECT gateway_id, epoch, updated_ms FROM registry_assignments WHERE device_id = $1",
+                "SELECT gateway_id, epoch, updated_ms, device_key FROM registry_assignments \
+                 WHERE device_id = $1",
                 &[&device_id],
             )
             .await?;
@@ -180,8 +190,8 @@ impl RegistryStore for PgStore {
         }
         let rows = self
             .query(
-                "SELECT device_id, gateway_id, epoch, updated_ms FROM registry_assignments \
-                 WHERE device_id = ANY($1)",
+                "SELECT device_id, gateway_id, epoch, updated_ms, device_key \
+                 FROM registry_assignments WHERE device_id = ANY($1)",
                 &[&device_ids],
             )
             .await?;
@@ -197,8 +207,8 @@ impl RegistryStore for PgStore {
     ) -> Result<Vec<(String, Assignment)>, StoreError> {
         let rows = self
             .query(
-                "SELECT device_id, gateway_id, epoch, updated_ms FROM registry_assignments \
-                 WHERE gateway_id = $1 ORDER BY device_id",
+                "SELECT device_id, gateway_id, epoch, updated_ms, device_key \
+                 FROM registry_assignments WHERE gateway_id = $1 ORDER BY device_id",
                 &[&gateway_id],
             )
             .await?;
@@ -392,6 +402,14 @@ impl StoreBatch for PgBatch {
         Ok(assignment)
     }
 
+    async fn set_device_key(
+        &mut self,
+        device_id: &str,
+        device_key: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.seen(device_id).await?.stage_key(device_key))
+    }
+
     async fn commit(self) -> Result<(), StoreError> {
         let changed: Vec<(&String, &Seen)> = self.seen.iter().filter(|(_, s)| s.changed).collect();
         if changed.is_empty() {
@@ -406,8 +424,8 @@ impl StoreBatch for PgBatch {
         let ids: Vec<&str> = changed.iter().map(|(d, _)| d.as_str()).collect();
         let rows = tx
             .query(
-                "SELECT device_id, gateway_id, epoch, updated_ms FROM registry_assignments \
-                 WHERE device_id = ANY($1) ORDER BY device_id FOR UPDATE",
+                "SELECT device_id, gateway_id, epoch, updated_ms, device_key \
+                 FROM registry_assignments WHERE device_id = ANY($1) ORDER BY device_id FOR UPDATE",
                 &[&ids],
             )
             .await
@@ -442,11 +460,17 @@ impl StoreBatch for PgBatch {
         if !upd.devices.is_empty() {
             tx.execute(
                 "UPDATE registry_assignments AS a SET gateway_id = v.gateway_id, \
-                     epoch = v.epoch, updated_ms = v.updated_ms \
-                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
-                     AS v(device_id, gateway_id, epoch, updated_ms) \
+                     epoch = v.epoch, updated_ms = v.updated_ms, device_key = v.device_key \
+                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) \
+                     AS v(device_id, gateway_id, epoch, updated_ms, device_key) \
                  WHERE a.device_id = v.device_id",
-                &[&upd.devices, &upd.gateways, &upd.epochs, &upd.updated],
+                &[
+                    &upd.devices,
+                    &upd.gateways,
+                    &upd.epochs,
+                    &upd.updated,
+                    &upd.keys,
+                ],
             )
             .await
             .map_err(err)?;
@@ -454,10 +478,18 @@ impl StoreBatch for PgBatch {
         if !ins.devices.is_empty() {
             let inserted = tx
                 .query(
-                    "INSERT INTO registry_assignments (device_id, gateway_id, epoch, updated_ms) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
+                    "INSERT INTO registry_assignments \
+                         (device_id, gateway_id, epoch, updated_ms, device_key) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], \
+                         $5::text[]) \
                      ON CONFLICT (device_id) DO NOTHING RETURNING device_id",
-                    &[&ins.devices, &ins.gateways, &ins.epochs, &ins.updated],
+                    &[
+                        &ins.devices,
+                        &ins.gateways,
+                        &ins.epochs,
+                        &ins.updated,
+                        &ins.keys,
+                    ],
                 )
                 .await
                 .map_err(err)?;
@@ -511,6 +543,7 @@ struct Columns<'a> {
     gateways: Vec<&'a str>,
     epochs: Vec<i64>,
     updated: Vec<i64>,
+    keys: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -519,6 +552,7 @@ impl<'a> Columns<'a> {
         self.gateways.push(&a.gateway_id);
         self.epochs.push(to_sql(a.epoch));
         self.updated.push(to_sql(a.updated_ms));
+        self.keys.push(a.device_key.as_deref());
     }
 }
 

@@ -372,6 +372,14 @@ impl StoreBatch for SledBatch {
         self.stage(device_id, expected, gateway_id, reason)
     }
 
+    async fn set_device_key(
+        &mut self,
+        device_id: &str,
+        device_key: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.seen(device_id)?.stage_key(device_key))
+    }
+
     async fn commit(self) -> Result<(), StoreError> {
         self.apply()?;
         self.trees.db.flush_async().await.map_err(backend)?;
@@ -529,6 +537,54 @@ mod tests {
             on.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>(),
             ["d2"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_device_key_is_kept_with_the_assignment_and_through_a_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "ab".repeat(32);
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            // A record from before the key: read without one.
+            s.inner
+                .assignments
+                .insert(
+                    "old",
+                    br#"{"gateway_id":"gw-1","epoch":3,"updated_ms":1}"#.to_vec(),
+                )
+                .unwrap();
+            assert_eq!(s.assignment("old").unwrap().unwrap().device_key, None);
+            let mut b = s.begin().await.unwrap();
+            b.set("d1", None, "gw-1", "policy").await.unwrap();
+            assert!(b.set_device_key("d1", &key).await.unwrap());
+            assert!(!b.set_device_key("d1", &key).await.unwrap());
+            assert!(!b.set_device_key("nobody", &key).await.unwrap());
+            b.commit().await.unwrap();
+            let mut b = s.begin().await.unwrap();
+            let moved = b.set("d1", Some(1), "gw-2", "remap").await.unwrap();
+            assert_eq!(moved.device_key.as_deref(), Some(key.as_str()));
+            b.commit().await.unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        let a = s.assignment("d1").unwrap().unwrap();
+        assert_eq!((a.epoch, a.device_key.as_deref()), (2, Some(key.as_str())));
+        // A new key changes no epoch and writes no audit entry; one that
+        // lost a race to a move is a conflict.
+        let mut late = s.begin().await.unwrap();
+        late.assignment("d1").await.unwrap();
+        let mut b = s.begin().await.unwrap();
+        assert!(b.set_device_key("d1", &"cd".repeat(32)).await.unwrap());
+        b.commit().await.unwrap();
+        assert_eq!(s.assignment("d1").unwrap().unwrap().epoch, 2);
+        assert_eq!(s.history("d1").await.unwrap().len(), 2);
+        let mut first = s.begin().await.unwrap();
+        first.set("d1", Some(2), "gw-1", "remap").await.unwrap();
+        first.commit().await.unwrap();
+        assert!(late.set_device_key("d1", &"ef".repeat(32)).await.unwrap());
+        assert!(matches!(
+            late.commit().await,
+            Err(StoreError::Conflict { .. })
+        ));
     }
 
     #[tokio::test]

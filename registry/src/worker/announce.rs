@@ -28,6 +28,9 @@ pub(super) struct Move {
     pub(super) from: Option<String>,
     pub(super) to: String,
     pub(super) epoch: u64,
+    /// The device's key, kept with its assignment: signed into the new
+    /// assignment the redirect notice carries.
+    pub(super) device_key: Option<String>,
     /// Whether the old gateway sends the device a redirect notice, and why.
     pub(super) notify: Option<RedirectReason>,
     /// As in the audit log: policy, failover, assign, remap, drain.
@@ -97,7 +100,12 @@ impl<S: RegistryStore> Registry<S> {
         for m in moves {
             if let (Some(from), Some(reason)) = (m.from.as_deref(), m.notify) {
                 if from != m.to {
-                    let assignment = match self.assigned(&m.device_id, &m.to, m.epoch) {
+                    let assignment = match self.assigned(
+                        &m.device_id,
+                        &m.to,
+                        m.epoch,
+                        m.device_key.as_deref(),
+                    ) {
                         GatewayAnswer::Assigned(a) => Some(a),
                         GatewayAnswer::Refused(_) => None,
                     };

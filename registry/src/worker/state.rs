@@ -178,10 +178,10 @@ impl<S: RegistryStore> Registry<S> {
         notify: Option<RedirectReason>,
     ) -> Result<Move, StoreError> {
         let from = previous.map(|a| a.gateway_id.clone());
-        let epoch = batch
+        let staged = batch
             .set(device_id, previous.map(|a| a.epoch), to, reason)
-            .await?
-            .epoch;
+            .await?;
+        let epoch = staged.epoch;
         if let Some(f) = from.as_deref().and_then(|f| self.gateways.get_mut(f)) {
             f.assigned = f.assigned.saturating_sub(1);
         }
@@ -194,19 +194,27 @@ impl<S: RegistryStore> Registry<S> {
             from,
             to: to.to_owned(),
             epoch,
+            device_key: staged.device_key,
             notify,
             reason,
         })
     }
 
-    /// The answer naming the device's gateway; in secure mode signed,
-    /// valid for `answer_ttl`.
-    pub(super) fn assigned(&self, device_id: &str, gateway_id: &str, epoch: u64) -> GatewayAnswer {
+    /// The answer naming the device's gateway and key; in secure mode
+    /// signed, valid for `answer_ttl`.
+    pub(super) fn assigned(
+        &self,
+        device_id: &str,
+        gateway_id: &str,
+        epoch: u64,
+        device_key: Option<&str>,
+    ) -> GatewayAnswer {
         let mut answer = GatewayAssigned {
             device_id: device_id.to_owned(),
             gateway_id: gateway_id.to_owned(),
             address: self.address(gateway_id),
             epoch,
+            device_key: device_key.map(str::to_owned),
             expires_ms: None,
             sig: None,
         };

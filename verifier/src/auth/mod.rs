@@ -42,6 +42,7 @@ pub use acl::{may, Action, Grant, Request, Who};
 pub use directory::{Directory, Enrolled};
 pub use http::{router, serve, HttpAuth};
 pub use login::{Admitted, Auth, Claim, Credentials, Lookup, Record, Refusal, RefusalKind};
+pub use replay::SeenTokens;
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! The nonces of device login tokens seen within [`LOGIN_SKEW`]: a token
 //! is good for one login, so one captured from a CONNECT cannot open
-//! another connection.
+//! another connection. Gateways keep one for their devices' gateway
+//! logins too (`broker::gateway`), with the same skew.
 //!
 //! The cache is in this process's memory: two verifiers answering one
 //! broker each keep their own, so a token could be used once at each
@@ -15,7 +16,7 @@ use std::time::Instant;
 /// Two generations, each spanning twice the skew, so that a nonce is
 /// remembered at least as long as its token is accepted.
 #[derive(Default)]
-pub(super) struct SeenTokens {
+pub struct SeenTokens {
     generations: Mutex<Generations>,
 }
 
@@ -29,7 +30,7 @@ struct Generations {
 
 impl SeenTokens {
     /// True the first time `nonce` is seen.
-    pub(super) fn first_use(&self, nonce: LoginNonce) -> bool {
+    pub fn first_use(&self, nonce: LoginNonce) -> bool {
         self.first_use_at(nonce, Instant::now())
     }
 

@@ -71,6 +71,7 @@ impl<S: RegistryStore> Registry<S> {
             gateway_id,
             epoch: m.epoch,
             updated_ms: now_ms(),
+            device_key: m.device_key,
         };
         self.view(device_id, &a, true).await
     }

@@ -1,11 +1,14 @@
 //! `registry/query`: a device asks for its gateway. The queries waiting
 //! together come here as one batch (the group commit of `serve`); each is
 //! resolved from the store, allocating by policy when the device has no
-//! assignment or its gateway is dead.
+//! assignment or its gateway is dead. A query carrying the device's key
+//! (secure mode) records it with the assignment when it is new, so that
+//! every assignment signed for the device from then on names it, a move's
+//! too: the device's gateway login must be signed by that key.
 
 use super::CONFLICT_RETRIES;
 use crate::policy::Policy;
-use crate::store::{RegistryStore, StoreBatch, StoreError};
+use crate::store::{Assignment, RegistryStore, StoreBatch, StoreError};
 use crate::worker::announce::Move;
 use crate::worker::state::Registry;
 use protocol::gateway::{GatewayAnswer, GatewayErrorCode, GatewayQuery};
@@ -13,10 +16,17 @@ use protocol::{decode, peek_str_field, topics};
 use std::time::Instant;
 use tracing::{debug, error, warn};
 
-/// How a query is answered: at once, or once its new assignment is durable.
+/// How a query is answered: at once, or once what it staged is durable.
 enum Resolved {
     Now(GatewayAnswer),
+    /// A new assignment, its key included.
     Moved(Move),
+    /// The device's key, new, on its current assignment.
+    Keyed {
+        gateway_id: String,
+        epoch: u64,
+        device_key: String,
+    },
 }
 
 impl<S: RegistryStore> Registry<S> {
@@ -24,10 +34,10 @@ impl<S: RegistryStore> Registry<S> {
     pub(crate) async fn on_queries(&mut self, payloads: Vec<bytes::Bytes>) {
         let started = Instant::now();
         let mut refused: Vec<(String, GatewayAnswer)> = Vec::new();
-        let mut devices: Vec<String> = Vec::with_capacity(payloads.len());
+        let mut queries: Vec<GatewayQuery> = Vec::with_capacity(payloads.len());
         for payload in &payloads {
             match decode::<GatewayQuery>(payload).and_then(|q| q.validate().map(|()| q)) {
-                Ok(q) => devices.push(q.device_id),
+                Ok(q) => queries.push(q),
                 Err(e) => {
                     warn!(error = %e, "malformed gateway query");
                     if let Some(id) = peek_str_field(payload, "device_id")
@@ -46,9 +56,9 @@ impl<S: RegistryStore> Registry<S> {
                 }
             }
         }
-        let mut answers = Vec::with_capacity(devices.len() + refused.len());
+        let mut answers = Vec::with_capacity(queries.len() + refused.len());
         answers.extend(refused);
-        answers.extend(self.resolve_all(&devices).await);
+        answers.extend(self.resolve_all(&queries).await);
         for (device_id, answer) in answers {
             let assigned = matches!(answer, GatewayAnswer::Assigned(_));
             self.publish(topics::device_gateway(&device_id), &answer);
@@ -64,7 +74,8 @@ impl<S: RegistryStore> Registry<S> {
     /// again from what is stored now (up to [`CONFLICT_RETRIES`] times in
     /// all), so a device gets the assignment that won, never one that was
     /// not recorded.
-    async fn resolve_all(&mut self, devices: &[String]) -> Vec<(String, GatewayAnswer)> {
+    async fn resolve_all(&mut self, queries: &[GatewayQuery]) -> Vec<(String, GatewayAnswer)> {
+        let devices: Vec<String> = queries.iter().map(|q| q.device_id.clone()).collect();
         let mut attempt = 1;
         loop {
             let mut batch = match self.store.begin().await {
@@ -77,7 +88,7 @@ impl<S: RegistryStore> Registry<S> {
                         .collect();
                 }
             };
-            if let Err(e) = batch.prefetch(devices).await {
+            if let Err(e) = batch.prefetch(&devices).await {
                 error!(error = %e, devices = devices.len(), "store lookup failed");
                 return devices
                     .iter()
@@ -86,14 +97,17 @@ impl<S: RegistryStore> Registry<S> {
             }
             let mut resolved: Vec<(String, Resolved)> = Vec::with_capacity(devices.len());
             let mut moves = Vec::new();
-            for device_id in devices {
-                let r = self.resolve(&mut batch, device_id).await;
-                if let Resolved::Moved(m) = &r {
-                    moves.push(m.clone());
+            let mut keyed = false;
+            for query in queries {
+                let r = self.resolve(&mut batch, query).await;
+                match &r {
+                    Resolved::Moved(m) => moves.push(m.clone()),
+                    Resolved::Keyed { .. } => keyed = true,
+                    Resolved::Now(_) => {}
                 }
-                resolved.push((device_id.clone(), r));
+                resolved.push((query.device_id.clone(), r));
             }
-            let durable = if moves.is_empty() {
+            let durable = if moves.is_empty() && !keyed {
                 // Nothing changed: nothing to commit.
                 true
             } else {
@@ -119,8 +133,17 @@ impl<S: RegistryStore> Registry<S> {
                 .map(|(device_id, r)| {
                     let answer = match r {
                         Resolved::Now(answer) => answer,
-                        Resolved::Moved(m) if durable => self.assigned(&device_id, &m.to, m.epoch),
-                        Resolved::Moved(_) => storage_failure(&device_id),
+                        Resolved::Moved(m) if durable => {
+                            self.assigned(&device_id, &m.to, m.epoch, m.device_key.as_deref())
+                        }
+                        Resolved::Keyed {
+                            gateway_id,
+                            epoch,
+                            device_key,
+                        } if durable => {
+                            self.assigned(&device_id, &gateway_id, epoch, Some(&device_key))
+                        }
+                        Resolved::Moved(_) | Resolved::Keyed { .. } => storage_failure(&device_id),
                     };
                     (device_id, answer)
                 })
@@ -129,10 +152,12 @@ impl<S: RegistryStore> Registry<S> {
     }
 
     /// The device's live gateway, allocating one if it has none or its
-    /// gateway is dead. A new assignment is staged in `batch`, not yet
-    /// durable: the caller commits before answering. Reads go through the
-    /// batch, so a device queried twice in one batch is allocated once.
-    async fn resolve(&mut self, batch: &mut S::Batch, device_id: &str) -> Resolved {
+    /// gateway is dead. A new assignment, or a new key, is staged in
+    /// `batch`, not yet durable: the caller commits before answering.
+    /// Reads go through the batch, so a device queried twice in one batch
+    /// is allocated once.
+    async fn resolve(&mut self, batch: &mut S::Batch, query: &GatewayQuery) -> Resolved {
+        let device_id = query.device_id.as_str();
         let current = match batch.assignment(device_id).await {
             Ok(a) => a,
             Err(e) => {
@@ -142,7 +167,7 @@ impl<S: RegistryStore> Registry<S> {
         };
         if let Some(a) = &current {
             if self.is_alive(&a.gateway_id) || self.presumed_alive(&a.gateway_id) {
-                return Resolved::Now(self.assigned(device_id, &a.gateway_id, a.epoch));
+                return self.keep(batch, query, a).await;
             }
         } else if !self.allow_unknown {
             return Resolved::Now(GatewayAnswer::refused(
@@ -175,13 +200,63 @@ impl<S: RegistryStore> Registry<S> {
                 )
             });
         };
-        match self
+        let mut m = match self
             .set(batch, device_id, &to, current.as_ref(), reason, None)
             .await
         {
-            Ok(m) => Resolved::Moved(m),
+            Ok(m) => m,
             Err(e) => {
                 error!(device_id, error = %e, "cannot record assignment");
+                return Resolved::Now(storage_failure(device_id));
+            }
+        };
+        if let Some(key) = &query.device_key {
+            if let Err(e) = batch.set_device_key(device_id, key).await {
+                error!(device_id, error = %e, "cannot record the device key");
+                return Resolved::Now(storage_failure(device_id));
+            }
+            m.device_key = Some(key.clone());
+        }
+        Resolved::Moved(m)
+    }
+
+    /// The device stays on its live gateway `current`: answered at once,
+    /// unless the query brings a key other than the one recorded, which is
+    /// staged first.
+    async fn keep(
+        &mut self,
+        batch: &mut S::Batch,
+        query: &GatewayQuery,
+        current: &Assignment,
+    ) -> Resolved {
+        let device_id = query.device_id.as_str();
+        let Some(key) = query
+            .device_key
+            .as_deref()
+            .filter(|k| current.device_key.as_deref() != Some(*k))
+        else {
+            let key = query
+                .device_key
+                .as_deref()
+                .or(current.device_key.as_deref());
+            return Resolved::Now(self.assigned(
+                device_id,
+                &current.gateway_id,
+                current.epoch,
+                key,
+            ));
+        };
+        match batch.set_device_key(device_id, key).await {
+            Ok(_) => {
+                debug!(device_id, gateway_id = %current.gateway_id, "device key recorded");
+                Resolved::Keyed {
+                    gateway_id: current.gateway_id.clone(),
+                    epoch: current.epoch,
+                    device_key: key.to_owned(),
+                }
+            }
+            Err(e) => {
+                error!(device_id, error = %e, "cannot record the device key");
                 Resolved::Now(storage_failure(device_id))
             }
         }
