@@ -46,6 +46,9 @@ use verifier::{ApRecord, EnrollmentStore, Store};
 const DEVICE: &str = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b";
 const NEW_DEVICE: &str = "00000000-0000-4000-8000-000000000002";
 const OTHER: &str = "00000000-0000-4000-8000-000000000001";
+/// Onboarding sessions of those two: `UUID.SESSION`.
+const NEW_SESSION: &str = "00000000-0000-4000-8000-000000000002.s1";
+const OTHER_SESSION: &str = "00000000-0000-4000-8000-000000000001.s1";
 const TIMEOUT: Duration = Duration::from_millis(500);
 /// The endpoint's secret, shared with the broker.
 const SECRET: &str = "3f6c0e1a9b7d45e2a8c4f0d6b2e9a7c15d3b8f4e6a2c0d9b";
@@ -355,9 +358,9 @@ async fn emqx_a_device_token_logs_in_once_and_a_replay_is_refused() {
 }
 
 #[tokio::test]
-async fn emqx_an_onboarding_device_is_confined_and_holds_its_uuid() {
+async fn emqx_an_onboarding_session_is_confined_and_holds_its_client_id() {
     let e = endpoint().await;
-    let reply = emqx(e.addr, NEW_DEVICE, "onboarding", "").await;
+    let reply = emqx(e.addr, NEW_SESSION, "onboarding", "").await;
     assert_eq!(reply["result"], "allow", "{reply}");
     let expire_at = reply["expire_at"].as_u64().unwrap();
     assert!(
@@ -384,24 +387,31 @@ async fn emqx_an_onboarding_device_is_confined_and_holds_its_uuid() {
     // A second connection while the first onboards is refused; once
     // EMQX reports the first gone, the device may connect again.
     assert_eq!(
-        emqx(e.addr, NEW_DEVICE, "onboarding", "").await,
+        emqx(e.addr, NEW_SESSION, "onboarding", "").await,
         json!({"result": "deny"})
     );
     let (status, _) = post_json(
         e.addr,
         "/emqx/disconnected",
-        &json!({"clientid": NEW_DEVICE, "username": "onboarding", "reason": "normal"}),
+        &json!({"clientid": NEW_SESSION, "username": "onboarding", "reason": "normal"}),
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(
-        emqx(e.addr, NEW_DEVICE, "onboarding", "").await["result"],
+        emqx(e.addr, NEW_SESSION, "onboarding", "").await["result"],
         "allow"
+    );
+    // Not enrolled: admitted all the same (nobody learns which UUIDs
+    // are enrolled); the bare UUID is no onboarding session's client id.
+    assert_eq!(
+        emqx(e.addr, OTHER_SESSION, "onboarding", "").await["result"],
+        "allow",
+        "not enrolled"
     );
     assert_eq!(
         emqx(e.addr, OTHER, "onboarding", "").await,
         json!({"result": "deny"}),
-        "not enrolled"
+        "the bare UUID"
     );
 }
 
@@ -605,13 +615,13 @@ async fn vernemq_register_admits_the_platforms_identities_only() {
     assert_eq!((status, reply), (200, ok()));
 
     // An onboarding device holds its UUID until VerneMQ says it is gone.
-    let onboard = || register(e.addr, NEW_DEVICE, json!("onboarding"), Value::Null);
+    let onboard = || register(e.addr, NEW_SESSION, json!("onboarding"), Value::Null);
     assert_eq!(onboard().await, ok());
     assert_eq!(onboard().await, not_allowed());
     let (status, reply) = post_json(
         e.addr,
         "/vernemq/on_client_gone",
-        &json!({"client_id": NEW_DEVICE, "mountpoint": ""}),
+        &json!({"client_id": NEW_SESSION, "mountpoint": ""}),
     )
     .await;
     assert_eq!((status, reply), (200, json!({})));
@@ -769,7 +779,7 @@ async fn vernemq_subscribe_and_publish_are_the_in_process_acl() {
         answers.push(
             publish(
                 e.addr,
-                NEW_DEVICE,
+                NEW_SESSION,
                 "onboarding",
                 "wlan/home/access/request",
                 request.as_bytes(),
@@ -905,17 +915,17 @@ async fn a_caller_without_the_secret_spends_no_token_hold_or_rate_and_releases_n
     refused_to_all(
         e.addr,
         "/emqx/auth",
-        &json!({"clientid": NEW_DEVICE, "username": "onboarding", "password": ""}),
+        &json!({"clientid": NEW_SESSION, "username": "onboarding", "password": ""}),
     )
     .await;
     refused_to_all(
         e.addr,
         "/vernemq/auth_on_register",
-        &json!({"client_id": NEW_DEVICE, "username": "onboarding", "password": null}),
+        &json!({"client_id": NEW_SESSION, "username": "onboarding", "password": null}),
     )
     .await;
     assert_eq!(
-        emqx(e.addr, NEW_DEVICE, "onboarding", "").await["result"],
+        emqx(e.addr, NEW_SESSION, "onboarding", "").await["result"],
         "allow",
         "no hold was taken"
     );
@@ -923,17 +933,17 @@ async fn a_caller_without_the_secret_spends_no_token_hold_or_rate_and_releases_n
     refused_to_all(
         e.addr,
         "/emqx/disconnected",
-        &json!({"clientid": NEW_DEVICE}),
+        &json!({"clientid": NEW_SESSION}),
     )
     .await;
     refused_to_all(
         e.addr,
         "/vernemq/on_client_gone",
-        &json!({"client_id": NEW_DEVICE, "mountpoint": ""}),
+        &json!({"client_id": NEW_SESSION, "mountpoint": ""}),
     )
     .await;
     assert_eq!(
-        emqx(e.addr, NEW_DEVICE, "onboarding", "").await,
+        emqx(e.addr, NEW_SESSION, "onboarding", "").await,
         json!({"result": "deny"}),
         "the hold was not released"
     );
@@ -942,7 +952,7 @@ async fn a_caller_without_the_secret_spends_no_token_hold_or_rate_and_releases_n
     // none of the impostors' publishes.
     let request = format!(r#"{{"uuid":"{OTHER}","ssid":"home"}}"#);
     let body = json!({
-        "username": "onboarding", "client_id": OTHER, "mountpoint": "", "qos": 1,
+        "username": "onboarding", "client_id": OTHER_SESSION, "mountpoint": "", "qos": 1,
         "topic": "wlan/home/access/request", "payload": STANDARD.encode(&request),
         "retain": false,
     });
@@ -953,7 +963,7 @@ async fn a_caller_without_the_secret_spends_no_token_hold_or_rate_and_releases_n
         assert_eq!(
             publish(
                 e.addr,
-                OTHER,
+                OTHER_SESSION,
                 "onboarding",
                 "wlan/home/access/request",
                 request.as_bytes(),

@@ -335,6 +335,12 @@ impl Auth {
     ) -> Result<Admitted, Refusal> {
         let claim = self.classify(login)?;
         let serving = || directory.ok_or(Refusal::policy("the verifier is not serving yet"));
+        // An onboarding session needs no record, but nobody would answer
+        // it before the verifier serves: it waits (the broker's grace) as
+        // a device's login does.
+        if matches!(claim, Claim::Onboarding(_)) {
+            serving()?;
+        }
         let record = match claim.lookup() {
             Lookup::Nothing => Record::Nothing,
             Lookup::Ap(ap_id) => Record::Ap(serving()?.ap(ap_id)),
