@@ -53,6 +53,13 @@ impl Holds {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uuid);
+        // Every onboarding session has a client id of its own: its
+        // allowance goes with it, or the map would grow with every
+        // onboarding until its cap.
+        self.rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uuid);
     }
 
     /// Takes one publish from an onboarding client's allowance.
