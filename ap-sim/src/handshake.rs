@@ -8,7 +8,6 @@
 //! else.
 
 use crate::shared::{Denied, Shared};
-use crate::verify::refusal;
 use protocol::crypto::{handshake_tag, WifiKey};
 use protocol::onboarding::{
     open_wifi_key, AccessChallenge, AccessRequest, SealedFor, Ticket, VerifyOutcome,
@@ -108,7 +107,7 @@ pub(crate) async fn relay_handshake(
                     )
                 })
         }
-        (VerifyOutcome::Failed { error, denial }, _) => Err(refusal(shared, uuid, error, denial)),
+        (VerifyOutcome::Failed { error, denial }, _) => Err(shared.refusal(uuid, error, denial)),
         (_, _) => {
             warn!(target: "audit", uuid = %uuid, "verifier verdict refused: not a verdict for this session");
             Err(shared.deny(

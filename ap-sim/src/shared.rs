@@ -105,6 +105,22 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The refusal in a verifier's `Failed` answer: its signed denial for
+    /// the device, passed on as it is, or the error alone.
+    pub(crate) fn refusal(
+        &self,
+        uuid: &protocol::DeviceUuid,
+        error: ErrorBody<AccessErrorCode>,
+        denial: Option<AccessDenied>,
+    ) -> Denied {
+        match denial {
+            Some(denial) => (AccessResponse::Denied(denial), Err(error.code)),
+            None => self.deny_with(uuid.as_str(), error),
+        }
+    }
+}
+
 /// A request that ends before the grant: the answer for the device and
 /// the outcome to report.
 pub(crate) type Denied = (AccessResponse, Result<(), AccessErrorCode>);

@@ -2,15 +2,13 @@
 //! request: in walkthrough mode for the pass_tmp itself; in secure mode to
 //! answer the device's request, naming it (SSID and handshake). The
 //! verifier is the device's PAKE peer: its answer is its own half of the
-//! handshake, which the AP relays ([`crate::handshake`]), and a refusal of
+//! handshake, which the AP relays (`handshake.rs`), and a refusal of
 //! the device it signs, which the AP passes on as it is.
 
 use crate::shared::{Denied, Shared};
 use protocol::crypto::handshake_tag;
-use protocol::onboarding::{
-    AccessDenied, AccessRequest, AccessResponse, Ticket, VerifyOutcome, VerifyRequest,
-};
-use protocol::{topics, AccessErrorCode, DeviceUuid, ErrorBody};
+use protocol::onboarding::{AccessRequest, Ticket, VerifyOutcome, VerifyRequest};
+use protocol::{topics, AccessErrorCode, DeviceUuid};
 use tracing::warn;
 
 /// What the verifier gave.
@@ -25,20 +23,6 @@ pub(crate) enum Verified {
         spake2: String,
         ticket: Ticket,
     },
-}
-
-/// The refusal in a verifier's `Failed` answer: its signed denial for the
-/// device, passed on as it is, or the error alone.
-pub(crate) fn refusal(
-    shared: &Shared,
-    uuid: &DeviceUuid,
-    error: ErrorBody<AccessErrorCode>,
-    denial: Option<AccessDenied>,
-) -> Denied {
-    match denial {
-        Some(denial) => (AccessResponse::Denied(denial), Err(error.code)),
-        None => shared.deny_with(uuid.as_str(), error),
-    }
 }
 
 /// Asks the verifier about the device's request `req`.
@@ -103,7 +87,7 @@ pub(crate) async fn verify(
             spake2,
             ticket,
         }),
-        (VerifyOutcome::Failed { error, denial }, _) => Err(refusal(shared, uuid, error, denial)),
+        (VerifyOutcome::Failed { error, denial }, _) => Err(shared.refusal(uuid, error, denial)),
         (_, _) => {
             warn!(target: "audit", uuid = %uuid, "verifier answer refused: not what this mode expects");
             Err(shared.deny(

@@ -16,7 +16,7 @@ pub struct GatewayQuery {
     /// keeps it with the device's assignment and signs it into every
     /// assignment it gives the device ([`GatewayAssigned::device_key`]):
     /// a gateway admits the device only with a login signed by this key
-    /// ([`crate::gateway_login`]). Absent: walkthrough mode, or a device
+    /// (`gateway_login`). Absent: walkthrough mode, or a device
     /// of an older release (its assignments name no key, and a secure
     /// gateway refuses them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +91,7 @@ pub struct GatewayAssigned {
     pub epoch: u64,
     /// Secure mode: the device's own public key (hex), from its last
     /// query, signed with the rest: the key the device's gateway login
-    /// must be signed with ([`crate::gateway_login`]). None for a device
+    /// must be signed with (`gateway_login`). None for a device
     /// that has not sent its key yet; a secure gateway refuses such an
     /// assignment, and the device asks the registry again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
