@@ -626,6 +626,12 @@ impl DeviceKey {
     pub fn public_hex(&self) -> String {
         hex(self.0.verifying_key().as_bytes())
     }
+
+    /// A signature over a domain-separated list of fields, in the
+    /// platform's envelope ([`PlatformKey::sign`]'s), base64.
+    pub fn sign(&self, domain: &str, fields: &[&[u8]]) -> String {
+        b64(&self.0.sign(&canonical(domain, fields)).to_bytes())
+    }
 }
 
 /// Whether `hex` is a usable device public key (64 hex digits, a valid
@@ -759,6 +765,47 @@ pub fn device_login_token(key: &DeviceKey, uuid: &str, now_ms: u64, nonce: &Logi
     )
 }
 
+/// A `TAG.MS.NONCE.SIG` login token's time, nonce and signature (still
+/// base64), if it has that shape: the cheap checks, before any curve
+/// operation. Platform logins (`dk1`) and gateway logins
+/// ([`crate::gateway_login`], `gk1`) share it.
+pub fn split_login_token<'a>(token: &'a str, tag: &str) -> Option<(u64, LoginNonce, &'a str)> {
+    let mut parts = token.split('.');
+    let (Some(t), Some(at), Some(nonce), Some(sig), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    if t != tag || at.is_empty() || at.len() > 20 || !at.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let at_ms: u64 = at.parse().ok()?;
+    let nonce: LoginNonce = unb64(nonce, "the login nonce").ok()?.try_into().ok()?;
+    if sig.is_empty() || sig.len() > 128 {
+        return None;
+    }
+    Some((at_ms, nonce, sig))
+}
+
+/// Checks a device key's signature ([`DeviceKey::sign`]) against its
+/// public key (hex): a usable key, strict verification.
+pub fn verify_device_signature(
+    public_hex: &str,
+    domain: &str,
+    fields: &[&[u8]],
+    sig_b64: &str,
+) -> Result<(), CryptoError> {
+    let key = check_device_public(&unhex32(public_hex, "the device key")?)?;
+    let sig = Signature::from_slice(&unb64(sig_b64, "the signature")?)
+        .map_err(|_| CryptoError::Signature)?;
+    key.verify_strict(&canonical(domain, fields), &sig)
+        .map_err(|_| CryptoError::Signature)
+}
+
 /// Checks a login token ([`device_login_token`]) against the device's
 /// registered public key (hex) and its UUID (in either case), at
 /// `now_ms`, allowing `max_skew_ms` either way. Returns the token's
@@ -772,26 +819,11 @@ pub fn verify_device_login(
     max_skew_ms: u64,
 ) -> Result<LoginNonce, CryptoError> {
     const WHAT: &str = "the login token";
-    let mut parts = token.split('.');
-    let (Some(LOGIN_TAG), Some(at), Some(nonce), Some(sig), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(CryptoError::Malformed(WHAT));
-    };
-    if at.is_empty() || at.len() > 20 || !at.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(CryptoError::Malformed(WHAT));
-    }
-    let at_ms: u64 = at.parse().map_err(|_| CryptoError::Malformed(WHAT))?;
+    let (at_ms, nonce, sig) =
+        split_login_token(token, LOGIN_TAG).ok_or(CryptoError::Malformed(WHAT))?;
     if now_ms.abs_diff(at_ms) > max_skew_ms {
         return Err(CryptoError::Stale(WHAT));
     }
-    let nonce: LoginNonce = unb64(nonce, WHAT)?
-        .try_into()
-        .map_err(|_| CryptoError::Malformed(WHAT))?;
     let sig = Signature::from_slice(&unb64(sig, WHAT)?).map_err(|_| CryptoError::Signature)?;
     let key = check_device_public(&unhex32(public_hex, "the device key")?)?;
     key.verify_strict(&login_message(uuid, at_ms, &nonce), &sig)

@@ -16,8 +16,8 @@
 //! [`GatewayLogin`] as JSON.
 
 use crate::crypto::{
-    b64, check_device_public_hex, unb64, CryptoError, DeviceKey, LoginNonce, PlatformKey,
-    PlatformPublicKey,
+    b64, check_device_public_hex, split_login_token, verify_device_signature, CryptoError,
+    DeviceKey, LoginNonce, PlatformPublicKey,
 };
 use crate::gateway::{AssignmentError, GatewayAssigned};
 use serde::{Deserialize, Serialize};
@@ -73,11 +73,8 @@ pub fn gateway_login_token(
     now_ms: u64,
     nonce: &LoginNonce,
 ) -> Result<String, CryptoError> {
-    // The platform's signature envelope (domain, length-prefixed fields),
-    // made with the device's key: one envelope format for every signature.
-    let signer = PlatformKey::from_seed_hex(&key.seed_hex())?;
     let at = now_ms.to_be_bytes();
-    let sig = signer.sign(DOMAIN, &signed_fields(device_id, gateway_id, &at, nonce));
+    let sig = key.sign(DOMAIN, &signed_fields(device_id, gateway_id, &at, nonce));
     Ok(format!("{TAG}.{now_ms}.{}.{sig}", b64(nonce)))
 }
 
@@ -126,50 +123,27 @@ impl GatewayLogin {
         self.assignment
             .verify_for_gateway(platform, device_id, gateway_id, now_ms)?;
         check_device_public_hex(device_key).map_err(|_| GatewayLoginError::BadDeviceKey)?;
-        let public =
-            PlatformPublicKey::from_hex(device_key).map_err(|_| GatewayLoginError::BadDeviceKey)?;
         let at = at_ms.to_be_bytes();
-        public
-            .verify(
-                DOMAIN,
-                &signed_fields(device_id, gateway_id, &at, &nonce),
-                sig,
-            )
-            .map_err(|_| GatewayLoginError::BadSignature)?;
+        verify_device_signature(
+            device_key,
+            DOMAIN,
+            &signed_fields(device_id, gateway_id, &at, &nonce),
+            sig,
+        )
+        .map_err(|_| GatewayLoginError::BadSignature)?;
         Ok(nonce)
     }
 }
 
 /// The token's time, nonce and signature (still base64).
 fn parse_token(token: &str) -> Result<(u64, LoginNonce, &str), GatewayLoginError> {
-    let mut parts = token.split('.');
-    let (Some(TAG), Some(at), Some(nonce), Some(sig), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(GatewayLoginError::Malformed);
-    };
-    if at.is_empty() || at.len() > 20 || !at.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(GatewayLoginError::Malformed);
-    }
-    let at_ms: u64 = at.parse().map_err(|_| GatewayLoginError::Malformed)?;
-    let nonce: LoginNonce = unb64(nonce, "the login nonce")
-        .ok()
-        .and_then(|n| n.try_into().ok())
-        .ok_or(GatewayLoginError::Malformed)?;
-    if sig.is_empty() || sig.len() > 128 {
-        return Err(GatewayLoginError::Malformed);
-    }
-    Ok((at_ms, nonce, sig))
+    split_login_token(token, TAG).ok_or(GatewayLoginError::Malformed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{device_login_token, login_nonce, verify_device_login};
+    use crate::crypto::{device_login_token, login_nonce, verify_device_login, PlatformKey};
     use crate::decode::{decode, encode};
 
     const D: &str = "6f1c2b8e-0b5d-4a8f-9e8c-2b7d8e9f0a1b";
