@@ -768,7 +768,7 @@ pub fn device_login_token(key: &DeviceKey, uuid: &str, now_ms: u64, nonce: &Logi
 /// A `TAG.MS.NONCE.SIG` login token's time, nonce and signature (still
 /// base64), if it has that shape: the cheap checks, before any curve
 /// operation. Platform logins (`dk1`) and gateway logins
-/// ([`crate::gateway_login`], `gk1`) share it.
+/// (`gateway_login.rs`, `gk1`) share it.
 pub fn split_login_token<'a>(token: &'a str, tag: &str) -> Option<(u64, LoginNonce, &'a str)> {
     let mut parts = token.split('.');
     let (Some(t), Some(at), Some(nonce), Some(sig), None) = (
